@@ -1,0 +1,356 @@
+"""What a protocol role needs from encryption, in encrypted and plaintext modes.
+
+Each party holds an :class:`OwnKey` (its private key: encrypt, decrypt) and a
+:class:`PeerKey` for every other party (public key only: compute on the other's
+ciphertexts, mask, re-randomise). The plaintext mode implements the same two
+interfaces with floats, so ``encryption=None`` runs the identical protocol.
+
+The central primitive is the *masked cross term*: party P holds its plaintext
+features ``X`` and receives ``[[v]]_Q`` (a per-sample vector encrypted under Q's
+key). It computes ``[[X.T @ v + r]]_Q`` with a random mask ``r`` that has at least
+:data:`MASK_SLACK_BITS` bits more than any possible value of ``X.T @ v``, adds fresh
+randomness, and sends it to Q. Q decrypts and returns the masked integers; P
+removes ``r``. Q learns nothing (the mask hides the value statistically); P
+learns ``X.T @ v``, which is its own gradient term.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+from joblib import Parallel, delayed
+
+from ftl.crypto import fixedpoint
+from ftl.crypto.engine import CRTEncryptor, FixedBaseTable, column_multiexp, djn_generator
+from ftl.crypto.keys import generate_keypair, key_id
+from ftl.federation.messages import CiphertextArray, PlainArray
+
+__all__ = [
+    "MASK_SLACK_BITS",
+    "MaskState",
+    "OwnKey",
+    "PaillierOwnKey",
+    "PaillierPeerKey",
+    "PeerKey",
+    "PlainOwnKey",
+    "PlainPeerKey",
+    "make_own_key",
+    "peer_key_from_public",
+]
+
+#: Statistical hiding: masks are this many bits longer than the masked value.
+MASK_SLACK_BITS = 40
+#: Fixed-point fraction bits of encrypted per-sample values (margins, residuals).
+VALUE_FRAC_BITS = 32
+#: Encrypted per-sample values must be below 2**VALUE_INT_BITS in magnitude.
+VALUE_INT_BITS = 32
+#: Fixed-point fraction bits of features used as exponents in ``X.T @ [[v]]``.
+FEATURE_FRAC_BITS = 20
+_CHUNK = 256
+
+
+@dataclass
+class MaskState:
+    """What the masking party keeps to remove its mask later."""
+
+    masks: list[int]
+    frac_bits: int
+
+
+# -------------------------------------------------------------------- encrypted
+class PaillierOwnKey:
+    """This party's Paillier key pair with fast CRT/DJN encryption.
+
+    Parameters
+    ----------
+    key_size : int
+        Modulus bits (2048 by default elsewhere; smaller needs ``insecure_for_tests``).
+    insecure_for_tests : bool
+        Allow keys below 2048 bits.
+    n_jobs : int or None
+        joblib workers for encrypting long vectors.
+    """
+
+    scheme = "paillier"
+
+    def __init__(self, key_size: int, insecure_for_tests: bool = False, n_jobs: int | None = None):
+        self.public_key, self.private_key = generate_keypair(key_size, insecure_for_tests)
+        self.n = self.public_key.n
+        self.hs = djn_generator(self.n, self.private_key.p, self.private_key.q)
+        self.key_id = key_id(self.public_key)
+        self.width = (2 * self.n.bit_length() + 7) // 8
+        self.n_jobs = n_jobs
+        self._encryptor: CRTEncryptor | None = None
+
+    @property
+    def encryptor(self) -> CRTEncryptor:
+        if self._encryptor is None:
+            self._encryptor = CRTEncryptor(self.n, self.private_key.p, self.private_key.q, self.hs)
+        return self._encryptor
+
+    def public(self) -> dict:
+        """Public key material for the key exchange message."""
+        return {"scheme": self.scheme, "n": self.n, "hs": self.hs, "key_id": self.key_id}
+
+    def encrypt(self, values: np.ndarray) -> CiphertextArray:
+        """Encrypt a float vector at :data:`VALUE_FRAC_BITS` with fresh randomness."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.size and not np.abs(values).max() < 2.0**VALUE_INT_BITS:
+            raise fixedpoint.FixedPointOverflowError(
+                f"per-sample values must stay below 2**{VALUE_INT_BITS} in magnitude "
+                "(the model diverged; lower the learning rate or scale the features)"
+            )
+        ints = fixedpoint.encode(values, VALUE_FRAC_BITS)
+        self._check_headroom(VALUE_INT_BITS + VALUE_FRAC_BITS + 64)
+        plain = [int(v) % self.n for v in ints.reshape(-1)]
+        if self.n_jobs and self.n_jobs != 1 and len(plain) >= 4 * _CHUNK:
+            sk = self.private_key
+            chunks = [plain[i : i + 4 * _CHUNK] for i in range(0, len(plain), 4 * _CHUNK)]
+            parts = Parallel(n_jobs=self.n_jobs)(
+                delayed(_encrypt_in_worker)(self.n, sk.p, sk.q, self.hs, c) for c in chunks
+            )
+            cts = [x for part in parts for x in part]
+        else:
+            cts = self.encryptor.encrypt_ints(plain)
+        return CiphertextArray(_object_array(cts).reshape(values.shape), self.key_id, self.width)
+
+    def _check_headroom(self, bits: int) -> None:
+        if bits + MASK_SLACK_BITS + 2 >= self.n.bit_length():
+            raise fixedpoint.FixedPointOverflowError(
+                f"values of {bits} bits do not fit a {self.n.bit_length()}-bit key with masks"
+            )
+
+    def decrypt_masked(self, ct: CiphertextArray) -> np.ndarray:
+        """Decrypt masked values sent for decryption; returns Python ints (object array)."""
+        self._check_owner(ct)
+        sk = self.private_key
+        out = np.empty(ct.values.size, dtype=object)
+        for i, c in enumerate(ct.values.reshape(-1)):
+            c = int(c)
+            if not 0 < c < self.n * self.n:
+                raise ValueError("ciphertext out of range for this key")
+            out[i] = int(sk.raw_decrypt(c))
+        return out.reshape(ct.values.shape)
+
+    def decrypt_values(self, ct: CiphertextArray, frac_bits: int) -> np.ndarray:
+        """Decrypt signed fixed-point values (only for values this party may learn)."""
+        ints = self.decrypt_masked(ct)
+        half = self.n // 2
+        signed = np.array([v - self.n if v > half else v for v in ints.reshape(-1)], dtype=object)
+        return fixedpoint.decode(signed, frac_bits).reshape(ints.shape)
+
+    def _check_owner(self, ct: CiphertextArray) -> None:
+        if ct.key_id != self.key_id:
+            raise ValueError(f"ciphertexts under key {ct.key_id}, not this party's {self.key_id}")
+
+
+class PaillierPeerKey:
+    """Another party's public key: compute on its ciphertexts, mask, re-randomise."""
+
+    scheme = "paillier"
+
+    def __init__(self, n: int, hs: int, key_id_: str, *, min_key_size: int = 2048,
+                 insecure_for_tests: bool = False, n_jobs: int | None = None):
+        if n.bit_length() < min_key_size and not insecure_for_tests:
+            raise ValueError(f"peer key of {n.bit_length()} bits is below the minimum {min_key_size}")
+        self.n = mpz(n)
+        self.nsquare = self.n * self.n
+        if not 1 < hs < self.nsquare or gmpy2.gcd(hs, self.n) != 1:
+            raise ValueError("peer's DJN base is not a unit mod n^2")
+        self.hs = mpz(hs)
+        self.key_id = key_id_
+        self.width = (2 * int(self.n).bit_length() + 7) // 8
+        self.n_jobs = n_jobs
+        self._table: FixedBaseTable | None = None
+
+    @property
+    def table(self) -> FixedBaseTable:
+        if self._table is None:
+            self._table = FixedBaseTable(self.hs, self.nsquare, int(self.n).bit_length() // 2)
+        return self._table
+
+    def rerandomize(self, cts: list[mpz]) -> list[mpz]:
+        """Multiply by a fresh DJN random factor, so results reveal nothing of how they were made."""
+        bits = int(self.n).bit_length() // 2
+        return [c * self.table.pow(secrets.randbits(bits)) % self.nsquare for c in cts]
+
+    def masked_cross_term(
+        self, features: np.ndarray, ct: CiphertextArray
+    ) -> tuple[CiphertextArray, MaskState]:
+        """``[[X.T @ v + r]]`` for plaintext ``X`` (n, p) and ``[[v]]`` (n,) under this key."""
+        if ct.key_id != self.key_id:
+            raise ValueError("ciphertexts are not under this peer's key")
+        if ct.values.shape != (features.shape[0],):
+            raise ValueError(f"expected {features.shape[0]} ciphertexts, got {ct.values.shape}")
+        cts = [mpz(int(c)) for c in ct.values]
+        for c in cts:
+            if not 0 < c < self.nsquare:
+                raise ValueError("ciphertext out of range for the peer's key")
+        exps = encode_features(features)
+        cols = _parallel_columns(cts, exps, self.nsquare, self.n_jobs)
+        # bound on |X.T @ v| in fixed point: n * max|x| * max|v|, v bounded by the key's headroom
+        value_bits = (
+            int(np.abs(exps).max(initial=0)).bit_length()
+            + max(1, features.shape[0]).bit_length()
+            + VALUE_FRAC_BITS
+            + VALUE_INT_BITS
+        )
+        mask_bits = value_bits + MASK_SLACK_BITS
+        if mask_bits + 2 >= int(self.n).bit_length():
+            raise fixedpoint.FixedPointOverflowError("key too small for the masked gradient")
+        masks = [secrets.randbits(mask_bits) for _ in cols]
+        masked = [c * (1 + mpz(r) * self.n) % self.nsquare for c, r in zip(cols, masks)]
+        masked = self.rerandomize(masked)
+        out = CiphertextArray(_object_array(masked), self.key_id, self.width)
+        return out, MaskState(masks, VALUE_FRAC_BITS + FEATURE_FRAC_BITS)
+
+    def masked_vector(self, ct: CiphertextArray) -> tuple[CiphertextArray, MaskState]:
+        """``[[v + r]]`` for the key owner to decrypt (used in prediction)."""
+        if ct.key_id != self.key_id:
+            raise ValueError("ciphertexts are not under this peer's key")
+        mask_bits = VALUE_INT_BITS + VALUE_FRAC_BITS + MASK_SLACK_BITS
+        masks = [secrets.randbits(mask_bits) for _ in range(ct.values.size)]
+        n, n2 = self.n, self.nsquare
+        # No re-randomisation needed: the owner made these ciphertexts itself, so their
+        # random factors tell it nothing; the mask r is the only secret and sits in m.
+        out = [mpz(int(c)) * (1 + mpz(r) * n) % n2 for c, r in zip(ct.values.reshape(-1), masks)]
+        return CiphertextArray(_object_array(out), self.key_id, self.width), MaskState(
+            masks, VALUE_FRAC_BITS
+        )
+
+    def unmask(self, masked: np.ndarray, state: MaskState) -> np.ndarray:
+        """Remove the mask from decrypted values returned by the key owner."""
+        if not isinstance(masked, np.ndarray) or masked.shape != (len(state.masks),):
+            raise ValueError("masked reply has the wrong shape")
+        n = int(self.n)
+        vals = []
+        for v, r in zip(masked.tolist(), state.masks):
+            x = (int(v) - r) % n
+            vals.append(x - n if x > n // 2 else x)
+        return fixedpoint.decode(np.array(vals, dtype=object), state.frac_bits)
+
+
+def encode_features(features: np.ndarray) -> np.ndarray:
+    """Features as signed int64 fixed-point exponents (error if they overflow)."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.size and np.abs(features).max() >= 2.0 ** (62 - FEATURE_FRAC_BITS):
+        raise fixedpoint.FixedPointOverflowError(
+            "feature values too large for fixed-point exponents; standardise them first"
+        )
+    return np.rint(np.ldexp(features, FEATURE_FRAC_BITS)).astype(np.int64)
+
+
+# -------------------------------------------------------------------- plaintext
+class PlainOwnKey:
+    """``encryption=None``: the same calls, values in the clear (recorded as such)."""
+
+    scheme = "plain"
+    key_id = "plaintext"
+
+    def public(self) -> dict:
+        return {"scheme": self.scheme, "n": 0, "hs": 0, "key_id": self.key_id}
+
+    def encrypt(self, values: np.ndarray) -> PlainArray:
+        return PlainArray(np.asarray(values, dtype=np.float64))
+
+    def decrypt_masked(self, ct: PlainArray) -> PlainArray:
+        if not isinstance(ct, PlainArray):
+            raise ValueError("expected plaintext-mode values")
+        return ct
+
+    def decrypt_values(self, ct: PlainArray, frac_bits: int = 0) -> np.ndarray:
+        return ct.values
+
+
+class PlainPeerKey:
+    scheme = "plain"
+    key_id = "plaintext"
+
+    def masked_cross_term(self, features: np.ndarray, ct: PlainArray) -> tuple[PlainArray, None]:
+        if not isinstance(ct, PlainArray) or ct.values.shape != (features.shape[0],):
+            raise ValueError("expected a plaintext-mode vector with one value per row")
+        return PlainArray(features.T @ ct.values), None
+
+    def masked_vector(self, ct: PlainArray) -> tuple[PlainArray, None]:
+        if not isinstance(ct, PlainArray):
+            raise ValueError("expected plaintext-mode values")
+        return ct, None
+
+    def unmask(self, masked: PlainArray, state: None) -> np.ndarray:
+        if not isinstance(masked, PlainArray):
+            raise ValueError("expected plaintext-mode values")
+        return masked.values
+
+
+OwnKey = PaillierOwnKey | PlainOwnKey
+PeerKey = PaillierPeerKey | PlainPeerKey
+
+
+def make_own_key(
+    encryption: str | None, key_size: int, insecure_for_tests: bool = False,
+    n_jobs: int | None = None,
+) -> OwnKey:
+    if encryption is None:
+        return PlainOwnKey()
+    if encryption == "paillier":
+        return PaillierOwnKey(key_size, insecure_for_tests, n_jobs)
+    raise ValueError(f"encryption must be 'paillier' or None, got {encryption!r}")
+
+
+def peer_key_from_public(
+    public: dict, expected_scheme: str, insecure_for_tests: bool = False,
+    n_jobs: int | None = None,
+) -> PeerKey:
+    """Build and check a peer's key from its key-exchange fields."""
+    scheme = public.get("scheme")
+    if scheme != expected_scheme:
+        raise ValueError(f"peer uses encryption {scheme!r}, this run expects {expected_scheme!r}")
+    if scheme == "plain":
+        return PlainPeerKey()
+    n, hs = int(public["n"]), int(public["hs"])
+    if n.bit_length() < 2048 and not insecure_for_tests:
+        raise ValueError(
+            f"peer's key has {n.bit_length()} bits; at least 2048 are required"
+        )
+    return PaillierPeerKey(n, hs, str(public["key_id"]), insecure_for_tests=insecure_for_tests,
+                           n_jobs=n_jobs)
+
+
+# -------------------------------------------------------------------- helpers
+def _object_array(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = [int(v) for v in values]
+    return out
+
+
+_WORKER_ENCRYPTORS: dict[int, CRTEncryptor] = {}
+
+
+def _encrypt_in_worker(n: int, p: int, q: int, hs: int, chunk: list[int]) -> list[mpz]:
+    # Workers are this party's own processes; the fixed-base tables are built once
+    # per worker and key and reused across calls.
+    enc = _WORKER_ENCRYPTORS.get(n)
+    if enc is None:
+        enc = _WORKER_ENCRYPTORS[n] = CRTEncryptor(n, p, q, hs)
+    return enc.encrypt_ints(chunk)
+
+
+def _parallel_columns(cts: list[mpz], exps: np.ndarray, modulus: mpz, n_jobs: int | None) -> list:
+    n_cols = exps.shape[1]
+    if not n_jobs or n_jobs == 1 or n_cols < 2 or len(cts) < _CHUNK:
+        return column_multiexp(cts, exps, modulus)
+    groups = np.array_split(np.arange(n_cols), min(n_cols, _n_workers(n_jobs)))
+    parts = Parallel(n_jobs=n_jobs)(
+        delayed(column_multiexp)(cts, exps[:, g], modulus) for g in groups if len(g)
+    )
+    return [x for part in parts for x in part]
+
+
+def _n_workers(n_jobs: int) -> int:
+    import os
+
+    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs

@@ -1,0 +1,254 @@
+"""A party: one organisation's own data, validated once, never handed to peers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ftl.federation.service import PartyService
+
+__all__ = ["Party"]
+
+
+def _clean_ids(ids: Any, name: str) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"party {name!r}: ids must be one-dimensional, got shape {arr.shape}")
+    missing = pd.isna(arr)
+    if missing.any():
+        raise ValueError(f"party {name!r}: {int(missing.sum())} missing id(s)")
+    if arr.dtype.kind == "f":
+        if not np.all(np.mod(arr, 1) == 0):
+            raise ValueError(f"party {name!r}: float ids must be whole numbers")
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iuUSO":
+        raise ValueError(f"party {name!r}: ids must be integers or strings, got {arr.dtype}")
+    if arr.dtype.kind == "O":
+        bad = [v for v in arr[:1000] if not isinstance(v, (str, int, np.integer))]
+        if bad:
+            raise ValueError(f"party {name!r}: ids must be integers or strings, got {bad[0]!r}")
+    as_text = pd.Series(arr.astype(str))
+    dup = as_text.duplicated(keep=False)
+    if dup.any():
+        examples = ", ".join(as_text[dup].unique()[:3])
+        raise ValueError(
+            f"party {name!r}: {int(dup.sum())} rows share duplicate ids (e.g. {examples})"
+        )
+    return arr
+
+
+def _check_features(frame: pd.DataFrame, name: str) -> np.ndarray:
+    non_numeric = [
+        str(c)
+        for c in frame.columns
+        if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+    ]
+    if non_numeric:
+        raise ValueError(
+            f"party {name!r}: non-numeric feature column(s) {non_numeric}; encode them first "
+            "(e.g. with ftl.preprocessing or pandas.get_dummies)"
+        )
+    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        cols = [f"{frame.columns[j]!s} ({int(bad[:, j].sum())} rows)" for j in np.flatnonzero(bad.any(0))]
+        raise ValueError(
+            f"party {name!r}: NaN or infinite values in feature column(s) {', '.join(cols)}; "
+            "impute or drop them first"
+        )
+    return values
+
+
+class Party:
+    """One organisation's data: ids, feature columns and optionally labels.
+
+    The data stays inside this object; protocols reach it only through the
+    party's registered operations, and only encrypted or masked values leave.
+
+    Parameters
+    ----------
+    name : str
+        Name of the organisation, unique within a federation.
+    data : pandas.DataFrame or array-like of shape (n_rows, n_columns)
+        The party's table. With a DataFrame, every column other than
+        ``id_column`` and ``label_column`` is a feature.
+    id_column : str, optional
+        Column of ``data`` holding the join key (int or str). Required for a
+        DataFrame unless ``ids`` is given.
+    label_column : str, optional
+        Column holding the labels; only the guest (or transfer source) has one.
+    ids : array-like of shape (n_rows,), optional
+        Ids for a plain 2-D array ``data`` (or to override ``id_column``).
+    feature_names : sequence of str, optional
+        Column names for a plain array ``data``.
+    labels : array-like of shape (n_rows,), optional
+        Labels for a plain array ``data``.
+
+    Raises
+    ------
+    ValueError
+        On duplicate or missing ids, non-numeric feature columns, NaN or
+        infinite feature values, missing labels, or an unknown column name.
+
+    Examples
+    --------
+    >>> import pandas as pd, ftl
+    >>> df = pd.DataFrame({"id": [1, 2, 3], "x": [0.1, 0.2, 0.3], "y": [0, 1, 0]})
+    >>> bank = ftl.Party("bank", df, id_column="id", label_column="y")
+    >>> bank.n_rows, bank.n_features, bank.has_labels
+    (3, 1, True)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        data: Any,
+        id_column: str | None = None,
+        label_column: str | None = None,
+        *,
+        ids: Any = None,
+        feature_names: Sequence[str] | None = None,
+        labels: Any = None,
+    ):
+        if not isinstance(name, str) or not name:
+            raise ValueError("party name must be a non-empty string")
+        self.name = name
+        frame = self._as_frame(data, feature_names)
+        for col, what in ((id_column, "id_column"), (label_column, "label_column")):
+            if col is not None and col not in frame.columns:
+                raise ValueError(f"party {name!r}: {what} {col!r} not in columns {list(frame.columns)}")
+        if ids is None:
+            if id_column is None:
+                raise ValueError(f"party {name!r}: give id_column (DataFrame) or ids (array)")
+            ids = frame[id_column].to_numpy()
+        elif len(ids) != len(frame):
+            raise ValueError(f"party {name!r}: {len(ids)} ids for {len(frame)} rows")
+        self._ids = _clean_ids(ids, name)
+        if label_column is not None:
+            labels = frame[label_column].to_numpy()
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (len(frame),):
+                raise ValueError(f"party {name!r}: labels must have shape ({len(frame)},)")
+            if pd.isna(labels).any():
+                raise ValueError(f"party {name!r}: {int(pd.isna(labels).sum())} missing label(s)")
+        self._labels = labels
+        drop = [c for c in (id_column, label_column) if c is not None]
+        features = frame.drop(columns=drop)
+        self.feature_names = [str(c) for c in features.columns]
+        self._features = _check_features(features, name)
+        self.id_column = id_column
+        self.label_column = label_column
+        self.token = uuid.uuid4().hex
+        self._alignments: dict[str, np.ndarray] = {}
+        self._models: dict[str, dict] = {}
+        self._service: PartyService | None = None
+
+    @staticmethod
+    def _as_frame(data: Any, feature_names: Sequence[str] | None) -> pd.DataFrame:
+        if isinstance(data, pd.DataFrame):
+            if data.columns.duplicated().any():
+                raise ValueError("data has duplicate column names")
+            return data.reset_index(drop=True)
+        arr = np.asarray(data)
+        if arr.ndim != 2:
+            raise ValueError(f"data must be a DataFrame or a 2-D array, got shape {arr.shape}")
+        names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(arr.shape[1])]
+        if len(names) != arr.shape[1]:
+            raise ValueError(f"{len(names)} feature names for {arr.shape[1]} columns")
+        return pd.DataFrame(arr, columns=names)
+
+    # -- what anyone may know about the party ------------------------------------
+    @property
+    def n_rows(self) -> int:
+        return len(self._ids)
+
+    @property
+    def n_features(self) -> int:
+        return self._features.shape[1]
+
+    @property
+    def has_labels(self) -> bool:
+        return self._labels is not None
+
+    def __repr__(self) -> str:
+        role = "labelled" if self.has_labels else "features only"
+        return f"Party({self.name!r}, {self.n_rows} rows, {self.n_features} features, {role})"
+
+    # -- local access, used only by this party's own protocol roles ----------------
+    @property
+    def endpoint(self) -> PartyService:
+        """The in-process service answering protocol operations for this party."""
+        if self._service is None:
+            self._service = PartyService(self)
+        return self._service
+
+    def local_ids(self) -> np.ndarray:
+        return self._ids
+
+    def local_labels(self, rows: np.ndarray) -> np.ndarray:
+        if self._labels is None:
+            raise ValueError(f"party {self.name!r} has no labels")
+        return self._labels[rows]
+
+    def local_features(self, rows: np.ndarray) -> np.ndarray:
+        return self._features[rows]
+
+    def aligned_rows(self, alignment_id: str, positions: np.ndarray) -> np.ndarray:
+        """Local row numbers of aligned positions (the mapping never leaves the party)."""
+        try:
+            table = self._alignments[alignment_id]
+        except KeyError:
+            raise ValueError(f"party {self.name!r} has no alignment {alignment_id!r}") from None
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size and (positions.min() < 0 or positions.max() >= len(table)):
+            raise ValueError(f"party {self.name!r}: aligned row position out of range")
+        return table[positions]
+
+    def remember_alignment(self, alignment_id: str, local_rows: np.ndarray) -> None:
+        self._alignments[alignment_id] = np.asarray(local_rows, dtype=np.int64)
+
+    def store_model(self, model_id: str, shard: dict) -> None:
+        """Keep this party's shard of a fitted model (weights, own key) locally."""
+        self._models[model_id] = shard
+
+    def load_model(self, model_id: str) -> dict:
+        try:
+            return self._models[model_id]
+        except KeyError:
+            raise ValueError(f"party {self.name!r} holds no model {model_id!r}") from None
+
+    def rows_for_ids(self, ids: Any) -> np.ndarray:
+        """Local row numbers of the given ids (all must exist)."""
+        wanted = pd.Index(np.asarray(ids).astype(str))
+        index = pd.Index(self._ids.astype(str))
+        rows = index.get_indexer(wanted)
+        if (rows < 0).any():
+            raise ValueError(f"party {self.name!r}: {int((rows < 0).sum())} requested id(s) not found")
+        return rows
+
+    def select(self, ids: Any = None):
+        """A handle over some of this party's rows, without alignment.
+
+        Parameters
+        ----------
+        ids : array-like, optional
+            Ids to select, in the wanted order; all rows when omitted.
+
+        Returns
+        -------
+        PartyRows
+        """
+        from ftl.data.handles import PartyRows
+
+        rows = np.arange(self.n_rows) if ids is None else self.rows_for_ids(ids)
+        return PartyRows(self, rows)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_service"] = None  # sessions are process-local
+        return state

@@ -1,0 +1,151 @@
+"""The audit log of everything that crossed a party boundary."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ftl.federation.messages import CiphertextArray, Message, PlainArray, ValueKind, schema_for
+
+__all__ = ["FieldRecord", "Transcript", "TranscriptRecord"]
+
+
+@dataclass(frozen=True)
+class FieldRecord:
+    """What one field of a message was: its value kind, shape and size."""
+
+    name: str
+    kind: str
+    form: str
+    shape: tuple[int, ...]
+    per_sample: bool
+    key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptRecord:
+    """One message: who sent what kind of value to whom, and how many bytes."""
+
+    step: int
+    session: str
+    sender: str
+    receiver: str
+    type: str
+    nbytes: int
+    fields: tuple[FieldRecord, ...]
+    via: str | None = None
+
+    @property
+    def kinds(self) -> set[str]:
+        return {f.kind for f in self.fields}
+
+
+def _field_shape(value) -> tuple[int, ...]:
+    if isinstance(value, (CiphertextArray, PlainArray)):
+        return value.shape
+    shape = getattr(value, "shape", None)
+    return tuple(int(s) for s in shape) if shape is not None else ()
+
+
+@dataclass
+class Transcript:
+    """An append-only list of :class:`TranscriptRecord`.
+
+    ``estimator.transcript_`` is one of these; ``ftl report`` renders it.
+    """
+
+    records: list[TranscriptRecord] = field(default_factory=list)
+
+    def record(
+        self,
+        session: str,
+        sender: str,
+        receiver: str,
+        message: Message,
+        nbytes: int,
+        via: str | None = None,
+    ) -> TranscriptRecord:
+        schema = schema_for(message.type)
+        fields = tuple(
+            FieldRecord(
+                name=name,
+                kind=(
+                    ValueKind.PLAINTEXT.value
+                    if isinstance(message.fields[name], PlainArray)
+                    else spec.kind.value
+                ),
+                form=spec.form,
+                shape=_field_shape(message.fields[name]),
+                per_sample=spec.per_sample,
+                key_id=getattr(message.fields[name], "key_id", None),
+            )
+            for name, spec in sorted(schema.fields.items())
+        )
+        rec = TranscriptRecord(
+            step=len(self.records),
+            session=session,
+            sender=sender,
+            receiver=receiver,
+            type=message.type,
+            nbytes=nbytes,
+            fields=fields,
+            via=via,
+        )
+        self.records.append(rec)
+        return rec
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(r.nbytes for r in self.records)
+
+    def bytes_by_type(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for r in self.records:
+            out[r.type] += r.nbytes
+        return dict(out)
+
+    def messages_by_kind(self) -> dict[str, int]:
+        """Number of messages carrying each value kind (a message may carry several)."""
+        out: Counter[str] = Counter()
+        for r in self.records:
+            for kind in r.kinds:
+                out[kind] += 1
+        return dict(out)
+
+    def extend(self, other: Transcript) -> None:
+        offset = len(self.records)
+        for r in other.records:
+            self.records.append(
+                TranscriptRecord(**{**asdict_shallow(r), "step": offset + r.step})
+            )
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        path = Path(path)
+        with path.open("w", encoding="utf-8") as fh:
+            for r in self.records:
+                fh.write(json.dumps(asdict(r)) + "\n")
+        return path
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path) -> Transcript:
+        records = []
+        with Path(path).open(encoding="utf-8") as fh:
+            for line in fh:
+                raw = json.loads(line)
+                raw["fields"] = tuple(
+                    FieldRecord(**{**f, "shape": tuple(f["shape"])}) for f in raw["fields"]
+                )
+                records.append(TranscriptRecord(**raw))
+        return cls(records)
+
+
+def asdict_shallow(record: TranscriptRecord) -> dict:
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}

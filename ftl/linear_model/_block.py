@@ -1,0 +1,61 @@
+"""One party's block of a vertical linear model: its features, weights and optimiser.
+
+Both roles use it. With the degree-1 Taylor expansion of the sigmoid around 0
+(as in FATE), ``4 * (sigmoid(z) - y) ~= z + 2 - 4y`` with ``z = sum_P u_P``, so
+the residual is a *sum of per-party contributions*: the guest contributes
+``u_G + 2 - 4y`` and every host its margin ``u_H``. The gradient of party P is
+``X_P.T @ (sum_Q c_Q) / (4 b)``; its own term is plaintext, the others are masked
+cross terms computed on the other parties' ciphertexts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ftl.linear_model._optim import Optimizer, penalty_gradient
+
+
+class WeightBlock:
+    """Features of the training rows and the weights that belong to one party."""
+
+    def __init__(self, features: np.ndarray, params: dict, fit_intercept: bool):
+        self.fit_intercept = fit_intercept
+        if fit_intercept:
+            features = np.hstack([features, np.ones((features.shape[0], 1))])
+        self.features = features
+        self.weights = np.zeros(features.shape[1])
+        self.penalty = params["penalty"]
+        self.alpha = float(params["alpha"])
+        self.optimizer = Optimizer(
+            params["optimizer"], params["learning_rate"], params["decay"], features.shape[1]
+        )
+        self.batch: np.ndarray | None = None
+        self.epoch_start = self.weights.copy()
+
+    def batch_features(self) -> np.ndarray:
+        return self.features[self.batch]
+
+    def start_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Select the batch rows and return this party's margins on them."""
+        if batch.size == 0 or batch.min() < 0 or batch.max() >= self.features.shape[0]:
+            raise ValueError("batch rows out of range")
+        self.batch = batch
+        return self.batch_features() @ self.weights
+
+    def apply_gradient(self, own_contribution: np.ndarray, cross_terms: list[np.ndarray]) -> None:
+        """Gradient step from the own term and the unmasked cross terms."""
+        x = self.batch_features()
+        total = x.T @ own_contribution
+        for term in cross_terms:
+            total = total + term
+        grad = total / (4.0 * len(self.batch))
+        grad += penalty_gradient(self.weights, self.penalty, self.alpha, int(self.fit_intercept))
+        self.weights = self.optimizer.step(self.weights, grad)
+
+    def end_epoch(self) -> tuple[float, float]:
+        """Squared norms of the weight change over the epoch and of the weights."""
+        delta = float(np.sum((self.weights - self.epoch_start) ** 2))
+        norm = float(np.sum(self.weights**2))
+        self.epoch_start = self.weights.copy()
+        self.optimizer.end_epoch()
+        return delta, norm

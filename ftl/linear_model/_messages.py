@@ -1,0 +1,83 @@
+"""Message types of the vertical logistic regression protocol (see docs/protocols)."""
+
+from ftl.federation.messages import FieldSpec, ValueKind, register
+
+_PUBLIC = ValueKind.PUBLIC
+_MAX_ROWS = 50_000_000
+
+# Key exchange and session set-up: parameters, public keys, row positions.
+OPEN = register(
+    "lr.open",
+    "Driver opens a host session: public training parameters and the guest's public key.",
+    params=FieldSpec("json", _PUBLIC),
+    public_keys=FieldSpec("json", _PUBLIC),
+    alignment=FieldSpec("str", _PUBLIC),
+    positions=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=_MAX_ROWS),
+)
+OPENED = register(
+    "lr.opened",
+    "Host's public key and feature count.",
+    public_key=FieldSpec("json", _PUBLIC),
+    n_features=FieldSpec("int", _PUBLIC),
+)
+PEER_KEYS = register(
+    "lr.peer_keys",
+    "Public keys of all parties, so each can compute on the others' ciphertexts.",
+    public_keys=FieldSpec("json", _PUBLIC),
+)
+BATCH = register(
+    "lr.batch",
+    "Which aligned rows (positions inside the training rows) form the next batch.",
+    batch=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=_MAX_ROWS),
+)
+CONTRIBUTION = register(
+    "lr.contribution",
+    "A party's per-sample contribution to the residual, encrypted under its own key.",
+    owner=FieldSpec("str", _PUBLIC),
+    values=FieldSpec("encrypted", ValueKind.CIPHERTEXT, ndim=1, per_sample=True, max_len=_MAX_ROWS),
+)
+CROSS_TERM = register(
+    "lr.cross_term",
+    "X_P.T @ [[c_Q]] + mask, encrypted under Q's key, sent for decryption by Q.",
+    owner=FieldSpec("str", _PUBLIC),
+    requester=FieldSpec("str", _PUBLIC),
+    values=FieldSpec("encrypted", ValueKind.MASKED, ndim=1, max_len=1_000_000),
+)
+MASKED_VALUES = register(
+    "lr.masked_values",
+    "Decrypted but still masked cross term, returned to the party that masked it.",
+    requester=FieldSpec("str", _PUBLIC),
+    values=FieldSpec("bigints", ValueKind.MASKED, ndim=1, max_len=1_000_000),
+)
+UPDATE = register(
+    "lr.update",
+    "All masked cross terms a host needs for its gradient, one row per other party.",
+    owners=FieldSpec("json", _PUBLIC),
+    values=FieldSpec("bigints", ValueKind.MASKED, ndim=2, max_len=1_000),
+)
+EPOCH_END = register("lr.epoch_end", "Driver closes an epoch.", epoch=FieldSpec("int", _PUBLIC))
+WEIGHT_CHANGE = register(
+    "lr.weight_change",
+    "Squared norms of a host's weight change and weights over the epoch (for tol).",
+    delta_sq=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=2),
+)
+FINISH = register("lr.finish", "Training done: keep the weights as a model shard.",
+                  model_id=FieldSpec("str", _PUBLIC))
+PREDICT_OPEN = register(
+    "lr.predict_open",
+    "Open a prediction session on a stored model shard for some aligned rows.",
+    model_id=FieldSpec("str", _PUBLIC),
+    public_keys=FieldSpec("json", _PUBLIC),
+    alignment=FieldSpec("str", _PUBLIC),
+    positions=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=_MAX_ROWS),
+)
+MASKED_MARGIN = register(
+    "lr.masked_margin",
+    "Prediction: [[u_host + r]] under the host's key, r known only to the guest.",
+    values=FieldSpec("encrypted", ValueKind.MASKED, ndim=1, per_sample=True, max_len=_MAX_ROWS),
+)
+MASKED_MARGIN_VALUES = register(
+    "lr.masked_margin_values",
+    "Prediction: the host's decryption of u_host + r, still masked.",
+    values=FieldSpec("bigints", ValueKind.MASKED, ndim=1, per_sample=True, max_len=_MAX_ROWS),
+)

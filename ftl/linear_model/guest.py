@@ -1,0 +1,230 @@
+"""Guest role of vertical logistic regression, and the driver that runs the protocol.
+
+The guest holds the labels and runs the driver. Per batch (see docs/protocols.md):
+
+1. every host H sends ``[[u_H]]_H``; the guest forms its own contribution
+   ``c_G = u_G + 2 - 4y`` (Taylor-1 residual times 4) and encrypts ``[[c_G]]_G``;
+2. guest gradient: for each host, the guest computes ``[[X_G.T u_H + r]]_H``, the
+   host decrypts the masked vector, the guest removes ``r``;
+3. host gradient: each host computes ``[[X_H.T c_Q + r']]_Q`` for every other
+   party Q (the guest's and, with several hosts, the other hosts' ciphertexts,
+   relayed by the driver), Q decrypts, and the masked values go back to the host;
+4. every party steps its own weights with its own optimiser.
+
+No party holds another's private key; there is no arbiter.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ftl.crypto.scheme import make_own_key, peer_key_from_public
+from ftl.federation.channel import Channel
+from ftl.federation.messages import Message, PlainArray
+from ftl.linear_model import _messages as msg
+from ftl.linear_model._block import WeightBlock
+from ftl.linear_model.host import _peer_keys, _public_key_json
+
+
+@dataclass
+class TrainingResult:
+    """What the guest keeps after training: its own block and references to hosts'."""
+
+    coef: np.ndarray
+    intercept: float
+    model_id: str
+    host_public_keys: dict
+    n_iter: int
+    history: list = field(default_factory=list)
+
+
+class LogisticGuest:
+    """Runs the training protocol from the guest's side.
+
+    Parameters
+    ----------
+    guest : Party
+        The labelled party (local to the driver).
+    hosts : sequence of Party or remote endpoints
+        Feature-only parties, reached through their ``endpoint``.
+    alignment_id : str
+        Alignment whose rows are used.
+    positions : ndarray of int
+        Aligned row positions of the training rows.
+    y : ndarray of {0, 1}
+        Binary labels of those rows (the guest's own data).
+    params : dict
+        Public protocol parameters (also sent to the hosts).
+    channel : Channel
+        Where every cross-party message goes through.
+    """
+
+    def __init__(self, guest, hosts, alignment_id, positions, y, params, channel: Channel,
+                 random_state: np.random.Generator, verbose: bool = False):
+        self.guest = guest
+        self.hosts = list(hosts)
+        self.alignment_id = alignment_id
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.y = np.asarray(y, dtype=np.float64)
+        self.params = params
+        self.channel = channel
+        self.rng = random_state
+        self.verbose = verbose
+        self.name = guest.name
+        rows = guest.aligned_rows(alignment_id, self.positions)
+        self.block = WeightBlock(guest.local_features(rows), params, params["fit_intercept"])
+
+    # ------------------------------------------------------------------ set-up
+    def _open_sessions(self) -> None:
+        p = self.params
+        insecure = bool(p.get("insecure_for_tests", False))
+        self.own = make_own_key(p["encryption"], int(p["key_size"]), insecure, p.get("n_jobs"))
+        public = {self.name: _public_key_json(self.own)}
+        widths = {self.name: self.block.features.shape[1]}
+        for host in self.hosts:
+            widths[host.name] = host.n_features
+        p = {**p, "widths": widths}
+        self.params = p
+        for host in self.hosts:
+            reply = self.channel.call(host.endpoint, "lr.host.open", Message(msg.OPEN.name, {
+                "params": p, "public_keys": public, "alignment": self.alignment_id,
+                "positions": self.positions,
+            }))
+            public[host.name] = reply["public_key"]
+        self.public_keys = public
+        scheme = "paillier" if p["encryption"] == "paillier" else "plain"
+        self.peers = _peer_keys(public, self.name, scheme, insecure, p.get("n_jobs"))
+        if len(self.hosts) > 1:
+            for host in self.hosts:
+                self.channel.call(host.endpoint, "lr.host.peer_keys",
+                                  Message(msg.PEER_KEYS.name, {"public_keys": public}))
+
+    # ------------------------------------------------------------------ one batch
+    def _batch(self, batch: np.ndarray) -> None:
+        ch = self.channel
+        request = Message(msg.BATCH.name, {"batch": batch})
+        contributions = {
+            h.name: ch.call(h.endpoint, "lr.host.contribution", request) for h in self.hosts
+        }
+        own_contribution = self.block.start_batch(batch) + 2.0 - 4.0 * self.y[batch]
+        own_message = Message(msg.CONTRIBUTION.name, {
+            "owner": self.name, "values": self.own.encrypt(own_contribution),
+        })
+
+        # guest gradient: masked cross terms on each host's ciphertexts
+        guest_terms = []
+        for h in self.hosts:
+            masked, state = self.peers[h.name].masked_cross_term(
+                self.block.batch_features(), contributions[h.name]["values"]
+            )
+            reply = ch.call(h.endpoint, "lr.host.decrypt", Message(msg.CROSS_TERM.name, {
+                "owner": h.name, "requester": self.name, "values": masked,
+            }))
+            guest_terms.append(self.peers[h.name].unmask(reply["values"], state))
+
+        # host gradients: each host's masked cross terms on every other party's ciphertexts
+        by_name = {h.name: h for h in self.hosts}
+        for h in self.hosts:
+            owners, values = [], []
+            for owner in [self.name, *(o.name for o in self.hosts if o is not h)]:
+                if owner == self.name:
+                    term = ch.call(h.endpoint, "lr.host.cross", own_message)
+                    decrypted = self.own.decrypt_masked(term["values"])
+                else:
+                    term = ch.call(h.endpoint, "lr.host.cross", contributions[owner], origin=owner)
+                    decrypted = ch.call(by_name[owner].endpoint, "lr.host.decrypt", term,
+                                        origin=h.name)["values"]
+                owners.append(owner)
+                values.append(decrypted)
+            ch.call(h.endpoint, "lr.host.update", Message(msg.UPDATE.name, {
+                "owners": owners, "values": _stack(values),
+            }))
+        self.block.apply_gradient(own_contribution, guest_terms)
+
+    # ------------------------------------------------------------------ training loop
+    def fit(self, max_iter: int, tol: float, batch_size: int | None) -> TrainingResult:
+        self._open_sessions()
+        n = len(self.positions)
+        bs = n if batch_size is None else min(int(batch_size), n)
+        history = []
+        n_batches = -(-n // bs)
+        bar = tqdm(total=max_iter * n_batches, desc=f"federated LR ({self.params['encryption']})",
+                   disable=not self.verbose, leave=False)
+        n_iter = 0
+        try:
+            for epoch in range(max_iter):
+                order = self.rng.permutation(n)
+                for start in range(0, n, bs):
+                    self._batch(order[start : start + bs])
+                    bar.update(1)
+                delta, norm = self.block.end_epoch()
+                for h in self.hosts:
+                    reply = self.channel.call(h.endpoint, "lr.host.epoch_end",
+                                              Message(msg.EPOCH_END.name, {"epoch": epoch}))
+                    delta += float(reply["delta_sq"][0])
+                    norm += float(reply["delta_sq"][1])
+                change = float(np.sqrt(delta / max(norm, 1e-300)))
+                history.append({"epoch": epoch, "relative_change": change})
+                bar.set_postfix(epoch=epoch, change=f"{change:.2e}")
+                n_iter = epoch + 1
+                if change < tol:
+                    break
+            model_id = uuid.uuid4().hex
+            for h in self.hosts:
+                self.channel.call(h.endpoint, "lr.host.finish",
+                                  Message(msg.FINISH.name, {"model_id": model_id}))
+        finally:
+            bar.close()
+            for h in self.hosts:
+                try:
+                    self.channel.call(h.endpoint, "lr.host.close", Message("ack", {}))
+                except Exception:  # noqa: BLE001 - best effort; the real error is already raised
+                    pass
+        w = self.block.weights
+        coef, intercept = (w[:-1], float(w[-1])) if self.block.fit_intercept else (w, 0.0)
+        return TrainingResult(coef.copy(), intercept, model_id,
+                              {k: v for k, v in self.public_keys.items() if k != self.name},
+                              n_iter, history)
+
+
+def _stack(values: list):
+    if isinstance(values[0], PlainArray):
+        return PlainArray(np.vstack([v.values for v in values]))
+    out = np.empty((len(values), len(values[0])), dtype=object)
+    for i, v in enumerate(values):
+        out[i, :] = list(v)
+    return out
+
+
+def predict_margin(guest, hosts, alignment_id, positions, coef, intercept, model_id,
+                   host_public_keys, encryption, channel: Channel, insecure: bool = False):
+    """Decision values for aligned rows; only the guest (the driver) learns them.
+
+    Each host returns ``[[u_H]]_H``; the guest adds a mask and the host decrypts
+    ``u_H + r``; the guest removes ``r``. The host learns nothing; the guest learns
+    the host's margins of these rows, which the prediction itself reveals anyway.
+    """
+    rows = guest.aligned_rows(alignment_id, positions)
+    margin = guest.local_features(rows) @ coef + intercept
+    scheme = "paillier" if encryption == "paillier" else "plain"
+    open_message = Message(msg.PREDICT_OPEN.name, {
+        "model_id": model_id, "public_keys": {}, "alignment": alignment_id,
+        "positions": np.asarray(positions, dtype=np.int64),
+    })
+    for h in hosts:
+        pub = {k: (int(v) if k in ("n", "hs") else v) for k, v in host_public_keys[h.name].items()}
+        peer = peer_key_from_public(pub, scheme, insecure)
+        channel.call(h.endpoint, "lr.predict.open", open_message)
+        try:
+            enc = channel.call(h.endpoint, "lr.predict.contribution", Message("ack", {}))
+            masked, state = peer.masked_vector(enc["values"])
+            reply = channel.call(h.endpoint, "lr.predict.decrypt",
+                                 Message(msg.MASKED_MARGIN.name, {"values": masked}))
+            margin = margin + peer.unmask(reply["values"], state)
+        finally:
+            channel.call(h.endpoint, "lr.predict.close", Message("ack", {}))
+    return margin
