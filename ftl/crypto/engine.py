@@ -30,33 +30,43 @@ from gmpy2 import mpz
 
 __all__ = ["CRTEncryptor", "FixedBaseTable", "column_multiexp", "djn_generator"]
 
-_WINDOW = 8
-
 
 class FixedBaseTable:
     """Windowed powers of one base, for exponents of at most ``exp_bits`` bits.
 
-    ``rows[i][d] == base ** (d * 256**i) mod modulus``; a power is then one
-    multiplication per non-zero byte of the exponent.
+    ``rows[i][d] == base ** (d * 2**(window * i)) mod modulus``; a power is then
+    one multiplication per non-zero ``window``-bit digit of the exponent (no
+    squarings). Memory: ``exp_bits / window * 2**window`` residues.
     """
 
-    def __init__(self, base: int, modulus: int, exp_bits: int):
+    def __init__(self, base: int, modulus: int, exp_bits: int, window: int = 8):
         self.modulus = mpz(modulus)
-        self.exp_bytes = (exp_bits + 7) // 8
+        self.window = window
+        self.n_digits = -(-exp_bits // window)
+        self.exp_bits = exp_bits
         rows = []
         b = mpz(base) % self.modulus
-        for _ in range(self.exp_bytes):
+        for _ in range(self.n_digits):
             row = [mpz(1), b]
-            for _ in range(2, 1 << _WINDOW):
+            for _ in range(2, 1 << window):
                 row.append(row[-1] * b % self.modulus)
             rows.append(row)
-            b = row[-1] * b % self.modulus  # base ** (256 ** (i + 1))
+            b = row[-1] * b % self.modulus  # base ** (2 ** (window * (i + 1)))
         self.rows = rows
 
+    def _digits(self, exponent: int) -> list[int]:
+        if self.window == 8:
+            return list(exponent.to_bytes(self.n_digits, "little"))
+        mask = (1 << self.window) - 1
+        w = self.window
+        return [(exponent >> (w * i)) & mask for i in range(self.n_digits)]
+
     def pow(self, exponent: int) -> mpz:
+        if not 0 <= exponent < 1 << (self.window * self.n_digits):
+            raise ValueError("exponent out of the table's range")
         m = self.modulus
         acc = mpz(1)
-        for row, digit in zip(self.rows, exponent.to_bytes(self.exp_bytes, "little")):
+        for row, digit in zip(self.rows, self._digits(exponent), strict=False):
             if digit:
                 acc = acc * row[digit] % m
         return acc
@@ -98,8 +108,10 @@ class CRTEncryptor:
         self.p2, self.q2 = mpz(p) ** 2, mpz(q) ** 2
         self.p2_inv_q2 = gmpy2.invert(self.p2, self.q2)
         self.exp_bits = self.n.bit_length() // 2
-        self.table_p = FixedBaseTable(hs % self.p2, self.p2, self.exp_bits)
-        self.table_q = FixedBaseTable(hs % self.q2, self.q2, self.exp_bits)
+        # 10-bit windows: ~55 MB of tables for a 2048-bit key, 20% fewer
+        # multiplications than bytes; built once per key and process.
+        self.table_p = FixedBaseTable(hs % self.p2, self.p2, self.exp_bits, window=10)
+        self.table_q = FixedBaseTable(hs % self.q2, self.q2, self.exp_bits, window=10)
 
     def random_factor(self) -> mpz:
         a = secrets.randbits(self.exp_bits)
@@ -111,9 +123,7 @@ class CRTEncryptor:
         return [(1 + mpz(m) * n) * self.random_factor() % n2 for m in plaintexts]
 
 
-def column_multiexp(
-    ciphertexts: Sequence[mpz], exponents: np.ndarray, modulus: int
-) -> list[mpz]:
+def column_multiexp(ciphertexts: Sequence[mpz], exponents: np.ndarray, modulus: int) -> list[mpz]:
     """``prod_i c_i ** E[i, j] mod modulus`` for every column ``j`` of ``E``.
 
     Parameters
@@ -156,13 +166,11 @@ def column_multiexp(
     return out
 
 
-def _bucket_sum(
-    cts: list[mpz], rows: np.ndarray, digits: np.ndarray, mask: int, m: mpz
-) -> mpz:
+def _bucket_sum(cts: list[mpz], rows: np.ndarray, digits: np.ndarray, mask: int, m: mpz) -> mpz:
     """``prod_i c_rows[i] ** digits[i]`` with one multiplication per non-zero digit."""
     buckets = [mpz(1)] * (mask + 1)
     nz = np.flatnonzero(digits)
-    for i, d in zip(rows[nz].tolist(), digits[nz].tolist()):
+    for i, d in zip(rows[nz].tolist(), digits[nz].tolist(), strict=False):
         buckets[d] = buckets[d] * cts[i] % m
     running = mpz(1)
     total = mpz(1)

@@ -107,9 +107,9 @@ class PaillierOwnKey:
         ints = fixedpoint.encode(values, VALUE_FRAC_BITS)
         self._check_headroom(VALUE_INT_BITS + VALUE_FRAC_BITS + 64)
         plain = [int(v) % self.n for v in ints.reshape(-1)]
-        if self.n_jobs and self.n_jobs != 1 and len(plain) >= 4 * _CHUNK:
+        chunks = _chunks(plain, self.n_jobs)
+        if len(chunks) > 1:
             sk = self.private_key
-            chunks = [plain[i : i + 4 * _CHUNK] for i in range(0, len(plain), 4 * _CHUNK)]
             parts = Parallel(n_jobs=self.n_jobs)(
                 delayed(_encrypt_in_worker)(self.n, sk.p, sk.q, self.hs, c) for c in chunks
             )
@@ -127,13 +127,20 @@ class PaillierOwnKey:
     def decrypt_masked(self, ct: CiphertextArray) -> np.ndarray:
         """Decrypt masked values sent for decryption; returns Python ints (object array)."""
         self._check_owner(ct)
-        sk = self.private_key
-        out = np.empty(ct.values.size, dtype=object)
-        for i, c in enumerate(ct.values.reshape(-1)):
-            c = int(c)
-            if not 0 < c < self.n * self.n:
-                raise ValueError("ciphertext out of range for this key")
-            out[i] = int(sk.raw_decrypt(c))
+        values = [int(c) for c in ct.values.reshape(-1)]
+        n2 = self.n * self.n
+        if any(not 0 < c < n2 for c in values):
+            raise ValueError("ciphertext out of range for this key")
+        chunks = _chunks(values, self.n_jobs)
+        if len(chunks) > 1:
+            parts = Parallel(n_jobs=self.n_jobs)(
+                delayed(_decrypt_chunk)(self.private_key, c) for c in chunks
+            )
+            plain = [x for part in parts for x in part]
+        else:
+            plain = _decrypt_chunk(self.private_key, values)
+        out = np.empty(len(plain), dtype=object)
+        out[:] = plain
         return out.reshape(ct.values.shape)
 
     def decrypt_values(self, ct: CiphertextArray, frac_bits: int) -> np.ndarray:
@@ -153,10 +160,20 @@ class PaillierPeerKey:
 
     scheme = "paillier"
 
-    def __init__(self, n: int, hs: int, key_id_: str, *, min_key_size: int = 2048,
-                 insecure_for_tests: bool = False, n_jobs: int | None = None):
+    def __init__(
+        self,
+        n: int,
+        hs: int,
+        key_id_: str,
+        *,
+        min_key_size: int = 2048,
+        insecure_for_tests: bool = False,
+        n_jobs: int | None = None,
+    ):
         if n.bit_length() < min_key_size and not insecure_for_tests:
-            raise ValueError(f"peer key of {n.bit_length()} bits is below the minimum {min_key_size}")
+            raise ValueError(
+                f"peer key of {n.bit_length()} bits is below the minimum {min_key_size}"
+            )
         self.n = mpz(n)
         self.nsquare = self.n * self.n
         if not 1 < hs < self.nsquare or gmpy2.gcd(hs, self.n) != 1:
@@ -174,7 +191,7 @@ class PaillierPeerKey:
         return self._table
 
     def rerandomize(self, cts: list[mpz]) -> list[mpz]:
-        """Multiply by a fresh DJN random factor, so results reveal nothing of how they were made."""
+        """Multiply by fresh DJN random factors: results then say nothing of their making."""
         bits = int(self.n).bit_length() // 2
         return [c * self.table.pow(secrets.randbits(bits)) % self.nsquare for c in cts]
 
@@ -203,7 +220,8 @@ class PaillierPeerKey:
         if mask_bits + 2 >= int(self.n).bit_length():
             raise fixedpoint.FixedPointOverflowError("key too small for the masked gradient")
         masks = [secrets.randbits(mask_bits) for _ in cols]
-        masked = [c * (1 + mpz(r) * self.n) % self.nsquare for c, r in zip(cols, masks)]
+        n, n2 = self.n, self.nsquare
+        masked = [c * (1 + mpz(r) * n) % n2 for c, r in zip(cols, masks, strict=True)]
         masked = self.rerandomize(masked)
         out = CiphertextArray(_object_array(masked), self.key_id, self.width)
         return out, MaskState(masks, VALUE_FRAC_BITS + FEATURE_FRAC_BITS)
@@ -217,7 +235,8 @@ class PaillierPeerKey:
         n, n2 = self.n, self.nsquare
         # No re-randomisation needed: the owner made these ciphertexts itself, so their
         # random factors tell it nothing; the mask r is the only secret and sits in m.
-        out = [mpz(int(c)) * (1 + mpz(r) * n) % n2 for c, r in zip(ct.values.reshape(-1), masks)]
+        flat = ct.values.reshape(-1)
+        out = [mpz(int(c)) * (1 + mpz(r) * n) % n2 for c, r in zip(flat, masks, strict=True)]
         return CiphertextArray(_object_array(out), self.key_id, self.width), MaskState(
             masks, VALUE_FRAC_BITS
         )
@@ -228,7 +247,7 @@ class PaillierPeerKey:
             raise ValueError("masked reply has the wrong shape")
         n = int(self.n)
         vals = []
-        for v, r in zip(masked.tolist(), state.masks):
+        for v, r in zip(masked.tolist(), state.masks, strict=False):
             x = (int(v) - r) % n
             vals.append(x - n if x > n // 2 else x)
         return fixedpoint.decode(np.array(vals, dtype=object), state.frac_bits)
@@ -291,7 +310,9 @@ PeerKey = PaillierPeerKey | PlainPeerKey
 
 
 def make_own_key(
-    encryption: str | None, key_size: int, insecure_for_tests: bool = False,
+    encryption: str | None,
+    key_size: int,
+    insecure_for_tests: bool = False,
     n_jobs: int | None = None,
 ) -> OwnKey:
     if encryption is None:
@@ -302,7 +323,9 @@ def make_own_key(
 
 
 def peer_key_from_public(
-    public: dict, expected_scheme: str, insecure_for_tests: bool = False,
+    public: dict,
+    expected_scheme: str,
+    insecure_for_tests: bool = False,
     n_jobs: int | None = None,
 ) -> PeerKey:
     """Build and check a peer's key from its key-exchange fields."""
@@ -313,11 +336,10 @@ def peer_key_from_public(
         return PlainPeerKey()
     n, hs = int(public["n"]), int(public["hs"])
     if n.bit_length() < 2048 and not insecure_for_tests:
-        raise ValueError(
-            f"peer's key has {n.bit_length()} bits; at least 2048 are required"
-        )
-    return PaillierPeerKey(n, hs, str(public["key_id"]), insecure_for_tests=insecure_for_tests,
-                           n_jobs=n_jobs)
+        raise ValueError(f"peer's key has {n.bit_length()} bits; at least 2048 are required")
+    return PaillierPeerKey(
+        n, hs, str(public["key_id"]), insecure_for_tests=insecure_for_tests, n_jobs=n_jobs
+    )
 
 
 # -------------------------------------------------------------------- helpers
@@ -325,6 +347,19 @@ def _object_array(values: list) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = [int(v) for v in values]
     return out
+
+
+def _chunks(items: list, n_jobs: int | None) -> list[list]:
+    """Split work for joblib: one chunk when serial or small, else 2 per worker."""
+    if not n_jobs or n_jobs == 1 or len(items) < 2 * _CHUNK:
+        return [items]
+    k = 2 * _n_workers(n_jobs)
+    size = max(_CHUNK // 4, -(-len(items) // k))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _decrypt_chunk(private_key, values: list[int]) -> list[int]:
+    return [int(private_key.raw_decrypt(c)) for c in values]
 
 
 _WORKER_ENCRYPTORS: dict[int, CRTEncryptor] = {}

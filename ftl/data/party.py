@@ -55,7 +55,10 @@ def _check_features(frame: pd.DataFrame, name: str) -> np.ndarray:
     values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = ~np.isfinite(values)
     if bad.any():
-        cols = [f"{frame.columns[j]!s} ({int(bad[:, j].sum())} rows)" for j in np.flatnonzero(bad.any(0))]
+        cols = [
+            f"{frame.columns[j]!s} ({int(bad[:, j].sum())} rows)"
+            for j in np.flatnonzero(bad.any(0))
+        ]
         raise ValueError(
             f"party {name!r}: NaN or infinite values in feature column(s) {', '.join(cols)}; "
             "impute or drop them first"
@@ -120,7 +123,9 @@ class Party:
         frame = self._as_frame(data, feature_names)
         for col, what in ((id_column, "id_column"), (label_column, "label_column")):
             if col is not None and col not in frame.columns:
-                raise ValueError(f"party {name!r}: {what} {col!r} not in columns {list(frame.columns)}")
+                raise ValueError(
+                    f"party {name!r}: {what} {col!r} not in columns {list(frame.columns)}"
+                )
         if ids is None:
             if id_column is None:
                 raise ValueError(f"party {name!r}: give id_column (DataFrame) or ids (array)")
@@ -157,7 +162,11 @@ class Party:
         arr = np.asarray(data)
         if arr.ndim != 2:
             raise ValueError(f"data must be a DataFrame or a 2-D array, got shape {arr.shape}")
-        names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(arr.shape[1])]
+        names = (
+            list(feature_names)
+            if feature_names is not None
+            else [f"x{j}" for j in range(arr.shape[1])]
+        )
         if len(names) != arr.shape[1]:
             raise ValueError(f"{len(names)} feature names for {arr.shape[1]} columns")
         return pd.DataFrame(arr, columns=names)
@@ -228,7 +237,9 @@ class Party:
         index = pd.Index(self._ids.astype(str))
         rows = index.get_indexer(wanted)
         if (rows < 0).any():
-            raise ValueError(f"party {self.name!r}: {int((rows < 0).sum())} requested id(s) not found")
+            raise ValueError(
+                f"party {self.name!r}: {int((rows < 0).sum())} requested id(s) not found"
+            )
         return rows
 
     def select(self, ids: Any = None):

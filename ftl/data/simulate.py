@@ -29,8 +29,13 @@ def simulate_federation(X: np.ndarray, y: np.ndarray | None, n_hosts: int = 1) -
     ids = np.arange(n)
     blocks = column_blocks(X.shape[1], n_hosts)
     labels = y if y is not None else np.zeros(n)
-    guest = Party("sim_guest", X[:, blocks[0]], ids=ids, labels=labels,
-                  feature_names=[f"x{j}" for j in blocks[0]])
+    guest = Party(
+        "sim_guest",
+        X[:, blocks[0]],
+        ids=ids,
+        labels=labels,
+        feature_names=[f"x{j}" for j in blocks[0]],
+    )
     hosts = tuple(
         Party(f"sim_host{k}", X[:, b], ids=ids, feature_names=[f"x{j}" for j in b])
         for k, b in enumerate(blocks[1:], start=1)

@@ -318,9 +318,7 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     header, offset = _parse_header(data)
     schema = schema_for(str(header.get("type")))
     metas = header.get("fields")
-    if not isinstance(metas, list) or sorted(m.get("name") for m in metas) != sorted(
-        schema.fields
-    ):
+    if not isinstance(metas, list) or sorted(m.get("name") for m in metas) != sorted(schema.fields):
         raise MessageError(f"{schema.name}: field list does not match schema")
     fields: dict[str, Any] = {}
     for meta in metas:

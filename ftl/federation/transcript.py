@@ -123,9 +123,7 @@ class Transcript:
     def extend(self, other: Transcript) -> None:
         offset = len(self.records)
         for r in other.records:
-            self.records.append(
-                TranscriptRecord(**{**asdict_shallow(r), "step": offset + r.step})
-            )
+            self.records.append(TranscriptRecord(**{**asdict_shallow(r), "step": offset + r.step}))
 
     def to_jsonl(self, path: str | Path) -> Path:
         path = Path(path)

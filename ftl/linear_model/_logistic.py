@@ -45,9 +45,9 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         ``mean(loss) + R(w) / (C * n_samples)`` (``R = ||w||^2 / 2`` for "l2").
     fit_intercept : bool, default=True
         Fit an intercept (held by the guest).
-    max_iter : int, default=30
+    max_iter : int, default=50
         Maximum number of epochs.
-    tol : float, default=1e-3
+    tol : float, default=1e-2
         Stop when the relative change of all weights over an epoch,
         ``||w_t - w_{t-1}|| / ||w_t||``, falls below ``tol``.
     batch_size : int, "auto" or None, default="auto"
@@ -55,7 +55,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         ``clip(n_samples // 16, 32, 1024)``.
     learning_rate : float, default=0.05
         Initial step size.
-    learning_rate_decay : float, default=0.7
+    learning_rate_decay : float, default=0.5
         Multiplier of the step size after every epoch.
     optimizer : {"adam", "sgd"}, default="adam"
         Local optimiser each party applies to its own weights.
@@ -128,11 +128,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         penalty="l2",
         C=1.0,
         fit_intercept=True,
-        max_iter=30,
-        tol=1e-3,
+        max_iter=50,
+        tol=1e-2,
         batch_size="auto",
         learning_rate=0.05,
-        learning_rate_decay=0.7,
+        learning_rate_decay=0.5,
         optimizer="adam",
         encryption="paillier",
         key_size=DEFAULT_KEY_SIZE,
@@ -186,7 +186,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         else:
             X = validate_data(self, X, dtype=np.float64, reset=False)
             handle = simulate_federation(X, None, self.simulated_hosts)
-            for new, old in zip(handle.alignment.hosts, self._sim_hosts):
+            for new, old in zip(handle.alignment.hosts, self._sim_hosts, strict=False):
                 new._models = old._models
         return handle
 
@@ -195,7 +195,9 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         if fitting:
             self.party_names_ = names
         elif names != self.party_names_:
-            raise ValueError(f"X is aligned over parties {names}, the model over {self.party_names_}")
+            raise ValueError(
+                f"X is aligned over parties {names}, the model over {self.party_names_}"
+            )
 
     def _params(self, n_train: int) -> dict:
         return {
@@ -249,24 +251,29 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         alignment = handle.alignment
         rng = check_random_state(self.random_state)
         targets = (
-            [y == self.classes_[1]]
-            if len(self.classes_) == 2
-            else [y == c for c in self.classes_]
+            [y == self.classes_[1]] if len(self.classes_) == 2 else [y == c for c in self.classes_]
         )
         self.transcript_ = Transcript()
         coefs, intercepts, models, n_iter, history = [], [], [], [], []
         for target in targets:
             channel = Channel(alignment.guest.name, self.transcript_)
             guest = LogisticGuest(
-                alignment.guest, alignment.hosts, alignment.id, handle.positions,
-                target.astype(np.float64), self._params(len(handle)), channel,
-                np.random.default_rng(rng.randint(2**31 - 1)), verbose=self.verbose,
+                alignment.guest,
+                alignment.hosts,
+                alignment.id,
+                handle.positions,
+                target.astype(np.float64),
+                self._params(len(handle)),
+                channel,
+                np.random.default_rng(rng.randint(2**31 - 1)),
+                verbose=self.verbose,
             )
             result = guest.fit(self.max_iter, self.tol, self._batch_size(len(handle)))
             coefs.append(result.coef)
             intercepts.append(result.intercept)
-            models.append({"model_id": result.model_id,
-                           "host_public_keys": result.host_public_keys})
+            models.append(
+                {"model_id": result.model_id, "host_public_keys": result.host_public_keys}
+            )
             n_iter.append(result.n_iter)
             history.append(result.history)
         self.coef_ = np.vstack(coefs)
@@ -293,11 +300,21 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         scores = []
         for k, model in enumerate(self.models_):
             channel = Channel(alignment.guest.name, self.transcript_)
-            scores.append(predict_margin(
-                alignment.guest, alignment.hosts, alignment.id, handle.positions,
-                self.coef_[k], self.intercept_[k], model["model_id"], model["host_public_keys"],
-                self.encryption, channel, self.insecure_for_tests,
-            ))
+            scores.append(
+                predict_margin(
+                    alignment.guest,
+                    alignment.hosts,
+                    alignment.id,
+                    handle.positions,
+                    self.coef_[k],
+                    self.intercept_[k],
+                    model["model_id"],
+                    model["host_public_keys"],
+                    self.encryption,
+                    channel,
+                    self.insecure_for_tests,
+                )
+            )
         scores = np.column_stack(scores)
         return scores[:, 0] if scores.shape[1] == 1 else scores
 

@@ -61,8 +61,11 @@ WEIGHT_CHANGE = register(
     "Squared norms of a host's weight change and weights over the epoch (for tol).",
     delta_sq=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=2),
 )
-FINISH = register("lr.finish", "Training done: keep the weights as a model shard.",
-                  model_id=FieldSpec("str", _PUBLIC))
+FINISH = register(
+    "lr.finish",
+    "Training done: keep the weights as a model shard.",
+    model_id=FieldSpec("str", _PUBLIC),
+)
 PREDICT_OPEN = register(
     "lr.predict_open",
     "Open a prediction session on a stored model shard for some aligned rows.",

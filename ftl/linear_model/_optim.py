@@ -7,8 +7,9 @@ import numpy as np
 __all__ = ["Optimizer", "penalty_gradient"]
 
 
-def penalty_gradient(weights: np.ndarray, penalty: str | None, alpha: float,
-                     n_unpenalised: int = 0) -> np.ndarray:
+def penalty_gradient(
+    weights: np.ndarray, penalty: str | None, alpha: float, n_unpenalised: int = 0
+) -> np.ndarray:
     """Gradient (or subgradient, for L1) of ``alpha * R(w)``; trailing intercepts excluded."""
     grad = np.zeros_like(weights)
     k = len(weights) - n_unpenalised

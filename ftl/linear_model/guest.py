@@ -63,8 +63,18 @@ class LogisticGuest:
         Where every cross-party message goes through.
     """
 
-    def __init__(self, guest, hosts, alignment_id, positions, y, params, channel: Channel,
-                 random_state: np.random.Generator, verbose: bool = False):
+    def __init__(
+        self,
+        guest,
+        hosts,
+        alignment_id,
+        positions,
+        y,
+        params,
+        channel: Channel,
+        random_state: np.random.Generator,
+        verbose: bool = False,
+    ):
         self.guest = guest
         self.hosts = list(hosts)
         self.alignment_id = alignment_id
@@ -90,18 +100,30 @@ class LogisticGuest:
         p = {**p, "widths": widths}
         self.params = p
         for host in self.hosts:
-            reply = self.channel.call(host.endpoint, "lr.host.open", Message(msg.OPEN.name, {
-                "params": p, "public_keys": public, "alignment": self.alignment_id,
-                "positions": self.positions,
-            }))
+            reply = self.channel.call(
+                host.endpoint,
+                "lr.host.open",
+                Message(
+                    msg.OPEN.name,
+                    {
+                        "params": p,
+                        "public_keys": public,
+                        "alignment": self.alignment_id,
+                        "positions": self.positions,
+                    },
+                ),
+            )
             public[host.name] = reply["public_key"]
         self.public_keys = public
         scheme = "paillier" if p["encryption"] == "paillier" else "plain"
         self.peers = _peer_keys(public, self.name, scheme, insecure, p.get("n_jobs"))
         if len(self.hosts) > 1:
             for host in self.hosts:
-                self.channel.call(host.endpoint, "lr.host.peer_keys",
-                                  Message(msg.PEER_KEYS.name, {"public_keys": public}))
+                self.channel.call(
+                    host.endpoint,
+                    "lr.host.peer_keys",
+                    Message(msg.PEER_KEYS.name, {"public_keys": public}),
+                )
 
     # ------------------------------------------------------------------ one batch
     def _batch(self, batch: np.ndarray) -> None:
@@ -111,9 +133,13 @@ class LogisticGuest:
             h.name: ch.call(h.endpoint, "lr.host.contribution", request) for h in self.hosts
         }
         own_contribution = self.block.start_batch(batch) + 2.0 - 4.0 * self.y[batch]
-        own_message = Message(msg.CONTRIBUTION.name, {
-            "owner": self.name, "values": self.own.encrypt(own_contribution),
-        })
+        own_message = Message(
+            msg.CONTRIBUTION.name,
+            {
+                "owner": self.name,
+                "values": self.own.encrypt(own_contribution),
+            },
+        )
 
         # guest gradient: masked cross terms on each host's ciphertexts
         guest_terms = []
@@ -121,9 +147,18 @@ class LogisticGuest:
             masked, state = self.peers[h.name].masked_cross_term(
                 self.block.batch_features(), contributions[h.name]["values"]
             )
-            reply = ch.call(h.endpoint, "lr.host.decrypt", Message(msg.CROSS_TERM.name, {
-                "owner": h.name, "requester": self.name, "values": masked,
-            }))
+            reply = ch.call(
+                h.endpoint,
+                "lr.host.decrypt",
+                Message(
+                    msg.CROSS_TERM.name,
+                    {
+                        "owner": h.name,
+                        "requester": self.name,
+                        "values": masked,
+                    },
+                ),
+            )
             guest_terms.append(self.peers[h.name].unmask(reply["values"], state))
 
         # host gradients: each host's masked cross terms on every other party's ciphertexts
@@ -136,13 +171,22 @@ class LogisticGuest:
                     decrypted = self.own.decrypt_masked(term["values"])
                 else:
                     term = ch.call(h.endpoint, "lr.host.cross", contributions[owner], origin=owner)
-                    decrypted = ch.call(by_name[owner].endpoint, "lr.host.decrypt", term,
-                                        origin=h.name)["values"]
+                    decrypted = ch.call(
+                        by_name[owner].endpoint, "lr.host.decrypt", term, origin=h.name
+                    )["values"]
                 owners.append(owner)
                 values.append(decrypted)
-            ch.call(h.endpoint, "lr.host.update", Message(msg.UPDATE.name, {
-                "owners": owners, "values": _stack(values),
-            }))
+            ch.call(
+                h.endpoint,
+                "lr.host.update",
+                Message(
+                    msg.UPDATE.name,
+                    {
+                        "owners": owners,
+                        "values": _stack(values),
+                    },
+                ),
+            )
         self.block.apply_gradient(own_contribution, guest_terms)
 
     # ------------------------------------------------------------------ training loop
@@ -152,8 +196,12 @@ class LogisticGuest:
         bs = n if batch_size is None else min(int(batch_size), n)
         history = []
         n_batches = -(-n // bs)
-        bar = tqdm(total=max_iter * n_batches, desc=f"federated LR ({self.params['encryption']})",
-                   disable=not self.verbose, leave=False)
+        bar = tqdm(
+            total=max_iter * n_batches,
+            desc=f"federated LR ({self.params['encryption']})",
+            disable=not self.verbose,
+            leave=False,
+        )
         n_iter = 0
         try:
             for epoch in range(max_iter):
@@ -163,8 +211,11 @@ class LogisticGuest:
                     bar.update(1)
                 delta, norm = self.block.end_epoch()
                 for h in self.hosts:
-                    reply = self.channel.call(h.endpoint, "lr.host.epoch_end",
-                                              Message(msg.EPOCH_END.name, {"epoch": epoch}))
+                    reply = self.channel.call(
+                        h.endpoint,
+                        "lr.host.epoch_end",
+                        Message(msg.EPOCH_END.name, {"epoch": epoch}),
+                    )
                     delta += float(reply["delta_sq"][0])
                     norm += float(reply["delta_sq"][1])
                 change = float(np.sqrt(delta / max(norm, 1e-300)))
@@ -175,8 +226,9 @@ class LogisticGuest:
                     break
             model_id = uuid.uuid4().hex
             for h in self.hosts:
-                self.channel.call(h.endpoint, "lr.host.finish",
-                                  Message(msg.FINISH.name, {"model_id": model_id}))
+                self.channel.call(
+                    h.endpoint, "lr.host.finish", Message(msg.FINISH.name, {"model_id": model_id})
+                )
         finally:
             bar.close()
             for h in self.hosts:
@@ -186,9 +238,14 @@ class LogisticGuest:
                     pass
         w = self.block.weights
         coef, intercept = (w[:-1], float(w[-1])) if self.block.fit_intercept else (w, 0.0)
-        return TrainingResult(coef.copy(), intercept, model_id,
-                              {k: v for k, v in self.public_keys.items() if k != self.name},
-                              n_iter, history)
+        return TrainingResult(
+            coef.copy(),
+            intercept,
+            model_id,
+            {k: v for k, v in self.public_keys.items() if k != self.name},
+            n_iter,
+            history,
+        )
 
 
 def _stack(values: list):
@@ -200,8 +257,19 @@ def _stack(values: list):
     return out
 
 
-def predict_margin(guest, hosts, alignment_id, positions, coef, intercept, model_id,
-                   host_public_keys, encryption, channel: Channel, insecure: bool = False):
+def predict_margin(
+    guest,
+    hosts,
+    alignment_id,
+    positions,
+    coef,
+    intercept,
+    model_id,
+    host_public_keys,
+    encryption,
+    channel: Channel,
+    insecure: bool = False,
+):
     """Decision values for aligned rows; only the guest (the driver) learns them.
 
     Each host returns ``[[u_H]]_H``; the guest adds a mask and the host decrypts
@@ -211,10 +279,15 @@ def predict_margin(guest, hosts, alignment_id, positions, coef, intercept, model
     rows = guest.aligned_rows(alignment_id, positions)
     margin = guest.local_features(rows) @ coef + intercept
     scheme = "paillier" if encryption == "paillier" else "plain"
-    open_message = Message(msg.PREDICT_OPEN.name, {
-        "model_id": model_id, "public_keys": {}, "alignment": alignment_id,
-        "positions": np.asarray(positions, dtype=np.int64),
-    })
+    open_message = Message(
+        msg.PREDICT_OPEN.name,
+        {
+            "model_id": model_id,
+            "public_keys": {},
+            "alignment": alignment_id,
+            "positions": np.asarray(positions, dtype=np.int64),
+        },
+    )
     for h in hosts:
         pub = {k: (int(v) if k in ("n", "hs") else v) for k, v in host_public_keys[h.name].items()}
         peer = peer_key_from_public(pub, scheme, insecure)
@@ -222,8 +295,11 @@ def predict_margin(guest, hosts, alignment_id, positions, coef, intercept, model
         try:
             enc = channel.call(h.endpoint, "lr.predict.contribution", Message("ack", {}))
             masked, state = peer.masked_vector(enc["values"])
-            reply = channel.call(h.endpoint, "lr.predict.decrypt",
-                                 Message(msg.MASKED_MARGIN.name, {"values": masked}))
+            reply = channel.call(
+                h.endpoint,
+                "lr.predict.decrypt",
+                Message(msg.MASKED_MARGIN.name, {"values": masked}),
+            )
             margin = margin + peer.unmask(reply["values"], state)
         finally:
             channel.call(h.endpoint, "lr.predict.close", Message("ack", {}))

@@ -59,26 +59,32 @@ class LogisticHost:
         if (rows < 0).any():
             raise ValueError("training rows include rows this host does not have")
         self.block = WeightBlock(party.local_features(rows), params, fit_intercept=False)
-        self.own = make_own_key(params["encryption"], int(params["key_size"]), self.insecure,
-                                self.n_jobs)
-        self.peers = _peer_keys(request["public_keys"], self.name, self.scheme, self.insecure,
-                                self.n_jobs)
+        self.own = make_own_key(
+            params["encryption"], int(params["key_size"]), self.insecure, self.n_jobs
+        )
+        self.peers = _peer_keys(
+            request["public_keys"], self.name, self.scheme, self.insecure, self.n_jobs
+        )
         self.widths = {str(k): int(v) for k, v in params["widths"].items()}
         self.margin: np.ndarray | None = None
         self.masks: dict = {}
         self.decrypted: set[str] = set()
 
     def opened(self) -> Message:
-        return Message(msg.OPENED.name, {
-            "public_key": _public_key_json(self.own),
-            "n_features": self.block.features.shape[1],
-        })
+        return Message(
+            msg.OPENED.name,
+            {
+                "public_key": _public_key_json(self.own),
+                "n_features": self.block.features.shape[1],
+            },
+        )
 
     @operation
     def peer_keys(self, request: Message) -> Message:
         """Learn the other hosts' public keys (multi-host runs)."""
-        self.peers.update(_peer_keys(request["public_keys"], self.name, self.scheme,
-                                     self.insecure, self.n_jobs))
+        self.peers.update(
+            _peer_keys(request["public_keys"], self.name, self.scheme, self.insecure, self.n_jobs)
+        )
         return Message("ack", {})
 
     @operation
@@ -86,9 +92,13 @@ class LogisticHost:
         self.margin = self.block.start_batch(request["batch"])
         self.masks = {}
         self.decrypted = set()
-        return Message(msg.CONTRIBUTION.name, {
-            "owner": self.name, "values": self.own.encrypt(self.margin),
-        })
+        return Message(
+            msg.CONTRIBUTION.name,
+            {
+                "owner": self.name,
+                "values": self.own.encrypt(self.margin),
+            },
+        )
 
     @operation
     def cross(self, request: Message) -> Message:
@@ -99,9 +109,14 @@ class LogisticHost:
             self.block.batch_features(), request["values"]
         )
         self.masks[owner] = state
-        return Message(msg.CROSS_TERM.name, {
-            "owner": owner, "requester": self.name, "values": masked,
-        })
+        return Message(
+            msg.CROSS_TERM.name,
+            {
+                "owner": owner,
+                "requester": self.name,
+                "values": masked,
+            },
+        )
 
     @operation
     def decrypt(self, request: Message) -> Message:
@@ -115,10 +130,13 @@ class LogisticHost:
         if requester in self.decrypted:
             raise ValueError(f"{self.name}: {requester!r} already had a cross term decrypted")
         self.decrypted.add(requester)
-        return Message(msg.MASKED_VALUES.name, {
-            "requester": requester,
-            "values": self.own.decrypt_masked(request["values"]),
-        })
+        return Message(
+            msg.MASKED_VALUES.name,
+            {
+                "requester": requester,
+                "values": self.own.decrypt_masked(request["values"]),
+            },
+        )
 
     @operation
     def update(self, request: Message) -> Message:
@@ -126,9 +144,7 @@ class LogisticHost:
         if sorted(owners) != sorted(self.masks):
             raise ValueError(f"{self.name}: update must carry one cross term per peer")
         values = request["values"]
-        terms = [
-            self.peers[o].unmask(_row(values, i), self.masks[o]) for i, o in enumerate(owners)
-        ]
+        terms = [self.peers[o].unmask(_row(values, i), self.masks[o]) for i, o in enumerate(owners)]
         self.block.apply_gradient(self.margin, terms)
         self.masks = {}
         return Message("ack", {})
@@ -141,10 +157,17 @@ class LogisticHost:
     @operation
     def finish(self, request: Message) -> Message:
         """Keep the trained weights (and this key pair) as a model shard at the host."""
-        self.party.store_model(request["model_id"], {
-            "kind": "lr", "coef": self.block.weights.copy(), "own_key": self.own,
-            "scheme": self.scheme, "insecure": self.insecure, "n_jobs": self.n_jobs,
-        })
+        self.party.store_model(
+            request["model_id"],
+            {
+                "kind": "lr",
+                "coef": self.block.weights.copy(),
+                "own_key": self.own,
+                "scheme": self.scheme,
+                "insecure": self.insecure,
+                "n_jobs": self.n_jobs,
+            },
+        )
         return Message("ack", {})
 
 
@@ -174,9 +197,13 @@ class LogisticHostPredictor:
 
     @operation
     def contribution(self, request: Message) -> Message:
-        return Message(msg.CONTRIBUTION.name, {
-            "owner": self.name, "values": self.own.encrypt(self.features @ self.coef),
-        })
+        return Message(
+            msg.CONTRIBUTION.name,
+            {
+                "owner": self.name,
+                "values": self.own.encrypt(self.features @ self.coef),
+            },
+        )
 
     @operation
     def decrypt(self, request: Message) -> Message:

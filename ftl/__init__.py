@@ -1,0 +1,28 @@
+"""ftl: privacy-preserving vertical federated and transfer learning, sklearn-style.
+
+Two or more organisations find their shared customers by private set
+intersection and train one model on them; each keeps its own features and its
+own part of the model, and only encrypted or masked values cross between them.
+"""
+
+from ftl import datasets
+from ftl.data.align import align
+from ftl.data.handles import PartyRows, VerticalData
+from ftl.data.party import Party
+from ftl.federation.transcript import Transcript
+from ftl.linear_model import FederatedLogisticRegression
+from ftl.psi import intersection_size
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FederatedLogisticRegression",
+    "Party",
+    "PartyRows",
+    "Transcript",
+    "VerticalData",
+    "align",
+    "datasets",
+    "intersection_size",
+    "__version__",
+]

@@ -1,0 +1,23 @@
+"""Private set intersection (ECDH over the Ed25519 prime-order subgroup).
+
+:func:`ftl.align` uses this package to find and order the rows parties share;
+:func:`intersection_size` returns only how many they share. Importing the
+package registers the PSI message types and the ``psi.host`` role, which every
+party that answers PSI requests needs.
+"""
+
+from ftl.psi import messages  # noqa: F401  (registers message types)
+from ftl.psi.curve import canonical_ids, hash_to_curve
+from ftl.psi.guest import DEFAULT_BATCH_SIZE, PROTOCOL, PSIPlan, intersection_size, run_psi
+from ftl.psi.host import PSIHost
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "PROTOCOL",
+    "PSIHost",
+    "PSIPlan",
+    "canonical_ids",
+    "hash_to_curve",
+    "intersection_size",
+    "run_psi",
+]

@@ -1,0 +1,506 @@
+"""Driver side of ECDH PSI: runs at the guest (the labelled party).
+
+With guest scalar ``a`` and host scalar ``b`` and ``P`` the salted hash to the
+curve, one pairwise run is:
+
+1. guest -> host: ``a*P(x)`` for the guest's ids, in a secret random order;
+2. host -> guest: ``b*a*P(x)`` in the order received, and ``b*P(y)`` for the
+   host's ids in the host's secret order;
+3. guest -> host: ``a*b*P(y)`` in the host's order (skipped in cardinality mode).
+
+Each side then holds the doubly blinded value of each of its own rows and the set
+of the other side's, and the shared rows are the common values. All lists are
+sent in batches so memory stays bounded.
+
+Every cross-party value goes through :meth:`ftl.federation.Channel.call`, so the
+transcript records it. Hosts are reached only through the ``Endpoint`` protocol
+(``endpoint.name``, ``endpoint.handle``); the guest's own data is local.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ftl.federation.channel import Channel, Endpoint
+from ftl.federation.messages import Message
+from ftl.federation.transcript import Transcript
+from ftl.psi import host as _host  # noqa: F401  (registers the psi.host role)
+from ftl.psi.curve import (
+    POINT_BYTES,
+    SALT_BYTES,
+    batches,
+    blind,
+    canonical_ids,
+    check_distinct,
+    check_points,
+    hash_to_curve,
+    point_keys,
+    random_salt,
+    random_scalar,
+    secret_permutation,
+)
+from ftl.psi.messages import MAX_BATCH, MAX_POINTS
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "PROTOCOL",
+    "HostInfo",
+    "PairResult",
+    "PSIPlan",
+    "close_host",
+    "exchange",
+    "open_host",
+    "intersection_size",
+    "run_psi",
+]
+
+#: Points per message: 100k points are 3.2 MB on the wire.
+DEFAULT_BATCH_SIZE = 100_000
+PROTOCOL = "ecdh-ed25519"
+
+
+@dataclass
+class HostInfo:
+    """What the guest knows about one host after ``psi.host.open``."""
+
+    endpoint: Endpoint
+    name: str
+    n_rows: int
+    feature_names: tuple[str, ...]
+
+
+@dataclass
+class PairResult:
+    """Outcome of one pairwise run, as the guest sees it.
+
+    ``guest_doubles[i]`` is ``a*b*P(id_i)`` for guest row ``i`` (guest row order);
+    ``host_doubles`` are the host's values in the host's secret order (a set, as far
+    as the guest is concerned); ``in_host[i]`` says whether guest row ``i`` is shared.
+    """
+
+    guest_doubles: np.ndarray
+    host_doubles: np.ndarray
+    in_host: np.ndarray
+
+
+@dataclass
+class PSIPlan:
+    """Result of :func:`run_psi`: guest rows in aligned order and run metadata.
+
+    ``rows`` are the guest's local rows in aligned order; ``overlap`` (``how="left"``
+    only) marks the aligned rows the host also has. Hosts have already committed
+    their own mappings; the caller stores the guest's.
+    """
+
+    alignment_id: str
+    rows: np.ndarray
+    overlap: np.ndarray | None
+    hosts: list[HostInfo]
+    salt: bytes
+    pairwise: dict[str, int] = field(default_factory=dict)
+    session: str = ""
+
+
+def _expect(message: Message, type_: str, who: str) -> Message:
+    if message.type != type_:
+        raise ValueError(f"PSI: {who} replied with {message.type!r}, expected {type_!r}")
+    return message
+
+
+def _check_salt(salt: Any) -> bytes:
+    if salt is None:
+        return random_salt()
+    if isinstance(salt, str):
+        try:
+            salt = bytes.fromhex(salt)
+        except ValueError:
+            raise ValueError("salt given as str must be hex") from None
+    if not isinstance(salt, bytes) or len(salt) != SALT_BYTES:
+        raise ValueError(f"salt must be {SALT_BYTES} bytes (or their hex)")
+    return salt
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError("batch_size must be an integer")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be in [1, {MAX_BATCH}], got {batch_size}")
+    return int(batch_size)
+
+
+def _n_batches(n: int, size: int) -> int:
+    return -(-n // size)
+
+
+def open_host(
+    channel: Channel,
+    endpoint: Endpoint,
+    *,
+    salt: bytes,
+    n_guest: int,
+    mode: str,
+    how: str,
+    n_hosts: int,
+    batch_size: int,
+) -> HostInfo:
+    """Open a ``psi.host`` session at one host and read its public metadata."""
+    request = Message(
+        "psi.open",
+        {
+            "salt": salt,
+            "n_guest": n_guest,
+            "mode": mode,
+            "how": how,
+            "n_hosts": n_hosts,
+            "batch_size": batch_size,
+        },
+    )
+    reply = _expect(channel.call(endpoint, "psi.host.open", request), "psi.opened", endpoint.name)
+    n_rows, names = reply["n_rows"], reply["feature_names"]
+    # Bounded because the guest allocates n_rows * 32 bytes for the host's points.
+    if not isinstance(n_rows, int) or not 0 <= n_rows <= MAX_POINTS:
+        raise ValueError(f"PSI: host {endpoint.name!r} announced an invalid set size")
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise ValueError(f"PSI: host {endpoint.name!r} sent invalid column names")
+    return HostInfo(endpoint, endpoint.name, n_rows, tuple(names))
+
+
+def close_host(channel: Channel, endpoint: Endpoint) -> None:
+    """Drop the host's session state; failures are ignored (cleanup only)."""
+    with contextlib.suppress(Exception):
+        channel.call(endpoint, "psi.host.close", Message("ack", {}))
+
+
+def _send_guest_points(
+    channel: Channel,
+    host: HostInfo,
+    ids: np.ndarray,
+    salt: bytes,
+    alpha: bytes,
+    batch_size: int,
+    bar: Any,
+    cardinality: bool,
+) -> np.ndarray | None:
+    """Step 2 (and 3a in default mode). Returns ``b*a*P(x)`` in guest row order."""
+    n = len(ids)
+    # The guest's secret order: the host must not learn which row a point is.
+    order = secret_permutation(n)
+    doubles = None if cardinality else np.empty((n, POINT_BYTES), dtype=np.uint8)
+    op = "psi.host.submit" if cardinality else "psi.host.blind"
+    for start, stop in batches(n, batch_size):
+        rows = order[start:stop]
+        # Canonicalise per batch: no Python object per id for the whole set.
+        points = blind(hash_to_curve(canonical_ids(ids[rows]), salt), alpha)
+        reply = channel.call(
+            host.endpoint, op, Message("psi.guest_points", {"start": start, "points": points})
+        )
+        if cardinality:
+            if _expect(reply, "psi.received", host.name)["count"] != stop:
+                raise ValueError(f"PSI: host {host.name!r} acknowledged a wrong count")
+        else:
+            _expect(reply, "psi.guest_points_blinded", host.name)
+            doubles[rows] = check_points(
+                reply["points"], f"reply of host {host.name!r}", expected=stop - start
+            )
+        bar.update(1)
+    return doubles
+
+
+def _fetch_host_points(
+    channel: Channel, host: HostInfo, alpha: bytes, batch_size: int, bar: Any, send_back: bool
+) -> np.ndarray:
+    """Step 3b and 4: fetch ``b*P(y)``, compute ``a*b*P(y)``, return it in step 4."""
+    doubles = np.empty((host.n_rows, POINT_BYTES), dtype=np.uint8)
+    for start, stop in batches(host.n_rows, batch_size):
+        reply = channel.call(
+            host.endpoint, "psi.host.own", Message("psi.fetch", {"start": start, "stop": stop})
+        )
+        _expect(reply, "psi.host_points", host.name)
+        if reply["start"] != start:
+            raise ValueError(f"PSI: host {host.name!r} sent the wrong batch")
+        points = check_points(
+            reply["points"], f"points of host {host.name!r}", expected=stop - start
+        )
+        doubles[start:stop] = blind(points, alpha)
+        if send_back:
+            ack = channel.call(
+                host.endpoint,
+                "psi.host.reblinded",
+                Message(
+                    "psi.host_points_reblinded", {"start": start, "points": doubles[start:stop]}
+                ),
+            )
+            if _expect(ack, "psi.received", host.name)["count"] != stop:
+                raise ValueError(f"PSI: host {host.name!r} acknowledged a wrong count")
+        bar.update(1)
+    check_distinct(doubles, f"points of host {host.name!r}")
+    return doubles
+
+
+def _fetch_shuffled(
+    channel: Channel, host: HostInfo, n: int, batch_size: int, bar: Any
+) -> np.ndarray:
+    """Cardinality mode: the host's shuffled ``b*a*P(x)``, batch by batch."""
+    doubles = np.empty((n, POINT_BYTES), dtype=np.uint8)
+    for start, stop in batches(n, batch_size):
+        reply = channel.call(
+            host.endpoint, "psi.host.shuffled", Message("psi.fetch", {"start": start, "stop": stop})
+        )
+        _expect(reply, "psi.shuffled_doubles", host.name)
+        if reply["start"] != start:
+            raise ValueError(f"PSI: host {host.name!r} sent the wrong batch")
+        doubles[start:stop] = check_points(
+            reply["points"], f"reply of host {host.name!r}", expected=stop - start
+        )
+        bar.update(1)
+    return doubles
+
+
+def exchange(
+    channel: Channel,
+    host: HostInfo,
+    ids: np.ndarray,
+    salt: bytes,
+    batch_size: int,
+    bar: Any,
+) -> PairResult:
+    """Run steps 2-4 of the default mode with one host (fresh guest scalar)."""
+    alpha = random_scalar()
+    guest_doubles = _send_guest_points(channel, host, ids, salt, alpha, batch_size, bar, False)
+    check_distinct(guest_doubles, f"reply of host {host.name!r}")
+    host_doubles = _fetch_host_points(channel, host, alpha, batch_size, bar, send_back=True)
+    in_host = np.isin(point_keys(guest_doubles), point_keys(host_doubles))
+    return PairResult(guest_doubles, host_doubles, in_host)
+
+
+def _progress(total: int, verbose: bool, desc: str) -> Any:
+    return tqdm(total=total, unit="batch", desc=desc, disable=not verbose, leave=False)
+
+
+def _assign(
+    channel: Channel,
+    host: HostInfo,
+    alignment_id: str,
+    points: np.ndarray,
+    positions: np.ndarray,
+    n_rows: int,
+) -> None:
+    """Send a host its doubly blinded values in final order (one message); it stages them."""
+    reply = channel.call(
+        host.endpoint,
+        "psi.host.assign",
+        Message(
+            "psi.assign",
+            {
+                "alignment_id": alignment_id,
+                "points": np.ascontiguousarray(points),
+                "positions": np.asarray(positions, dtype=np.int64),
+                "n_rows": int(n_rows),
+            },
+        ),
+    )
+    if _expect(reply, "psi.received", host.name)["count"] != len(positions):
+        raise ValueError(f"PSI: host {host.name!r} did not accept the alignment")
+
+
+def run_psi(
+    guest: Any,
+    endpoints: Sequence[Endpoint],
+    *,
+    how: str = "inner",
+    salt: bytes | str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    channel: Channel | None = None,
+    verbose: bool = False,
+) -> PSIPlan:
+    """Align the guest with one or more hosts; hosts store their mapping on success.
+
+    Parameters
+    ----------
+    guest : ftl.Party
+        The local party running the driver (its ids are read directly).
+    endpoints : sequence of Endpoint
+        One endpoint per host.
+    how : {"inner", "left"}
+        ``"inner"``: rows the guest shares with every host, sorted by the doubly
+        blinded values of the run with the first host. ``"left"``: all guest rows
+        sorted by their doubly blinded values (one host only).
+    salt : bytes or hex str, optional
+        32-byte public salt; fresh random by default.
+    batch_size : int
+        Points per message.
+    channel : Channel, optional
+        Channel to use (its transcript records every message).
+    verbose : bool
+        Show a progress bar over batches.
+
+    Returns
+    -------
+    PSIPlan
+
+    Raises
+    ------
+    ValueError
+        On bad arguments, a misbehaving host or an empty intersection. Nothing
+        is stored at any host unless every host accepted the alignment.
+    """
+    if how not in ("inner", "left"):
+        raise ValueError(f"how must be 'inner' or 'left', got {how!r}")
+    if how == "left" and len(endpoints) != 1:
+        raise ValueError("how='left' aligns exactly two parties (a guest and one host)")
+    if not endpoints:
+        raise ValueError("PSI needs at least one host")
+    salt = _check_salt(salt)
+    batch_size = _check_batch_size(batch_size)
+    channel = channel if channel is not None else Channel(guest.name)
+    ids = np.asarray(guest.local_ids())
+    n_guest = len(ids)
+    hosts: list[HostInfo] = []
+    attempted: list[Endpoint] = []
+    try:
+        for endpoint in endpoints:
+            attempted.append(endpoint)
+            hosts.append(
+                open_host(
+                    channel,
+                    endpoint,
+                    salt=salt,
+                    n_guest=n_guest,
+                    mode="full",
+                    how=how,
+                    n_hosts=len(endpoints),
+                    batch_size=batch_size,
+                )
+            )
+        total = sum(
+            _n_batches(n_guest, batch_size) + _n_batches(h.n_rows, batch_size) for h in hosts
+        )
+        with _progress(total, verbose, "PSI") as bar:
+            pairs = [exchange(channel, h, ids, salt, batch_size, bar) for h in hosts]
+        plan = PSIPlan(
+            alignment_id=uuid.uuid4().hex,
+            rows=np.empty(0, np.int64),
+            overlap=None,
+            hosts=hosts,
+            salt=salt,
+            pairwise={h.name: int(p.in_host.sum()) for h, p in zip(hosts, pairs, strict=True)},
+            session=channel.session,
+        )
+        names = ", ".join(repr(h.name) for h in hosts)
+        if how == "inner":
+            shared = np.logical_and.reduce([p.in_host for p in pairs])
+            rows = np.flatnonzero(shared)
+            if not len(rows):
+                raise ValueError(f"no shared ids between guest {guest.name!r} and host(s) {names}")
+            # Order by doubly blinded value: it reveals nothing about non-shared ids.
+            rows = rows[np.argsort(point_keys(pairs[0].guest_doubles[rows]), kind="stable")]
+            positions = np.arange(len(rows))
+            for h, p in zip(hosts, pairs, strict=True):
+                _assign(channel, h, plan.alignment_id, p.guest_doubles[rows], positions, len(rows))
+        else:
+            pair = pairs[0]
+            if not pair.in_host.any():
+                raise ValueError(f"no shared ids between guest {guest.name!r} and host {names}")
+            # All guest rows, ordered by their doubly blinded values: the host can
+            # recompute this order itself, so aligned positions tell it nothing new.
+            rows = np.argsort(point_keys(pair.guest_doubles), kind="stable")
+            plan.overlap = pair.in_host[rows]
+            positions = np.flatnonzero(plan.overlap)
+            _assign(
+                channel,
+                hosts[0],
+                plan.alignment_id,
+                pair.guest_doubles[rows[positions]],
+                positions,
+                len(rows),
+            )
+        # Two-phase: store only after every host accepted its part of the order.
+        for h in hosts:
+            reply = channel.call(
+                h.endpoint,
+                "psi.host.commit",
+                Message("psi.commit", {"alignment_id": plan.alignment_id}),
+            )
+            _expect(reply, "ack", h.name)
+        plan.rows = rows.astype(np.int64)
+        return plan
+    finally:
+        # Always drop host session state, also after a failure (close is idempotent).
+        for endpoint in attempted:
+            close_host(channel, endpoint)
+
+
+def intersection_size(
+    guest: Any,
+    host: Any,
+    *,
+    salt: bytes | str | None = None,
+    transcript: Transcript | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    verbose: bool = False,
+) -> int:
+    """Number of ids two parties share, without revealing which (PSI cardinality).
+
+    The host shuffles the doubly blinded guest values before returning them and
+    the guest never sends anything back, so the guest learns only ``|A & B|``
+    (and ``|B|``) and the host learns only ``|A|``. Nothing is stored.
+
+    Parameters
+    ----------
+    guest : ftl.Party
+        The local party that runs the driver and learns the count.
+    host : ftl.Party or object with an ``endpoint``
+        The other party, reached through ``host.endpoint``.
+    salt : bytes or hex str, optional
+        32-byte public salt; fresh random by default.
+    transcript : ftl.federation.Transcript, optional
+        Records every message.
+    batch_size : int
+        Points per message.
+    verbose : bool
+        Show a progress bar over batches.
+
+    Returns
+    -------
+    int
+        The size of the intersection.
+
+    Examples
+    --------
+    >>> n = ftl.psi.intersection_size(bank, shop)  # doctest: +SKIP
+    """
+    if getattr(guest, "name", None) == getattr(host, "name", None):
+        raise ValueError("guest and host must be different parties (names are equal)")
+    salt = _check_salt(salt)
+    batch_size = _check_batch_size(batch_size)
+    endpoint = host.endpoint
+    channel = Channel(guest.name, transcript=transcript)
+    ids = np.asarray(guest.local_ids())
+    try:
+        info = open_host(
+            channel,
+            endpoint,
+            salt=salt,
+            n_guest=len(ids),
+            mode="cardinality",
+            how="inner",
+            n_hosts=1,
+            batch_size=batch_size,
+        )
+        total = 2 * _n_batches(len(ids), batch_size) + _n_batches(info.n_rows, batch_size)
+        alpha = random_scalar()
+        with _progress(total, verbose, "PSI cardinality") as bar:
+            _send_guest_points(channel, info, ids, salt, alpha, batch_size, bar, True)
+            guest_doubles = _fetch_shuffled(channel, info, len(ids), batch_size, bar)
+            check_distinct(guest_doubles, f"reply of host {info.name!r}")
+            host_doubles = _fetch_host_points(channel, info, alpha, batch_size, bar, False)
+        return int(np.isin(point_keys(guest_doubles), point_keys(host_doubles)).sum())
+    finally:
+        close_host(channel, endpoint)

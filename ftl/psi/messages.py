@@ -1,0 +1,112 @@
+"""Message types of the ECDH PSI protocol.
+
+Blinded points (``a*P(id)``, ``b*P(id)``, ``a*b*P(id)``) are recorded as
+``public``: under the decisional Diffie-Hellman assumption they look random to
+anyone who lacks the scalars, which is why ECDH PSI may send them in the clear.
+Audits treat per-sample PSI points as public by design. No message carries an id,
+a hash of an id or a local row number.
+"""
+
+from __future__ import annotations
+
+from ftl.federation.messages import FieldSpec, ValueKind, register
+
+__all__ = ["MAX_POINTS", "MAX_BATCH"]
+
+#: Upper bound on the number of points in any one field (memory guard).
+MAX_POINTS = 50_000_000
+#: Upper bound on the batch size a guest may announce.
+MAX_BATCH = 5_000_000
+
+_PUBLIC = ValueKind.PUBLIC
+
+
+def _points() -> FieldSpec:
+    # (n, 32) uint8: one Ed25519 point encoding per row.
+    return FieldSpec(
+        "array", _PUBLIC, ndim=2, dtypes=("uint8",), per_sample=True, max_len=MAX_POINTS
+    )
+
+
+def _int() -> FieldSpec:
+    return FieldSpec("int", _PUBLIC)
+
+
+def _str(max_len: int = 64) -> FieldSpec:
+    return FieldSpec("str", _PUBLIC, max_len=max_len)
+
+
+register(
+    "psi.open",
+    doc="Guest -> host: start a PSI session (salt, guest set size, mode, batch size).",
+    salt=FieldSpec("bytes", _PUBLIC, max_len=64),
+    n_guest=_int(),
+    mode=_str(),
+    how=_str(),
+    n_hosts=_int(),
+    batch_size=_int(),
+)
+register(
+    "psi.opened",
+    doc="Host -> guest: host set size and its public column names.",
+    n_rows=_int(),
+    feature_names=FieldSpec("json", _PUBLIC, max_len=1_000_000),
+)
+register(
+    "psi.guest_points",
+    doc="Guest -> host (step 2): a batch of a*P(a) in the guest's secret order.",
+    start=_int(),
+    points=_points(),
+)
+register(
+    "psi.guest_points_blinded",
+    doc="Host -> guest (step 3): b*a*P(a) for the batch, in the order received.",
+    points=_points(),
+)
+register(
+    "psi.fetch",
+    doc="Guest -> host: request points [start, stop) of a host-side list.",
+    start=_int(),
+    stop=_int(),
+)
+register(
+    "psi.host_points",
+    doc="Host -> guest (step 3): a batch of b*P(b) in the host's secret order.",
+    start=_int(),
+    points=_points(),
+)
+register(
+    "psi.host_points_reblinded",
+    doc="Guest -> host (step 4, default mode only): a*b*P(b) in the host's order.",
+    start=_int(),
+    points=_points(),
+)
+register(
+    "psi.shuffled_doubles",
+    doc="Host -> guest (cardinality mode): b*a*P(a) of all guest points, shuffled.",
+    start=_int(),
+    points=_points(),
+)
+register(
+    "psi.received",
+    doc="Acknowledgement with the number of points received so far.",
+    count=_int(),
+)
+register(
+    "psi.assign",
+    doc=(
+        "Guest -> host: the host's doubly blinded values in the final aligned order, "
+        "the aligned positions they occupy and the number of aligned rows."
+    ),
+    alignment_id=_str(),
+    points=_points(),
+    positions=FieldSpec(
+        "array", _PUBLIC, ndim=1, dtypes=("int64",), per_sample=True, max_len=MAX_POINTS
+    ),
+    n_rows=_int(),
+)
+register(
+    "psi.commit",
+    doc="Guest -> host: every party accepted the alignment; store it.",
+    alignment_id=_str(),
+)

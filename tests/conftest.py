@@ -1,0 +1,52 @@
+"""Shared fixtures: small insecure keys for logic tests, bundled real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ftl
+
+#: Logic tests use small keys through the explicit insecure switch; at least one test
+#: per protocol runs on the default 2048-bit key (marked slow).
+SMALL_KEY = dict(key_size=512, insecure_for_tests=True)
+
+
+def pooled(X) -> np.ndarray:
+    """All parties' columns for a handle's rows (possible only in a simulation)."""
+    parts = []
+    for party in X.parties:
+        rows = party.aligned_rows(X.alignment.id, X.positions)
+        parts.append(party.local_features(rows))
+    return np.hstack(parts)
+
+
+def aligned_by_id(guest, host):
+    """Align, then order rows by id so that splits are reproducible across runs
+    (PSI's own order depends on fresh secret scalars, by design)."""
+    X, y = ftl.align(guest, host)
+    order = np.argsort(X.ids)
+    return X[order], y[order]
+
+
+@pytest.fixture(scope="session")
+def breast():
+    return aligned_by_id(*ftl.datasets.load_breast_cancer())
+
+
+@pytest.fixture(scope="session")
+def credit():
+    return aligned_by_id(*ftl.datasets.load_default_credit())
+
+
+@pytest.fixture
+def toy_frames():
+    rng = np.random.default_rng(0)
+    n = 60
+    ids = np.arange(100, 100 + n)
+    a = pd.DataFrame({"id": ids, "a0": rng.normal(size=n), "a1": rng.normal(size=n)})
+    b = pd.DataFrame({"id": ids[::-1], "b0": rng.normal(size=n)})
+    logits = a["a0"].to_numpy() - b.set_index("id").loc[ids, "b0"].to_numpy()
+    a["y"] = (logits + rng.normal(scale=0.5, size=n) > 0).astype(int)
+    return a, b

@@ -1,0 +1,129 @@
+import numpy as np
+import phe
+import pytest
+from gmpy2 import mpz
+
+from ftl.crypto import fixedpoint
+from ftl.crypto.engine import CRTEncryptor, column_multiexp, djn_generator
+from ftl.crypto.keys import InsecureKeyError, check_key_size, generate_keypair
+from ftl.crypto.scheme import (
+    FEATURE_FRAC_BITS,
+    VALUE_FRAC_BITS,
+    make_own_key,
+    peer_key_from_public,
+)
+
+
+@pytest.fixture(scope="module")
+def small_keys():
+    pk, sk = generate_keypair(512, insecure_for_tests=True)
+    hs = djn_generator(pk.n, sk.p, sk.q)
+    return pk, sk, CRTEncryptor(pk.n, sk.p, sk.q, hs)
+
+
+def test_small_keys_need_the_explicit_switch():
+    with pytest.raises(InsecureKeyError, match="too small"):
+        check_key_size(1024)
+    with pytest.raises(InsecureKeyError):
+        make_own_key("paillier", 512)
+    assert check_key_size(1024, insecure_for_tests=True) == 1024
+    with pytest.raises(ValueError, match="multiple of 64"):
+        check_key_size(1000, insecure_for_tests=True)
+
+
+def test_fast_encryption_decrypts_with_phe_and_interoperates(small_keys):
+    pk, sk, enc = small_keys
+    values = [0, 1, 12345, pk.n - 1, pk.n // 2]
+    cts = enc.encrypt_ints(values)
+    assert [sk.raw_decrypt(int(c)) for c in cts] == values
+    # phe's EncryptedNumber arithmetic works on our ciphertexts
+    a = phe.EncryptedNumber(pk, int(cts[2]), 0)
+    assert sk.decrypt(a + 5) == 12350
+    assert sk.decrypt(a * 3) == 37035
+
+
+def test_every_ciphertext_is_randomised(small_keys):
+    pk, sk, enc = small_keys
+    n, n2 = pk.n, pk.n**2
+    cts = enc.encrypt_ints([7, 7, 7, 0, 0])
+    assert len({int(c) for c in cts}) == 5
+    for c, m in zip(cts, [7, 7, 7, 0, 0], strict=False):
+        assert int(c) != (1 + m * n) % n2  # never the deterministic form
+
+
+def test_own_key_encrypt_is_randomised_on_real_key_size():
+    own = make_own_key("paillier", 2048)
+    ct = own.encrypt(np.array([0.5, 0.5, 0.0]))
+    vals = [int(v) for v in ct.values]
+    assert len(set(vals)) == 3
+    n2 = own.n**2
+    m = fixedpoint.encode(np.array([0.5]), VALUE_FRAC_BITS)[0]
+    assert all(v != (1 + m * own.n) % n2 and v != 1 for v in vals)
+    np.testing.assert_allclose(own.decrypt_values(ct, VALUE_FRAC_BITS), [0.5, 0.5, 0.0])
+
+
+@pytest.mark.parametrize("n_rows", [1, 7, 300])
+def test_column_multiexp_matches_phe_loop(small_keys, n_rows):
+    pk, sk, enc = small_keys
+    rng = np.random.default_rng(n_rows)
+    values = rng.integers(-(2**40), 2**40, size=n_rows)
+    cts = enc.encrypt_ints([int(v) % pk.n for v in values])
+    exps = rng.integers(-(2**30), 2**30, size=(n_rows, 4))
+    exps[0, :] = 0  # zeros
+    exps[:, 1] = -np.abs(exps[:, 1])  # an all-negative column
+    got = column_multiexp(cts, exps, pk.nsquare)
+    for j in range(4):
+        expected = phe.EncryptedNumber(pk, 1, 0)
+        for i in range(n_rows):
+            expected = expected + phe.EncryptedNumber(pk, int(cts[i]), 0) * int(exps[i, j])
+        assert sk.decrypt(phe.EncryptedNumber(pk, int(got[j]), 0)) == sk.decrypt(expected)
+
+
+def test_masked_cross_term_roundtrip_and_mask_hides_value():
+    own = make_own_key("paillier", 512, insecure_for_tests=True)
+    peer = peer_key_from_public(own.public(), "paillier", insecure_for_tests=True)
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=50)
+    X = rng.normal(size=(50, 3))
+    masked, state = peer.masked_cross_term(X, own.encrypt(v))
+    raw = own.decrypt_masked(masked)  # what the key owner sees
+    true_ints = fixedpoint.encode(X.T @ v, VALUE_FRAC_BITS + FEATURE_FRAC_BITS)
+    for seen, true in zip(raw, true_ints, strict=False):
+        assert abs(int(seen) - int(true)) > 2**40  # masked: far from the value
+    np.testing.assert_allclose(peer.unmask(raw, state), X.T @ v, atol=1e-4)
+
+
+def test_overflow_is_an_error_not_garbage():
+    own = make_own_key("paillier", 512, insecure_for_tests=True)
+    with pytest.raises(fixedpoint.FixedPointOverflowError, match="diverged"):
+        own.encrypt(np.array([2.0**40]))
+    with pytest.raises(fixedpoint.FixedPointOverflowError):
+        fixedpoint.encode(np.array([np.nan]), 10)
+    from ftl.crypto.scheme import encode_features
+
+    with pytest.raises(fixedpoint.FixedPointOverflowError, match="standardise"):
+        encode_features(np.array([[2.0**45]]))
+
+
+def test_peer_key_policy():
+    own = make_own_key("paillier", 512, insecure_for_tests=True)
+    with pytest.raises(ValueError, match="at least 2048"):
+        peer_key_from_public(own.public(), "paillier")
+    with pytest.raises(ValueError, match="expects"):
+        peer_key_from_public(own.public(), "plain")
+    bad = dict(own.public(), hs=1)
+    with pytest.raises(ValueError, match="DJN base"):
+        peer_key_from_public(bad, "paillier", insecure_for_tests=True)
+
+
+def test_decrypt_refuses_foreign_ciphertexts():
+    a = make_own_key("paillier", 512, insecure_for_tests=True)
+    b = make_own_key("paillier", 512, insecure_for_tests=True)
+    with pytest.raises(ValueError, match="not this party"):
+        b.decrypt_masked(a.encrypt(np.array([1.0])))
+
+
+def test_fixedpoint_roundtrip():
+    x = np.array([-1.5, 0.0, 3.25, 1e-6])
+    np.testing.assert_allclose(fixedpoint.decode(fixedpoint.encode(x, 32), 32), x, atol=1e-9)
+    assert isinstance(fixedpoint.encode(x, 32)[0], int) and mpz is not None
