@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from nacl import bindings as sodium
 
+import ftl
 import ftl.psi.guest as guest_module
 import ftl.psi.host as host_module
 from ftl.data.align import align
@@ -310,3 +311,11 @@ def test_breast_data_matches_pandas_inner_join():
     expected = ordered[[f"{c}_h" if f"{c}_g" in ordered else c for c in host_cols]].to_numpy()
     np.testing.assert_allclose(host.local_features(host_rows), expected)
     assert X.shape == (len(merged), 10 + 20)
+
+
+def test_align_cardinality_only_returns_the_size_and_stores_nothing():
+    rng = np.random.default_rng(5)
+    a = ftl.Party("a", np.zeros((30, 1)), ids=np.arange(30), labels=rng.integers(0, 2, 30))
+    b = ftl.Party("b", np.zeros((25, 1)), ids=np.arange(20, 45))
+    assert ftl.align(a, b, cardinality_only=True) == 10
+    assert a._alignments == {} and b._alignments == {}

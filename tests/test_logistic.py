@@ -71,13 +71,21 @@ def test_encrypted_fit_equals_plaintext_fit_to_fixed_point_precision(breast):
 
 @pytest.mark.parametrize("dataset", ["breast", "credit"])
 def test_auc_within_001_of_sklearn_on_pooled_data(dataset, request):
+    """Default parameters; mean gap over three stratified 70/30 splits (one split of
+    breast's 171 test rows moves AUC by ~0.01 on its own; docs/accuracy.md lists each)."""
     X, y = request.getfixturevalue(dataset)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
-    fed = ftl.FederatedLogisticRegression(encryption=None, random_state=0).fit(X_tr, y_tr)
-    sk = LogisticRegression(C=1.0, max_iter=5000).fit(pooled(X_tr), y_tr)
-    auc_fed = roc_auc_score(y_te, fed.decision_function(X_te))
-    auc_sk = roc_auc_score(y_te, sk.decision_function(pooled(X_te)))
-    assert auc_fed >= auc_sk - 0.01, (auc_fed, auc_sk)
+    gaps = []
+    for seed in range(3):
+        X_tr, X_te, y_tr, y_te = train_test_split(
+            X, y, test_size=0.3, stratify=y, random_state=seed
+        )
+        fed = ftl.FederatedLogisticRegression(encryption=None, random_state=0).fit(X_tr, y_tr)
+        sk = LogisticRegression(C=1.0, max_iter=5000).fit(pooled(X_tr), y_tr)
+        auc_fed = roc_auc_score(y_te, fed.decision_function(X_te))
+        auc_sk = roc_auc_score(y_te, sk.decision_function(pooled(X_te)))
+        gaps.append(auc_sk - auc_fed)
+    assert np.mean(gaps) <= 0.01, gaps
+    assert max(gaps) <= 0.015, gaps
 
 
 def test_multiclass_one_vs_rest_on_vehicle():
@@ -252,3 +260,44 @@ def test_dataframe_parties_end_to_end(toy_frames):
     assert clf.score(X, y) > 0.75
     pred = pd.Series(clf.predict_proba(X)[:, 1], index=X.ids)
     assert set(pred.index) == set(a["id"])
+
+
+class _DiesAfter:
+    """A host endpoint whose connection drops after ``n`` calls."""
+
+    def __init__(self, service, n):
+        self.service, self.name, self.left = service, service.name, n
+
+    def handle(self, session, op, payload):
+        self.left -= 1
+        if self.left < 0 and not op.endswith(".close"):
+            raise ConnectionError("connection reset by peer")
+        return self.service.handle(session, op, payload)
+
+
+def test_party_that_disappears_mid_fit_gives_clear_error_and_frees_session(toy_frames):
+    from ftl.federation import PartyService, PartyUnavailableError
+
+    a, b = toy_frames
+    bank = ftl.Party("bank", a, id_column="id", label_column="y")
+    shop = ftl.Party("shop", b, id_column="id")
+    X, y = ftl.align(bank, shop)
+    service = PartyService(shop)
+    shop._service = _DiesAfter(service, 7)
+    clf = ftl.FederatedLogisticRegression(encryption=None, random_state=0)
+    with pytest.raises(PartyUnavailableError, match="shop.*did not answer"):
+        clf.fit(X, y)
+    assert service.open_sessions == 0
+    assert not hasattr(clf, "coef_")
+    shop._service = service  # back online: the next fit works
+    assert clf.fit(X, y).score(X, y) > 0.7
+
+
+def test_mixing_handles_and_arrays_between_fit_and_predict_is_a_clear_error(breast):
+    X, y = breast
+    clf = ftl.FederatedLogisticRegression(encryption=None, max_iter=1).fit(X, y)
+    with pytest.raises(ValueError, match="aligned data handle"):
+        clf.predict(pooled(X))
+    clf.fit(pooled(X), y)
+    with pytest.raises(ValueError, match="plain array"):
+        clf.predict(X)

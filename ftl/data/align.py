@@ -15,7 +15,7 @@ import numpy as np
 from ftl.data.handles import Alignment, VerticalData
 from ftl.federation.channel import Channel
 from ftl.federation.transcript import Transcript
-from ftl.psi.guest import DEFAULT_BATCH_SIZE, PROTOCOL, run_psi
+from ftl.psi.guest import DEFAULT_BATCH_SIZE, PROTOCOL, intersection_size, run_psi
 
 __all__ = ["align"]
 
@@ -58,7 +58,8 @@ def align(
     transcript: Transcript | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     verbose: bool = False,
-) -> tuple[VerticalData, np.ndarray]:
+    cardinality_only: bool = False,
+) -> tuple[VerticalData, np.ndarray] | int:
     """Align parties' rows by ECDH private set intersection.
 
     The party with labels is the guest (in any argument position); all others
@@ -82,6 +83,9 @@ def align(
         Points per message (bounds memory and message size).
     verbose : bool, default False
         Show a progress bar over batches.
+    cardinality_only : bool, default False
+        Learn only how many ids the two parties share and return that ``int``
+        (see :func:`ftl.psi.intersection_size`); nobody learns which ids.
 
     Returns
     -------
@@ -114,6 +118,18 @@ def align(
     >>> X, y = ftl.align(bank, shop)  # doctest: +SKIP
     >>> X, y = ftl.align(bank, shop_a, shop_b)  # doctest: +SKIP
     """
+    if cardinality_only:
+        guest, hosts = _split_parties(parties, "inner")
+        if len(hosts) != 1:
+            raise ValueError("cardinality_only works between exactly two parties")
+        return intersection_size(
+            guest,
+            hosts[0],
+            salt=salt,
+            transcript=transcript,
+            batch_size=batch_size,
+            verbose=verbose,
+        )
     guest, hosts = _split_parties(parties, how)
     if transcript is not None and not isinstance(transcript, Transcript):
         raise ValueError("transcript must be an ftl.federation.Transcript")

@@ -9,7 +9,12 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from sklearn.utils.validation import (
+    check_is_fitted,
+    check_random_state,
+    column_or_1d,
+    validate_data,
+)
 
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
 from ftl.data.handles import VerticalData
@@ -166,8 +171,13 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ helpers
     def _as_handle(self, X, y=None, *, fitting: bool):
+        """The aligned handle for ``X`` (simulating a federation for a plain array).
+
+        When fitting, returns ``(handle, y)`` with ``y`` validated as 1-d labels.
+        """
         if isinstance(X, VerticalData):
             if fitting:
+                self._sim_hosts = None
                 self.n_features_in_ = X.shape[1]
                 self.feature_names_in_ = np.asarray(X.feature_names, dtype=object)
             elif X.shape[1] != self.n_features_in_:
@@ -178,12 +188,23 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             if len(X) == 0:
                 raise ValueError("X has 0 rows; at least 1 is required")
             self._check_parties(X, fitting)
+            if fitting:
+                # a column vector is accepted with a DataConversionWarning, as in sklearn
+                y = np.asarray(y)
+                return X, column_or_1d(y, warn=True) if y.ndim == 2 else y
             return X
         if fitting:
             X, y = validate_data(self, X, y, dtype=np.float64)
             handle = simulate_federation(X, y, self.simulated_hosts)
             self._sim_hosts = handle.alignment.hosts
+            self.party_names_ = None
+            return handle, y
         else:
+            if self._sim_hosts is None:
+                raise ValueError(
+                    "this model was fitted on an aligned data handle (ftl.align); predict "
+                    "on a handle over the same parties, not on a plain array"
+                )
             X = validate_data(self, X, dtype=np.float64, reset=False)
             handle = simulate_federation(X, None, self.simulated_hosts)
             for new, old in zip(handle.alignment.hosts, self._sim_hosts, strict=False):
@@ -194,6 +215,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         names = [p.name for p in X.parties]
         if fitting:
             self.party_names_ = names
+        elif self.party_names_ is None:
+            raise ValueError(
+                "this model was fitted on a plain array (a simulated federation); "
+                "predict on a plain array too"
+            )
         elif names != self.party_names_:
             raise ValueError(
                 f"X is aligned over parties {names}, the model over {self.party_names_}"
@@ -237,8 +263,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self._validate_params()
         if self.encryption is not None:
             check_key_size(int(self.key_size), self.insecure_for_tests)
-        handle = self._as_handle(X, y, fitting=True)
-        y = np.asarray(y)
+        handle, y = self._as_handle(X, y, fitting=True)
         if y.ndim != 1 or len(y) != len(handle):
             raise ValueError(f"y must be 1-d with {len(handle)} labels, got shape {y.shape}")
         check_classification_targets(y)

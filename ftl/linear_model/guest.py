@@ -196,9 +196,11 @@ class LogisticGuest:
         bs = n if batch_size is None else min(int(batch_size), n)
         history = []
         n_batches = -(-n // bs)
+        mode = self.params["encryption"] or "plaintext"
         bar = tqdm(
-            total=max_iter * n_batches,
-            desc=f"federated LR ({self.params['encryption']})",
+            total=n_batches,
+            desc=f"federated LR ({mode})",
+            unit="batch",
             disable=not self.verbose,
             leave=False,
         )
@@ -219,6 +221,8 @@ class LogisticGuest:
                     delta += float(reply["delta_sq"][0])
                     norm += float(reply["delta_sq"][1])
                 change = float(np.sqrt(delta / max(norm, 1e-300)))
+                bar.total = n_batches * (epoch + 2)  # grows until convergence
+                bar.refresh()
                 history.append({"epoch": epoch, "relative_change": change})
                 bar.set_postfix(epoch=epoch, change=f"{change:.2e}")
                 n_iter = epoch + 1
