@@ -25,7 +25,7 @@ from gmpy2 import mpz
 from joblib import Parallel, delayed
 
 from ftl.crypto import fixedpoint
-from ftl.crypto.engine import CRTEncryptor, FixedBaseTable, column_multiexp, djn_generator
+from ftl.crypto.engine import CRTEncryptor, column_multiexp, djn_generator
 from ftl.crypto.keys import generate_keypair, key_id
 from ftl.federation.messages import CiphertextArray, PlainArray
 
@@ -50,6 +50,8 @@ VALUE_FRAC_BITS = 32
 VALUE_INT_BITS = 32
 #: Fixed-point fraction bits of features used as exponents in ``X.T @ [[v]]``.
 FEATURE_FRAC_BITS = 20
+#: Encoded features (exponents) must stay below 2**FEATURE_EXP_BITS in magnitude.
+FEATURE_EXP_BITS = 62
 _CHUNK = 256
 
 
@@ -182,18 +184,23 @@ class PaillierPeerKey:
         self.key_id = key_id_
         self.width = (2 * int(self.n).bit_length() + 7) // 8
         self.n_jobs = n_jobs
-        self._table: FixedBaseTable | None = None
-
-    @property
-    def table(self) -> FixedBaseTable:
-        if self._table is None:
-            self._table = FixedBaseTable(self.hs, self.nsquare, int(self.n).bit_length() // 2)
-        return self._table
 
     def rerandomize(self, cts: list[mpz]) -> list[mpz]:
-        """Multiply by fresh DJN random factors: results then say nothing of their making."""
-        bits = int(self.n).bit_length() // 2
-        return [c * self.table.pow(secrets.randbits(bits)) % self.nsquare for c in cts]
+        """Multiply by fresh full random factors ``s**n`` (``s`` uniform in ``Z_n*``).
+
+        Results computed from the key owner's own ciphertexts carry a random factor
+        the owner could recover and relate to its own; a uniform ``s**n`` makes it
+        independent of how the result was made. (DJN's short ``hs**a`` would not:
+        the owner knows the factorisation, and ``<h>`` is a proper subgroup.) Only
+        a few ciphertexts per batch need this, so the full exponentiation is cheap.
+        """
+        chunks = _chunks(list(cts), self.n_jobs, min_size=4)
+        if len(chunks) > 1:
+            parts = Parallel(n_jobs=self.n_jobs)(
+                delayed(_rerandomize_chunk)(self.n, c) for c in chunks
+            )
+            return [x for part in parts for x in part]
+        return _rerandomize_chunk(self.n, list(cts))
 
     def masked_cross_term(
         self, features: np.ndarray, ct: CiphertextArray
@@ -210,8 +217,11 @@ class PaillierPeerKey:
         exps = encode_features(features)
         cols = _parallel_columns(cts, exps, self.nsquare, self.n_jobs)
         # bound on |X.T @ v| in fixed point: n * max|x| * max|v|, v bounded by the key's headroom
+        # A public bound on |X.T @ v| (never the data's own maximum, which the key
+        # owner could read off the mask length): |x| < 2**FEATURE_EXP_BITS after
+        # encoding, |v| < 2**VALUE_INT_BITS, one term per row.
         value_bits = (
-            int(np.abs(exps).max(initial=0)).bit_length()
+            FEATURE_EXP_BITS
             + max(1, features.shape[0]).bit_length()
             + VALUE_FRAC_BITS
             + VALUE_INT_BITS
@@ -256,7 +266,7 @@ class PaillierPeerKey:
 def encode_features(features: np.ndarray) -> np.ndarray:
     """Features as signed int64 fixed-point exponents (error if they overflow)."""
     features = np.asarray(features, dtype=np.float64)
-    if features.size and np.abs(features).max() >= 2.0 ** (62 - FEATURE_FRAC_BITS):
+    if features.size and np.abs(features).max() >= 2.0 ** (FEATURE_EXP_BITS - FEATURE_FRAC_BITS):
         raise fixedpoint.FixedPointOverflowError(
             "feature values too large for fixed-point exponents; standardise them first"
         )
@@ -349,13 +359,26 @@ def _object_array(values: list) -> np.ndarray:
     return out
 
 
-def _chunks(items: list, n_jobs: int | None) -> list[list]:
+def _chunks(items: list, n_jobs: int | None, min_size: int = _CHUNK) -> list[list]:
     """Split work for joblib: one chunk when serial or small, else 2 per worker."""
-    if not n_jobs or n_jobs == 1 or len(items) < 2 * _CHUNK:
+    if not n_jobs or n_jobs == 1 or len(items) < 2 * min_size:
         return [items]
     k = 2 * _n_workers(n_jobs)
-    size = max(_CHUNK // 4, -(-len(items) // k))
+    size = max(min_size, -(-len(items) // k))
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _rerandomize_chunk(n: int, cts: list) -> list[mpz]:
+    n = mpz(n)
+    n2 = n * n
+    out = []
+    for c in cts:
+        while True:
+            s = mpz(secrets.randbelow(int(n) - 2) + 2)
+            if gmpy2.gcd(s, n) == 1:
+                break
+        out.append(mpz(c) * gmpy2.powmod(s, n, n2) % n2)
+    return out
 
 
 def _decrypt_chunk(private_key, values: list[int]) -> list[int]:

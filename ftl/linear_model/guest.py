@@ -98,6 +98,7 @@ class LogisticGuest:
         for host in self.hosts:
             widths[host.name] = host.n_features
         p = {**p, "widths": widths}
+        self.widths = widths
         self.params = p
         for host in self.hosts:
             reply = self.channel.call(
@@ -168,6 +169,10 @@ class LogisticGuest:
             for owner in [self.name, *(o.name for o in self.hosts if o is not h)]:
                 if owner == self.name:
                     term = ch.call(h.endpoint, "lr.host.cross", own_message)
+                    # decrypt only what the protocol calls for: one cross term exactly as
+                    # wide as this host's block (never a per-sample vector of ours)
+                    if term["values"].shape != (self.widths[h.name],):
+                        raise ValueError(f"{h.name!r} returned a cross term of the wrong width")
                     decrypted = self.own.decrypt_masked(term["values"])
                 else:
                     term = ch.call(h.endpoint, "lr.host.cross", contributions[owner], origin=owner)

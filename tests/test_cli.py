@@ -1,0 +1,24 @@
+import pytest
+
+from ftl.cli import main
+from ftl.federation import Transcript
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_real_key_size(tmp_path, capsys):
+    path = tmp_path / "demo.jsonl"
+    assert main(["demo", "--rows", "1200", "--n-jobs", "1", "--transcript", str(path)]) == 0
+    out = capsys.readouterr().out
+    for needle in ("intersection size", "test AUC, federated", "sklearn on pooled",
+                   "bytes exchanged", "messages by value kind", "full transcript"):
+        assert needle in out
+    transcript = Transcript.from_jsonl(path)
+    assert len(transcript) > 10
+    assert main(["report", str(path)]) == 0
+    assert "lr.contribution" in capsys.readouterr().out
+
+
+def test_demo_plaintext_mode_says_so(tmp_path, capsys):
+    path = tmp_path / "demo.jsonl"
+    assert main(["demo", "--rows", "800", "--encryption", "none", "--transcript", str(path)]) == 0
+    assert "PLAINTEXT" in capsys.readouterr().out
