@@ -43,13 +43,21 @@ def demo(args: argparse.Namespace) -> int:
     encryption = None if args.encryption == "none" else "paillier"
     print(
         f"2/3 federated logistic regression ({encryption or 'PLAINTEXT, debugging only'}, "
-        f"{args.key_size}-bit keys) on {len(X_train)} rows..."
+        f"{args.key_size}-bit keys, sigmoid={args.sigmoid!r}) on {len(X_train)} rows..."
     )
+    fast = args.sigmoid == "taylor"
+    if fast:
+        print(
+            "    (FATE's fast degree-1 approximation; `--sigmoid auto` trains the library's "
+            "near-lossless default at about 3.5x the encryption work)"
+        )
     t1 = time.perf_counter()
     clf = ftl.FederatedLogisticRegression(
         encryption=encryption,
         key_size=args.key_size,
         n_jobs=args.n_jobs,
+        sigmoid=args.sigmoid,
+        learning_rate_schedule="epoch" if fast else "adaptive",
         random_state=0,
         verbose=True,
     ).fit(X_train, y_train)
@@ -108,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key-size", type=int, default=2048)
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--rows", type=int, default=None, help="use only the first N shared rows")
+    p.add_argument(
+        "--sigmoid",
+        choices=["taylor", "auto", "poly"],
+        default="taylor",
+        help="sigmoid approximation (default: taylor, the fast one)",
+    )
     p.add_argument("--transcript", default="ftl-demo-transcript.jsonl")
     p.set_defaults(func=demo)
     r = sub.add_parser("report", help="summarise a recorded transcript for an auditor")

@@ -9,8 +9,14 @@ def test_demo_runs_end_to_end_on_real_key_size(tmp_path, capsys):
     path = tmp_path / "demo.jsonl"
     assert main(["demo", "--rows", "1200", "--n-jobs", "1", "--transcript", str(path)]) == 0
     out = capsys.readouterr().out
-    for needle in ("intersection size", "test AUC, federated", "sklearn on pooled",
-                   "bytes exchanged", "messages by value kind", "full transcript"):
+    for needle in (
+        "intersection size",
+        "test AUC, federated",
+        "sklearn on pooled",
+        "bytes exchanged",
+        "messages by value kind",
+        "full transcript",
+    ):
         assert needle in out
     transcript = Transcript.from_jsonl(path)
     assert len(transcript) > 10

@@ -412,3 +412,35 @@ def _n_workers(n_jobs: int) -> int:
     import os
 
     return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+
+
+def column(values: CiphertextArray | PlainArray, k: int) -> CiphertextArray | PlainArray:
+    """Column ``k`` of a 2-D encrypted (or plaintext-mode) array."""
+    if isinstance(values, PlainArray):
+        return PlainArray(values.values[:, k])
+    return CiphertextArray(values.values[:, k], values.key_id, values.width)
+
+
+def stack_rows(rows: list) -> CiphertextArray | PlainArray | np.ndarray:
+    """Stack 1-D encrypted arrays, plaintext-mode arrays or int arrays into 2-D."""
+    first = rows[0]
+    if isinstance(first, PlainArray):
+        return PlainArray(np.vstack([r.values for r in rows]))
+    if isinstance(first, CiphertextArray):
+        out = np.empty((len(rows), len(first.values)), dtype=object)
+        for i, r in enumerate(rows):
+            out[i, :] = list(r.values)
+        return CiphertextArray(out, first.key_id, first.width)
+    out = np.empty((len(rows), len(first)), dtype=object)
+    for i, r in enumerate(rows):
+        out[i, :] = list(r)
+    return out
+
+
+def row(values, i: int):
+    """Row ``i`` of what :func:`stack_rows` made (as received over the wire)."""
+    if isinstance(values, PlainArray):
+        return PlainArray(values.values[i])
+    if isinstance(values, CiphertextArray):
+        return CiphertextArray(values.values[i], values.key_id, values.width)
+    return values[i]

@@ -27,7 +27,11 @@ class WeightBlock:
         self.penalty = params["penalty"]
         self.alpha = float(params["alpha"])
         self.optimizer = Optimizer(
-            params["optimizer"], params["learning_rate"], params["decay"], features.shape[1]
+            params["optimizer"],
+            params["learning_rate"],
+            params["decay"],
+            features.shape[1],
+            params.get("schedule", "adaptive"),
         )
         self.batch: np.ndarray | None = None
         self.epoch_start = self.weights.copy()
@@ -42,13 +46,22 @@ class WeightBlock:
         self.batch = batch
         return self.batch_features() @ self.weights
 
-    def apply_gradient(self, own_contribution: np.ndarray, cross_terms: list[np.ndarray]) -> None:
-        """Gradient step from the own term and the unmasked cross terms."""
+    def apply_gradient(
+        self,
+        own_contribution: np.ndarray | None,
+        cross_terms: list[np.ndarray],
+        residual_scale: float = 4.0,
+    ) -> None:
+        """Gradient step from the own term and the unmasked cross terms.
+
+        ``residual_scale`` is the factor the residual was multiplied by (4 for the
+        Taylor-1 form ``z + 2 - 4y``, 1 for the polynomial form).
+        """
         x = self.batch_features()
-        total = x.T @ own_contribution
+        total = np.zeros(x.shape[1]) if own_contribution is None else x.T @ own_contribution
         for term in cross_terms:
             total = total + term
-        grad = total / (4.0 * len(self.batch))
+        grad = total / (residual_scale * len(self.batch))
         grad += penalty_gradient(self.weights, self.penalty, self.alpha, int(self.fit_intercept))
         self.weights = self.optimizer.step(self.weights, grad)
 
@@ -57,5 +70,5 @@ class WeightBlock:
         delta = float(np.sum((self.weights - self.epoch_start) ** 2))
         norm = float(np.sum(self.weights**2))
         self.epoch_start = self.weights.copy()
-        self.optimizer.end_epoch()
+        self.optimizer.end_epoch(float(np.sqrt(delta)))
         return delta, norm

@@ -36,9 +36,12 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     party. With ``encryption=None`` the identical protocol runs on plaintext values
     (for debugging and for measuring what encryption costs).
 
-    The loss uses the degree-1 Taylor expansion of the sigmoid around 0 (as FATE's
-    hetero LR), which makes the residual a sum of per-party terms; the optimiser
-    is mini-batch Adam (or SGD) with a per-epoch learning-rate decay.
+    Paillier can only add, so the sigmoid in the residual is approximated (see
+    ``sigmoid``): with two parties by default by a per-row polynomial in the
+    host's margin, fitted by the guest around its own margin (near-lossless);
+    with several hosts, or ``sigmoid="taylor"``, by FATE's degree-1 Taylor
+    expansion around 0. The optimiser is mini-batch Adam (or SGD) run by each
+    party on its own weights, with an adaptive step-size decay.
 
     Parameters
     ----------
@@ -61,9 +64,27 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     learning_rate : float, default=0.05
         Initial step size.
     learning_rate_decay : float, default=0.5
-        Multiplier of the step size after every epoch.
+        Multiplier of the step size when it is decayed.
+    learning_rate_schedule : {"adaptive", "epoch"}, default="adaptive"
+        ``"epoch"`` decays after every epoch; ``"adaptive"`` only after an epoch in
+        which a party's weights moved less than half the length of the path its
+        steps took (they wander instead of travelling). Each party decides for its
+        own block.
     optimizer : {"adam", "sgd"}, default="adam"
         Local optimiser each party applies to its own weights.
+    sigmoid : {"auto", "poly", "taylor"}, default="auto"
+        How ``sigmoid(u_guest + u_host)`` is approximated in the residual.
+        ``"poly"`` (two parties only): the host encrypts powers ``s, ..., s**K`` of
+        its clipped, scaled margin ``s = clip(u_host / R, -1, 1)``, and the guest
+        fits, per row, the least-squares polynomial in ``s`` of
+        ``sigmoid(u_guest + R s)``; costs about ``K + 1`` times the encryptions of
+        "taylor". ``"taylor"``: ``sigmoid(z) ~= 1/2 + z/4`` (FATE's hetero LR),
+        linear in every margin, for any number of hosts. ``"auto"``: "poly" with
+        one host, "taylor" with several.
+    sigmoid_degree : int, default=3
+        ``K`` for ``sigmoid="poly"``.
+    sigmoid_radius : float, default=8.0
+        ``R`` for ``sigmoid="poly"``: host margins are clipped to ``[-R, R]``.
     encryption : {"paillier"} or None, default="paillier"
         ``None`` runs the same protocol in plaintext (never for real data).
     key_size : int, default=2048
@@ -118,7 +139,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "learning_rate_decay": [Interval(Real, 0, 1, closed="right")],
+        "learning_rate_schedule": [StrOptions({"adaptive", "epoch"})],
         "optimizer": [StrOptions({"adam", "sgd"})],
+        "sigmoid": [StrOptions({"auto", "taylor", "poly"})],
+        "sigmoid_degree": [Interval(Integral, 1, 8, closed="both")],
+        "sigmoid_radius": [Interval(Real, 0, None, closed="neither")],
         "encryption": [StrOptions({"paillier"}), None],
         "key_size": [Interval(Integral, 256, None, closed="left")],
         "insecure_for_tests": ["boolean"],
@@ -138,7 +163,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         batch_size="auto",
         learning_rate=0.05,
         learning_rate_decay=0.5,
+        learning_rate_schedule="adaptive",
         optimizer="adam",
+        sigmoid="auto",
+        sigmoid_degree=3,
+        sigmoid_radius=8.0,
         encryption="paillier",
         key_size=DEFAULT_KEY_SIZE,
         insecure_for_tests=False,
@@ -155,7 +184,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.learning_rate_decay = learning_rate_decay
+        self.learning_rate_schedule = learning_rate_schedule
         self.optimizer = optimizer
+        self.sigmoid = sigmoid
+        self.sigmoid_degree = sigmoid_degree
+        self.sigmoid_radius = sigmoid_radius
         self.encryption = encryption
         self.key_size = key_size
         self.insecure_for_tests = insecure_for_tests
@@ -225,8 +258,22 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
                 f"X is aligned over parties {names}, the model over {self.party_names_}"
             )
 
-    def _params(self, n_train: int) -> dict:
+    def _sigmoid_for(self, n_hosts: int) -> str:
+        if self.sigmoid == "auto":
+            return "poly" if n_hosts == 1 else "taylor"
+        if self.sigmoid == "poly" and n_hosts > 1:
+            raise ValueError(
+                "sigmoid='poly' needs exactly one host (the residual must be a polynomial "
+                "in one party's margin); use sigmoid='taylor' or 'auto' with several hosts"
+            )
+        return self.sigmoid
+
+    def _params(self, n_train: int, n_hosts: int = 1) -> dict:
         return {
+            "sigmoid": self._sigmoid_for(n_hosts),
+            "sigmoid_degree": int(self.sigmoid_degree),
+            "sigmoid_radius": float(self.sigmoid_radius),
+            "schedule": self.learning_rate_schedule,
             "penalty": self.penalty,
             "alpha": 1.0 / (self.C * n_train),
             "fit_intercept": bool(self.fit_intercept),
@@ -288,7 +335,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
                 alignment.id,
                 handle.positions,
                 target.astype(np.float64),
-                self._params(len(handle)),
+                self._params(len(handle), len(alignment.hosts)),
                 channel,
                 np.random.default_rng(rng.randint(2**31 - 1)),
                 verbose=self.verbose,

@@ -32,33 +32,33 @@ BATCH = register(
 )
 CONTRIBUTION = register(
     "lr.contribution",
-    "A party's per-sample contribution to the residual, encrypted under its own key.",
+    "A party's per-sample columns of the residual (rows x pieces), under its own key.",
     owner=FieldSpec("str", _PUBLIC),
-    values=FieldSpec("encrypted", ValueKind.CIPHERTEXT, ndim=1, per_sample=True, max_len=_MAX_ROWS),
+    values=FieldSpec("encrypted", ValueKind.CIPHERTEXT, ndim=2, per_sample=True, max_len=_MAX_ROWS),
 )
 CROSS_TERM = register(
     "lr.cross_term",
-    "X_P.T @ [[c_Q]] + mask, encrypted under Q's key, sent for decryption by Q.",
+    "(X_P * w_k).T @ [[c_Q,k]] + mask for each piece k, under Q's key, for Q to decrypt.",
     owner=FieldSpec("str", _PUBLIC),
     requester=FieldSpec("str", _PUBLIC),
-    values=FieldSpec("encrypted", ValueKind.MASKED, ndim=1, max_len=1_000_000),
+    values=FieldSpec("encrypted", ValueKind.MASKED, ndim=2, max_len=64),
 )
 MASKED_VALUES = register(
     "lr.masked_values",
     "Decrypted but still masked cross term, returned to the party that masked it.",
     requester=FieldSpec("str", _PUBLIC),
-    values=FieldSpec("bigints", ValueKind.MASKED, ndim=1, max_len=1_000_000),
+    values=FieldSpec("bigints", ValueKind.MASKED, ndim=2, max_len=64),
 )
 UPDATE = register(
     "lr.update",
-    "All masked cross terms a host needs for its gradient, one row per other party.",
+    "All masked cross terms a host needs for its gradient; owners[i] made row i's key.",
     owners=FieldSpec("json", _PUBLIC),
-    values=FieldSpec("bigints", ValueKind.MASKED, ndim=2, max_len=1_000),
+    values=FieldSpec("bigints", ValueKind.MASKED, ndim=2, max_len=4_096),
 )
 EPOCH_END = register("lr.epoch_end", "Driver closes an epoch.", epoch=FieldSpec("int", _PUBLIC))
 WEIGHT_CHANGE = register(
     "lr.weight_change",
-    "Squared norms of a host's weight change and weights over the epoch (for tol).",
+    "Squared norms of a host's weight change over the epoch and of its weights (for tol).",
     delta_sq=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=2),
 )
 FINISH = register(

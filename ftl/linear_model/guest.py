@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from ftl.crypto.scheme import make_own_key, peer_key_from_public
+from ftl.crypto.scheme import column, make_own_key, peer_key_from_public, row, stack_rows
 from ftl.federation.channel import Channel
-from ftl.federation.messages import Message, PlainArray
+from ftl.federation.messages import Message
 from ftl.linear_model import _messages as msg
 from ftl.linear_model._block import WeightBlock
+from ftl.linear_model._sigmoid import make_approximation
 from ftl.linear_model.host import _peer_keys, _public_key_json
 
 
@@ -97,8 +98,9 @@ class LogisticGuest:
         widths = {self.name: self.block.features.shape[1]}
         for host in self.hosts:
             widths[host.name] = host.n_features
-        p = {**p, "widths": widths}
+        p = {**p, "widths": widths, "guest": self.name}
         self.widths = widths
+        self.approx = make_approximation(p)
         self.params = p
         for host in self.hosts:
             reply = self.channel.call(
@@ -129,25 +131,36 @@ class LogisticGuest:
     # ------------------------------------------------------------------ one batch
     def _batch(self, batch: np.ndarray) -> None:
         ch = self.channel
+        approx = self.approx
         request = Message(msg.BATCH.name, {"batch": batch})
         contributions = {
             h.name: ch.call(h.endpoint, "lr.host.contribution", request) for h in self.hosts
         }
-        own_contribution = self.block.start_batch(batch) + 2.0 - 4.0 * self.y[batch]
+        u_guest = self.block.start_batch(batch)
+        y = self.y[batch]
         own_message = Message(
             msg.CONTRIBUTION.name,
             {
                 "owner": self.name,
-                "values": self.own.encrypt(own_contribution),
+                "values": self.own.encrypt(approx.guest_values(u_guest, y)),
             },
         )
 
-        # guest gradient: masked cross terms on each host's ciphertexts
+        # guest gradient: masked cross terms on each host's encrypted columns
         guest_terms = []
+        weights = approx.guest_weights(u_guest)
+        x = self.block.batch_features()
         for h in self.hosts:
-            masked, state = self.peers[h.name].masked_cross_term(
-                self.block.batch_features(), contributions[h.name]["values"]
-            )
+            values = contributions[h.name]["values"]
+            if values.shape != (len(batch), approx.host_width):
+                raise ValueError(f"{h.name!r} sent residual columns of the wrong shape")
+            pieces, states = [], []
+            for k in range(approx.host_width):
+                masked, state = self.peers[h.name].masked_cross_term(
+                    x * weights[:, k : k + 1], column(values, k)
+                )
+                pieces.append(masked)
+                states.append(state)
             reply = ch.call(
                 h.endpoint,
                 "lr.host.decrypt",
@@ -156,31 +169,34 @@ class LogisticGuest:
                     {
                         "owner": h.name,
                         "requester": self.name,
-                        "values": masked,
+                        "values": stack_rows(pieces),
                     },
                 ),
             )
-            guest_terms.append(self.peers[h.name].unmask(reply["values"], state))
+            for k, state in enumerate(states):
+                guest_terms.append(self.peers[h.name].unmask(row(reply["values"], k), state))
 
-        # host gradients: each host's masked cross terms on every other party's ciphertexts
+        # host gradients: each host's masked cross terms on every other party's columns
         by_name = {h.name: h for h in self.hosts}
         for h in self.hosts:
             owners, values = [], []
             for owner in [self.name, *(o.name for o in self.hosts if o is not h)]:
                 if owner == self.name:
                     term = ch.call(h.endpoint, "lr.host.cross", own_message)
-                    # decrypt only what the protocol calls for: one cross term exactly as
-                    # wide as this host's block (never a per-sample vector of ours)
-                    if term["values"].shape != (self.widths[h.name],):
-                        raise ValueError(f"{h.name!r} returned a cross term of the wrong width")
+                    # decrypt only what the protocol calls for: cross terms exactly as wide
+                    # as this host's block, one per column we sent (never per-sample data)
+                    expected = (approx.guest_width, self.widths[h.name])
+                    if term["values"].shape != expected:
+                        raise ValueError(f"{h.name!r} returned cross terms of the wrong shape")
                     decrypted = self.own.decrypt_masked(term["values"])
                 else:
                     term = ch.call(h.endpoint, "lr.host.cross", contributions[owner], origin=owner)
                     decrypted = ch.call(
                         by_name[owner].endpoint, "lr.host.decrypt", term, origin=h.name
                     )["values"]
-                owners.append(owner)
-                values.append(decrypted)
+                for i in range(decrypted.shape[0]):
+                    owners.append(owner)
+                    values.append(row(decrypted, i))
             ch.call(
                 h.endpoint,
                 "lr.host.update",
@@ -188,11 +204,11 @@ class LogisticGuest:
                     msg.UPDATE.name,
                     {
                         "owners": owners,
-                        "values": _stack(values),
+                        "values": stack_rows(values),
                     },
                 ),
             )
-        self.block.apply_gradient(own_contribution, guest_terms)
+        self.block.apply_gradient(approx.guest_own(u_guest, y), guest_terms, approx.scale)
 
     # ------------------------------------------------------------------ training loop
     def fit(self, max_iter: int, tol: float, batch_size: int | None) -> TrainingResult:
@@ -257,15 +273,6 @@ class LogisticGuest:
         )
 
 
-def _stack(values: list):
-    if isinstance(values[0], PlainArray):
-        return PlainArray(np.vstack([v.values for v in values]))
-    out = np.empty((len(values), len(values[0])), dtype=object)
-    for i, v in enumerate(values):
-        out[i, :] = list(v)
-    return out
-
-
 def predict_margin(
     guest,
     hosts,
@@ -303,7 +310,10 @@ def predict_margin(
         channel.call(h.endpoint, "lr.predict.open", open_message)
         try:
             enc = channel.call(h.endpoint, "lr.predict.contribution", Message("ack", {}))
-            masked, state = peer.masked_vector(enc["values"])
+            values = enc["values"]
+            if values.shape != (len(positions), 1):
+                raise ValueError(f"{h.name!r} sent margins of the wrong shape")
+            masked, state = peer.masked_vector(column(values, 0))
             reply = channel.call(
                 h.endpoint,
                 "lr.predict.decrypt",

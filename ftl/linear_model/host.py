@@ -3,11 +3,14 @@
 Message sequence per batch, as seen from a host H (see docs/protocols.md):
 
 1. ``contribution``: H computes its margins ``u_H = X_H w_H`` on the batch and
-   returns ``[[u_H]]_H``, encrypted under its own key.
-2. ``cross``: for every other party Q, H receives ``[[c_Q]]_Q`` and returns
-   ``[[X_H.T c_Q + r]]_Q`` (masked, re-randomised) for Q to decrypt.
-3. ``decrypt``: H decrypts the masked cross terms other parties computed on
-   ``[[u_H]]_H`` and returns them still masked.
+   returns its columns of the residual, encrypted under its own key:
+   ``[[u_H]]_H`` (Taylor-1) or ``[[s]], [[s**2]], ..., [[s**K]]`` with
+   ``s = clip(u_H / R, -1, 1)`` (two-party polynomial, see ``_sigmoid``).
+2. ``cross``: for every other party Q, H receives Q's encrypted columns
+   ``[[c_Q,k]]_Q`` and returns ``[[(X_H * w_k).T c_Q,k + r_k]]_Q`` (masked,
+   re-randomised), with its own per-row weights ``w_k``, for Q to decrypt.
+3. ``decrypt``: H decrypts the masked cross terms other parties computed on its
+   ciphertexts and returns them still masked.
 4. ``update``: H receives its own masked cross terms back as plaintext, removes
    its masks and takes a gradient step on its own weights.
 
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftl.crypto.scheme import make_own_key, peer_key_from_public
+from ftl.crypto.scheme import column, make_own_key, peer_key_from_public, row, stack_rows
 from ftl.federation.messages import Message
 from ftl.federation.service import operation, role
 from ftl.linear_model import _messages as msg
 from ftl.linear_model._block import WeightBlock
+from ftl.linear_model._sigmoid import make_approximation
 
 
 def _public_key_json(own) -> dict:
@@ -66,6 +70,8 @@ class LogisticHost:
             request["public_keys"], self.name, self.scheme, self.insecure, self.n_jobs
         )
         self.widths = {str(k): int(v) for k, v in params["widths"].items()}
+        self.guest = str(params["guest"])
+        self.approx = make_approximation(params)
         self.margin: np.ndarray | None = None
         self.masks: dict = {}
         self.decrypted: set[str] = set()
@@ -89,6 +95,7 @@ class LogisticHost:
 
     @operation
     def contribution(self, request: Message) -> Message:
+        """Margins on the batch; return this host's residual columns, encrypted."""
         self.margin = self.block.start_batch(request["batch"])
         self.masks = {}
         self.decrypted = set()
@@ -96,25 +103,45 @@ class LogisticHost:
             msg.CONTRIBUTION.name,
             {
                 "owner": self.name,
-                "values": self.own.encrypt(self.margin),
+                "values": self.own.encrypt(self.approx.host_values(self.margin)),
             },
         )
 
     @operation
     def cross(self, request: Message) -> Message:
+        """Masked ``(X_H * w_k).T @ [[c_k]]`` for each column k of a peer's ciphertexts."""
         owner = request["owner"]
         if owner not in self.peers:
             raise ValueError(f"{self.name}: no public key for {owner!r}")
-        masked, state = self.peers[owner].masked_cross_term(
-            self.block.batch_features(), request["values"]
+        if owner in self.masks:
+            raise ValueError(f"{self.name}: cross term for {owner!r} already computed")
+        values = request["values"]
+        n_rows, width = values.shape
+        weights = (
+            self.approx.host_weights(self.margin)
+            if owner == self.guest
+            else np.ones((n_rows, 1))  # another host's margin (Taylor-1, several hosts)
         )
-        self.masks[owner] = state
+        if weights.shape != (n_rows, width):
+            raise ValueError(
+                f"{self.name}: {owner!r} sent {width} columns, expected "
+                f"{weights.shape[1]} for {n_rows} rows"
+            )
+        x = self.block.batch_features()
+        pieces, states = [], []
+        for k in range(width):
+            masked, state = self.peers[owner].masked_cross_term(
+                x * weights[:, k : k + 1], column(values, k)
+            )
+            pieces.append(masked)
+            states.append(state)
+        self.masks[owner] = states
         return Message(
             msg.CROSS_TERM.name,
             {
                 "owner": owner,
                 "requester": self.name,
-                "values": masked,
+                "values": stack_rows(pieces),
             },
         )
 
@@ -123,10 +150,13 @@ class LogisticHost:
         if request["owner"] != self.name:
             raise ValueError(f"{self.name}: asked to decrypt values under another key")
         requester = request["requester"]
-        # Decrypt only what the protocol calls for: one cross term per peer and batch,
-        # exactly as wide as that peer's weight block (public); never per-sample vectors.
-        if request["values"].shape != (self.widths.get(requester, -1),):
-            raise ValueError(f"{self.name}: cross term of {requester!r} has the wrong width")
+        # Decrypt only what the protocol calls for: one set of cross terms per peer and
+        # batch, each exactly as wide as that peer's weight block (public) -- never a
+        # per-sample vector.
+        pieces = self.approx.host_width if requester == self.guest else 1
+        expected = (pieces, self.widths.get(requester, -1))
+        if request["values"].shape != expected:
+            raise ValueError(f"{self.name}: cross term of {requester!r} has the wrong shape")
         if requester in self.decrypted:
             raise ValueError(f"{self.name}: {requester!r} already had a cross term decrypted")
         self.decrypted.add(requester)
@@ -140,12 +170,20 @@ class LogisticHost:
 
     @operation
     def update(self, request: Message) -> Message:
+        """Unmask the cross terms (one row per piece, owners[i] per row); take a step."""
         owners = request["owners"]
-        if sorted(owners) != sorted(self.masks):
-            raise ValueError(f"{self.name}: update must carry one cross term per peer")
         values = request["values"]
-        terms = [self.peers[o].unmask(_row(values, i), self.masks[o]) for i, o in enumerate(owners)]
-        self.block.apply_gradient(self.margin, terms)
+        expected = [o for o in self.masks for _ in self.masks[o]]
+        if sorted(owners) != sorted(expected) or len(owners) != values.shape[0]:
+            raise ValueError(f"{self.name}: update must carry every cross term it asked for")
+        used = {o: 0 for o in self.masks}
+        terms = []
+        for i, owner in enumerate(owners):
+            state = self.masks[owner][used[owner]]
+            used[owner] += 1
+            terms.append(self.peers[owner].unmask(row(values, i), state))
+        own = self.approx.host_own(self.margin)
+        self.block.apply_gradient(own, terms, self.approx.scale)
         self.masks = {}
         return Message("ack", {})
 
@@ -171,14 +209,6 @@ class LogisticHost:
         return Message("ack", {})
 
 
-def _row(values, i: int):
-    from ftl.federation.messages import PlainArray
-
-    if isinstance(values, PlainArray):
-        return PlainArray(values.values[i])
-    return values[i]
-
-
 @role("lr.predict")
 class LogisticHostPredictor:
     """Prediction with a stored host shard: encrypted margins, masked decryption."""
@@ -197,12 +227,9 @@ class LogisticHostPredictor:
 
     @operation
     def contribution(self, request: Message) -> Message:
+        margin = (self.features @ self.coef)[:, None]
         return Message(
-            msg.CONTRIBUTION.name,
-            {
-                "owner": self.name,
-                "values": self.own.encrypt(self.features @ self.coef),
-            },
+            msg.CONTRIBUTION.name, {"owner": self.name, "values": self.own.encrypt(margin)}
         )
 
     @operation
