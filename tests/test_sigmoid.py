@@ -1,0 +1,103 @@
+"""The sigmoid approximations and the near-lossless two-party default."""
+
+import numpy as np
+import pytest
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+
+import ftl
+from ftl.data.simulate import simulate_federation
+from ftl.linear_model._sigmoid import LocalPolynomial, Taylor1
+from tests.conftest import SMALL_KEY, pooled
+
+
+def _max_error(degree, radius):
+    approx = LocalPolynomial(degree, radius)
+    u_guest = np.linspace(-10, 10, 201)
+    a = approx.coefficients(u_guest)
+    s = np.linspace(-1, 1, 101)
+    poly = (a[:, :, None] * s[None, None, :] ** np.arange(degree + 1)[None, :, None]).sum(1)
+    return np.abs(poly - expit(u_guest[:, None] + radius * s[None, :])).max()
+
+
+def test_local_polynomial_error_bounds_as_documented():
+    # docs/sigmoid.md: worst-case residual error over all guest margins and |u_H| <= R
+    assert _max_error(3, 8.0) < 0.17
+    assert _max_error(5, 8.0) < 0.08
+    assert _max_error(3, 4.0) < 0.05
+    assert _max_error(5, 8.0) < _max_error(3, 8.0)
+    # Taylor-1 is exact only at 0 and off by far more away from it
+    t = Taylor1()
+    u_guest = np.linspace(-10, 10, 201)
+    err = np.abs(t.guest_own(u_guest, 0.0) / 4 + 3.0 / 4 - expit(u_guest + 3.0))
+    assert err.max() > 0.5
+
+
+def test_columns_multiply_back_to_the_residual():
+    rng = np.random.default_rng(0)
+    ug, uh, y = rng.normal(size=50), rng.normal(size=50) * 3, rng.integers(0, 2, 50)
+    for approx in (Taylor1(), LocalPolynomial(4, 6.0)):
+        g = approx.guest_values(ug, y)
+        h = approx.host_weights(uh)  # the host's per-row weights for the guest's columns
+        host_own = approx.host_own(uh)
+        lhs = (g * h).sum(axis=1) + (0.0 if host_own is None else host_own)
+        own = approx.guest_own(ug, y)
+        rhs = own + (approx.guest_weights(ug) * approx.host_values(uh)).sum(axis=1)
+        np.testing.assert_allclose(lhs, rhs, atol=1e-12)
+
+
+def test_poly_step_sends_only_ciphertexts_of_the_host_margin_powers(breast):
+    X, y = breast
+    Xs, ys = X[:96], y[:96]
+    clf = ftl.FederatedLogisticRegression(random_state=0, max_iter=2, **SMALL_KEY).fit(Xs, ys)
+    host = X.alignment.hosts[0].name
+    from_host = [r for r in clf.transcript_ if r.sender == host and r.type == "lr.contribution"]
+    assert from_host
+    keys = set()
+    for rec in from_host:
+        (values,) = rec.fields[1:]  # fields are sorted: owner, values
+        assert values.name == "values" and values.kind == "ciphertext"
+        assert values.shape[1] == clf.sigmoid_degree  # s, s**2, s**3
+        keys.add(values.key_id)
+    assert len(keys) == 1
+    # nothing else the host sends carries per-sample data
+    for rec in clf.transcript_:
+        if rec.sender == host and rec.type != "lr.contribution":
+            assert not any(f.per_sample for f in rec.fields), rec.type
+
+
+def test_encrypted_poly_fit_is_near_lossless_on_breast(breast):
+    X, y = breast
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=1)
+    enc = ftl.FederatedLogisticRegression(random_state=0, **SMALL_KEY).fit(X_tr, y_tr)
+    plain = ftl.FederatedLogisticRegression(encryption=None, random_state=0).fit(X_tr, y_tr)
+    np.testing.assert_allclose(enc.coef_, plain.coef_, atol=1e-4)
+    sk = LogisticRegression(max_iter=5000).fit(pooled(X_tr), y_tr)
+    auc_sk = roc_auc_score(y_te, sk.decision_function(pooled(X_te)))
+    auc_enc = roc_auc_score(y_te, enc.decision_function(X_te))
+    assert auc_enc >= auc_sk - 0.003, (auc_enc, auc_sk)
+
+
+@pytest.mark.parametrize("dataset", ["credit", "breast"])
+def test_default_is_closer_to_pooled_than_fate_taylor(dataset, request):
+    X, y = request.getfixturevalue(dataset)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+    sk = LogisticRegression(max_iter=5000).fit(pooled(X_tr), y_tr)
+    auc = {"sklearn": roc_auc_score(y_te, sk.decision_function(pooled(X_te)))}
+    for name, kw in (("default", {}), ("taylor", {"sigmoid": "taylor"})):
+        clf = ftl.FederatedLogisticRegression(encryption=None, random_state=0, **kw)
+        auc[name] = roc_auc_score(y_te, clf.fit(X_tr, y_tr).decision_function(X_te))
+    assert auc["default"] >= auc["sklearn"] - 0.004, auc
+    assert auc["sklearn"] - auc["default"] < auc["sklearn"] - auc["taylor"], auc
+
+
+def test_poly_needs_exactly_one_host_and_auto_falls_back(breast):
+    X, y = breast
+    three = simulate_federation(pooled(X), y, n_hosts=2)
+    with pytest.raises(ValueError, match="exactly one host"):
+        ftl.FederatedLogisticRegression(encryption=None, sigmoid="poly").fit(three, y)
+    clf = ftl.FederatedLogisticRegression(encryption=None, max_iter=2).fit(three, y)
+    contrib = [r for r in clf.transcript_ if r.type == "lr.contribution"]
+    assert all(f.shape[1] == 1 for r in contrib for f in r.fields if f.name == "values")
