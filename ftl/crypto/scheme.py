@@ -203,29 +203,33 @@ class PaillierPeerKey:
         return _rerandomize_chunk(self.n, list(cts))
 
     def masked_cross_term(
-        self, features: np.ndarray, ct: CiphertextArray
+        self, features: np.ndarray | list[np.ndarray], ct: CiphertextArray | list[CiphertextArray]
     ) -> tuple[CiphertextArray, MaskState]:
-        """``[[X.T @ v + r]]`` for plaintext ``X`` (n, p) and ``[[v]]`` (n,) under this key."""
-        if ct.key_id != self.key_id:
-            raise ValueError("ciphertexts are not under this peer's key")
-        if ct.values.shape != (features.shape[0],):
-            raise ValueError(f"expected {features.shape[0]} ciphertexts, got {ct.values.shape}")
-        cts = [mpz(int(c)) for c in ct.values]
-        for c in cts:
-            if not 0 < c < self.nsquare:
-                raise ValueError("ciphertext out of range for the peer's key")
-        exps = encode_features(features)
-        cols = _parallel_columns(cts, exps, self.nsquare, self.n_jobs)
-        # bound on |X.T @ v| in fixed point: n * max|x| * max|v|, v bounded by the key's headroom
+        """``[[sum_k X_k.T @ v_k + r]]`` for plaintext ``X_k`` (n, p), ``[[v_k]]`` (n,).
+
+        Several pieces (lists) are summed homomorphically *before* masking, so the
+        key owner decrypts, and the caller learns, only the total -- never the
+        individual pieces.
+        """
+        pieces = list(zip(features, ct, strict=True)) if isinstance(ct, list) else [(features, ct)]
+        total = None
+        n_rows = pieces[0][0].shape[0]
+        for x, c in pieces:
+            cols = self._cross_columns(x, c)
+            if total is None:
+                total = cols
+            else:
+                total = [a * b % self.nsquare for a, b in zip(total, cols, strict=True)]
         # A public bound on |X.T @ v| (never the data's own maximum, which the key
         # owner could read off the mask length): |x| < 2**FEATURE_EXP_BITS after
-        # encoding, |v| < 2**VALUE_INT_BITS, one term per row.
+        # encoding, |v| < 2**VALUE_INT_BITS, one term per row and piece.
         value_bits = (
             FEATURE_EXP_BITS
-            + max(1, features.shape[0]).bit_length()
+            + max(1, n_rows * len(pieces)).bit_length()
             + VALUE_FRAC_BITS
             + VALUE_INT_BITS
         )
+        cols = total
         mask_bits = value_bits + MASK_SLACK_BITS
         if mask_bits + 2 >= int(self.n).bit_length():
             raise fixedpoint.FixedPointOverflowError("key too small for the masked gradient")
@@ -235,6 +239,18 @@ class PaillierPeerKey:
         masked = self.rerandomize(masked)
         out = CiphertextArray(_object_array(masked), self.key_id, self.width)
         return out, MaskState(masks, VALUE_FRAC_BITS + FEATURE_FRAC_BITS)
+
+    def _cross_columns(self, features: np.ndarray, ct: CiphertextArray) -> list[mpz]:
+        """``[[X.T @ v]]`` column by column (unmasked; never leaves this party)."""
+        if ct.key_id != self.key_id:
+            raise ValueError("ciphertexts are not under this peer's key")
+        if ct.values.shape != (features.shape[0],):
+            raise ValueError(f"expected {features.shape[0]} ciphertexts, got {ct.values.shape}")
+        cts = [mpz(int(c)) for c in ct.values]
+        for c in cts:
+            if not 0 < c < self.nsquare:
+                raise ValueError("ciphertext out of range for the peer's key")
+        return _parallel_columns(cts, encode_features(features), self.nsquare, self.n_jobs)
 
     def masked_vector(self, ct: CiphertextArray) -> tuple[CiphertextArray, MaskState]:
         """``[[v + r]]`` for the key owner to decrypt (used in prediction)."""
@@ -299,10 +315,14 @@ class PlainPeerKey:
     scheme = "plain"
     key_id = "plaintext"
 
-    def masked_cross_term(self, features: np.ndarray, ct: PlainArray) -> tuple[PlainArray, None]:
-        if not isinstance(ct, PlainArray) or ct.values.shape != (features.shape[0],):
-            raise ValueError("expected a plaintext-mode vector with one value per row")
-        return PlainArray(features.T @ ct.values), None
+    def masked_cross_term(self, features, ct) -> tuple[PlainArray, None]:
+        pieces = list(zip(features, ct, strict=True)) if isinstance(ct, list) else [(features, ct)]
+        total = 0.0
+        for x, c in pieces:
+            if not isinstance(c, PlainArray) or c.values.shape != (x.shape[0],):
+                raise ValueError("expected a plaintext-mode vector with one value per row")
+            total = total + x.T @ c.values
+        return PlainArray(np.asarray(total, dtype=np.float64)), None
 
     def masked_vector(self, ct: PlainArray) -> tuple[PlainArray, None]:
         if not isinstance(ct, PlainArray):

@@ -1,11 +1,10 @@
 """One party's block of a vertical linear model: its features, weights and optimiser.
 
-Both roles use it. With the degree-1 Taylor expansion of the sigmoid around 0
-(as in FATE), ``4 * (sigmoid(z) - y) ~= z + 2 - 4y`` with ``z = sum_P u_P``, so
-the residual is a *sum of per-party contributions*: the guest contributes
-``u_G + 2 - 4y`` and every host its margin ``u_H``. The gradient of party P is
-``X_P.T @ (sum_Q c_Q) / (4 b)``; its own term is plaintext, the others are masked
-cross terms computed on the other parties' ciphertexts.
+Both roles use it. The approximated residual times a scale (4 for Taylor-1, 1 for
+the polynomial) is a sum of products of per-party columns (``_sigmoid.py``), so
+the gradient of party P is ``(X_P.T @ own + sum of cross terms) / (scale * b)``:
+its own term is plaintext, the cross terms are the masked totals computed on the
+other parties' ciphertexts.
 """
 
 from __future__ import annotations

@@ -38,20 +38,20 @@ CONTRIBUTION = register(
 )
 CROSS_TERM = register(
     "lr.cross_term",
-    "(X_P * w_k).T @ [[c_Q,k]] + mask for each piece k, under Q's key, for Q to decrypt.",
+    "sum_k (X_P * w_k).T @ [[c_Q,k]] + mask (one row), under Q's key, for Q to decrypt.",
     owner=FieldSpec("str", _PUBLIC),
     requester=FieldSpec("str", _PUBLIC),
-    values=FieldSpec("encrypted", ValueKind.MASKED, ndim=2, max_len=64),
+    values=FieldSpec("encrypted", ValueKind.MASKED, ndim=2, max_len=1),
 )
 MASKED_VALUES = register(
     "lr.masked_values",
     "Decrypted but still masked cross term, returned to the party that masked it.",
     requester=FieldSpec("str", _PUBLIC),
-    values=FieldSpec("bigints", ValueKind.MASKED, ndim=2, max_len=64),
+    values=FieldSpec("bigints", ValueKind.MASKED, ndim=2, max_len=1),
 )
 UPDATE = register(
     "lr.update",
-    "All masked cross terms a host needs for its gradient; owners[i] made row i's key.",
+    "The masked cross terms a host asked for, one row per peer; owners[i] decrypted row i.",
     owners=FieldSpec("json", _PUBLIC),
     values=FieldSpec("bigints", ValueKind.MASKED, ndim=2, max_len=4_096),
 )

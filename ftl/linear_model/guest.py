@@ -1,14 +1,18 @@
 """Guest role of vertical logistic regression, and the driver that runs the protocol.
 
-The guest holds the labels and runs the driver. Per batch (see docs/protocols.md):
+The guest holds the labels and runs the driver. The approximated residual is
+``scale * (sigmoid(z) - y) = sum_k G[:, k] * H[:, k]`` with guest columns ``G`` and
+host columns ``H`` (see ``_sigmoid.py``: Taylor-1, or the two-party per-row
+polynomial). Per batch (see docs/protocols.md):
 
-1. every host H sends ``[[u_H]]_H``; the guest forms its own contribution
-   ``c_G = u_G + 2 - 4y`` (Taylor-1 residual times 4) and encrypts ``[[c_G]]_G``;
-2. guest gradient: for each host, the guest computes ``[[X_G.T u_H + r]]_H``, the
-   host decrypts the masked vector, the guest removes ``r``;
-3. host gradient: each host computes ``[[X_H.T c_Q + r']]_Q`` for every other
-   party Q (the guest's and, with several hosts, the other hosts' ciphertexts,
-   relayed by the driver), Q decrypts, and the masked values go back to the host;
+1. every host H sends its columns encrypted under its own key (``[[u_H]]_H``, or
+   ``[[s]]_H, ..., [[s**K]]_H``); the guest encrypts its columns under its key;
+2. guest gradient: for each host, the guest computes the masked sum of its
+   weighted cross terms ``[[sum_k (X_G * w_k).T h_k + r]]_H``, the host decrypts
+   it, the guest removes ``r``;
+3. host gradient: each host computes the masked sum of its cross terms on every
+   other party's columns (the guest's and, with several hosts, the other hosts',
+   relayed by the driver), that party decrypts, the masked values go back;
 4. every party steps its own weights with its own optimiser.
 
 No party holds another's private key; there is no arbiter.
@@ -154,27 +158,18 @@ class LogisticGuest:
             values = contributions[h.name]["values"]
             if values.shape != (len(batch), approx.host_width):
                 raise ValueError(f"{h.name!r} sent residual columns of the wrong shape")
-            pieces, states = [], []
-            for k in range(approx.host_width):
-                masked, state = self.peers[h.name].masked_cross_term(
-                    x * weights[:, k : k + 1], column(values, k)
-                )
-                pieces.append(masked)
-                states.append(state)
-            reply = ch.call(
-                h.endpoint,
-                "lr.host.decrypt",
-                Message(
-                    msg.CROSS_TERM.name,
-                    {
-                        "owner": h.name,
-                        "requester": self.name,
-                        "values": stack_rows(pieces),
-                    },
-                ),
+            # pieces are summed under the host's key before masking: the host decrypts,
+            # and the guest learns, only the total cross term
+            masked, state = self.peers[h.name].masked_cross_term(
+                [x * weights[:, k : k + 1] for k in range(approx.host_width)],
+                [column(values, k) for k in range(approx.host_width)],
             )
-            for k, state in enumerate(states):
-                guest_terms.append(self.peers[h.name].unmask(row(reply["values"], k), state))
+            request = Message(
+                msg.CROSS_TERM.name,
+                {"owner": h.name, "requester": self.name, "values": stack_rows([masked])},
+            )
+            reply = ch.call(h.endpoint, "lr.host.decrypt", request)
+            guest_terms.append(self.peers[h.name].unmask(row(reply["values"], 0), state))
 
         # host gradients: each host's masked cross terms on every other party's columns
         by_name = {h.name: h for h in self.hosts}
@@ -185,7 +180,7 @@ class LogisticGuest:
                     term = ch.call(h.endpoint, "lr.host.cross", own_message)
                     # decrypt only what the protocol calls for: cross terms exactly as wide
                     # as this host's block, one per column we sent (never per-sample data)
-                    expected = (approx.guest_width, self.widths[h.name])
+                    expected = (1, self.widths[h.name])
                     if term["values"].shape != expected:
                         raise ValueError(f"{h.name!r} returned cross terms of the wrong shape")
                     decrypted = self.own.decrypt_masked(term["values"])

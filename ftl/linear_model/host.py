@@ -128,21 +128,16 @@ class LogisticHost:
                 f"{weights.shape[1]} for {n_rows} rows"
             )
         x = self.block.batch_features()
-        pieces, states = [], []
-        for k in range(width):
-            masked, state = self.peers[owner].masked_cross_term(
-                x * weights[:, k : k + 1], column(values, k)
-            )
-            pieces.append(masked)
-            states.append(state)
-        self.masks[owner] = states
+        # all pieces are summed under the owner's key before masking: the owner
+        # decrypts, and this host learns, only its total cross term
+        masked, state = self.peers[owner].masked_cross_term(
+            [x * weights[:, k : k + 1] for k in range(width)],
+            [column(values, k) for k in range(width)],
+        )
+        self.masks[owner] = state
         return Message(
             msg.CROSS_TERM.name,
-            {
-                "owner": owner,
-                "requester": self.name,
-                "values": stack_rows(pieces),
-            },
+            {"owner": owner, "requester": self.name, "values": stack_rows([masked])},
         )
 
     @operation
@@ -153,8 +148,7 @@ class LogisticHost:
         # Decrypt only what the protocol calls for: one set of cross terms per peer and
         # batch, each exactly as wide as that peer's weight block (public) -- never a
         # per-sample vector.
-        pieces = self.approx.host_width if requester == self.guest else 1
-        expected = (pieces, self.widths.get(requester, -1))
+        expected = (1, self.widths.get(requester, -1))
         if request["values"].shape != expected:
             raise ValueError(f"{self.name}: cross term of {requester!r} has the wrong shape")
         if requester in self.decrypted:
@@ -170,18 +164,15 @@ class LogisticHost:
 
     @operation
     def update(self, request: Message) -> Message:
-        """Unmask the cross terms (one row per piece, owners[i] per row); take a step."""
+        """Unmask the cross terms (row i was decrypted by owners[i]); take a step."""
         owners = request["owners"]
         values = request["values"]
-        expected = [o for o in self.masks for _ in self.masks[o]]
-        if sorted(owners) != sorted(expected) or len(owners) != values.shape[0]:
-            raise ValueError(f"{self.name}: update must carry every cross term it asked for")
-        used = {o: 0 for o in self.masks}
-        terms = []
-        for i, owner in enumerate(owners):
-            state = self.masks[owner][used[owner]]
-            used[owner] += 1
-            terms.append(self.peers[owner].unmask(row(values, i), state))
+        if sorted(owners) != sorted(self.masks) or len(owners) != values.shape[0]:
+            raise ValueError(f"{self.name}: update must carry one cross term per peer")
+        terms = [
+            self.peers[owner].unmask(row(values, i), self.masks[owner])
+            for i, owner in enumerate(owners)
+        ]
         own = self.approx.host_own(self.margin)
         self.block.apply_gradient(own, terms, self.approx.scale)
         self.masks = {}
