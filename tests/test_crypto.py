@@ -79,18 +79,30 @@ def test_column_multiexp_matches_phe_loop(small_keys, n_rows):
         assert sk.decrypt(phe.EncryptedNumber(pk, int(got[j]), 0)) == sk.decrypt(expected)
 
 
-def test_masked_cross_term_roundtrip_and_mask_hides_value():
-    own = make_own_key("paillier", 512, insecure_for_tests=True)
+@pytest.mark.parametrize("width", [1, 3, 25])
+def test_masked_cross_term_roundtrip_packing_and_mask_hides_value(width):
+    own = make_own_key("paillier", 1024, insecure_for_tests=True)
     peer = peer_key_from_public(own.public(), "paillier", insecure_for_tests=True)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(width)
     v = rng.normal(size=50)
-    X = rng.normal(size=(50, 3))
+    X = rng.normal(size=(50, width)) * 3
     masked, state = peer.masked_cross_term(X, own.encrypt(v))
-    raw = own.decrypt_masked(masked)  # what the key owner sees
+    per_ct = (1024 - 2) // state.slot_bits
+    assert masked.values.shape == (-(-width // per_ct),)  # several values per ciphertext
+    raw = own.decrypt_packed(masked, state.slot_bits, width)  # what the key owner sees
     true_ints = fixedpoint.encode(X.T @ v, VALUE_FRAC_BITS + FEATURE_FRAC_BITS)
-    for seen, true in zip(raw, true_ints, strict=False):
+    for seen, true in zip(raw, true_ints, strict=True):
         assert abs(int(seen) - int(true)) > 2**40  # masked: far from the value
+        assert 0 <= int(seen) < 2**state.slot_bits
     np.testing.assert_allclose(peer.unmask(raw, state), X.T @ v, atol=1e-4)
+    # the sum of several pieces is masked as one: the owner sees only the total
+    X2 = rng.normal(size=(50, width))
+    v2 = rng.normal(size=50)
+    masked, state = peer.masked_cross_term([X, X2], [own.encrypt(v), own.encrypt(v2)])
+    total = peer.unmask(own.decrypt_packed(masked, state.slot_bits, width), state)
+    np.testing.assert_allclose(total, X.T @ v + X2.T @ v2, atol=1e-4)
+    with pytest.raises(ValueError, match="declared slots"):
+        own.decrypt_packed(masked, state.slot_bits, width + per_ct)
 
 
 def test_overflow_is_an_error_not_garbage():

@@ -57,10 +57,19 @@ _CHUNK = 256
 
 @dataclass
 class MaskState:
-    """What the masking party keeps to remove its mask later."""
+    """What the masking party keeps to remove its mask later.
+
+    ``slot_bits`` is the width of each packed slot (0 when values are not packed);
+    it is public and travels with the ciphertexts so the key owner can unpack.
+    """
 
     masks: list[int]
     frac_bits: int
+    slot_bits: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.masks)
 
 
 # -------------------------------------------------------------------- encrypted
@@ -125,6 +134,23 @@ class PaillierOwnKey:
             raise fixedpoint.FixedPointOverflowError(
                 f"values of {bits} bits do not fit a {self.n.bit_length()}-bit key with masks"
             )
+
+    def decrypt_packed(self, ct: CiphertextArray, slot_bits: int, count: int) -> np.ndarray:
+        """Decrypt packed masked values and split them into ``count`` slots (1-d ints)."""
+        per_ct = (self.n.bit_length() - 2) // slot_bits if slot_bits > 0 else 0
+        if not 64 <= slot_bits < self.n.bit_length() or ct.values.shape != (-(-count // per_ct),):
+            raise ValueError("packed ciphertexts do not match their declared slots")
+        plain = self.decrypt_masked(ct)
+        mask = (1 << slot_bits) - 1
+        out = []
+        for value in plain:
+            value = int(value)
+            for _ in range(per_ct):
+                out.append(value & mask)
+                value >>= slot_bits
+        result = np.empty(count, dtype=object)
+        result[:] = out[:count]
+        return result
 
     def decrypt_masked(self, ct: CiphertextArray) -> np.ndarray:
         """Decrypt masked values sent for decryption; returns Python ints (object array)."""
@@ -229,16 +255,30 @@ class PaillierPeerKey:
             + VALUE_FRAC_BITS
             + VALUE_INT_BITS
         )
-        cols = total
         mask_bits = value_bits + MASK_SLACK_BITS
-        if mask_bits + 2 >= int(self.n).bit_length():
+        # Every masked value v + r lies in [0, 2**(mask_bits + 1)) (r is uniform below
+        # 2**mask_bits and |v| < 2**value_bits), so it fits a slot of mask_bits + 1
+        # bits with no carry into its neighbour. Packing several slots into one
+        # plaintext makes the key owner's decryptions and our re-randomisations
+        # per ciphertext, not per value (a 2048-bit key holds about 11 slots).
+        slot_bits = mask_bits + 1
+        per_ct = (int(self.n).bit_length() - 2) // slot_bits
+        if per_ct < 1:
             raise fixedpoint.FixedPointOverflowError("key too small for the masked gradient")
-        masks = [secrets.randbits(mask_bits) for _ in cols]
+        masks = [secrets.randbits(mask_bits) for _ in total]
+        packed = []
         n, n2 = self.n, self.nsquare
-        masked = [c * (1 + mpz(r) * n) % n2 for c, r in zip(cols, masks, strict=True)]
-        masked = self.rerandomize(masked)
-        out = CiphertextArray(_object_array(masked), self.key_id, self.width)
-        return out, MaskState(masks, VALUE_FRAC_BITS + FEATURE_FRAC_BITS)
+        shift = mpz(1) << slot_bits
+        for start in range(0, len(total), per_ct):
+            group = list(range(start, min(start + per_ct, len(total))))
+            acc, mask = mpz(1), mpz(0)
+            for j in reversed(group):  # Horner: slot j ends up at 2**(slot_bits * (j - start))
+                acc = gmpy2.powmod(acc, shift, n2) * total[j] % n2
+                mask = (mask << slot_bits) + masks[j]
+            packed.append(acc * (1 + mask * n) % n2)
+        packed = self.rerandomize(packed)
+        out = CiphertextArray(_object_array(packed), self.key_id, self.width)
+        return out, MaskState(masks, VALUE_FRAC_BITS + FEATURE_FRAC_BITS, slot_bits)
 
     def _cross_columns(self, features: np.ndarray, ct: CiphertextArray) -> list[mpz]:
         """``[[X.T @ v]]`` column by column (unmasked; never leaves this party)."""
@@ -306,6 +346,12 @@ class PlainOwnKey:
         if not isinstance(ct, PlainArray):
             raise ValueError("expected plaintext-mode values")
         return ct
+
+    def decrypt_packed(self, ct: PlainArray, slot_bits: int, count: int) -> PlainArray:
+        values = self.decrypt_masked(ct)
+        if values.values.shape != (count,):
+            raise ValueError("plaintext-mode values do not match their declared count")
+        return values
 
     def decrypt_values(self, ct: PlainArray, frac_bits: int = 0) -> np.ndarray:
         return ct.values
@@ -464,3 +510,10 @@ def row(values, i: int):
     if isinstance(values, CiphertextArray):
         return CiphertextArray(values.values[i], values.key_id, values.width)
     return values[i]
+
+
+def packing_of(masked, state: MaskState | None) -> tuple[int, int]:
+    """``(slot_bits, count)`` to send along with a masked cross term."""
+    if state is None:  # plaintext mode: one value per entry, no packing
+        return 0, int(masked.values.shape[0])
+    return state.slot_bits, state.count

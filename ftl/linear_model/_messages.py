@@ -38,10 +38,13 @@ CONTRIBUTION = register(
 )
 CROSS_TERM = register(
     "lr.cross_term",
-    "sum_k (X_P * w_k).T @ [[c_Q,k]] + mask (one row), under Q's key, for Q to decrypt.",
+    "sum_k (X_P * w_k).T @ [[c_Q,k]] + mask, packed `count` values per slot_bits-bit "
+    "slots, under Q's key, for Q to decrypt.",
     owner=FieldSpec("str", _PUBLIC),
     requester=FieldSpec("str", _PUBLIC),
-    values=FieldSpec("encrypted", ValueKind.MASKED, ndim=2, max_len=1),
+    values=FieldSpec("encrypted", ValueKind.MASKED, ndim=1, max_len=4_096),
+    slot_bits=FieldSpec("int", _PUBLIC),
+    count=FieldSpec("int", _PUBLIC),
 )
 MASKED_VALUES = register(
     "lr.masked_values",

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from ftl.crypto.scheme import column, make_own_key, peer_key_from_public, row, stack_rows
+from ftl.crypto.scheme import (
+    column,
+    make_own_key,
+    packing_of,
+    peer_key_from_public,
+    row,
+    stack_rows,
+)
 from ftl.federation.channel import Channel
 from ftl.federation.messages import Message
 from ftl.linear_model import _messages as msg
@@ -164,9 +171,16 @@ class LogisticGuest:
                 [x * weights[:, k : k + 1] for k in range(approx.host_width)],
                 [column(values, k) for k in range(approx.host_width)],
             )
+            slot_bits, count = packing_of(masked, state)
             request = Message(
                 msg.CROSS_TERM.name,
-                {"owner": h.name, "requester": self.name, "values": stack_rows([masked])},
+                {
+                    "owner": h.name,
+                    "requester": self.name,
+                    "values": masked,
+                    "slot_bits": slot_bits,
+                    "count": count,
+                },
             )
             reply = ch.call(h.endpoint, "lr.host.decrypt", request)
             guest_terms.append(self.peers[h.name].unmask(row(reply["values"], 0), state))
@@ -180,10 +194,11 @@ class LogisticGuest:
                     term = ch.call(h.endpoint, "lr.host.cross", own_message)
                     # decrypt only what the protocol calls for: cross terms exactly as wide
                     # as this host's block, one per column we sent (never per-sample data)
-                    expected = (1, self.widths[h.name])
-                    if term["values"].shape != expected:
-                        raise ValueError(f"{h.name!r} returned cross terms of the wrong shape")
-                    decrypted = self.own.decrypt_masked(term["values"])
+                    if term["count"] != self.widths[h.name]:
+                        raise ValueError(f"{h.name!r} returned a cross term of the wrong width")
+                    decrypted = stack_rows(
+                        [self.own.decrypt_packed(term["values"], term["slot_bits"], term["count"])]
+                    )
                 else:
                     term = ch.call(h.endpoint, "lr.host.cross", contributions[owner], origin=owner)
                     decrypted = ch.call(

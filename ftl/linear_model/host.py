@@ -22,7 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftl.crypto.scheme import column, make_own_key, peer_key_from_public, row, stack_rows
+from ftl.crypto.scheme import (
+    column,
+    make_own_key,
+    packing_of,
+    peer_key_from_public,
+    row,
+    stack_rows,
+)
 from ftl.federation.messages import Message
 from ftl.federation.service import operation, role
 from ftl.linear_model import _messages as msg
@@ -135,9 +142,16 @@ class LogisticHost:
             [column(values, k) for k in range(width)],
         )
         self.masks[owner] = state
+        slot_bits, count = packing_of(masked, state)
         return Message(
             msg.CROSS_TERM.name,
-            {"owner": owner, "requester": self.name, "values": stack_rows([masked])},
+            {
+                "owner": owner,
+                "requester": self.name,
+                "values": masked,
+                "slot_bits": slot_bits,
+                "count": count,
+            },
         )
 
     @operation
@@ -148,18 +162,14 @@ class LogisticHost:
         # Decrypt only what the protocol calls for: one set of cross terms per peer and
         # batch, each exactly as wide as that peer's weight block (public) -- never a
         # per-sample vector.
-        expected = (1, self.widths.get(requester, -1))
-        if request["values"].shape != expected:
-            raise ValueError(f"{self.name}: cross term of {requester!r} has the wrong shape")
+        if request["count"] != self.widths.get(requester, -1):
+            raise ValueError(f"{self.name}: cross term of {requester!r} has the wrong width")
         if requester in self.decrypted:
             raise ValueError(f"{self.name}: {requester!r} already had a cross term decrypted")
         self.decrypted.add(requester)
+        values = self.own.decrypt_packed(request["values"], request["slot_bits"], request["count"])
         return Message(
-            msg.MASKED_VALUES.name,
-            {
-                "requester": requester,
-                "values": self.own.decrypt_masked(request["values"]),
-            },
+            msg.MASKED_VALUES.name, {"requester": requester, "values": stack_rows([values])}
         )
 
     @operation
