@@ -137,8 +137,10 @@ class PaillierOwnKey:
 
     def decrypt_packed(self, ct: CiphertextArray, slot_bits: int, count: int) -> np.ndarray:
         """Decrypt packed masked values and split them into ``count`` slots (1-d ints)."""
-        per_ct = (self.n.bit_length() - 2) // slot_bits if slot_bits > 0 else 0
-        if not 64 <= slot_bits < self.n.bit_length() or ct.values.shape != (-(-count // per_ct),):
+        if not 64 <= slot_bits <= self.n.bit_length() - 2:
+            raise ValueError("packed ciphertexts do not match their declared slots")
+        per_ct = (self.n.bit_length() - 2) // slot_bits
+        if ct.values.shape != (-(-count // per_ct),):
             raise ValueError("packed ciphertexts do not match their declared slots")
         plain = self.decrypt_masked(ct)
         mask = (1 << slot_bits) - 1
@@ -249,23 +251,18 @@ class PaillierPeerKey:
         # A public bound on |X.T @ v| (never the data's own maximum, which the key
         # owner could read off the mask length): |x| < 2**FEATURE_EXP_BITS after
         # encoding, |v| < 2**VALUE_INT_BITS, one term per row and piece.
-        value_bits = (
-            FEATURE_EXP_BITS
-            + max(1, n_rows * len(pieces)).bit_length()
-            + VALUE_FRAC_BITS
-            + VALUE_INT_BITS
-        )
-        mask_bits = value_bits + MASK_SLACK_BITS
-        # Every masked value v + r lies in [0, 2**(mask_bits + 1)) (r is uniform below
-        # 2**mask_bits and |v| < 2**value_bits), so it fits a slot of mask_bits + 1
-        # bits with no carry into its neighbour. Packing several slots into one
-        # plaintext makes the key owner's decryptions and our re-randomisations
-        # per ciphertext, not per value (a 2048-bit key holds about 11 slots).
-        slot_bits = mask_bits + 1
+        slot_bits = expected_slot_bits(n_rows, len(pieces))
+        mask_bits = slot_bits - 1
+        value_bits = mask_bits - MASK_SLACK_BITS
+        # r = 2**value_bits + (uniform below 2**mask_bits) and |v| < 2**value_bits, so
+        # every masked value v + r lies in (0, 2**(mask_bits + 1)): it fits a slot of
+        # mask_bits + 1 bits with no borrow or carry into its neighbours. Packing
+        # several slots into one plaintext makes the key owner's decryptions and our
+        # re-randomisations per ciphertext, not per value (about 11 slots at 2048 bits).
         per_ct = (int(self.n).bit_length() - 2) // slot_bits
         if per_ct < 1:
             raise fixedpoint.FixedPointOverflowError("key too small for the masked gradient")
-        masks = [secrets.randbits(mask_bits) for _ in total]
+        masks = [(1 << value_bits) + secrets.randbits(mask_bits) for _ in total]
         packed = []
         n, n2 = self.n, self.nsquare
         shift = mpz(1) << slot_bits
@@ -510,6 +507,21 @@ def row(values, i: int):
     if isinstance(values, CiphertextArray):
         return CiphertextArray(values.values[i], values.key_id, values.width)
     return values[i]
+
+
+def expected_slot_bits(n_rows: int, n_pieces: int) -> int:
+    """Slot width of a packed masked cross term, from public quantities only.
+
+    ``|X.T @ v| < 2**value_bits`` with encoded features below
+    ``2**FEATURE_EXP_BITS``, values below ``2**(VALUE_INT_BITS + VALUE_FRAC_BITS)``
+    and ``n_rows * n_pieces`` terms; masks add ``MASK_SLACK_BITS``; one more bit
+    holds ``v + r``. The key owner recomputes it and refuses any other width, so
+    a requester cannot pack raw per-row values into wide slots.
+    """
+    value_bits = (
+        FEATURE_EXP_BITS + max(1, n_rows * n_pieces).bit_length() + VALUE_FRAC_BITS + VALUE_INT_BITS
+    )
+    return value_bits + MASK_SLACK_BITS + 1
 
 
 def packing_of(masked, state: MaskState | None) -> tuple[int, int]:

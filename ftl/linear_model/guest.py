@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ftl.crypto.scheme import (
     column,
+    expected_slot_bits,
     make_own_key,
     packing_of,
     peer_key_from_public,
@@ -194,8 +195,11 @@ class LogisticGuest:
                     term = ch.call(h.endpoint, "lr.host.cross", own_message)
                     # decrypt only what the protocol calls for: cross terms exactly as wide
                     # as this host's block, one per column we sent (never per-sample data)
-                    if term["count"] != self.widths[h.name]:
-                        raise ValueError(f"{h.name!r} returned a cross term of the wrong width")
+                    if term["count"] != self.widths[h.name] or (
+                        self.own.scheme == "paillier"
+                        and term["slot_bits"] != expected_slot_bits(len(batch), approx.guest_width)
+                    ):
+                        raise ValueError(f"{h.name!r} returned a malformed cross term")
                     decrypted = stack_rows(
                         [self.own.decrypt_packed(term["values"], term["slot_bits"], term["count"])]
                     )

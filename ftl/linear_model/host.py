@@ -24,6 +24,7 @@ import numpy as np
 
 from ftl.crypto.scheme import (
     column,
+    expected_slot_bits,
     make_own_key,
     packing_of,
     peer_key_from_public,
@@ -164,6 +165,11 @@ class LogisticHost:
         # per-sample vector.
         if request["count"] != self.widths.get(requester, -1):
             raise ValueError(f"{self.name}: cross term of {requester!r} has the wrong width")
+        pieces = self.approx.host_width if requester == self.guest else 1
+        if self.scheme == "paillier" and request["slot_bits"] != expected_slot_bits(
+            len(self.margin), pieces
+        ):
+            raise ValueError(f"{self.name}: cross term of {requester!r} has the wrong slots")
         if requester in self.decrypted:
             raise ValueError(f"{self.name}: {requester!r} already had a cross term decrypted")
         self.decrypted.add(requester)
