@@ -5,13 +5,15 @@ intersection and train one model on them; each keeps its own features and its
 own part of the model, and only encrypted or masked values cross between them.
 """
 
-from ftl import datasets
+from ftl import datasets, plot
 from ftl.data.align import align
 from ftl.data.handles import PartyRows, VerticalData
 from ftl.data.party import Party
 from ftl.federation.transcript import Transcript
 from ftl.linear_model import FederatedLogisticRegression
+from ftl.persistence import load_model, save_model
 from ftl.psi import intersection_size
+from ftl.report import report  # the function; the module stays in sys.modules
 
 __version__ = "0.1.0"
 
@@ -24,5 +26,9 @@ __all__ = [
     "align",
     "datasets",
     "intersection_size",
+    "plot",
+    "report",
+    "load_model",
+    "save_model",
     "__version__",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -229,7 +231,76 @@ class Party:
         try:
             return self._models[model_id]
         except KeyError:
-            raise ValueError(f"party {self.name!r} holds no model {model_id!r}") from None
+            raise ValueError(
+                f"party {self.name!r} holds no model {model_id!r}; if it was saved, load "
+                "this party's shard with Party.import_model first"
+            ) from None
+
+    def model_ids(self) -> list[str]:
+        """Ids of the model shards this party holds (one per binary model trained).
+
+        Returns
+        -------
+        list of str
+        """
+        return list(self._models)
+
+    def export_model(self, model_id: str, path: str | os.PathLike) -> Path:
+        """Save this party's own shard of a fitted model to a JSON file.
+
+        The file holds only this party's shard: format and version, the model
+        id, this party's weight block, the encryption scheme and this party's
+        own key pair (public ``n`` and ``hs``, private ``p`` and ``q``). The key
+        pair is this party's secret: the file is written with mode ``0o600``
+        and must be protected like a private key. See :mod:`ftl.persistence`.
+
+        Parameters
+        ----------
+        model_id : str
+            Id of the model (``clf.models_[k]["model_id"]`` at the guest; see
+            also :meth:`model_ids`).
+        path : str or path-like
+            Where to write the file (replaced if it exists).
+
+        Returns
+        -------
+        pathlib.Path
+            The written path.
+
+        Raises
+        ------
+        ValueError
+            If this party holds no model ``model_id``.
+        """
+        from ftl.persistence import export_shard
+
+        return export_shard(self, model_id, path)
+
+    def import_model(self, path: str | os.PathLike) -> str:
+        """Load a shard written by :meth:`export_model` (by a party of this name).
+
+        Afterwards this party serves predictions for the model as it did right
+        after training.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file written by :meth:`export_model`.
+
+        Returns
+        -------
+        str
+            The model id of the imported shard.
+
+        Raises
+        ------
+        ValueError
+            If the file is corrupted, has another format or version, belongs to
+            a party of another name, or does not fit this party's features.
+        """
+        from ftl.persistence import import_shard
+
+        return import_shard(self, path)
 
     def rows_for_ids(self, ids: Any) -> np.ndarray:
         """Local row numbers of the given ids (all must exist)."""
