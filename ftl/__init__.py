@@ -6,6 +6,7 @@ own part of the model, and only encrypted or masked values cross between them.
 """
 
 from ftl import datasets, plot
+from ftl._report import report
 from ftl.data.align import align
 from ftl.data.handles import PartyRows, VerticalData
 from ftl.data.party import Party
@@ -13,7 +14,6 @@ from ftl.federation.transcript import Transcript
 from ftl.linear_model import FederatedLogisticRegression
 from ftl.persistence import load_model, save_model
 from ftl.psi import intersection_size
-from ftl.report import report  # the function; the module stays in sys.modules
 
 __version__ = "0.1.0"
 

@@ -86,25 +86,19 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from ftl.federation.transcript import Transcript
+    from ftl._report import report as render
 
-    transcript = Transcript.from_jsonl(args.transcript)
-    parties = sorted({r.sender for r in transcript} | {r.receiver for r in transcript})
-    print(f"# Transcript report: {args.transcript}\n")
-    print(
-        f"parties: {', '.join(parties)}; {len(transcript)} messages, "
-        f"{transcript.total_bytes / 1e6:.2f} MB\n"
-    )
-    print("| message type | messages | bytes | value kinds |")
-    print("|---|---|---|---|")
-    rows: dict[str, list] = {}
-    for r in transcript:
-        entry = rows.setdefault(r.type, [0, 0, set()])
-        entry[0] += 1
-        entry[1] += r.nbytes
-        entry[2] |= r.kinds
-    for name, (count, nbytes, kinds) in sorted(rows.items()):
-        print(f"| {name} | {count} | {nbytes} | {', '.join(sorted(kinds)) or '-'} |")
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.output).suffix.lower() if args.output else ""
+        fmt = "html" if suffix in (".html", ".htm") else "markdown"
+    text = render(args.transcript, format=fmt)
+    if args.output:
+        out = Path(args.output)
+        out.write_text(text, encoding="utf-8")
+        print(f"{fmt} report written to {out}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
 
@@ -124,8 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--transcript", default="ftl-demo-transcript.jsonl")
     p.set_defaults(func=demo)
-    r = sub.add_parser("report", help="summarise a recorded transcript for an auditor")
-    r.add_argument("transcript")
+    r = sub.add_parser(
+        "report", help="privacy report of a recorded transcript (.jsonl) for an auditor"
+    )
+    r.add_argument("transcript", help="transcript written by Transcript.to_jsonl")
+    r.add_argument(
+        "--format",
+        choices=["markdown", "html"],
+        default=None,
+        help="output format (default: html if --output ends in .html, else markdown)",
+    )
+    r.add_argument("--output", "-o", default=None, help="write to this file, not stdout")
     r.set_defaults(func=report)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -1,0 +1,251 @@
+"""Plotting helpers: training progress, ROC curves and transcript volume.
+
+matplotlib is imported inside the functions, so ``import ftl`` does not need it
+(install it with ``pip install matplotlib``; it is part of the ``docs`` extra).
+Figures are created with :class:`matplotlib.figure.Figure`, never through
+pyplot's global state, so the helpers are safe with any backend (including
+Agg on a server) and never call ``show``. Every function returns the Axes it
+drew on; save it with ``ax.figure.savefig(path)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ftl._report import KIND_ORDER, _human_bytes, as_transcript, payload_kind
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["plot_roc", "plot_training", "plot_transcript"]
+
+#: Colour of each value kind in :func:`plot_transcript`.
+KIND_COLORS = {
+    "plaintext": "#d62728",
+    "ciphertext": "#2ca02c",
+    "masked": "#1f77b4",
+    "own_result": "#9467bd",
+    "public": "#7f7f7f",
+    "none": "#c7c7c7",
+}
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    """``ax`` itself, or the Axes of a new pyplot-free figure."""
+    if ax is not None:
+        return ax
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "ftl.plot needs matplotlib: pip install matplotlib (or the 'docs' extra)"
+        ) from exc
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig.add_subplot()
+
+
+def plot_training(clf: Any, ax: Axes | None = None, *, show_tol: bool = True) -> Axes:
+    """Relative weight change per epoch, one line per binary model, log scale.
+
+    Parameters
+    ----------
+    clf : FederatedLogisticRegression
+        A fitted estimator; its ``history_`` (per binary model, one dict per
+        epoch with ``epoch`` and ``relative_change``) is plotted.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure is created when omitted.
+    show_tol : bool, default=True
+        Also draw the stopping threshold ``clf.tol`` as a dashed horizontal
+        line (one extra line in ``ax.lines``).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes, with one line per binary model (plus the ``tol`` line).
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``clf`` has no ``history_``.
+
+    Examples
+    --------
+    >>> ax = ftl.plot.plot_training(clf)  # doctest: +SKIP
+    >>> ax.figure.savefig("training.png")  # doctest: +SKIP
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(clf, "history_")
+    ax = _new_axes(ax, (6.0, 4.0))
+    from matplotlib.ticker import MaxNLocator
+
+    history = clf.history_
+    classes = getattr(clf, "classes_", None)
+    for k, epochs in enumerate(history):
+        x = [int(e["epoch"]) + 1 for e in epochs]
+        y = [float(e["relative_change"]) for e in epochs]
+        if len(history) == 1:
+            label = "model"
+        elif classes is not None and len(classes) == len(history):
+            label = f"class {classes[k]!s} vs rest"
+        else:
+            label = f"model {k}"
+        ax.plot(x, y, marker="o", label=label)
+    tol = getattr(clf, "tol", None)
+    if show_tol and tol:
+        ax.axhline(float(tol), color="0.4", linestyle="--", linewidth=1, label=f"tol = {tol:g}")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(r"relative weight change $\|w_t - w_{t-1}\| / \|w_t\|$")
+    ax.set_title("Training progress")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def plot_roc(
+    clf: Any,
+    X: Any,
+    y: Any,
+    baseline_scores: Any | None = None,
+    ax: Axes | None = None,
+    *,
+    baseline_label: str = "centralized baseline",
+) -> Axes:
+    """ROC curve of the federated model, optionally against a centralised baseline.
+
+    Parameters
+    ----------
+    clf : FederatedLogisticRegression
+        A fitted binary classifier.
+    X : VerticalData or array-like of shape (n_samples, n_features)
+        Rows to score with ``clf.decision_function(X)`` (a secure prediction:
+        its messages are appended to ``clf.transcript_``).
+    y : array-like of shape (n_samples,)
+        True labels of these rows; ``clf.classes_[1]`` is the positive class.
+    baseline_scores : array-like of shape (n_samples,), optional
+        Scores of a model trained on the pooled data (e.g.
+        ``LogisticRegression().decision_function``) for the same rows.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure is created when omitted.
+    baseline_label : str, default="centralized baseline"
+        Legend label of the baseline curve.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes, with the federated curve, the baseline curve when given and
+        the chance diagonal, each a line; the AUCs are in the legend.
+
+    Raises
+    ------
+    ValueError
+        If ``clf`` has more than two classes, or the scores and ``y`` differ in
+        length.
+    """
+    from sklearn.metrics import auc, roc_curve
+
+    classes = getattr(clf, "classes_", None)
+    if classes is not None and len(classes) != 2:
+        raise ValueError(f"plot_roc needs a binary classifier, got {len(classes)} classes")
+    y = np.asarray(y).ravel()
+    pos_label = classes[1] if classes is not None else None
+    curves = [("federated", np.asarray(clf.decision_function(X), dtype=float))]
+    if baseline_scores is not None:
+        curves.append((baseline_label, np.asarray(baseline_scores, dtype=float).ravel()))
+    for name, scores in curves:
+        if scores.ndim != 1 or len(scores) != len(y):
+            raise ValueError(
+                f"{name} scores have shape {scores.shape}, expected ({len(y)},) like y"
+            )
+    ax = _new_axes(ax, (5.0, 5.0))
+    for name, scores in curves:
+        fpr, tpr, _ = roc_curve(y, scores, pos_label=pos_label)
+        ax.plot(fpr, tpr, label=f"{name} (AUC = {auc(fpr, tpr):.4f})")
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def plot_transcript(transcript_or_clf: Any, ax: Axes | None = None, *, log: bool = True) -> Axes:
+    """Bytes exchanged per message type, bars split and coloured by value kind.
+
+    Each message's bytes are attributed to its payload kind, the most sensitive
+    value kind it carries (``plaintext`` > ``ciphertext`` > ``masked`` >
+    ``own_result`` > ``public``; ``none`` for messages without fields), see
+    :func:`ftl._report.payload_kind`. A message type whose messages have several
+    payload kinds gets one stacked segment per kind.
+
+    Parameters
+    ----------
+    transcript_or_clf : estimator, Transcript, str or os.PathLike
+        A fitted estimator (its ``transcript_``), a
+        :class:`~ftl.federation.Transcript` or the path of a transcript
+        ``.jsonl``.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure is created when omitted.
+    log : bool, default=True
+        Logarithmic byte axis (sizes span several orders of magnitude).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes, with one horizontal bar (patch) per (message type, payload
+        kind) pair with a non-zero byte count, message types in order of first
+        appearance from the top.
+    """
+    transcript, _, _ = as_transcript(transcript_or_clf)
+    types: dict[str, dict[str, int]] = {}
+    for r in transcript:
+        by_kind = types.setdefault(r.type, {})
+        kind = payload_kind(r)
+        by_kind[kind] = by_kind.get(kind, 0) + r.nbytes
+    names = list(types)
+    kinds = [k for k in (*KIND_ORDER, "none") if any(k in v for v in types.values())]
+    kinds += sorted({k for v in types.values() for k in v} - set(kinds))
+    ax = _new_axes(ax, (7.0, 1.5 + 0.32 * max(len(names), 1)))
+    positions = np.arange(len(names))
+    left = np.zeros(len(names))
+    for kind in kinds:
+        widths = np.array([types[n].get(kind, 0) for n in names], dtype=float)
+        keep = widths > 0
+        if not keep.any():
+            continue
+        ax.barh(
+            positions[keep],
+            widths[keep],
+            left=left[keep],
+            color=KIND_COLORS.get(kind, "#bcbd22"),
+            label=kind,
+        )
+        left += widths
+    for pos, total in zip(positions, left, strict=True):
+        ax.annotate(
+            _human_bytes(total),
+            (total, pos),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="x-small",
+        )
+    ax.set_yticks(positions, names)
+    ax.invert_yaxis()
+    if log and len(names):
+        ax.set_xscale("log")
+        ax.set_xlim(left=max(left.min() / 3, 1.0), right=left.max() * 4)
+    elif len(names):
+        ax.set_xlim(right=left.max() * 1.15)
+    ax.set_xlabel("bytes" + (" (log scale)" if log else ""))
+    ax.set_title(f"{len(transcript):,} messages, {_human_bytes(transcript.total_bytes)}")
+    if kinds:
+        ax.legend(title="value kind", loc="lower right", fontsize="small")
+    return ax

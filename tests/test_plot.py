@@ -1,0 +1,119 @@
+"""ftl.plot: training progress, ROC and transcript-volume plots (Agg backend)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+import ftl
+from ftl._report import payload_kind
+from ftl.plot import plot_roc, plot_training, plot_transcript
+from tests.conftest import SMALL_KEY, pooled
+
+matplotlib = pytest.importorskip("matplotlib")
+
+N_ROWS = 100
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _agg(monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="module")
+def fitted(breast):
+    X, y = breast
+    Xs, ys = X[:N_ROWS], y[:N_ROWS]
+    clf = ftl.FederatedLogisticRegression(max_iter=3, tol=1e-4, random_state=0, **SMALL_KEY)
+    return clf.fit(Xs, ys), Xs, ys
+
+
+@pytest.fixture(scope="module")
+def multiclass():
+    X, y = load_iris(return_X_y=True)
+    clf = ftl.FederatedLogisticRegression(encryption=None, max_iter=2, random_state=0)
+    return clf.fit(X, y)
+
+
+def _saved(ax, path) -> None:
+    ax.figure.savefig(path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_import_ftl_does_not_import_matplotlib():
+    code = "import sys, ftl, ftl.plot; assert 'matplotlib' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_plot_training_one_line_per_model(fitted, multiclass, tmp_path):
+    clf, _, _ = fitted
+    ax = plot_training(clf)
+    assert ax.get_yscale() == "log"
+    assert len(ax.lines) == 2  # the binary model and the tol line
+    xs, ys = ax.lines[0].get_data()
+    assert list(xs) == list(range(1, clf.n_iter_[0] + 1))
+    np.testing.assert_allclose(ys, [e["relative_change"] for e in clf.history_[0]])
+    _saved(ax, tmp_path / "training.png")
+
+    ax = plot_training(multiclass, show_tol=False)
+    assert len(ax.lines) == len(multiclass.classes_) == 3
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [f"class {c} vs rest" for c in multiclass.classes_]
+    _saved(ax, tmp_path / "training_ovr.png")
+
+
+def test_plot_roc_with_baseline(fitted, tmp_path):
+    clf, X, y = fitted
+    baseline = LogisticRegression(max_iter=1000).fit(pooled(X), y).decision_function(pooled(X))
+    ax = plot_roc(clf, X, y, baseline_scores=baseline)
+    assert len(ax.lines) == 3  # federated, baseline, chance
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0].startswith("federated (AUC = ") and "centralized baseline (AUC" in labels[1]
+    _saved(ax, tmp_path / "roc.png")
+
+    from matplotlib.figure import Figure
+
+    own = Figure().add_subplot()
+    assert plot_roc(clf, X, y, ax=own) is own
+    assert len(own.lines) == 2
+    with pytest.raises(ValueError, match="shape"):
+        plot_roc(clf, X, y, baseline_scores=baseline[:-1])
+
+
+def test_plot_roc_refuses_multiclass(multiclass):
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match="binary"):
+        plot_roc(multiclass, X, y)
+
+
+def test_plot_transcript_bars_by_type_and_kind(fitted, multiclass, tmp_path):
+    clf, _, _ = fitted
+    transcript = clf.transcript_
+    types = {r.type for r in transcript}
+    ax = plot_transcript(clf)
+    assert len(ax.patches) == len(types)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(
+        dict.fromkeys(r.type for r in transcript)
+    )
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert {"ciphertext", "masked", "public"} <= legend and "plaintext" not in legend
+    widths = sum(p.get_width() for p in ax.patches)
+    assert widths == transcript.total_bytes
+    _saved(ax, tmp_path / "transcript.png")
+
+    # a transcript mixing a secure and a plaintext run: lr.* types get two segments
+    mixed = ftl.Transcript()
+    mixed.extend(transcript)
+    mixed.extend(multiclass.transcript_)
+    path = mixed.to_jsonl(tmp_path / "mixed.jsonl")
+    ax = plot_transcript(path, log=False)
+    assert ax.get_xscale() == "linear"
+    pairs = {(r.type, payload_kind(r)) for r in mixed}
+    assert len(ax.patches) == len(pairs) > len({r.type for r in mixed})
+    _saved(ax, tmp_path / "mixed.png")

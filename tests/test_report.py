@@ -1,0 +1,207 @@
+"""ftl.report: the auditor-facing privacy report, and ``ftl report`` on the CLI."""
+
+from __future__ import annotations
+
+import html
+from html.parser import HTMLParser
+
+import pytest
+from sklearn.exceptions import NotFittedError
+
+import ftl
+from ftl._report import report
+from ftl.cli import main
+from ftl.federation import FieldRecord, Transcript, TranscriptRecord
+from ftl.federation.messages import schema_for
+from tests.conftest import SMALL_KEY
+
+PLAINTEXT_WARNING = "WARNING: plaintext values crossed party boundaries"
+N_ROWS = 100
+
+
+@pytest.fixture(scope="module")
+def encrypted_clf(breast):
+    X, y = breast
+    clf = ftl.FederatedLogisticRegression(max_iter=2, random_state=0, **SMALL_KEY)
+    clf.fit(X[:N_ROWS], y[:N_ROWS])
+    clf.decision_function(X[:N_ROWS])
+    return clf
+
+
+@pytest.fixture(scope="module")
+def plaintext_clf(breast):
+    X, y = breast
+    clf = ftl.FederatedLogisticRegression(encryption=None, max_iter=2, random_state=0)
+    return clf.fit(X[:N_ROWS], y[:N_ROWS])
+
+
+def _record(step, sender, receiver, type_, fields, nbytes=100, via=None):
+    return TranscriptRecord(
+        step=step,
+        session="s",
+        sender=sender,
+        receiver=receiver,
+        type=type_,
+        nbytes=nbytes,
+        fields=tuple(fields),
+        via=via,
+    )
+
+
+class _TagChecker(HTMLParser):
+    """Checks that every non-void element is closed in order."""
+
+    VOID = {"meta", "br", "hr", "img", "input", "link"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, (tag, self.stack[-5:])
+        self.stack.pop()
+
+
+def _check_html(text: str) -> _TagChecker:
+    assert text.startswith("<!DOCTYPE html>")
+    checker = _TagChecker()
+    checker.feed(text)
+    checker.close()
+    assert checker.stack == []
+    assert "<table>" in text and "<style>" in text
+    assert "http://" not in text and "https://" not in text  # no external assets
+    assert "script" not in checker.tags and "link" not in checker.tags
+    return checker
+
+
+def test_encrypted_fit_report_lists_types_and_no_plaintext_warning(encrypted_clf):
+    text = report(encrypted_clf)
+    types = {r.type for r in encrypted_clf.transcript_}
+    assert {"lr.contribution", "lr.cross_term", "lr.masked_margin"} <= types
+    for name in types:
+        assert f"`{name}`" in text
+    assert schema_for("lr.contribution").doc in text
+    assert PLAINTEXT_WARNING not in text
+    assert "| No field of kind `plaintext` | PASS |" in text
+    assert "| Per-sample fields are ciphertexts or masked | PASS |" in text
+    assert "| No ciphertext sent back to its key owner | PASS |" in text
+    # parties, totals, directions, data categories, key size, leakages
+    assert "`hospital`" in text and "`lab`" in text and "guest (driver)" in text
+    assert f"{encrypted_clf.transcript_.total_bytes:,}" in text
+    assert f"| Messages | {len(encrypted_clf.transcript_):,} |" in text
+    assert "lab → hospital" in text and "hospital → lab" in text
+    assert "Per-sample ciphertexts" in text and "Masked aggregates" in text
+    assert "512-bit Paillier" in text
+    assert "WARNING: weak keys" in text  # 512-bit test keys are flagged
+    assert "docs/protocols.md" in text and "§5.2" in text
+    assert "No PSI messages in this transcript" in text
+
+
+def test_plaintext_fit_report_warns(plaintext_clf):
+    text = report(plaintext_clf)
+    assert PLAINTEXT_WARNING in text
+    assert "## WARNINGS" in text
+    assert "| No field of kind `plaintext` | FAIL |" in text
+    assert "`lr.contribution.values`" in text
+    assert "PLAINTEXT values" in text
+    assert "encryption=None" in text
+    assert "weak keys" not in text
+
+
+def test_html_report_is_standalone_and_escaped(encrypted_clf, plaintext_clf):
+    text = report(encrypted_clf, format="html")
+    _check_html(text)
+    assert "<code>lr.contribution</code>" in text
+    # the registered docs are escaped ("Host's" -> "Host&#x27;s")
+    doc = schema_for("lr.opened").doc
+    assert "'" in doc and html.escape(doc) in text and doc not in text
+    warned = report(plaintext_clf, format="html")
+    _check_html(warned)
+    assert '<section class="warning">' in warned
+    assert html.escape(PLAINTEXT_WARNING) in warned
+
+
+def test_html_escapes_hostile_names():
+    evil = '<script>alert("x")</script>'
+    t = Transcript(
+        [
+            _record(
+                0, "guest", evil, "lr.epoch_end", [FieldRecord("epoch", "public", "int", (), False)]
+            ),
+            _record(1, evil, "guest", "ack", []),
+        ]
+    )
+    text = report(t, format="html", title="<b>audit</b>")
+    _check_html(text)
+    assert "<script>" not in text and "<b>audit</b>" not in text
+    assert html.escape(evil) in text and "&lt;b&gt;audit&lt;/b&gt;" in text
+
+
+def test_bare_transcript_and_psi_mode(tmp_path, breast):
+    X, _ = breast
+    path = X.alignment.psi["transcript"].to_jsonl(tmp_path / "psi.jsonl")
+    text = report(path)
+    assert "not recorded" in text
+    assert "transcript file" in text and str(path) in text
+    assert "default (full alignment" in text
+    assert "`psi.host_points_reblinded`" in text
+    assert "PSI points are public by design" in text
+    assert "WARNING" not in text
+
+    card = Transcript()
+    ftl.intersection_size(*ftl.datasets.load_breast_cancer(), transcript=card)
+    text = report(card)
+    assert "cardinality-only" in text and "`psi.shuffled_doubles`" in text
+
+
+def test_failed_checks_on_synthetic_transcript():
+    ct = FieldRecord("values", "ciphertext", "encrypted", (5, 1), True, key_id="k1")
+    t = Transcript(
+        [
+            _record(0, "g", "h", "lr.contribution", [ct]),
+            _record(1, "h", "g", "lr.contribution", [ct]),  # back to the key owner
+            _record(2, "g", "h", "x.leak", [FieldRecord("rows", "public", "array", (5,), True)]),
+        ]
+    )
+    text = report(t)
+    assert "WARNING: ciphertexts of kind `ciphertext` were sent to the owner" in text
+    assert "WARNING: per-sample fields that are neither ciphertexts nor masked" in text
+    assert "`x.leak.rows`" in text and "(unregistered message type)" in text
+    assert PLAINTEXT_WARNING not in text
+
+
+def test_bad_inputs(encrypted_clf):
+    with pytest.raises(ValueError, match="format"):
+        report(encrypted_clf, format="pdf")
+    with pytest.raises(NotFittedError):
+        report(ftl.FederatedLogisticRegression())
+    with pytest.raises(TypeError):
+        report(42)
+    assert "No fields were exchanged" in report(Transcript())
+
+
+def test_cli_report_writes_output(tmp_path, capsys, encrypted_clf):
+    path = encrypted_clf.transcript_.to_jsonl(tmp_path / "t.jsonl")
+    out = tmp_path / "report.md"
+    assert main(["report", str(path), "--output", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# ftl privacy report") and "lr.contribution" in text
+    assert "not recorded" in text  # a bare file holds no key parameters
+
+    page = tmp_path / "report.html"
+    assert main(["report", str(path), "--output", str(page)]) == 0  # html by suffix
+    _check_html(page.read_text(encoding="utf-8"))
+    forced = tmp_path / "forced.txt"
+    assert main(["report", str(path), "--format", "html", "-o", str(forced)]) == 0
+    assert forced.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    capsys.readouterr()
+
+    assert main(["report", str(path)]) == 0
+    assert "| `lr.contribution` |" in capsys.readouterr().out
