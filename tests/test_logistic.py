@@ -343,3 +343,11 @@ def test_mixing_handles_and_arrays_between_fit_and_predict_is_a_clear_error(brea
     clf.fit(pooled(X), y)
     with pytest.raises(ValueError, match="plain array"):
         clf.predict(X)
+
+
+def test_cross_val_score_in_parallel_workers(breast):
+    """Handles pickle into joblib workers (simulated parties travel with them)."""
+    X, y = breast
+    clf = ftl.FederatedLogisticRegression(encryption=None, random_state=0)
+    scores = cross_val_score(clf, X, y, cv=3, scoring="roc_auc", n_jobs=2)
+    np.testing.assert_allclose(scores, cross_val_score(clf, X, y, cv=3, scoring="roc_auc"))
