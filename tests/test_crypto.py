@@ -139,3 +139,16 @@ def test_fixedpoint_roundtrip():
     x = np.array([-1.5, 0.0, 3.25, 1e-6])
     np.testing.assert_allclose(fixedpoint.decode(fixedpoint.encode(x, 32), 32), x, atol=1e-9)
     assert isinstance(fixedpoint.encode(x, 32)[0], int) and mpz is not None
+
+
+def test_masked_vector_packs_many_rows_per_decryption():
+    own = make_own_key("paillier", 1024, insecure_for_tests=True)
+    peer = peer_key_from_public(own.public(), "paillier", insecure_for_tests=True)
+    v = np.random.default_rng(3).normal(size=23) * 50
+    v[0] = -(2.0**31) + 1  # extreme margins still fit
+    masked, state = peer.masked_vector(own.encrypt(v))
+    per_ct = (1024 - 2) // state.slot_bits
+    assert per_ct > 1 and masked.values.shape == (-(-23 // per_ct),)
+    raw = own.decrypt_packed(masked, state.slot_bits, 23)
+    assert all(int(x) > 2**64 for x in raw)  # every slot masked and positive
+    np.testing.assert_allclose(peer.unmask(raw, state), v, atol=1e-8)

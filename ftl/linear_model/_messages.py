@@ -79,8 +79,11 @@ PREDICT_OPEN = register(
 )
 MASKED_MARGIN = register(
     "lr.masked_margin",
-    "Prediction: [[u_host + r]] under the host's key, r known only to the guest.",
+    "Prediction: [[u_host + r]] under the host's key, r known only to the guest, "
+    "`count` values packed in slot_bits-bit slots.",
     values=FieldSpec("encrypted", ValueKind.MASKED, ndim=1, per_sample=True, max_len=_MAX_ROWS),
+    slot_bits=FieldSpec("int", _PUBLIC),
+    count=FieldSpec("int", _PUBLIC),
 )
 MASKED_MARGIN_VALUES = register(
     "lr.masked_margin_values",

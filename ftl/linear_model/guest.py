@@ -328,11 +328,12 @@ def predict_margin(
             if values.shape != (len(positions), 1):
                 raise ValueError(f"{h.name!r} sent margins of the wrong shape")
             masked, state = peer.masked_vector(column(values, 0))
-            reply = channel.call(
-                h.endpoint,
-                "lr.predict.decrypt",
-                Message(msg.MASKED_MARGIN.name, {"values": masked}),
+            slot_bits, count = packing_of(masked, state)
+            request = Message(
+                msg.MASKED_MARGIN.name,
+                {"values": masked, "slot_bits": slot_bits, "count": count},
             )
+            reply = channel.call(h.endpoint, "lr.predict.decrypt", request)
             margin = margin + peer.unmask(reply["values"], state)
         finally:
             channel.call(h.endpoint, "lr.predict.close", Message("ack", {}))

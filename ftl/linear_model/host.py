@@ -24,6 +24,7 @@ import numpy as np
 
 from ftl.crypto.scheme import (
     column,
+    expected_margin_slot_bits,
     expected_slot_bits,
     make_own_key,
     packing_of,
@@ -241,7 +242,10 @@ class LogisticHostPredictor:
 
     @operation
     def decrypt(self, request: Message) -> Message:
-        values = request["values"]
-        if values.shape != (self.features.shape[0],):
+        count, slot_bits = request["count"], request["slot_bits"]
+        if count != self.features.shape[0]:
             raise ValueError("expected one masked margin per prediction row")
-        return Message(msg.MASKED_MARGIN_VALUES.name, {"values": self.own.decrypt_masked(values)})
+        if self.own.scheme == "paillier" and slot_bits != expected_margin_slot_bits():
+            raise ValueError("masked margins are not packed as the public bounds require")
+        values = self.own.decrypt_packed(request["values"], slot_bits, count)
+        return Message(msg.MASKED_MARGIN_VALUES.name, {"values": values})
