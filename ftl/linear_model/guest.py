@@ -193,8 +193,9 @@ class LogisticGuest:
             for owner in [self.name, *(o.name for o in self.hosts if o is not h)]:
                 if owner == self.name:
                     term = ch.call(h.endpoint, "lr.host.cross", own_message)
-                    # decrypt only what the protocol calls for: cross terms exactly as wide
-                    # as this host's block, one per column we sent (never per-sample data)
+                    # decrypt only what the protocol calls for: one total cross term exactly
+                    # as wide as this host's block, packed with the public slot width
+                    # (never a per-sample vector of ours)
                     if term["count"] != self.widths[h.name] or (
                         self.own.scheme == "paillier"
                         and term["slot_bits"] != expected_slot_bits(len(batch), approx.guest_width)
