@@ -49,7 +49,7 @@ def demo(args: argparse.Namespace) -> int:
     if fast:
         print(
             "    (FATE's fast degree-1 approximation; `--sigmoid auto` trains the library's "
-            "near-lossless default at about 3.5x the encryption work)"
+            "near-lossless default at about 2.5x the time per epoch)"
         )
     t1 = time.perf_counter()
     clf = ftl.FederatedLogisticRegression(
