@@ -152,3 +152,14 @@ def test_masked_vector_packs_many_rows_per_decryption():
     raw = own.decrypt_packed(masked, state.slot_bits, 23)
     assert all(int(x) > 2**64 for x in raw)  # every slot masked and positive
     np.testing.assert_allclose(peer.unmask(raw, state), v, atol=1e-8)
+
+
+def test_random_exponent_digits_are_in_range_and_unbiased():
+    from ftl.crypto.engine import _random_digits
+
+    digits = _random_digits(2000, 1024, 10)
+    assert digits.shape == (2000, 103) and digits.min() >= 0 and digits.max() < 2**10
+    assert (digits[:, -1] < 2**4).all()  # only 4 of the top digit's bits are in range
+    exps = [sum(int(d) << (10 * i) for i, d in enumerate(row)) for row in digits[:50]]
+    assert all(0 <= e < 2**1024 for e in exps) and len(set(exps)) == 50
+    assert abs(digits[:, :-1].mean() / (2**10 - 1) - 0.5) < 0.01
