@@ -55,18 +55,6 @@ class FixedBaseTable:
             b = row[-1] * b % self.modulus  # base ** (2 ** (window * (i + 1)))
         self.rows = rows
 
-    def _digits(self, exponent: int) -> list[int]:
-        if self.window == 8:
-            return list(exponent.to_bytes(self.n_digits, "little"))
-        mask = (1 << self.window) - 1
-        w = self.window
-        return [(exponent >> (w * i)) & mask for i in range(self.n_digits)]
-
-    def pow(self, exponent: int) -> mpz:
-        if not 0 <= exponent < 1 << (self.window * self.n_digits):
-            raise ValueError("exponent out of the table's range")
-        return self.pow_digits(self._digits(exponent))
-
     def pow_digits(self, digits) -> mpz:
         """``base ** sum(d_i * 2**(window * i))`` from the exponent's digits."""
         m = self.modulus
@@ -88,13 +76,19 @@ def _random_digits(count: int, exp_bits: int, window: int) -> np.ndarray:
     return bits.reshape(count, n_digits, window) @ weights
 
 
-def djn_generator(n: int, p: int, q: int) -> int:
-    """``hs = (-x**2 mod n)**n mod n**2`` for a random unit ``x`` (needs the factors)."""
+def random_unit(n: int) -> mpz:
+    """A uniform element of ``Z_n*`` from the OS CSPRNG."""
     n = mpz(n)
     while True:
         x = mpz(secrets.randbelow(int(n) - 2) + 2)
         if gmpy2.gcd(x, n) == 1:
-            break
+            return x
+
+
+def djn_generator(n: int, p: int, q: int) -> int:
+    """``hs = (-x**2 mod n)**n mod n**2`` for a random unit ``x`` (needs the factors)."""
+    n = mpz(n)
+    x = random_unit(n)
     h = (-x * x) % n
     # h**n mod n**2 by CRT over p**2 and q**2 (the owner knows the factors)
     p2, q2 = mpz(p) ** 2, mpz(q) ** 2
@@ -128,9 +122,6 @@ class CRTEncryptor:
         # per prime instead of 128 with bytes); built once per key and process.
         self.table_p = FixedBaseTable(hs % self.p2, self.p2, self.exp_bits, window=11)
         self.table_q = FixedBaseTable(hs % self.q2, self.q2, self.exp_bits, window=11)
-
-    def random_factor(self) -> mpz:
-        return self.random_factors(1)[0]
 
     def random_factors(self, count: int) -> list[mpz]:
         """``count`` fresh factors ``hs**a``, ``a`` uniform below ``2**exp_bits``.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FixedPointOverflowError", "decode", "encode", "magnitude_bits"]
+__all__ = ["FixedPointOverflowError", "decode", "encode"]
 
 
 class FixedPointOverflowError(OverflowError):
@@ -37,9 +37,3 @@ def decode(values: np.ndarray, frac_bits: int) -> np.ndarray:
     flat = np.asarray(values, dtype=object).reshape(-1)
     out = np.fromiter((float(int(v)) for v in flat), dtype=np.float64, count=flat.size)
     return np.ldexp(out, -frac_bits).reshape(np.shape(values))
-
-
-def magnitude_bits(values: np.ndarray) -> int:
-    """Bits needed for the largest absolute value of an int array."""
-    flat = np.asarray(values, dtype=object).reshape(-1)
-    return max((abs(int(v)).bit_length() for v in flat), default=0)

@@ -25,7 +25,7 @@ from gmpy2 import mpz
 from joblib import Parallel, delayed
 
 from ftl.crypto import fixedpoint
-from ftl.crypto.engine import CRTEncryptor, column_multiexp, djn_generator
+from ftl.crypto.engine import CRTEncryptor, column_multiexp, djn_generator, random_unit
 from ftl.crypto.keys import generate_keypair, key_id
 from ftl.federation.messages import CiphertextArray, PlainArray
 
@@ -263,17 +263,7 @@ class PaillierPeerKey:
         if per_ct < 1:
             raise fixedpoint.FixedPointOverflowError("key too small for the masked gradient")
         masks = [(1 << value_bits) + secrets.randbits(mask_bits) for _ in total]
-        packed = []
-        n, n2 = self.n, self.nsquare
-        shift = mpz(1) << slot_bits
-        for start in range(0, len(total), per_ct):
-            group = list(range(start, min(start + per_ct, len(total))))
-            acc, mask = mpz(1), mpz(0)
-            for j in reversed(group):  # Horner: slot j ends up at 2**(slot_bits * (j - start))
-                acc = gmpy2.powmod(acc, shift, n2) * total[j] % n2
-                mask = (mask << slot_bits) + masks[j]
-            packed.append(acc * (1 + mask * n) % n2)
-        packed = self.rerandomize(packed)
+        packed = self.rerandomize(self._pack_masked(total, masks, slot_bits, per_ct))
         out = CiphertextArray(_object_array(packed), self.key_id, self.width)
         return out, MaskState(masks, VALUE_FRAC_BITS + FEATURE_FRAC_BITS, slot_bits)
 
@@ -312,16 +302,28 @@ class PaillierPeerKey:
         if per_ct < 1:
             raise fixedpoint.FixedPointOverflowError("key too small for masked margins")
         masks = [(1 << value_bits) + secrets.randbits(value_bits + MASK_SLACK_BITS) for _ in flat]
-        shift = mpz(1) << slot_bits
-        packed = []
-        for start in range(0, len(flat), per_ct):
-            acc, mask = mpz(1), mpz(0)
-            for j in reversed(range(start, min(start + per_ct, len(flat)))):
-                acc = gmpy2.powmod(acc, shift, n2) * flat[j] % n2
-                mask = (mask << slot_bits) + masks[j]
-            packed.append(acc * (1 + mask * n) % n2)
+        packed = self._pack_masked(flat, masks, slot_bits, per_ct)
         out = CiphertextArray(_object_array(packed), self.key_id, self.width)
         return out, MaskState(masks, VALUE_FRAC_BITS, slot_bits)
+
+    def _pack_masked(
+        self, cts: list[mpz], masks: list[int], slot_bits: int, per_ct: int
+    ) -> list[mpz]:
+        """``[[sum_j (v_j + r_j) 2**(slot_bits * j)]]`` per group of ``per_ct`` values.
+
+        Horner on ciphertexts (``acc = acc**(2**slot_bits) * c_j``) puts value j of a
+        group in slot j; the group's masks are added as one plaintext.
+        """
+        n, n2 = self.n, self.nsquare
+        shift = mpz(1) << slot_bits
+        packed = []
+        for start in range(0, len(cts), per_ct):
+            acc, mask = mpz(1), mpz(0)
+            for j in reversed(range(start, min(start + per_ct, len(cts)))):
+                acc = gmpy2.powmod(acc, shift, n2) * cts[j] % n2
+                mask = (mask << slot_bits) + masks[j]
+            packed.append(acc * (1 + mask * n) % n2)
+        return packed
 
     def unmask(self, masked: np.ndarray, state: MaskState) -> np.ndarray:
         """Remove the mask from decrypted values returned by the key owner."""
@@ -453,14 +455,7 @@ def _chunks(items: list, n_jobs: int | None, min_size: int = _CHUNK) -> list[lis
 def _rerandomize_chunk(n: int, cts: list) -> list[mpz]:
     n = mpz(n)
     n2 = n * n
-    out = []
-    for c in cts:
-        while True:
-            s = mpz(secrets.randbelow(int(n) - 2) + 2)
-            if gmpy2.gcd(s, n) == 1:
-                break
-        out.append(mpz(c) * gmpy2.powmod(s, n, n2) % n2)
-    return out
+    return [mpz(c) * gmpy2.powmod(random_unit(n), n, n2) % n2 for c in cts]
 
 
 def _decrypt_chunk(private_key, values: list[int]) -> list[int]:
