@@ -14,11 +14,13 @@ from ftl.federation.transcript import Transcript
 from ftl.linear_model import FederatedLogisticRegression
 from ftl.persistence import load_model, save_model
 from ftl.psi import intersection_size
+from ftl.transfer import FederatedTransferClassifier
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FederatedLogisticRegression",
+    "FederatedTransferClassifier",
     "Party",
     "PartyRows",
     "Transcript",

@@ -117,7 +117,11 @@ class PaillierOwnKey:
             )
         ints = fixedpoint.encode(values, VALUE_FRAC_BITS)
         self._check_headroom(VALUE_INT_BITS + VALUE_FRAC_BITS + 64)
-        plain = [int(v) % self.n for v in ints.reshape(-1)]
+        return self.encrypt_integers(list(ints.reshape(-1)), values.shape)
+
+    def encrypt_integers(self, ints: list[int], shape: tuple[int, ...]) -> CiphertextArray:
+        """Encrypt signed integers (already encoded and range-checked by the caller)."""
+        plain = [int(v) % self.n for v in ints]
         chunks = _chunks(plain, self.n_jobs)
         if len(chunks) > 1:
             sk = self.private_key
@@ -127,7 +131,7 @@ class PaillierOwnKey:
             cts = [x for part in parts for x in part]
         else:
             cts = self.encryptor.encrypt_ints(plain)
-        return CiphertextArray(_object_array(cts).reshape(values.shape), self.key_id, self.width)
+        return CiphertextArray(_object_array(cts).reshape(shape), self.key_id, self.width)
 
     def _check_headroom(self, bits: int) -> None:
         if bits + MASK_SLACK_BITS + 2 >= self.n.bit_length():

@@ -1,0 +1,312 @@
+"""Source role of federated transfer learning, and the driver that runs the protocol.
+
+The source S holds the labels of all its rows and runs the driver; the target T
+holds features only. Per batch of overlap rows (see docs/transfer.md):
+
+1. S computes its representations of all its labelled rows, the prototypes
+   ``P = R' U_S``, ``M = P'QP`` and per overlap row ``a_i = P'beta_i + 2 gamma u_S,i``;
+   it sends ``[[a_i]]_S`` and the columns of ``[[M]]_S`` (packed row-wise).
+2. T returns ``[[u_T,i]]_T``, ``[[U_T'U_T / n]]_T`` and its masked gradient under
+   S's key; S decrypts the latter (learning only masked values).
+3. S computes its own gradient under T's key,
+   ``[[ C P'Q'T_S - sum_i u_T,i (beta_i'T_S + 2 gamma h_i)' + 2 gamma U_S'H_S + r ]]_T``
+   with ``T_S = R'H_S``; T decrypts it, S removes ``r``. Both step.
+
+Neither party ever holds the other's private key; there is no arbiter.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ftl.crypto import packed
+from ftl.crypto.scheme import make_own_key
+from ftl.federation.channel import Channel
+from ftl.federation.messages import Message
+from ftl.linear_model.host import _peer_keys, _public_key_json
+from ftl.transfer import _messages as msg
+from ftl.transfer._network import (
+    HiddenStack,
+    glorot,
+    make_optimizer,
+    pretrain_classifier,
+    with_bias,
+)
+from ftl.transfer._objective import label_coding
+
+__all__ = ["TransferSource", "TransferResult", "source_scores", "target_scores"]
+
+
+@dataclass
+class TransferResult:
+    """What the source keeps: its own network and prototypes, a reference to T's shard."""
+
+    hidden: dict
+    output: np.ndarray
+    prototypes: np.ndarray
+    model_id: str
+    n_iter: int
+    history: list = field(default_factory=list)
+
+
+def _penalty(w: np.ndarray, alpha: float) -> np.ndarray:
+    g = alpha * w
+    g[:, -1] = 0.0
+    return g
+
+
+class TransferSource:
+    """Runs the transfer training protocol from the source's side.
+
+    Parameters
+    ----------
+    source : Party
+        The labelled party (local to the driver).
+    target : Party or remote endpoint
+        The party without labels, reached through its ``endpoint``.
+    alignment_id : str
+    positions : ndarray of int
+        Aligned positions of the training rows (all source rows of the fit).
+    overlap : ndarray of bool
+        Which training rows the target also has.
+    codes : ndarray of int
+        Class codes ``0..n_classes-1`` of the training rows (the source's own labels).
+    n_classes : int
+    params : dict
+        Public protocol parameters (also sent to the target).
+    channel : Channel
+    random_state : numpy Generator
+    verbose : bool
+    """
+
+    def __init__(
+        self,
+        source,
+        target,
+        alignment_id,
+        positions,
+        overlap,
+        codes,
+        n_classes,
+        params,
+        channel: Channel,
+        random_state: np.random.Generator,
+        verbose: bool = False,
+    ):
+        self.source = source
+        self.target = target
+        self.alignment_id = alignment_id
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.overlap_idx = np.flatnonzero(np.asarray(overlap, dtype=bool))
+        if self.overlap_idx.size == 0:
+            raise ValueError(
+                "none of the training rows is shared with the target: transfer learning "
+                "needs some overlap (check ftl.align(..., how='left').alignment.overlap)"
+            )
+        self.coding = label_coding(codes, n_classes)
+        self.params = params
+        self.channel = channel
+        self.rng = random_state
+        self.verbose = verbose
+        rows = source.aligned_rows(alignment_id, self.positions)
+        x = source.local_features(rows)
+        hidden = tuple(params["hidden_layer_sizes"])
+        self.stack = HiddenStack(x.shape[1], hidden, params["activation"], self.rng)
+        # hidden layers: a classifier of the source's own labels, trained locally
+        pretrain_classifier(self.stack, x, codes, self.rng, epochs=params["pretrain_epochs"])
+        self.h = with_bias(self.stack.forward(x) if hidden else x)
+        self.dim = int(params["n_components"])
+        self.w = glorot(self.rng, self.h.shape[1] - 1, self.dim)
+        self.opt = make_optimizer(params["optimizer"], [self.w], params["learning_rate"])
+        self.gamma = float(params["gamma"])
+        self.alpha = float(params["alpha"])
+        self.t_s = self.coding.R.T @ self.h  # K' x m_S: how P moves with W_S
+
+    # ------------------------------------------------------------------ set-up
+    def _open(self) -> None:
+        p = self.params
+        insecure = bool(p.get("insecure_for_tests", False))
+        self.own = make_own_key(p["encryption"], int(p["key_size"]), insecure, p.get("n_jobs"))
+        p = {**p, "source_inputs": int(self.h.shape[1]), "seed": int(self.rng.integers(2**31))}
+        reply = self.channel.call(
+            self.target.endpoint,
+            "ftl.target.open",
+            Message(
+                msg.OPEN.name,
+                {
+                    "params": p,
+                    "public_key": _public_key_json(self.own),
+                    "alignment": self.alignment_id,
+                    "positions": self.positions[self.overlap_idx],
+                },
+            ),
+        )
+        scheme = "paillier" if p["encryption"] == "paillier" else "plain"
+        table = {"target": reply["public_key"]}
+        self.peer = _peer_keys(table, "source", scheme, insecure, p.get("n_jobs"))["target"]
+        self.target_inputs = int(reply["n_inputs"])
+
+    def prototypes(self) -> np.ndarray:
+        return self.coding.R.T @ (self.h @ self.w.T)
+
+    # ------------------------------------------------------------------ one batch
+    def _batch(self, batch: np.ndarray) -> None:
+        n, d = len(batch), self.dim
+        rows = self.overlap_idx[batch]
+        coding, gamma = self.coding, self.gamma
+        p = self.prototypes()
+        m_mat = p.T @ coding.Q @ p  # symmetric: its rows are its columns
+        h_s = self.h[rows]
+        u_s = h_s @ self.w.T
+        beta = coding.beta[rows]
+        width = packed.slot_bits(n, d)
+        request = Message(
+            msg.SOURCE_TERMS.name,
+            {
+                "batch": batch.astype(np.int64),
+                "rows": packed.encrypt_rows(self.own, beta @ p + 2 * gamma * u_s, width),
+                "matrix": packed.encrypt_rows(self.own, m_mat, width),
+            },
+        )
+        reply = self.channel.call(self.target.endpoint, "ftl.target.terms", request)
+        if self.own.scheme == "paillier" and reply["slot_bits"] != width:
+            raise ValueError("the target's gradient does not use the agreed slot width")
+        # decrypt only what the protocol calls for: one gradient of the target's
+        # announced shape at the public slot width, never a per-row vector
+        decrypted = packed.decrypt_combination(
+            self.own, reply["gradient"], width, d, self.target_inputs
+        )
+        u_t, gram = reply["rows"], reply["matrix"]
+        coef_matrix = n * (p.T @ coding.Q.T @ self.t_s)
+        coef_rows = -(beta @ self.t_s) - 2 * gamma * h_s
+        masked, state = packed.masked_combination(
+            self.peer,
+            [(gram, coef_matrix, "matrix"), (u_t, coef_rows, "row")],
+            2 * gamma * u_s.T @ h_s,
+            width,
+            n,
+            d,
+        )
+        back = self.channel.call(
+            self.target.endpoint,
+            "ftl.target.exchange",
+            Message(
+                msg.EXCHANGE.name,
+                {
+                    "decrypted": decrypted,
+                    "gradient": masked,
+                    "slot_bits": width if state is not None else 0,
+                },
+            ),
+        )
+        grad = packed.unmask_combination(self.peer, back["decrypted"], state, d, self.h.shape[1])
+        self.opt.step([grad / n + _penalty(self.w, self.alpha)])
+
+    # ------------------------------------------------------------------ training loop
+    def fit(self, max_iter: int, tol: float, batch_size: int) -> TransferResult:
+        self._open()
+        n = len(self.overlap_idx)
+        bs = min(int(batch_size), n)
+        n_batches = -(-n // bs)
+        mode = self.params["encryption"] or "plaintext"
+        bar = tqdm(
+            total=n_batches * max_iter,
+            desc=f"federated transfer ({mode})",
+            unit="batch",
+            disable=not self.verbose,
+            leave=False,
+        )
+        history, n_iter = [], 0
+        ch, endpoint = self.channel, self.target.endpoint
+        try:
+            start_w = self.w.copy()
+            for epoch in range(max_iter):
+                order = self.rng.permutation(n)
+                for start in range(0, n, bs):
+                    self._batch(order[start : start + bs])
+                    bar.update(1)
+                reply = ch.call(
+                    endpoint, "ftl.target.epoch_end", Message(msg.EPOCH_END.name, {"epoch": epoch})
+                )
+                delta = float(((self.w - start_w) ** 2).sum()) + float(reply["delta_sq"][0])
+                norm = float((self.w**2).sum()) + float(reply["delta_sq"][1])
+                start_w = self.w.copy()
+                change = float(np.sqrt(delta / max(norm, 1e-300)))
+                history.append({"epoch": epoch, "relative_change": change})
+                bar.set_postfix(epoch=epoch, change=f"{change:.2e}")
+                n_iter = epoch + 1
+                if change < tol:
+                    break
+            model_id = uuid.uuid4().hex
+            ch.call(endpoint, "ftl.target.finish", Message(msg.FINISH.name, {"model_id": model_id}))
+        finally:
+            bar.close()
+            try:
+                ch.call(endpoint, "ftl.target.close", Message("ack", {}))
+            except Exception:  # noqa: BLE001 - best effort; the real error is already raised
+                pass
+        return TransferResult(
+            self.stack.to_dict(), self.w.copy(), self.prototypes(), model_id, n_iter, history
+        )
+
+
+def source_scores(source, rows: np.ndarray, hidden: dict, output, prototypes) -> np.ndarray:
+    """Scores ``P u_S`` of source rows, from the source's own representation (local)."""
+    stack = HiddenStack.from_dict(hidden)
+    x = source.local_features(rows)
+    h = stack.forward(x) if stack.weights else x
+    return (with_bias(h) @ np.asarray(output).T) @ np.asarray(prototypes).T
+
+
+def target_scores(
+    target,
+    model_id: str,
+    prototypes: np.ndarray,
+    params: dict,
+    channel: Channel,
+    *,
+    alignment_id: str = "",
+    positions=None,
+    ids=None,
+) -> np.ndarray:
+    """Scores ``P u_T`` of target rows; only the source (the driver) learns them.
+
+    The source encrypts its prototypes under a fresh key; the target returns
+    ``[[P u_T,j + offset]]`` (public offset, re-randomised); the source decrypts.
+    """
+    insecure = bool(params.get("insecure_for_tests", False))
+    own = make_own_key(params["encryption"], int(params["key_size"]), insecure)
+    n_scores = prototypes.shape[0]
+    width = packed.slot_bits(1, n_scores)
+    positions = np.zeros(0, dtype=np.int64) if positions is None else positions
+    ids = [] if ids is None else [str(i) for i in ids]
+    n_rows = len(ids) or len(positions)
+    request = Message(
+        msg.PREDICT_OPEN.name,
+        {
+            "model_id": model_id,
+            "alignment": alignment_id,
+            "positions": np.asarray(positions, dtype=np.int64),
+            "ids": ids,
+            "params": {
+                "encryption": params["encryption"],
+                "insecure_for_tests": insecure,
+                "n_scores": int(n_scores),
+                "n_jobs": params.get("n_jobs"),
+            },
+            "public_key": _public_key_json(own),
+            "prototypes": packed.encrypt_rows(own, prototypes.T, width),
+        },
+    )
+    endpoint = target.endpoint
+    try:
+        reply = channel.call(endpoint, "ftl.target_predict.open", request)
+        if reply["count"] != n_rows or (own.scheme == "paillier" and reply["slot_bits"] != width):
+            raise ValueError("the target returned scores of the wrong layout")
+        return packed.decrypt_offset(own, reply["values"], width, n_scores, n_rows)
+    finally:
+        channel.call(endpoint, "ftl.target_predict.close", Message("ack", {}))

@@ -1,0 +1,220 @@
+"""Target role of federated transfer learning (runs where the target's data is).
+
+The target holds features but no labels. Per batch of overlap rows, as seen from
+the target T (the source is S; see docs/transfer.md):
+
+1. ``terms``: T receives ``[[a_i]]_S`` (per-row vectors, packed) and the columns of
+   ``[[M]]_S``; computes its representations ``u_i = W_T [h_i; 1]`` and returns
+   ``[[u_i]]_T`` and ``[[U'U / n]]_T`` (packed under its own key) together with its
+   own weight gradient, computed under S's key and masked::
+
+       [[ M G + 2 gamma G - sum_i a_i [h_i; 1]' + r ]]_S,   G = U' [H, 1]
+
+2. ``exchange``: T receives its masked gradient decrypted by S (still masked),
+   removes ``r`` and steps; it decrypts S's masked gradient (masked by S) and
+   returns it.
+
+T never sees the labels, the prototypes, the source's representations or any
+unmasked value computed from them; it learns its own weight gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ftl.crypto import packed
+from ftl.crypto.scheme import make_own_key
+from ftl.federation.messages import Message
+from ftl.federation.service import operation, role
+from ftl.linear_model.host import _peer_keys, _public_key_json
+from ftl.transfer import _messages as msg
+from ftl.transfer._network import (
+    HiddenStack,
+    glorot,
+    make_optimizer,
+    pretrain_autoencoder,
+    with_bias,
+)
+
+__all__ = ["TransferTarget", "TransferTargetPredictor"]
+
+
+def _party_features(party) -> np.ndarray:
+    return party.local_features(np.arange(party.n_rows))
+
+
+@role("ftl.target")
+class TransferTarget:
+    """Training state of the target: its network, key pair, optimiser and masks."""
+
+    def __init__(self, party, request: Message):
+        if request.type != msg.OPEN.name:
+            raise ValueError("ftl.target sessions open with an ftl.open message")
+        p = request["params"]
+        self.party = party
+        self.params = p
+        self.insecure = bool(p.get("insecure_for_tests", False))
+        self.n_jobs = p.get("n_jobs")
+        rows = party.aligned_rows(request["alignment"], request["positions"])
+        if (rows < 0).any():
+            raise ValueError("training rows include rows the target does not have")
+        self.rows = rows
+        rng = np.random.default_rng(int(p["seed"]))
+        hidden = tuple(int(k) for k in p["hidden_layer_sizes"])
+        self.stack = HiddenStack(party.n_features, hidden, p["activation"], rng)
+        # Hidden layers learn from all of the target's own rows, labels being unknown
+        # here: an autoencoder, trained locally before the federated phase.
+        pretrain_autoencoder(
+            self.stack, _party_features(party), rng, epochs=int(p["pretrain_epochs"])
+        )
+        self.h = with_bias(
+            self.stack.forward(party.local_features(rows)) if hidden else party.local_features(rows)
+        )
+        self.dim = int(p["n_components"])
+        self.w = glorot(rng, self.h.shape[1] - 1, self.dim)
+        self.opt = make_optimizer(p["optimizer"], [self.w], p["learning_rate"])
+        self.gamma = float(p["gamma"])
+        self.alpha = float(p["alpha"])
+        self.own = make_own_key(p["encryption"], int(p["key_size"]), self.insecure, self.n_jobs)
+        scheme = "paillier" if p["encryption"] == "paillier" else "plain"
+        table = {"source": request["public_key"], "target": _public_key_json(self.own)}
+        self.source = _peer_keys(table, "target", scheme, self.insecure, self.n_jobs)["source"]
+        self.state = None
+        self.batch = None
+        self.pending_source = None
+        self.epoch_start = self.w.copy()
+
+    def opened(self) -> Message:
+        return Message(
+            msg.OPENED.name,
+            {"public_key": _public_key_json(self.own), "n_inputs": int(self.h.shape[1])},
+        )
+
+    @operation
+    def terms(self, request: Message) -> Message:
+        """Representations and Gram matrix (own key) and the masked own gradient."""
+        batch = np.asarray(request["batch"], dtype=np.int64)
+        if batch.size == 0 or batch.min() < 0 or batch.max() >= len(self.rows):
+            raise ValueError("batch rows out of range")
+        if len(np.unique(batch)) != len(batch):
+            raise ValueError("batch repeats rows")
+        n, d = len(batch), self.dim
+        a, m_cols = request["rows"], request["matrix"]
+        width = packed.slot_bits(n, d)
+        per_ct_check = a.values.shape == (n, self._n_ct(width))
+        if not per_ct_check or m_cols.values.shape != (d, self._n_ct(width)):
+            raise ValueError("source terms do not match the batch and dimension")
+        h = self.h[batch]
+        u = h @ self.w.T
+        g = u.T @ h  # d x m, the target's own aggregate
+        masked, self.state = packed.masked_combination(
+            self.source,
+            [(m_cols, g, "matrix"), (a, -h, "row")],
+            2.0 * self.gamma * g,
+            width,
+            n,
+            d,
+        )
+        self.batch = (n, width)
+        return Message(
+            msg.TARGET_TERMS.name,
+            {
+                "rows": packed.encrypt_rows(self.own, u, width),
+                "matrix": packed.encrypt_rows(self.own, (u.T @ u) / n, width),
+                "gradient": masked,
+                "slot_bits": width if self.state is not None else 0,
+            },
+        )
+
+    def _n_ct(self, width: int) -> int:
+        if self.own.scheme == "plain":
+            return self.dim
+        return packed.layout(int(self.source.n).bit_length(), width, self.dim)[1]
+
+    @operation
+    def exchange(self, request: Message) -> Message:
+        """Step on the own gradient; decrypt the source's masked gradient."""
+        if self.batch is None:
+            raise ValueError("exchange before terms")
+        n, width = self.batch
+        self.batch = None
+        m = self.h.shape[1]
+        grad = packed.unmask_combination(self.source, request["decrypted"], self.state, self.dim, m)
+        grad = grad / n + self.alpha * np.hstack([self.w[:, :-1], np.zeros((self.dim, 1))])
+        self.opt.step([grad])
+        theirs = request["gradient"]
+        if self.own.scheme == "paillier" and request["slot_bits"] != width:
+            raise ValueError("the source's gradient does not use the agreed slot width")
+        n_out = int(self.params["source_inputs"])
+        decrypted = packed.decrypt_combination(self.own, theirs, width, self.dim, n_out)
+        return Message(msg.DECRYPTED.name, {"decrypted": decrypted})
+
+    @operation
+    def epoch_end(self, request: Message) -> Message:
+        delta = float(((self.w - self.epoch_start) ** 2).sum())
+        norm = float((self.w**2).sum())
+        self.epoch_start = self.w.copy()
+        return Message(msg.WEIGHT_CHANGE.name, {"delta_sq": np.array([delta, norm])})
+
+    @operation
+    def finish(self, request: Message) -> Message:
+        self.party.store_model(
+            request["model_id"],
+            {
+                "kind": "ftl.target",
+                "hidden": self.stack.to_dict(),
+                "output": self.w.tolist(),
+                "has_hidden": bool(self.stack.weights),
+            },
+        )
+        return Message("ack", {})
+
+
+def _shard_representations(shard: dict, x: np.ndarray) -> np.ndarray:
+    stack = HiddenStack.from_dict(shard["hidden"])
+    h = stack.forward(x) if shard["has_hidden"] else x
+    return with_bias(h) @ np.asarray(shard["output"], dtype=np.float64).T
+
+
+@role("ftl.target_predict")
+class TransferTargetPredictor:
+    """Scores target rows: ``[[P u_j + offset]]`` under the source's key, for the source.
+
+    The reply to ``open`` carries the scores; the target learns nothing (the
+    prototypes arrive encrypted), the source learns ``P u_j`` -- the scores it asked
+    for (``K'`` linear functions of each representation).
+    """
+
+    def __init__(self, party, request: Message):
+        if request.type != msg.PREDICT_OPEN.name:
+            raise ValueError("ftl.target_predict sessions open with ftl.predict_open")
+        shard = party.load_model(request["model_id"])
+        if shard.get("kind") != "ftl.target":
+            raise ValueError("model shard is not a transfer target's")
+        if request["ids"]:
+            rows = party.rows_for_ids(request["ids"])
+        else:
+            rows = party.aligned_rows(request["alignment"], request["positions"])
+            if (rows < 0).any():
+                raise ValueError("requested rows include rows the target does not have")
+        p = request["params"]
+        scheme = "paillier" if p["encryption"] == "paillier" else "plain"
+        insecure = bool(p.get("insecure_for_tests", False))
+        table = {"source": request["public_key"]}
+        self.source = _peer_keys(table, "target", scheme, insecure, p.get("n_jobs"))["source"]
+        self.u = _shard_representations(shard, party.local_features(rows))
+        self.n_scores = int(p["n_scores"])
+        self.prototypes = request["prototypes"]
+        expected = (self.u.shape[1], self.n_scores) if scheme == "plain" else (self.u.shape[1], 1)
+        if self.prototypes.values.shape != expected:
+            raise ValueError("prototypes do not match the representation dimension")
+
+    def opened(self) -> Message:
+        width = packed.slot_bits(1, self.n_scores)
+        scores = packed.offset_combination(
+            self.source, self.prototypes, self.u.T, width, self.n_scores
+        )
+        return Message(
+            msg.SCORES.name,
+            {"values": scores, "slot_bits": width, "count": int(self.u.shape[0])},
+        )
