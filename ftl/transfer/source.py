@@ -53,6 +53,20 @@ class TransferResult:
     history: list = field(default_factory=list)
 
 
+def current_gamma(params: dict, epoch: int) -> float:
+    """Alignment weight in ``epoch``: ramped up linearly over ``gamma_warmup`` epochs.
+
+    Both parties' representations start random and unrelated, so at full weight the
+    alignment loss is cheapest to lower by shrinking both towards zero, a stationary
+    point the classification loss (quadratic in the scale too) cannot leave. Ramping
+    lets the classification loss shape the space first. Public: both parties
+    compute it from the epoch count.
+    """
+    warmup = int(params.get("gamma_warmup", 0))
+    scale = 1.0 if warmup <= 0 else min(1.0, epoch / warmup)
+    return float(params["gamma"]) * scale
+
+
 def _penalty(w: np.ndarray, alpha: float) -> np.ndarray:
     g = alpha * w
     g[:, -1] = 0.0
@@ -121,9 +135,9 @@ class TransferSource:
         self.h = with_bias(self.stack.forward(x) if hidden else x)
         self.dim = int(params["n_components"])
         self.w = glorot(self.rng, self.h.shape[1] - 1, self.dim)
-        self.opt = make_optimizer(params["optimizer"], [self.w], params["learning_rate"])
-        self.gamma = float(params["gamma"])
         self.alpha = float(params["alpha"])
+        self.opt = make_optimizer(params["optimizer"], [self.w], params["learning_rate"])
+        self.epoch = 0
         self.t_s = self.coding.R.T @ self.h  # K' x m_S: how P moves with W_S
 
     # ------------------------------------------------------------------ set-up
@@ -157,7 +171,7 @@ class TransferSource:
     def _batch(self, batch: np.ndarray) -> None:
         n, d = len(batch), self.dim
         rows = self.overlap_idx[batch]
-        coding, gamma = self.coding, self.gamma
+        coding, gamma = self.coding, current_gamma(self.params, self.epoch)
         p = self.prototypes()
         m_mat = p.T @ coding.Q @ p  # symmetric: its rows are its columns
         h_s = self.h[rows]
@@ -238,7 +252,7 @@ class TransferSource:
                 change = float(np.sqrt(delta / max(norm, 1e-300)))
                 history.append({"epoch": epoch, "relative_change": change})
                 bar.set_postfix(epoch=epoch, change=f"{change:.2e}")
-                n_iter = epoch + 1
+                n_iter = self.epoch = epoch + 1
                 if change < tol:
                     break
             model_id = uuid.uuid4().hex

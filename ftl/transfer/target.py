@@ -35,6 +35,7 @@ from ftl.transfer._network import (
     pretrain_autoencoder,
     with_bias,
 )
+from ftl.transfer.source import current_gamma
 
 __all__ = ["TransferTarget", "TransferTargetPredictor"]
 
@@ -73,7 +74,7 @@ class TransferTarget:
         self.dim = int(p["n_components"])
         self.w = glorot(rng, self.h.shape[1] - 1, self.dim)
         self.opt = make_optimizer(p["optimizer"], [self.w], p["learning_rate"])
-        self.gamma = float(p["gamma"])
+        self.epoch = 0
         self.alpha = float(p["alpha"])
         self.own = make_own_key(p["encryption"], int(p["key_size"]), self.insecure, self.n_jobs)
         scheme = "paillier" if p["encryption"] == "paillier" else "plain"
@@ -110,7 +111,7 @@ class TransferTarget:
         masked, self.state = packed.masked_combination(
             self.source,
             [(m_cols, g, "matrix"), (a, -h, "row")],
-            2.0 * self.gamma * g,
+            2.0 * current_gamma(self.params, self.epoch) * g,
             width,
             n,
             d,
@@ -154,6 +155,7 @@ class TransferTarget:
         delta = float(((self.w - self.epoch_start) ** 2).sum())
         norm = float((self.w**2).sum())
         self.epoch_start = self.w.copy()
+        self.epoch += 1
         return Message(msg.WEIGHT_CHANGE.name, {"delta_sq": np.array([delta, norm])})
 
     @operation
