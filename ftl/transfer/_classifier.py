@@ -107,7 +107,7 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
     transcript_ : Transcript
         Every message that crossed the party boundary during fit and predict.
     history_ : list of dict
-        Per-epoch relative weight change.
+        Per epoch: ``relative_change`` of the weights and wall-clock ``seconds``.
 
     Notes
     -----

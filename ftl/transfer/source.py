@@ -17,6 +17,7 @@ Neither party ever holds the other's private key; there is no arbiter.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -239,6 +240,7 @@ class TransferSource:
         try:
             start_w = self.w.copy()
             for epoch in range(max_iter):
+                started = time.perf_counter()
                 order = self.rng.permutation(n)
                 for start in range(0, n, bs):
                     self._batch(order[start : start + bs])
@@ -250,7 +252,8 @@ class TransferSource:
                 norm = float((self.w**2).sum()) + float(reply["delta_sq"][1])
                 start_w = self.w.copy()
                 change = float(np.sqrt(delta / max(norm, 1e-300)))
-                history.append({"epoch": epoch, "relative_change": change})
+                seconds = time.perf_counter() - started
+                history.append({"epoch": epoch, "relative_change": change, "seconds": seconds})
                 bar.set_postfix(epoch=epoch, change=f"{change:.2e}")
                 n_iter = self.epoch = epoch + 1
                 if change < tol:
