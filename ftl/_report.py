@@ -5,6 +5,11 @@ estimator, an in-memory transcript or a ``.jsonl`` file) as Markdown or as a
 standalone HTML page. Only message *metadata* is used -- types, directions,
 sizes and the declared value kind of every field -- because that is all a
 transcript records: values never are (docs/protocols.md §5.7).
+
+Two training protocols are recognised by their message types: vertical logistic
+regression (``lr.*``, docs/protocols.md §3) and federated transfer learning
+(``ftl.*``, :mod:`ftl.transfer`; not covered by docs/protocols.md, so its
+leakages are stated here from the code).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from ftl.federation.messages import MessageError, schema_for
 from ftl.federation.transcript import FieldRecord, Transcript, TranscriptRecord
 
-__all__ = ["MIN_SECURE_KEY_SIZE", "as_transcript", "payload_kind", "report"]
+__all__ = ["FTL_PROTOCOL", "MIN_SECURE_KEY_SIZE", "as_transcript", "payload_kind", "report"]
 
 #: Paillier modulus size below which the report warns (docs/protocols.md §6.1).
 MIN_SECURE_KEY_SIZE = 2048
@@ -30,6 +37,20 @@ KIND_ORDER = ("plaintext", "ciphertext", "masked", "own_result", "public")
 
 _DOCS = "docs/protocols.md"
 _PROTECTED = ("ciphertext", "masked")
+
+#: Name of the federated transfer protocol (``ftl.*`` messages) in the report.
+FTL_PROTOCOL = (
+    "federated transfer learning (Liu et al. 2018), secure: row-packed Paillier, masked gradients"
+)
+
+# Messages whose `ciphertext` fields are under the *sender's own* key: the sender of
+# the first one carrying a key fingerprint is that key's owner.
+_OWNER_TYPES = frozenset(
+    {"lr.contribution", "ftl.source_terms", "ftl.target_terms", "ftl.predict_open"}
+)
+# Ciphertexts that go back to their key owner by design: the driver's own prediction
+# scores ([[P u_j + public offset]] under the fresh key of its ftl.predict_open).
+_RETURNED_BY_DESIGN = frozenset({"ftl.scores.values"})
 
 # Data categories, in display order: (key, label, meaning).
 _CATEGORIES: tuple[tuple[str, str, str], ...] = (

@@ -125,6 +125,8 @@ def test_auc_on_target_only_customers_beats_non_private_baseline(breast_transfer
     auc_c = roc_auc_score(yt, base.predict_proba(data.target.local_features(Xt.rows))[:, 1])
     assert auc >= auc_c - 0.01, (auc, auc_c)
     assert set(clf.predict(Xt)) <= set(clf.classes_)
+    losses = [h["source_side_loss"] for h in clf.history_]
+    assert losses[-1] < losses[0] and all(h["seconds"] > 0 for h in clf.history_)
 
 
 def test_transcript_shows_no_plaintext_per_sample_value(breast_transfer):

@@ -95,7 +95,7 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         joblib workers for encryption and encrypted products.
     random_state : int, RandomState instance or None, default=None
     verbose : bool, default=False
-        Show a tqdm progress bar.
+        Show a tqdm progress bar with the source-side loss and the weight change.
 
     Attributes
     ----------
@@ -107,7 +107,10 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
     transcript_ : Transcript
         Every message that crossed the party boundary during fit and predict.
     history_ : list of dict
-        Per epoch: ``relative_change`` of the weights and wall-clock ``seconds``.
+        Per epoch: ``relative_change`` of the weights, ``source_side_loss`` (the
+        Taylor loss of the shared rows scored from the source's own representations,
+        a progress signal; the true training loss scores the target's
+        representations, which the source never sees) and wall-clock ``seconds``.
 
     Notes
     -----

@@ -37,7 +37,7 @@ from ftl.transfer._network import (
     pretrain_classifier,
     with_bias,
 )
-from ftl.transfer._objective import label_coding
+from ftl.transfer._objective import label_coding, taylor_loss
 
 __all__ = ["TransferSource", "TransferResult", "source_scores", "target_scores"]
 
@@ -165,6 +165,19 @@ class TransferSource:
         self.peer = _peer_keys(table, "source", scheme, insecure, p.get("n_jobs"))["target"]
         self.target_inputs = int(reply["n_inputs"])
 
+    def source_side_loss(self) -> float:
+        """Taylor loss of the shared rows scored from the *source's* representations.
+
+        A progress signal that costs nothing and reveals nothing: the training loss
+        itself scores the target's representations, which the source never sees
+        (computing it securely would need per-slot products the row packing cannot
+        do cheaply); the alignment term keeps both representations close.
+        """
+        rows = self.overlap_idx
+        z = (self.h[rows] @ self.w.T) @ self.prototypes().T
+        c = self.coding
+        return float(taylor_loss(z, c.beta[rows], c.Q, c.constant).mean())
+
     def prototypes(self) -> np.ndarray:
         return self.coding.R.T @ (self.h @ self.w.T)
 
@@ -253,8 +266,16 @@ class TransferSource:
                 start_w = self.w.copy()
                 change = float(np.sqrt(delta / max(norm, 1e-300)))
                 seconds = time.perf_counter() - started
-                history.append({"epoch": epoch, "relative_change": change, "seconds": seconds})
-                bar.set_postfix(epoch=epoch, change=f"{change:.2e}")
+                loss = self.source_side_loss()
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "relative_change": change,
+                        "source_side_loss": loss,
+                        "seconds": seconds,
+                    }
+                )
+                bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", change=f"{change:.2e}")
                 n_iter = self.epoch = epoch + 1
                 if change < tol:
                     break
