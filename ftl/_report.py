@@ -178,12 +178,107 @@ _LEAKAGES: tuple[tuple[str, str, str], ...] = (
     ),
 )
 
+# Leakages of the federated transfer protocol (``ftl.*``), stated from the code: it is
+# not covered by docs/protocols.md. Notation of ftl/transfer/_objective.py: source S
+# (labels, driver), target T; representations u = W [h; 1] with hidden activations h
+# (h~ = [h; 1]); prototypes P (K' x d); Taylor coefficients Q, beta_i of the loss.
+_FTL_SRC = "`ftl/transfer/source.py`"
+_FTL_TGT = "`ftl/transfer/target.py`"
+_FTL_LEAKAGES: tuple[tuple[str, str, str], ...] = (
+    (
+        "ftl_training",
+        "Public parameters and sizes: the target learns every training parameter "
+        "(`n_components` d, `hidden_layer_sizes` -- the same for both networks --, "
+        "activation, `gamma` and its warm-up, `alpha`, learning rate, optimiser, "
+        "pre-training epochs, key size, encryption mode), the width of the source's "
+        "output-layer input (`source_inputs`: its last hidden width + 1, or its feature "
+        "count + 1 without hidden layers), the batch size, the number of overlap rows "
+        "used and of epochs; the source learns the target's `n_inputs` likewise.",
+        f"{_FTL_SRC} (`ftl.open`, `ftl.opened`)",
+    ),
+    (
+        "ftl_training",
+        "Both parties learn which aligned rows are in the overlap used for training "
+        "(`ftl.open.positions`) and which are in each batch (`ftl.source_terms.batch`).",
+        f"{_FTL_SRC}",
+    ),
+    (
+        "ftl_training",
+        "The target learns the gradient of its own output layer at every step, "
+        "`M G + 2γ G - Σ_i a_i h̃_iᵀ` (d × (hidden + 1), summed over the batch) with "
+        "`G = Uᵀ[H, 1]` its own: from many steps it could in principle estimate aggregates "
+        "of the source such as `M = PᵀQP` (the prototypes' Gram matrix) and "
+        "`Σ_i a_i h̃_iᵀ`, `a_i = Pᵀβ_i + 2γ u_S,i` (its own activations weighted by the "
+        "source's label codes and representations). While γ = 0 (the first epoch when "
+        "`gamma_warmup > 0`) this is `Pᵀ(QPG - Σ_i β_i h̃_iᵀ)`, the analogue of "
+        "`X_Hᵀ y` in §5.2: with batches of fewer rows than its hidden width + 1 the "
+        "batch's labels may be recoverable. No defence (noise, clipping) is implemented.",
+        f"{_FTL_TGT}",
+    ),
+    (
+        "ftl_training",
+        "The source learns the gradient of its own output layer at every step, "
+        "`(U_TᵀU_T) PᵀQ T_S - Σ_i u_T,i c_iᵀ + 2γ U_SᵀH̃_S` with `T_S = RᵀH̃_S` and "
+        "`c_i = T_Sᵀβ_i + 2γ h̃_S,i` its own: aggregates of the target's representations "
+        "over the batch (their Gram matrix `U_TᵀU_T / n` times known coefficients, and "
+        "`Σ_i u_T,i c_iᵀ`). With batches of fewer rows than its output-layer input width "
+        "they may determine the target's representations of the batch (not analysed).",
+        f"{_FTL_SRC}",
+    ),
+    (
+        "ftl_training",
+        "Per epoch the target reveals `‖ΔW_T‖²` and `‖W_T‖²` (two scalars) to the source "
+        "for the stopping rule (`ftl.weight_change`).",
+        f"{_FTL_TGT}",
+    ),
+    (
+        "ftl_training",
+        "The target's random initialisation is seeded by the source (`seed` in "
+        "`ftl.open.params`): given the public shapes and the target's row count, the "
+        "source can reproduce the target's initial weights (its output layer exactly, "
+        "its hidden layers before pre-training). Masks and encryption randomness do not "
+        "depend on this seed.",
+        f"{_FTL_TGT}",
+    ),
+    (
+        "ftl_prediction",
+        "The source learns the scores `P u_T,j` of every target row it asks for: K' "
+        "linear functions of each target representation (with at least as many "
+        "prototypes as dimensions, K' ≥ d, it could solve for the representation). The "
+        "target learns nothing about the prototypes (encrypted under a fresh key of the "
+        "source) or the scores; it learns which of its rows are scored, how many, how "
+        "often, and K' (`n_scores`).",
+        f"{_FTL_TGT} (`ftl.target_predict`)",
+    ),
+    (
+        "ftl_predict_ids",
+        "Target rows scored by id (`target.select(ids)`) are named in the clear in "
+        "`ftl.predict_open.ids`: the source must already know those ids -- of customers "
+        "outside the intersection, which PSI does not reveal to it -- and the target "
+        "learns exactly which of its customers the source asks about.",
+        f"{_FTL_SRC} (`target_scores`)",
+    ),
+    (
+        "ftl_plaintext",
+        "Plaintext mode (`encryption=None`): every field listed as `plaintext` crossed in "
+        "the clear -- the target saw the source's per-row terms `a_i` (label codes and "
+        "representations), `M` and the prototypes; the source saw the target's "
+        "representations, their Gram matrix and the target's gradients; the target saw "
+        "the source's gradients. None of the limits above holds for this run.",
+        "`ftl/transfer/_classifier.py`",
+    ),
+)
+
 _PHASE_LABEL = {
     "psi": "PSI",
     "psi_multi": "PSI",
     "training": "training",
     "training_multi": "training",
     "prediction": "prediction",
+    "ftl_training": "training",
+    "ftl_prediction": "prediction",
+    "ftl_predict_ids": "prediction",
+    "ftl_plaintext": "all",
     "always": "all",
 }
 

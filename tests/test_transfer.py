@@ -303,3 +303,76 @@ def test_tampered_slot_width_is_refused(breast_transfer, monkeypatch):
         clf.fit(X, y)
     assert data.target.endpoint.open_sessions == 0
     del calls
+
+
+def test_target_that_disappears_mid_fit_gives_clear_error_and_frees_session(breast_transfer):
+    from ftl.federation import PartyService, PartyUnavailableError
+    from tests.test_logistic import _DiesAfter
+
+    data, X, y = breast_transfer
+    service = PartyService(data.target)
+    data.target._service = _DiesAfter(service, 5)
+    clf = ftl.FederatedTransferClassifier(encryption=None, random_state=0, **FAST)
+    try:
+        with pytest.raises(PartyUnavailableError, match="lab.*did not answer"):
+            clf.fit(X, y)
+        assert service.open_sessions == 0
+        assert not hasattr(clf, "prototypes_")
+    finally:
+        data.target._service = service  # back online: the next fit works
+    assert clf.fit(X, y).n_iter_ >= 1
+
+
+def test_target_refuses_malformed_batches(breast_transfer):
+    from ftl.federation.messages import Message, PlainArray
+    from ftl.transfer import _messages as msg
+
+    data, X, y = breast_transfer
+    overlap = X.alignment.overlap[X.positions]
+    codes = np.unique(y, return_inverse=True)[1]
+    channel = Channel("hospital", Transcript())
+    src = TransferSource(
+        data.source,
+        data.target,
+        X.alignment.id,
+        X.positions,
+        overlap,
+        codes,
+        2,
+        _params(None),
+        channel,
+        np.random.default_rng(0),
+    )
+    src._open()
+    d = FAST["n_components"]
+    try:
+        for batch, rows, err in [
+            (np.array([0, 0]), 2, "repeats"),
+            (np.array([0, 10_000]), 2, "out of range"),
+            (np.array([0, 1]), 3, "do not match"),
+        ]:
+            request = Message(
+                msg.SOURCE_TERMS.name,
+                {
+                    "batch": batch,
+                    "rows": PlainArray(np.zeros((rows, d))),
+                    "matrix": PlainArray(np.zeros((d, d))),
+                },
+            )
+            with pytest.raises(ValueError, match=err):
+                channel.call(data.target.endpoint, "ftl.target.terms", request)
+        with pytest.raises(ValueError, match="exchange before terms"):
+            src.channel.call(
+                data.target.endpoint,
+                "ftl.target.exchange",
+                Message(
+                    msg.EXCHANGE.name,
+                    {
+                        "decrypted": PlainArray(np.zeros((d, 9))),
+                        "gradient": PlainArray(np.zeros((d, 9))),
+                        "slot_bits": 0,
+                    },
+                ),
+            )
+    finally:
+        data.target.endpoint._sessions.clear()
