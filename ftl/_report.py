@@ -199,7 +199,8 @@ _FTL_LEAKAGES: tuple[tuple[str, str, str], ...] = (
     (
         "ftl_training",
         "Both parties learn which aligned rows are in the overlap used for training "
-        "(`ftl.open.positions`) and which are in each batch (`ftl.source_terms.batch`).",
+        "(`ftl.open.positions`, chosen by the source) and which are in each batch "
+        "(`ftl.source_terms.batch`).",
         f"{_FTL_SRC}",
     ),
     (
@@ -234,10 +235,10 @@ _FTL_LEAKAGES: tuple[tuple[str, str, str], ...] = (
     (
         "ftl_training",
         "The target's random initialisation is seeded by the source (`seed` in "
-        "`ftl.open.params`): given the public shapes and the target's row count, the "
-        "source can reproduce the target's initial weights (its output layer exactly, "
-        "its hidden layers before pre-training). Masks and encryption randomness do not "
-        "depend on this seed.",
+        "`ftl.open.params`): given the public shapes and the target's row and column "
+        "counts (known from PSI), the source can reproduce the target's initial weights "
+        "(its output layer exactly, its hidden layers before pre-training). Masks and "
+        "encryption randomness do not depend on this seed.",
         f"{_FTL_TGT}",
     ),
     (
@@ -440,6 +441,10 @@ class _Analysis:
     unprotected_fields: list[str]
     to_key_owner: list[str]
     key_ids: list[str]
+    key_owner: dict[str, str] = field(default_factory=dict)  # key fingerprint -> party
+    returned_by_design: list[str] = field(default_factory=list)  # e.g. ftl.scores.values
+    per_sample_plaintext: list[str] = field(default_factory=list)
+    ids_scored: bool = False  # ftl.predict_open named target rows by id
 
     @property
     def n_hosts(self) -> int:
@@ -448,6 +453,16 @@ class _Analysis:
     @property
     def type_set(self) -> set[str]:
         return set(self.types)
+
+    @property
+    def transfer(self) -> bool:
+        """The transcript holds messages of the federated transfer protocol."""
+        return any(t.startswith("ftl.") for t in self.types)
+
+    @property
+    def logistic(self) -> bool:
+        """The transcript holds messages of vertical logistic regression."""
+        return any(t.startswith("lr.") for t in self.types)
 
 
 def _analyse(obj: Any) -> _Analysis:
@@ -458,6 +473,9 @@ def _analyse(obj: Any) -> _Analysis:
     category_messages: Counter = Counter()
     key_owner: dict[str, str] = {}
     key_ids: dict[str, None] = {}
+    per_sample_plaintext: dict[str, None] = {}
+    predict_driver: dict[str, str] = {}  # session -> sender of its ftl.predict_open
+    ids_scored = False
     for r in transcript:
         parties.setdefault(r.sender)
         parties.setdefault(r.receiver)
@@ -471,17 +489,29 @@ def _analyse(obj: Any) -> _Analysis:
             cat = _category(r, f)
             categories[cat].setdefault(f"{r.type}.{f.name}")
             seen.add(cat)
+            if f.kind == "plaintext" and f.per_sample:
+                per_sample_plaintext.setdefault(f"{r.type}.{f.name}")
             if f.key_id:
                 key_ids.setdefault(f.key_id)
-                if r.type == "lr.contribution" and f.kind == "ciphertext" and not r.via:
+                if r.type in _OWNER_TYPES and f.kind == "ciphertext" and not r.via:
                     key_owner.setdefault(f.key_id, r.sender)
+        if r.type == "ftl.predict_open":
+            predict_driver.setdefault(r.session, r.sender)
+            # scoring by id sends no positions (shape (0,)) and the ids instead
+            ids_scored |= any(f.name == "positions" and f.shape == (0,) for f in r.fields)
         for cat in seen:
             category_messages[cat] += 1
     to_owner: dict[str, None] = {}
+    by_design: dict[str, None] = {}
     for r in transcript:
         for f in r.fields:
             if f.kind == "ciphertext" and f.key_id and key_owner.get(f.key_id) == r.receiver:
-                to_owner.setdefault(f"{r.type}.{f.name} ({_direction(r)})")
+                label = f"{r.type}.{f.name} ({_direction(r)})"
+                own_result = f"{r.type}.{f.name}" in _RETURNED_BY_DESIGN
+                if own_result and predict_driver.get(r.session) == r.receiver:
+                    by_design.setdefault(label)
+                else:
+                    to_owner.setdefault(label)
     return _Analysis(
         transcript=transcript,
         estimator=estimator,
@@ -495,6 +525,10 @@ def _analyse(obj: Any) -> _Analysis:
         unprotected_fields=list(categories["unprotected"]),
         to_key_owner=list(to_owner),
         key_ids=list(key_ids),
+        key_owner=key_owner,
+        returned_by_design=list(by_design),
+        per_sample_plaintext=list(per_sample_plaintext),
+        ids_scored=ids_scored,
     )
 
 
@@ -533,7 +567,13 @@ def _key_info(a: _Analysis) -> tuple[str, int | None]:
     key_size = getattr(est, "key_size", None)
     if key_size is None:
         return "not recorded", None
-    text = f"{int(key_size)}-bit Paillier modulus for every party"
+    if a.transfer:
+        text = (
+            f"{int(key_size)}-bit Paillier modulus for every key (each party's training key "
+            "and the source's fresh key per prediction session)"
+        )
+    else:
+        text = f"{int(key_size)}-bit Paillier modulus for every party"
     if getattr(est, "insecure_for_tests", False):
         text += " (`insecure_for_tests=True`)"
     return text, int(key_size)
@@ -562,22 +602,35 @@ def _checks(a: _Analysis, key_size: int | None) -> tuple[list[Sequence[str]], li
 
     if a.plaintext_fields:
         rows.append(("No field of kind `plaintext`", "FAIL", fmt(a.plaintext_fields)))
+        if any(name.startswith("ftl.") for name in a.plaintext_fields):
+            what = (
+                " -- the source's per-row terms `a_i` with its label codes and "
+                "representations, `M = PᵀQP` and its prototypes; the target's representations "
+                "and their Gram matrix; both parties' gradients; the prediction scores --"
+            )
+        else:
+            what = " (labels and margins inside per-row columns, cross terms)"
         warnings.append(
             "WARNING: plaintext values crossed party boundaries. This run used "
-            "`encryption=None`: values that a secure run encrypts or masks (labels and "
-            "margins inside per-row columns, cross terms) were sent in the clear in "
-            f"{fmt(a.plaintext_fields)}. Never use this mode on real data."
+            f"`encryption=None`: values that a secure run encrypts or masks{what} were sent "
+            f"in the clear in {fmt(a.plaintext_fields)}. Never use this mode on real data."
         )
     else:
         rows.append(("No field of kind `plaintext`", "PASS", ""))
-    if a.unprotected_fields:
+    if a.unprotected_fields or a.per_sample_plaintext:
         rows.append(
-            ("Per-sample fields are ciphertexts or masked", "FAIL", fmt(a.unprotected_fields))
+            (
+                "Per-sample fields are ciphertexts or masked",
+                "FAIL",
+                fmt([*a.unprotected_fields, *a.per_sample_plaintext])
+                + (" (plaintext mode)" if a.per_sample_plaintext else ""),
+            )
         )
-        warnings.append(
-            "WARNING: per-sample fields that are neither ciphertexts nor masked crossed "
-            f"party boundaries: {fmt(a.unprotected_fields)}."
-        )
+        if a.unprotected_fields:
+            warnings.append(
+                "WARNING: per-sample fields that are neither ciphertexts nor masked crossed "
+                f"party boundaries: {fmt(a.unprotected_fields)}."
+            )
     else:
         rows.append(
             (
@@ -586,8 +639,20 @@ def _checks(a: _Analysis, key_size: int | None) -> tuple[list[Sequence[str]], li
                 "PSI points are public by design" if a.categories["psi_points"] else "",
             )
         )
-    if "lr.contribution" not in a.types:
-        rows.append(("No ciphertext sent back to its key owner", "n/a", "no `lr.contribution`"))
+    owner_types = sorted(_OWNER_TYPES & a.type_set)
+    if not owner_types:
+        detail = "no message that encrypts its sender's values" if a.transfer else ""
+        rows.append(
+            (
+                "No ciphertext sent back to its key owner",
+                "n/a",
+                detail or "no `lr.contribution`",
+            )
+        )
+    elif a.transfer and not a.key_owner:
+        rows.append(
+            ("No ciphertext sent back to its key owner", "n/a", "no ciphertexts (plaintext mode)")
+        )
     elif a.to_key_owner:
         rows.append(("No ciphertext sent back to its key owner", "FAIL", fmt(a.to_key_owner)))
         warnings.append(
@@ -595,7 +660,13 @@ def _checks(a: _Analysis, key_size: int | None) -> tuple[list[Sequence[str]], li
             f"key, who can decrypt them: {fmt(a.to_key_owner)}."
         )
     else:
-        rows.append(("No ciphertext sent back to its key owner", "PASS", ""))
+        detail = ""
+        if a.returned_by_design:
+            detail = (
+                f"except by design {fmt(a.returned_by_design)}: the driver's own prediction "
+                "scores, under the fresh key of its `ftl.predict_open`"
+            )
+        rows.append(("No ciphertext sent back to its key owner", "PASS", detail))
     if key_size is None:
         rows.append((f"Key size ≥ {MIN_SECURE_KEY_SIZE} bits", "n/a", "not recorded"))
     elif key_size < MIN_SECURE_KEY_SIZE:
@@ -614,14 +685,91 @@ def _applies(phase: str, a: _Analysis) -> bool:
     psi = any(t.startswith("psi.") for t in types)
     training = bool(types & {"lr.open", "lr.contribution"})
     prediction = bool(types & {"lr.predict_open", "lr.masked_margin"})
+    ftl_prediction = bool(types & {"ftl.predict_open", "ftl.scores"})
     return {
         "psi": psi,
         "psi_multi": psi and a.n_hosts > 1,
         "training": training,
         "training_multi": training and a.n_hosts > 1,
         "prediction": prediction,
+        "ftl_training": bool(types & {"ftl.open", "ftl.source_terms"}),
+        "ftl_prediction": ftl_prediction,
+        "ftl_predict_ids": ftl_prediction and a.ids_scored,
+        "ftl_plaintext": any(n.startswith("ftl.") for n in a.plaintext_fields),
         "always": True,
     }[phase]
+
+
+def _role(party: str, a: _Analysis) -> str:
+    if a.guest is None:
+        return "unknown"
+    if a.transfer:
+        return "source (labelled, runs the driver)" if party == a.guest else "target (unlabelled)"
+    return "guest (driver)" if party == a.guest else "host"
+
+
+def _field_desc(a: _Analysis, r: TranscriptRecord, f: FieldRecord) -> str:
+    """What one field of a message was: kind, per-sample, and whose key it is under."""
+    bits = [f.kind]
+    if f.per_sample:
+        bits.append("per-sample")
+    if f.key_id:
+        owner = a.key_owner.get(f.key_id)
+        if owner is not None and owner == r.receiver:
+            bits.append("under the receiver's key")
+        elif owner is not None and owner == r.sender:
+            bits.append("under the sender's key")
+        else:
+            bits.append(f"under key `{f.key_id}`")
+    return f"`{f.name}` ({', '.join(bits)})"
+
+
+def _transfer_section(a: _Analysis) -> _Section:
+    source = f"`{a.guest}`" if a.guest else "the party that opens the sessions"
+    others = [p for p in a.parties if p != a.guest]
+    target = ", ".join(f"`{p}`" for p in others) or "the other party"
+    first: dict[str, TranscriptRecord] = {}
+    for r in a.transcript:
+        if r.type.startswith("ftl."):
+            first.setdefault(r.type, r)
+    rows = [
+        (
+            f"`{name}`",
+            "; ".join(a.types[name].directions),
+            "; ".join(_field_desc(a, r, f) for f in r.fields) or "-",
+        )
+        for name, r in first.items()
+    ]
+    plaintext = any(n.startswith("ftl.") for n in a.plaintext_fields)
+    blocks: list[_Table | _Bullets | _Para] = [
+        _Table(
+            ("item", "value"),
+            [
+                ("Protocol", FTL_PROTOCOL),
+                (
+                    "This run",
+                    "PLAINTEXT MODE (`encryption=None`): nothing was encrypted or masked"
+                    if plaintext
+                    else "encrypted (Paillier) and masked as designed",
+                ),
+                ("Source", f"{source}: holds the labels and runs the driver"),
+                ("Target", f"{target}: features only, no labels"),
+            ],
+        ),
+        _Para(
+            "Each party maps its features with its own network; hidden layers are "
+            "pre-trained locally and never leave their party, only the two output layers "
+            "are trained jointly. Per batch the source sends its per-row terms and `M` "
+            "under its own key, the target returns its representations and their Gram "
+            "matrix under its own key plus its gradient masked under the source's key, and "
+            "each party decrypts the other's masked gradient. In prediction the source "
+            "sends its prototypes under a fresh key and receives the scores it asked for "
+            "(see the leakages below). Per message type, what crossed (first message of "
+            "each type; key owners are inferred from who encrypted under each key):"
+        ),
+        _Table(("message type", "direction(s)", "what crossed"), rows),
+    ]
+    return _Section("Federated transfer learning", blocks)
 
 
 def _build(a: _Analysis, title: str) -> tuple[str, list[_Section]]:
@@ -639,6 +787,13 @@ def _build(a: _Analysis, title: str) -> tuple[str, list[_Section]]:
         ("Sessions", str(len({r.session for r in t}))),
         ("Key size", key_text),
     ]
+    if a.transfer:
+        protocol = FTL_PROTOCOL
+        if any(n.startswith("ftl.") for n in a.plaintext_fields):
+            protocol += " -- run in PLAINTEXT MODE here (`encryption=None`)"
+        if a.logistic:
+            protocol += "; vertical logistic regression (docs/protocols.md §3)"
+        summary.insert(2, ("Protocol", protocol))
     if a.key_ids:
         summary.append(
             (
@@ -654,7 +809,9 @@ def _build(a: _Analysis, title: str) -> tuple[str, list[_Section]]:
         if sigmoid is not None:
             summary.append(("Sigmoid approximation", sigmoid))
         n_iter = getattr(est, "n_iter_", None)
-        if n_iter is not None:
+        if n_iter is not None and np.ndim(n_iter) == 0:  # one model (transfer)
+            summary.append(("Epochs", str(int(n_iter))))
+        elif n_iter is not None:  # one binary model per class (logistic regression)
             summary.append(("Epochs per binary model", ", ".join(str(int(n)) for n in n_iter)))
     sections.append(_Section("Summary", [_Table(("item", "value"), summary)]))
 
@@ -666,7 +823,7 @@ def _build(a: _Analysis, title: str) -> tuple[str, list[_Section]]:
     for p in a.parties:
         sent = [r for r in t if r.sender == p]
         received = [r for r in t if r.receiver == p]
-        role = "guest (driver)" if p == a.guest else ("host" if a.guest else "unknown")
+        role = _role(p, a)
         party_rows.append(
             (
                 f"`{p}`",
@@ -682,7 +839,11 @@ def _build(a: _Analysis, title: str) -> tuple[str, list[_Section]]:
             "Parties",
             [
                 _Para(
-                    "Roles are inferred: the guest is the party that opens sessions. "
+                    "Roles are inferred: the source -- the labelled party, which runs the "
+                    "driver -- is the party that opens sessions; the other party is the "
+                    "target. Relayed messages are counted twice, as on the wire (§5.7)."
+                    if a.transfer
+                    else "Roles are inferred: the guest is the party that opens sessions. "
                     "Relayed messages are counted twice, as on the wire (§5.7)."
                 ),
                 _Table(
@@ -738,7 +899,7 @@ def _build(a: _Analysis, title: str) -> tuple[str, list[_Section]]:
             label,
             f"{a.category_messages[key]:,}",
             ", ".join(f"`{n}`" for n in a.categories[key]),
-            meaning,
+            _meaning(key, meaning, a),
         )
         for key, label, meaning in _CATEGORIES
         if a.categories[key]
@@ -782,30 +943,77 @@ def _build(a: _Analysis, title: str) -> tuple[str, list[_Section]]:
             )
         ]
     sections.append(_Section("Private set intersection", psi_blocks))
+    if a.transfer:
+        sections.append(_transfer_section(a))
 
+    sections.append(_leakage_section(a))
+    return title, sections
+
+
+def _meaning(key: str, meaning: str, a: _Analysis) -> str:
+    """A data category's meaning, with the transfer protocol's exceptions."""
+    if not a.transfer:
+        return meaning
+    if key == "ps_ciphertext" and "ftl.scores.values" in a.categories[key]:
+        meaning += (
+            " Exception: `ftl.scores.values` is under the receiver's key (the driver's "
+            "fresh prediction key): it decrypts its own scores."
+        )
+    elif key == "psi_points" and a.ids_scored:
+        meaning += (
+            " Outside PSI, `ftl.predict_open.ids` names the target rows scored by id "
+            "(see the leakages)."
+        )
+    elif key == "public":
+        meaning += (
+            " In the transfer protocol also the seed of the target's initialisation "
+            "(`ftl.open.params`) and, when target rows are scored by id, their ids "
+            "(`ftl.predict_open.ids`); the leakages below list what they reveal."
+        )
+    return meaning
+
+
+def _leakage_section(a: _Analysis) -> _Section:
+    show_lr = a.logistic or not a.transfer  # LR's rows, unless this is a transfer run
+    rows: list[tuple[str, str, str]] = [r for r in _LEAKAGES if r[0].startswith("psi")]
+    if show_lr:
+        rows += [r for r in _LEAKAGES if r[0] in ("training", "training_multi", "prediction")]
+    if a.transfer:
+        rows += list(_FTL_LEAKAGES)
+    rows += [r for r in _LEAKAGES if r[0] == "always"]
+    if not a.transfer:
+        intro = (
+            "What the protocols reveal by design, even when every check above "
+            f"passes. Full statements and assumptions: `{_DOCS}` §4 (Who learns "
+            "what) and §5 (Known leakages, non-goals and the transcript)."
+        )
+        header = f"{_DOCS}"
+    else:
+        intro = (
+            "What the protocols reveal by design, even when every check above passes, "
+            "assuming semi-honest parties. PSI and the non-goals: "
+            f"`{_DOCS}` §2.7 and §5. The transfer protocol is not described in `{_DOCS}`; "
+            "its rows are stated from the code (`ftl/transfer/source.py`, `target.py`, "
+            "`_messages.py`) in the notation of `ftl/transfer/_objective.py`: source S "
+            "(labels; A in the message descriptions) and target T (B), representations "
+            "`u = W h̃` of hidden activations `h̃ = [h; 1]`, prototypes `P` (K' × d: "
+            "K' = 1 for two classes, else the number of classes), the loss's Taylor "
+            "coefficients `Q` and label codes `β_i`, alignment weight γ."
+        )
+        header = "reference"
     leak_rows = [
         (
             _PHASE_LABEL[phase],
             text,
             "yes" if _applies(phase, a) else "no",
-            ref,
+            f"`{_DOCS}` {ref}" if a.transfer and ref.startswith("§") else ref,
         )
-        for phase, text, ref in _LEAKAGES
+        for phase, text, ref in rows
     ]
-    sections.append(
-        _Section(
-            "Documented leakages",
-            [
-                _Para(
-                    "What the protocols reveal by design, even when every check above "
-                    f"passes. Full statements and assumptions: `{_DOCS}` §4 (Who learns "
-                    "what) and §5 (Known leakages, non-goals and the transcript)."
-                ),
-                _Table(("phase", "leakage", "applies here", f"{_DOCS}"), leak_rows),
-            ],
-        )
+    return _Section(
+        "Documented leakages",
+        [_Para(intro), _Table(("phase", "leakage", "applies here", header), leak_rows)],
     )
-    return title, sections
 
 
 # ---------------------------------------------------------------- rendering
@@ -930,6 +1138,14 @@ def report(
     when known, the PSI mode when PSI messages are present, and the documented
     leakages of docs/protocols.md §4-5, marked by whether they apply to this
     transcript.
+
+    A transcript of :class:`~ftl.FederatedTransferClassifier` (``ftl.*``
+    messages) is reported with the protocol's name, the roles *source*
+    (labelled, runs the driver) and *target*, per message type what crossed
+    and under whose key, and the transfer protocol's own leakages (stated from
+    the code; docs/protocols.md does not cover it). Its prediction scores
+    (``ftl.scores``) return to their key owner by design -- the driver, which
+    opened the prediction session -- and are listed as such, not as a failure.
 
     Parameters
     ----------

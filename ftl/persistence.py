@@ -22,6 +22,23 @@ Paillier key pair it trained with. Persistence keeps that split:
   protected like any private key. A multiclass model has one binary model --
   and so one shard file per host -- per class.
 
+A fitted :class:`~ftl.FederatedTransferClassifier` is split the same way
+between its *source* (the labelled party, which runs the driver) and its
+*target*:
+
+* :func:`save_model` / :func:`load_model` -- the **source's** file (same format,
+  ``"role": "source"``, ``"estimator": "FederatedTransferClassifier"``): the
+  parameters, ``classes_``, ``prototypes_``, the source's own network (hidden
+  layers and output layer), ``model_id_``, ``party_names_``,
+  ``n_features_in_``, ``feature_names_in_``, ``n_iter_`` and ``history_``. It
+  never holds the target's weights.
+* :meth:`ftl.Party.export_model` / :meth:`ftl.Party.import_model` -- the
+  **target's** shard (same shard format, ``"kind": "ftl.target"``): its hidden
+  layers and output layer. The transfer protocol keeps no key with the shard
+  (prediction uses a fresh key of the source per request), so this file holds
+  no key -- but it is the target's private model and is written with mode
+  ``0o600`` too.
+
 Both files are plain, strict JSON (RFC 8259: no ``NaN`` literals; non-finite
 floats are written as the strings ``"nan"``, ``"inf"``, ``"-inf"``) with a
 ``format`` name and a ``version``. Readers refuse any other format or version
@@ -74,6 +91,8 @@ from ftl.crypto.keys import MIN_SECURE_KEY_SIZE, key_id
 from ftl.crypto.scheme import OwnKey, PaillierOwnKey, PlainOwnKey
 from ftl.federation.transcript import Transcript
 from ftl.linear_model import FederatedLogisticRegression
+from ftl.transfer import FederatedTransferClassifier
+from ftl.transfer._network import ACTIVATIONS
 
 if TYPE_CHECKING:
     from ftl.data.party import Party
@@ -101,7 +120,15 @@ SHARD_VERSION = 1
 #: Estimator classes a model file may name (never imported by name from the file).
 _ESTIMATORS: dict[str, type] = {
     "FederatedLogisticRegression": FederatedLogisticRegression,
+    "FederatedTransferClassifier": FederatedTransferClassifier,
 }
+#: The driver's role written into (and expected in) its model file, per estimator.
+_DRIVER_ROLE = {
+    "FederatedLogisticRegression": "guest",
+    "FederatedTransferClassifier": "source",
+}
+#: Shard kinds a party can export and import: the shard's role in the file.
+_SHARD_ROLE = {"lr": "host", "ftl.target": "target"}
 
 PathLike = str | os.PathLike
 
@@ -240,7 +267,16 @@ def _field(obj: dict, key: str, path: PathLike) -> Any:
 
 
 def _json_param(value: Any) -> tuple[bool, Any]:
-    """``(True, json_value)`` for a JSON-serialisable parameter, else ``(False, None)``."""
+    """``(True, json_value)`` for a JSON-serialisable parameter, else ``(False, None)``.
+
+    Scalars, and lists or tuples of scalars (such as ``hidden_layer_sizes``; the
+    caller records which were tuples).
+    """
+    if isinstance(value, (list, tuple)):
+        items = [_json_param(v) for v in value]
+        if all(ok and not isinstance(v, list) for ok, v in items):
+            return True, [v for _, v in items]
+        return False, None
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or isinstance(value, (str, bool, int)):
@@ -250,20 +286,79 @@ def _json_param(value: Any) -> tuple[bool, Any]:
     return False, None
 
 
-# ------------------------------------------------------------------ guest side
-def save_model(clf: FederatedLogisticRegression, path: PathLike) -> Path:
-    """Save the guest's part of a fitted federated model as one JSON file.
+def _params_to_json(clf: Any) -> tuple[dict, list[str], list[str]]:
+    """``(params, unsaved parameter names, names of tuple-valued parameters)``."""
+    params, unsaved, tuples = {}, [], []
+    for key, value in clf.get_params(deep=False).items():
+        ok, encoded = _json_param(value)
+        if ok:
+            params[key] = encoded
+            if isinstance(value, tuple):
+                tuples.append(key)
+        else:
+            unsaved.append(key)
+    return params, sorted(unsaved), sorted(tuples)
 
-    The file holds the estimator's class and parameters and the guest's fitted
-    attributes -- its own weight block, the intercept, the classes and, for
-    every binary model, the model id and the hosts' public keys. It holds no
-    host weights and no private key: each host saves its own shard with
-    :meth:`ftl.Party.export_model`. The file is written atomically with mode
-    ``0o600``.
+
+def _history_to_json(history: Any) -> list[dict]:
+    """Per-epoch records (``{"epoch": int, "relative_change": float, ...}``) as JSON."""
+    out = []
+    for entry in history:
+        record: dict[str, Any] = {}
+        for key, value in dict(entry).items():
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, bool) or isinstance(value, int):
+                record[str(key)] = value
+            elif isinstance(value, float):
+                record[str(key)] = _float_to_json(value)
+            else:
+                raise ValueError(f"cannot save history_ value {key}={value!r}")
+        out.append(record)
+    return out
+
+
+def _history_from_json(history: Any) -> list[dict]:
+    if not isinstance(history, list):
+        raise ValueError("history_ must be a list")
+    out = []
+    for entry in history:
+        if not isinstance(entry, dict):
+            raise ValueError("history_ entries must be objects")
+        out.append(
+            {
+                str(k): v if isinstance(v, (bool, int)) else _float_from_json(v)
+                for k, v in entry.items()
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------------------ guest side
+def save_model(
+    clf: FederatedLogisticRegression | FederatedTransferClassifier, path: PathLike
+) -> Path:
+    """Save the driver's part of a fitted federated model as one JSON file.
+
+    For a :class:`~ftl.FederatedLogisticRegression` the file holds the
+    estimator's class and parameters and the guest's fitted attributes -- its
+    own weight block, the intercept, the classes and, for every binary model,
+    the model id and the hosts' public keys. It holds no host weights and no
+    private key: each host saves its own shard with
+    :meth:`ftl.Party.export_model`.
+
+    For a :class:`~ftl.FederatedTransferClassifier` it holds the parameters and
+    the source's fitted attributes -- the classes, the prototypes, the source's
+    own network (``_source_model``: hidden layers and output layer), the id of
+    the target's shard, the party and feature names, ``n_iter_`` and
+    ``history_``. It holds none of the target's weights: the target saves its
+    shard with :meth:`ftl.Party.export_model` (``clf.model_id_``).
+
+    The file is written atomically with mode ``0o600``.
 
     Parameters
     ----------
-    clf : FederatedLogisticRegression
+    clf : FederatedLogisticRegression or FederatedTransferClassifier
         A model fitted on a handle from :func:`ftl.align`.
     path : str or path-like
         Where to write the file (replaced if it exists).
@@ -295,19 +390,15 @@ def save_model(clf: FederatedLogisticRegression, path: PathLike) -> Path:
     if _ESTIMATORS.get(name) is not type(clf):
         raise TypeError(f"cannot save a {name}; supported: {sorted(_ESTIMATORS)}")
     check_is_fitted(clf)
+    if isinstance(clf, FederatedTransferClassifier):
+        return _save_transfer(clf, path)
     if getattr(clf, "_sim_hosts", None) is not None or getattr(clf, "party_names_", None) is None:
         raise ValueError(
             "this model was fitted on a plain array (a simulated federation): its hosts' "
             "shards and private keys live inside the estimator, so it cannot be saved as "
             "one file per party; fit it on a handle from ftl.align(...) instead"
         )
-    params, unsaved = {}, []
-    for key, value in clf.get_params(deep=False).items():
-        ok, encoded = _json_param(value)
-        if ok:
-            params[key] = encoded
-        else:
-            unsaved.append(key)
+    params, unsaved, tuples = _params_to_json(clf)
     models = []
     for model in clf.models_:
         keys = {}
@@ -332,7 +423,7 @@ def save_model(clf: FederatedLogisticRegression, path: PathLike) -> Path:
         "role": "guest",
         "estimator": name,
         "params": params,
-        "unsaved_params": sorted(unsaved),
+        "unsaved_params": unsaved,
         "attributes": {
             "classes_": _encode_array(clf.classes_),
             "coef_": _encode_array(np.asarray(clf.coef_, dtype=np.float64)),
@@ -345,37 +436,116 @@ def save_model(clf: FederatedLogisticRegression, path: PathLike) -> Path:
             "models_": models,
         },
     }
+    if tuples:
+        doc["tuple_params"] = tuples
     return _write_private_json(doc, path)
 
 
-def load_model(path: PathLike) -> FederatedLogisticRegression:
-    """Load a guest's model file written by :func:`save_model`.
+def _save_transfer(clf: FederatedTransferClassifier, path: PathLike) -> Path:
+    """The source's file of a fitted transfer model (never the target's weights)."""
+    if getattr(clf, "_simulated", None) is not None or getattr(clf, "party_names_", None) is None:
+        raise ValueError(
+            "this model was fitted on a plain array (a simulated federation): the "
+            "simulated target's shard lives inside the estimator, so it cannot be saved "
+            "as one file per party; fit it on a handle from ftl.align(...) instead"
+        )
+    params, unsaved, tuples = _params_to_json(clf)
+    hidden = clf._source_model["hidden"]
+    doc = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "role": _DRIVER_ROLE["FederatedTransferClassifier"],
+        "estimator": "FederatedTransferClassifier",
+        "params": params,
+        "unsaved_params": unsaved,
+        "tuple_params": tuples,
+        "attributes": {
+            "classes_": _encode_array(clf.classes_),
+            "prototypes_": _encode_array(np.asarray(clf.prototypes_, dtype=np.float64)),
+            "source_model": {
+                "hidden": _network_to_json(hidden),
+                "output": _encode_array(np.asarray(clf._source_model["output"], dtype=np.float64)),
+            },
+            "model_id_": str(clf.model_id_),
+            "n_features_in_": int(clf.n_features_in_),
+            "feature_names_in_": [str(f) for f in clf.feature_names_in_],
+            "party_names_": [str(p) for p in clf.party_names_],
+            "n_iter_": int(clf.n_iter_),
+            "history_": _history_to_json(getattr(clf, "history_", [])),
+        },
+    }
+    return _write_private_json(doc, path)
+
+
+def _network_to_json(hidden: dict) -> dict:
+    """A :meth:`HiddenStack.to_dict` (activation, weight matrices) as JSON."""
+    return {
+        "activation": str(hidden["activation"]),
+        "weights": [_encode_array(np.asarray(w, dtype=np.float64)) for w in hidden["weights"]],
+    }
+
+
+def _network_from_json(obj: Any, n_inputs: int | None, what: str) -> list[np.ndarray]:
+    """The hidden weight matrices, checked to chain (``n_inputs``: the first layer's)."""
+    if not isinstance(obj, dict) or obj.get("activation") not in ACTIVATIONS:
+        raise ValueError(f"{what}: unknown activation")
+    layers = obj["weights"]
+    if not isinstance(layers, list):
+        raise ValueError(f"{what}: weights must be a list")
+    weights = [_decode_array(w, f"{what}[{k}]").astype(np.float64) for k, w in enumerate(layers)]
+    width = n_inputs
+    for k, w in enumerate(weights):
+        if w.ndim != 2 or (width is not None and w.shape[1] != width + 1):
+            raise ValueError(f"{what}: layer {k} has shape {w.shape}, inputs {width}")
+        width = w.shape[0]
+    return weights
+
+
+def load_model(
+    path: PathLike, *, estimator: type | None = None
+) -> FederatedLogisticRegression | FederatedTransferClassifier:
+    """Load a driver's model file written by :func:`save_model`.
 
     The returned estimator predicts on a handle from :func:`ftl.align` over
-    parties with the same names, once every host has imported its shard with
-    :meth:`ftl.Party.import_model`; predictions equal the saved model's.
+    parties with the same names (or, for a transfer model, on
+    ``target.select(ids)``), once every other party has imported its shard
+    with :meth:`ftl.Party.import_model`; predictions equal the saved model's.
 
     Parameters
     ----------
     path : str or path-like
         A file written by :func:`save_model`.
+    estimator : class, optional
+        The estimator class the file must hold
+        (:class:`~ftl.FederatedLogisticRegression` or
+        :class:`~ftl.FederatedTransferClassifier`); by default, whichever it
+        holds.
 
     Returns
     -------
-    FederatedLogisticRegression
+    FederatedLogisticRegression or FederatedTransferClassifier
         A fitted estimator with an empty ``transcript_``.
 
     Raises
     ------
     ValueError
         If the file is not valid JSON, has another format or version (the
-        message names the found and the expected version), or is inconsistent.
+        message names the found and the expected version), holds another
+        estimator than ``estimator``, or is inconsistent.
     """
     doc = _read_json(path, MODEL_FORMAT, MODEL_VERSION)
     name = _field(doc, "estimator", path)
     cls = _ESTIMATORS.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"{path}: unknown estimator {name!r}; supported: {sorted(_ESTIMATORS)}")
+    if estimator is not None and cls is not estimator:
+        expected = getattr(estimator, "__name__", repr(estimator))
+        raise ValueError(f"{path} holds a {name} model, expected a {expected}")
+    role = doc.get("role")
+    if role != _DRIVER_ROLE[name]:
+        raise ValueError(
+            f"{path} is corrupted: role {role!r} in a {name} file, expected {_DRIVER_ROLE[name]!r}"
+        )
     params = _field(doc, "params", path)
     if not isinstance(params, dict):
         raise ValueError(f"{path} is corrupted: params must be an object")
@@ -383,6 +553,12 @@ def load_model(path: PathLike) -> FederatedLogisticRegression:
     unknown = sorted(set(params) - valid)
     if unknown:
         raise ValueError(f"{path}: unknown parameters {unknown} for {name}")
+    tuples = doc.get("tuple_params", [])
+    if not isinstance(tuples, list) or any(
+        t not in params or not isinstance(params[t], list) for t in tuples
+    ):
+        raise ValueError(f"{path} is corrupted: bad tuple_params")
+    params = {k: tuple(v) if k in tuples else v for k, v in params.items()}
     clf = cls(**params)
     try:
         clf._validate_params()
@@ -391,11 +567,88 @@ def load_model(path: PathLike) -> FederatedLogisticRegression:
     attrs = _field(doc, "attributes", path)
     if not isinstance(attrs, dict):
         raise ValueError(f"{path} is corrupted: attributes must be an object")
+    setter = _set_transfer_attributes if cls is FederatedTransferClassifier else _set_attributes
     try:
-        _set_attributes(clf, attrs, path)
+        setter(clf, attrs, path)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is corrupted: bad fitted attributes ({exc!r})") from None
     return clf
+
+
+def _names(attrs: dict, path: PathLike, n_parties: int | None = None):
+    """``(party_names, feature_names, n_features)``, checked against each other."""
+    party_names = [str(p) for p in attrs["party_names_"]]
+    feature_names = np.asarray([str(f) for f in attrs["feature_names_in_"]], dtype=object)
+    n_features = attrs["n_features_in_"]
+    if (
+        isinstance(n_features, bool)
+        or not isinstance(n_features, int)
+        or len(feature_names) != n_features
+        or len(party_names) < 2
+        or (n_parties is not None and len(party_names) != n_parties)
+        or len(set(party_names)) != len(party_names)
+    ):
+        raise ValueError(f"{path} is corrupted: feature or party names do not fit the model")
+    return party_names, feature_names, n_features
+
+
+def _set_transfer_attributes(clf: FederatedTransferClassifier, attrs: dict, path: PathLike) -> None:
+    if "coef_" in attrs or "models_" in attrs:
+        raise ValueError(f"{path} is corrupted: logistic-regression attributes in a transfer file")
+    party_names, feature_names, n_features = _names(attrs, path, n_parties=2)
+    classes = _decode_array(attrs["classes_"], "classes_")
+    prototypes = _decode_array(attrs["prototypes_"], "prototypes_").astype(np.float64)
+    source = attrs["source_model"]
+    hidden = _network_from_json(source["hidden"], None, f"{path}: source hidden layers")
+    output = _decode_array(source["output"], "source output layer").astype(np.float64)
+    if output.ndim != 2 or prototypes.ndim != 2:
+        raise ValueError(f"{path} is corrupted: output layer and prototypes must be matrices")
+    n_prototypes = 1 if len(classes) == 2 else len(classes)
+    widths = [w.shape[0] for w in hidden]
+    n_source = hidden[0].shape[1] - 1 if hidden else output.shape[-1] - 1
+    expected_hidden = clf.get_params()["hidden_layer_sizes"]
+    if (
+        classes.ndim != 1
+        or len(classes) < 2
+        or output.shape[1] != (widths[-1] if hidden else n_source) + 1
+        or prototypes.shape != (n_prototypes, output.shape[0])
+        or output.shape[0] != clf.get_params()["n_components"]
+        or [int(k) for k in expected_hidden] != widths
+        or not 1 <= n_source < n_features
+    ):
+        raise ValueError(
+            f"{path} is corrupted: {len(classes)} classes, prototypes {prototypes.shape}, "
+            f"hidden layers {[w.shape for w in hidden]} and output layer {output.shape} do "
+            "not fit together or the parameters"
+        )
+    model_id = attrs["model_id_"]
+    n_iter = attrs["n_iter_"]
+    if not isinstance(model_id, str) or not model_id:
+        raise ValueError(f"{path} is corrupted: model_id_ must be a non-empty string")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+        raise ValueError(f"{path} is corrupted: n_iter_ must be a non-negative int")
+    try:
+        history = _history_from_json(attrs.get("history_", []))
+    except ValueError as exc:
+        raise ValueError(f"{path} is corrupted: {exc}") from None
+    clf.classes_ = classes
+    clf.prototypes_ = prototypes
+    clf._source_model = {
+        # as HiddenStack.to_dict() returns it
+        "hidden": {
+            "activation": str(source["hidden"]["activation"]),
+            "weights": [w.tolist() for w in hidden],
+        },
+        "output": output,
+    }
+    clf.model_id_ = model_id
+    clf.n_features_in_ = n_features
+    clf.feature_names_in_ = feature_names
+    clf.party_names_ = party_names
+    clf.n_iter_ = n_iter
+    clf.history_ = history
+    clf.transcript_ = Transcript()
+    clf._simulated = None
 
 
 def _set_attributes(clf: FederatedLogisticRegression, attrs: dict, path: PathLike) -> None:
@@ -417,6 +670,8 @@ def _set_attributes(clf: FederatedLogisticRegression, attrs: dict, path: PathLik
             f"{path} is corrupted: {len(classes)} classes, coef_ {coef.shape}, "
             f"intercept_ {intercept.shape} and {len(models)} models do not fit together"
         )
+    if "prototypes_" in attrs:
+        raise ValueError(f"{path} is corrupted: transfer attributes in a logistic-regression file")
     party_names = [str(p) for p in attrs["party_names_"]]
     feature_names = np.asarray([str(f) for f in attrs["feature_names_in_"]], dtype=object)
     n_features = int(attrs["n_features_in_"])
@@ -523,17 +778,23 @@ def export_shard(party: Party, model_id: str, path: PathLike) -> Path:
     """Write ``party``'s own shard of model ``model_id`` to a JSON file.
 
     Use :meth:`ftl.Party.export_model`. The file holds the format and version,
-    the party's name, the model id, the party's weight block, the encryption
-    scheme and the party's own Paillier key pair -- public ``n`` and ``hs``,
-    private ``p`` and ``q`` -- and nothing of any other party. It is written
-    atomically with mode ``0o600``; protect it like a private key.
+    the party's name, the model id and nothing of any other party. For a host
+    of a logistic regression (``"kind": "lr"``) it holds the party's weight
+    block, the encryption scheme and the party's own Paillier key pair --
+    public ``n`` and ``hs``, private ``p`` and ``q``: protect it like a private
+    key. For the target of a transfer model (``"kind": "ftl.target"``) it holds
+    the target's network -- hidden layers and output layer -- and no key (the
+    protocol keeps none with the shard). The file is written atomically with
+    mode ``0o600``.
 
     Parameters
     ----------
     party : ftl.Party
         The party holding the shard (a host of a fitted model).
     model_id : str
-        Id of the binary model (``clf.models_[k]["model_id"]`` at the guest).
+        Id of the model (``clf.models_[k]["model_id"]`` at the guest of a
+        logistic regression, ``clf.model_id_`` at the source of a transfer
+        model).
     path : str or path-like
         Where to write the file (replaced if it exists).
 
@@ -549,6 +810,8 @@ def export_shard(party: Party, model_id: str, path: PathLike) -> Path:
     """
     shard = party.load_model(model_id)
     kind = shard.get("kind")
+    if kind == "ftl.target":
+        return _export_transfer_shard(party, model_id, shard, path)
     if kind != "lr":
         raise ValueError(f"party {party.name!r}: cannot save a model shard of kind {kind!r}")
     n_jobs = shard.get("n_jobs")
@@ -570,11 +833,65 @@ def export_shard(party: Party, model_id: str, path: PathLike) -> Path:
     return _write_private_json(doc, path)
 
 
+#: What a transfer target keeps in its shard (ftl/transfer/target.py, ``finish``).
+_TRANSFER_SHARD_KEYS = frozenset({"kind", "hidden", "output", "has_hidden"})
+
+
+def _export_transfer_shard(party: Party, model_id: str, shard: dict, path: PathLike) -> Path:
+    extra = sorted(set(shard) - _TRANSFER_SHARD_KEYS)
+    if extra:  # never drop something prediction may need
+        raise ValueError(
+            f"party {party.name!r}: cannot save transfer shard field(s) {extra} of model "
+            f"{model_id!r}"
+        )
+    doc = {
+        "format": SHARD_FORMAT,
+        "version": SHARD_VERSION,
+        "role": _SHARD_ROLE["ftl.target"],
+        "party": party.name,
+        "model_id": str(model_id),
+        "kind": "ftl.target",
+        "hidden": _network_to_json(shard["hidden"]),
+        "output": _encode_array(np.asarray(shard["output"], dtype=np.float64)),
+        "has_hidden": bool(shard["has_hidden"]),
+    }
+    return _write_private_json(doc, path)
+
+
+def _import_transfer_shard(party: Party, doc: dict) -> dict:
+    """The target's shard as :meth:`TransferTarget.finish` stores it, checked."""
+    if set(doc) - {"format", "version", "role", "party", "model_id", "kind"} != set(
+        _TRANSFER_SHARD_KEYS - {"kind"}
+    ):
+        raise ValueError("a transfer target's shard must hold exactly hidden, output, has_hidden")
+    hidden = _network_from_json(doc["hidden"], party.n_features, "hidden layers")
+    output = _decode_array(doc["output"], "output").astype(np.float64)
+    n_inputs = (hidden[-1].shape[0] if hidden else party.n_features) + 1
+    if output.ndim != 2 or output.shape[1] != n_inputs or output.shape[0] < 1:
+        raise ValueError(
+            f"output layer has shape {output.shape}, expected (n_components, {n_inputs}) for "
+            f"a party with {party.n_features} features"
+        )
+    if doc["has_hidden"] is not bool(hidden):
+        raise ValueError("has_hidden does not match the hidden layers")
+    return {
+        "kind": "ftl.target",
+        "hidden": {
+            "activation": str(doc["hidden"]["activation"]),
+            "weights": [w.tolist() for w in hidden],
+        },
+        "output": output.tolist(),
+        "has_hidden": bool(hidden),
+    }
+
+
 def import_shard(party: Party, path: PathLike) -> str:
     """Read a shard file written by :func:`export_shard` into ``party``.
 
     Use :meth:`ftl.Party.import_model`. Afterwards the party serves
-    predictions for that model exactly as after training.
+    predictions for that model exactly as after training: a host of a
+    logistic regression with its weight block and key pair, the target of a
+    transfer model with its network.
 
     Parameters
     ----------
@@ -593,7 +910,8 @@ def import_shard(party: Party, path: PathLike) -> str:
     ValueError
         If the file is not valid JSON, has another format or version (the
         message names the found and the expected version), belongs to another
-        party, or its key pair is inconsistent.
+        party, does not fit the party's features, or its key pair is
+        inconsistent.
     """
     doc = _read_json(path, SHARD_FORMAT, SHARD_VERSION)
     owner = _field(doc, "party", path)
@@ -605,6 +923,13 @@ def import_shard(party: Party, path: PathLike) -> str:
     try:
         model_id = doc["model_id"]
         kind = doc["kind"]
+        if kind in _SHARD_ROLE and doc.get("role") != _SHARD_ROLE[kind]:
+            raise ValueError(f"role {doc.get('role')!r} in a shard of kind {kind!r}")
+        if kind == "ftl.target":
+            if not isinstance(model_id, str) or not model_id:
+                raise ValueError("model_id must be a non-empty string")
+            party.store_model(model_id, _import_transfer_shard(party, doc))
+            return model_id
         scheme = doc["scheme"]
         insecure = doc["insecure"]
         n_jobs = doc["n_jobs"]

@@ -321,3 +321,241 @@ def test_default_size_key_round_trip():
     small = _key_to_json(PaillierOwnKey(512, insecure_for_tests=True))
     with pytest.raises(ValueError, match="below 2048"):
         _key_from_json(small, insecure=False, n_jobs=None)
+
+
+# ---------------------------------------------------------------- transfer learning
+TRANSFER = dict(max_iter=2, n_components=4, hidden_layer_sizes=(4,), random_state=0)
+
+
+def _fit_transfer(**params):
+    """Fit on freshly loaded transfer parties; returns the model, the target, the data."""
+    data = ftl.datasets.load_breast_transfer()
+    X, y = ftl.align(data.source, data.target, how="left")
+    clf = ftl.FederatedTransferClassifier(**{**TRANSFER, **params}).fit(X, y)
+    return clf, data.target, data
+
+
+def _save_transfer(clf, target, tmp_path):
+    """The source saves its file, the target exports its shard."""
+    source_file = ftl.save_model(clf, tmp_path / "source.json")
+    shard_file = target.export_model(clf.model_id_, tmp_path / "target.json")
+    return source_file, shard_file
+
+
+@pytest.mark.parametrize(
+    "params",
+    [dict(encryption=None), dict(**SMALL_KEY), dict(encryption=None, hidden_layer_sizes=())],
+    ids=["plaintext", "paillier-512", "no-hidden"],
+)
+def test_transfer_round_trip_identical_predictions(tmp_path, params):
+    clf, target, data = _fit_transfer(**params)
+    ids = data.target_only_ids
+    expected = clf.predict_proba(target.select(ids))
+    X, _ = ftl.align(data.source, data.target, how="left")
+    expected_aligned = clf.predict_proba(X)
+    source_file, shard_file = _save_transfer(clf, target, tmp_path)
+
+    # new processes: fresh parties from the same data, each reloads only its own file
+    fresh = ftl.datasets.load_breast_transfer()
+    assert fresh.target.import_model(shard_file) == clf.model_id_
+    assert fresh.target.model_ids() == [clf.model_id_]
+    clf2 = ftl.load_model(source_file, estimator=ftl.FederatedTransferClassifier)
+    assert type(clf2) is ftl.FederatedTransferClassifier
+    got = clf2.predict_proba(fresh.target.select(ids))
+    if params.get("encryption", "paillier") is None:
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(
+        clf2.predict(fresh.target.select(ids)), clf.predict(target.select(ids))
+    )
+    # re-aligned (PSI's order is fresh each run): same rows by id, same scores
+    X2, _ = ftl.align(fresh.source, fresh.target, how="left")
+    position = {i: k for k, i in enumerate(X2.ids)}
+    X2 = X2[np.array([position[i] for i in X.ids])]
+    np.testing.assert_allclose(clf2.predict_proba(X2), expected_aligned, rtol=0, atol=1e-9)
+    assert len(clf2.transcript_) > 0  # prediction messages, in a fresh transcript
+
+    # the fitted attributes and parameters came back exactly
+    np.testing.assert_array_equal(clf2.classes_, clf.classes_)
+    np.testing.assert_array_equal(clf2.prototypes_, clf.prototypes_)
+    np.testing.assert_array_equal(clf2._source_model["output"], clf._source_model["output"])
+    assert clf2._source_model["hidden"] == clf._source_model["hidden"]
+    assert clf2.model_id_ == clf.model_id_
+    assert clf2.n_iter_ == clf.n_iter_ and isinstance(clf2.n_iter_, int)
+    assert clf2.history_ == clf.history_
+    assert clf2.party_names_ == clf.party_names_
+    assert clf2.n_features_in_ == clf.n_features_in_
+    np.testing.assert_array_equal(clf2.feature_names_in_, clf.feature_names_in_)
+    assert clf2.get_params() == clf.get_params()
+    assert isinstance(clf2.hidden_layer_sizes, tuple)
+    assert clf2._simulated is None
+    # the target's shard is the one it trained with
+    assert fresh.target.load_model(clf.model_id_) == target.load_model(clf.model_id_)
+
+
+def test_transfer_files_hold_only_their_own_party(tmp_path):
+    clf, target, _ = _fit_transfer(**SMALL_KEY)
+    source_file, shard_file = _save_transfer(clf, target, tmp_path)
+    shard = target.load_model(clf.model_id_)
+
+    text = source_file.read_text()
+    doc = json.loads(text)
+    assert (doc["format"], doc["version"]) == ("ftl-model", MODEL_VERSION)
+    assert (doc["estimator"], doc["role"]) == ("FederatedTransferClassifier", "source")
+    for row in shard["output"]:
+        for w in row:
+            assert repr(float(w)) not in text  # no weight of the target's
+    assert repr(float(clf._source_model["output"][0][0])) in text  # the source's own
+    assert repr(float(clf.prototypes_[0, 0])) in text
+
+    shard_text = shard_file.read_text()
+    shard_doc = json.loads(shard_text)
+    assert (shard_doc["format"], shard_doc["version"]) == ("ftl-model-shard", SHARD_VERSION)
+    assert (shard_doc["kind"], shard_doc["role"], shard_doc["party"]) == (
+        "ftl.target",
+        "target",
+        "lab",
+    )
+    assert "own_key" not in shard_doc and '"p"' not in shard_text  # the shard has no key
+    assert repr(float(clf._source_model["output"][0][0])) not in shard_text
+    assert repr(float(clf.prototypes_[0, 0])) not in shard_text
+    if sys.platform != "win32":
+        for path in (source_file, shard_file):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_transfer_version_and_estimator_mismatch(tmp_path):
+    clf, target, _ = _fit_transfer(encryption=None)
+    source_file, shard_file = _save_transfer(clf, target, tmp_path)
+    lr, _, host = _fit(dict(encryption=None, **FAST))
+    lr_file = ftl.save_model(lr, tmp_path / "guest.json")
+
+    # a file of the other estimator, where a specific one is expected
+    with pytest.raises(ValueError, match="holds a FederatedTransferClassifier model, expected"):
+        ftl.load_model(source_file, estimator=ftl.FederatedLogisticRegression)
+    with pytest.raises(ValueError, match="holds a FederatedLogisticRegression model, expected"):
+        ftl.load_model(lr_file, estimator=ftl.FederatedTransferClassifier)
+    assert isinstance(ftl.load_model(lr_file), ftl.FederatedLogisticRegression)
+    # a transfer file relabelled as the other estimator (and vice versa)
+    doc = json.loads(source_file.read_text())
+    doc["estimator"] = "FederatedLogisticRegression"
+    source_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="role 'source' in a FederatedLogisticRegression file"):
+        ftl.load_model(source_file)
+    doc["role"] = "guest"
+    source_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"unknown parameters \[.*\] for FederatedLogistic"):
+        ftl.load_model(source_file)
+    doc = json.loads(lr_file.read_text())
+    doc.update(estimator="FederatedTransferClassifier", role="source")
+    lr_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"unknown parameters \[.*\] for FederatedTransfer"):
+        ftl.load_model(lr_file)
+    for key in list(doc["params"]):  # keep the parameter names both estimators have
+        if key not in ftl.FederatedTransferClassifier().get_params():
+            del doc["params"][key]
+    lr_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="logistic-regression attributes in a transfer file"):
+        ftl.load_model(lr_file)
+
+    # versions
+    source_file = ftl.save_model(clf, tmp_path / "source.json")
+    doc = json.loads(source_file.read_text())
+    doc["version"] = 99
+    source_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"version 99.*reads only version 1"):
+        ftl.load_model(source_file)
+    doc = json.loads(shard_file.read_text())
+    doc["version"] = 0
+    shard_file.write_text(json.dumps(doc))
+    fresh = ftl.datasets.load_breast_transfer()
+    with pytest.raises(ValueError, match=r"version 0.*reads only version 1"):
+        fresh.target.import_model(shard_file)
+    # a shard given to load_model, and a model file given to import_model
+    shard_file = target.export_model(clf.model_id_, tmp_path / "target.json")
+    with pytest.raises(ValueError, match=r"'ftl-model-shard', expected 'ftl-model'"):
+        ftl.load_model(shard_file)
+    source_file = ftl.save_model(clf, tmp_path / "source.json")
+    with pytest.raises(ValueError, match=r"'ftl-model', expected 'ftl-model-shard'"):
+        fresh.target.import_model(source_file)
+    # a transfer shard that claims to be a logistic-regression host's
+    doc = json.loads(shard_file.read_text())
+    doc["role"] = "host"
+    shard_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="role 'host' in a shard of kind 'ftl.target'"):
+        fresh.target.import_model(shard_file)
+    assert fresh.target.model_ids() == []
+
+
+def test_transfer_corrupted_or_mismatched_files(tmp_path):
+    clf, target, _ = _fit_transfer(encryption=None)
+    source_file, shard_file = _save_transfer(clf, target, tmp_path)
+    text, shard_text = source_file.read_text(), shard_file.read_text()
+
+    doc = json.loads(text)
+    doc["attributes"]["prototypes_"]["shape"] = [1, 3]
+    doc["attributes"]["prototypes_"]["data"] = doc["attributes"]["prototypes_"]["data"][:3]
+    source_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="do not fit together"):
+        ftl.load_model(source_file)
+    doc = json.loads(text)
+    doc["params"]["hidden_layer_sizes"] = [5]
+    source_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="do not fit together"):
+        ftl.load_model(source_file)
+    doc = json.loads(text)
+    doc["attributes"]["n_iter_"] = [2]
+    source_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="n_iter_"):
+        ftl.load_model(source_file)
+    doc = json.loads(text)
+    del doc["attributes"]["source_model"]
+    source_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="corrupted"):
+        ftl.load_model(source_file)
+
+    fresh = ftl.datasets.load_breast_transfer()
+    doc = json.loads(shard_text)
+    doc["output"]["shape"] = [5, 4]  # 20 values, but not (n_components, hidden + 1)
+    shard_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="output layer has shape"):
+        fresh.target.import_model(shard_file)
+    doc = json.loads(shard_text)
+    doc["hidden"]["activation"] = "os.system"
+    shard_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="activation"):
+        fresh.target.import_model(shard_file)
+    doc = json.loads(shard_text)
+    doc["own_key"] = {"scheme": "plain"}
+    shard_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="exactly hidden, output, has_hidden"):
+        fresh.target.import_model(shard_file)
+    assert fresh.target.model_ids() == []
+    # a shard of the right party name but other features
+    shard_file.write_text(shard_text)
+    narrow = ftl.Party("lab", np.zeros((3, 2)), ids=[1, 2, 3])
+    with pytest.raises(ValueError, match="layer 0 has shape"):
+        narrow.import_model(shard_file)
+
+    # a shard that holds something the file format does not know is not silently cut
+    target.store_model("extra", {**target.load_model(clf.model_id_), "scaler": [1.0]})
+    with pytest.raises(ValueError, match=r"cannot save transfer shard field\(s\) \['scaler'\]"):
+        target.export_model("extra", tmp_path / "extra.json")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_transfer_missing_shard_and_simulated_fit(tmp_path):
+    clf, target, data = _fit_transfer(encryption=None)
+    loaded = ftl.load_model(ftl.save_model(clf, tmp_path / "source.json"))
+    fresh = ftl.datasets.load_breast_transfer()  # the target did not import its shard
+    with pytest.raises(ValueError, match=f"party 'lab' holds no model '{clf.model_id_}'"):
+        loaded.predict(fresh.target.select(data.target_only_ids[:5]))
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    y = (X[:, 0] + X[:, 3] > 0).astype(int)
+    sim = ftl.FederatedTransferClassifier(**{**TRANSFER, "encryption": None}).fit(X, y)
+    with pytest.raises(ValueError, match="simulated federation"):
+        ftl.save_model(sim, tmp_path / "sim.json")
+    assert not (tmp_path / "sim.json").exists()

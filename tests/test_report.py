@@ -9,7 +9,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 import ftl
-from ftl._report import report
+from ftl._report import FTL_PROTOCOL, report
 from ftl.cli import main
 from ftl.federation import FieldRecord, Transcript, TranscriptRecord
 from ftl.federation.messages import schema_for
@@ -205,3 +205,139 @@ def test_cli_report_writes_output(tmp_path, capsys, encrypted_clf):
 
     assert main(["report", str(path)]) == 0
     assert "| `lr.contribution` |" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- transfer learning
+TRANSFER = dict(max_iter=2, n_components=4, hidden_layer_sizes=(4,), random_state=0)
+
+
+def _transfer_fit(by_ids: bool, **params):
+    data = ftl.datasets.load_breast_transfer()
+    X, y = ftl.align(data.source, data.target, how="left")
+    clf = ftl.FederatedTransferClassifier(**TRANSFER, **params).fit(X, y)
+    clf.predict_proba(X[:20])  # aligned rows: source-only rows locally, shared ones securely
+    if by_ids:
+        clf.predict_proba(data.target.select(data.target_only_ids[:10]))
+    return clf
+
+
+@pytest.fixture(scope="module")
+def transfer_clf():
+    return _transfer_fit(True, **SMALL_KEY)
+
+
+@pytest.fixture(scope="module")
+def transfer_plain_clf():
+    return _transfer_fit(False, encryption=None)
+
+
+def _row(text: str, start: str) -> str:
+    (line,) = [line for line in text.splitlines() if line.startswith(start)]
+    return line
+
+
+def test_transfer_report(transfer_clf):
+    text = report(transfer_clf)  # n_iter_ is an int here, not one per binary model
+    types = {r.type for r in transfer_clf.transcript_}
+    assert {"ftl.open", "ftl.source_terms", "ftl.target_terms", "ftl.scores"} <= types
+    for name in types:
+        assert f"`{name}`" in text
+    assert schema_for("ftl.target_terms").doc in text
+    assert f"| Protocol | {FTL_PROTOCOL} |" in text
+    assert "(Liu et al. 2018), secure: row-packed Paillier, masked gradients" in text
+    assert "| Epochs | 2 |" in text and "per binary model" not in text
+    assert "| `hospital` | source (labelled, runs the driver) |" in text
+    assert "| `lab` | target (unlabelled) |" in text
+    assert "guest (driver)" not in text
+    assert "512-bit Paillier modulus for every key" in text and "WARNING: weak keys" in text
+    # checks: all pass; the scores return to their key owner, the driver, by design
+    assert PLAINTEXT_WARNING not in text
+    assert "| No field of kind `plaintext` | PASS |" in text
+    assert "| Per-sample fields are ciphertexts or masked | PASS |" in text
+    owner = _row(text, "| No ciphertext sent back to its key owner |")
+    assert "| PASS |" in owner and "`ftl.scores.values (lab → hospital)`" in owner
+    # what crossed, per field, and whose key it is under
+    assert "`rows` (ciphertext, per-sample, under the sender's key)" in text
+    assert "`gradient` (masked, under the receiver's key)" in text
+    assert _row(text, "| `ftl.scores` | lab → hospital |").endswith(
+        "`values` (ciphertext, per-sample, under the receiver's key) |"
+    )
+    # the transfer protocol's leakages apply; logistic regression's are not listed
+    for start, applies in [
+        ("| training | The target learns the gradient of its own output layer", "yes"),
+        ("| training | The source learns the gradient of its own output layer", "yes"),
+        ("| training | Both parties learn which aligned rows are in the overlap", "yes"),
+        ("| training | The target's random initialisation is seeded by the source", "yes"),
+        ("| prediction | The source learns the scores `P u_T,j`", "yes"),
+        ("| prediction | Target rows scored by id", "yes"),
+        ("| all | Plaintext mode", "no"),
+        ("| all | Non-goals", "yes"),
+    ]:
+        assert f"| {applies} |" in _row(text, start), start
+    assert "M = PᵀQP" in text and "U_TᵀU_T / n" in text and "K' ≥ d" in text
+    assert "X_Hᵀ (residual)" not in text  # logistic regression's label leakage
+    assert "not described in `docs/protocols.md`" in text
+
+
+def test_transfer_plaintext_report(transfer_plain_clf):
+    text = report(transfer_plain_clf)
+    assert PLAINTEXT_WARNING in text and "## WARNINGS" in text
+    assert "PLAINTEXT MODE" in text and "`encryption=None`" in text
+    assert "| No field of kind `plaintext` | FAIL |" in text
+    per_sample = _row(text, "| Per-sample fields are ciphertexts or masked |")
+    assert "| FAIL |" in per_sample and "`ftl.source_terms.rows`" in per_sample
+    assert "`ftl.target_terms.rows`" in per_sample and "`ftl.scores.values`" in per_sample
+    assert "| n/a | no ciphertexts (plaintext mode) |" in text
+    assert "| yes |" in _row(text, "| all | Plaintext mode")
+    assert "| no |" in _row(text, "| prediction | Target rows scored by id")  # aligned rows only
+    assert "weak keys" not in text
+
+
+def test_transfer_report_from_file_and_html(tmp_path, capsys, transfer_clf):
+    path = transfer_clf.transcript_.to_jsonl(tmp_path / "ftl.jsonl")
+    assert main(["report", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "| `hospital` | source (labelled, runs the driver) |" in text
+    assert "not recorded" in text and "| Protocol |" in text
+    assert "| PASS |" in _row(text, "| No ciphertext sent back to its key owner |")
+    assert "| yes |" in _row(text, "| prediction | Target rows scored by id")
+    page = report(transfer_clf, format="html")
+    _check_html(page)
+    assert "<code>ftl.source_terms</code>" in page and "Federated transfer learning" in page
+
+
+def test_transfer_scores_to_another_party_fail():
+    """Only the party that opened a prediction session may receive its scores."""
+    ct = FieldRecord("prototypes", "ciphertext", "encrypted", (4, 1), False, key_id="kp")
+    scores = FieldRecord("values", "ciphertext", "encrypted", (3,), True, key_id="kp")
+    rows = FieldRecord("rows", "ciphertext", "encrypted", (5, 1), True, key_id="ks")
+    base = [
+        _record(0, "src", "tgt", "ftl.predict_open", [ct]),
+        _record(1, "tgt", "src", "ftl.scores", [scores]),
+    ]
+    text = report(Transcript(base))
+    assert "| PASS |" in _row(text, "| No ciphertext sent back to its key owner |")
+    bad = Transcript(
+        [
+            *base,
+            _record(2, "src", "tgt", "ftl.source_terms", [rows]),
+            _record(3, "tgt", "src", "ftl.target_terms", [rows]),  # the source's own rows back
+        ]
+    )
+    text = report(bad)
+    owner = _row(text, "| No ciphertext sent back to its key owner |")
+    assert "| FAIL |" in owner and "`ftl.target_terms.rows (tgt → src)`" in owner
+    assert "WARNING: ciphertexts of kind `ciphertext` were sent to the owner" in text
+    # scores under a prediction key, but in a session that no ftl.predict_open opened
+    stray = TranscriptRecord(
+        step=2,
+        session="other",
+        sender="tgt",
+        receiver="src",
+        type="ftl.scores",
+        nbytes=10,
+        fields=(scores,),
+    )
+    text = report(Transcript([*base, stray]))
+    owner = _row(text, "| No ciphertext sent back to its key owner |")
+    assert "| FAIL |" in owner and "`ftl.scores.values (tgt → src)`" in owner

@@ -248,7 +248,9 @@ def test_plain_array_is_a_simulated_federation():
     rng = np.random.RandomState(0)
     x = rng.normal(size=(80, 4))
     y = (x[:, 2] + x[:, 3] > 0).astype(int)  # the simulated target's columns
-    clf = ftl.FederatedTransferClassifier(encryption=None, random_state=0).fit(x, y)
+    clf = ftl.FederatedTransferClassifier(encryption=None, random_state=0, gamma=0.1)
+    with pytest.warns(ConvergenceWarning, match="little signal"):  # the source has none
+        clf.fit(x, y)
     assert clf.score(x, y) > 0.8  # shared rows are scored from the target's features
     with pytest.raises(ValueError, match="expecting 4 features"):
         clf.predict(x[:, :3])
@@ -259,7 +261,7 @@ def test_collapsed_representations_are_reported():
     x = rng.normal(size=(80, 4))
     y = (x[:, 0] + x[:, 2] + x[:, 3] > 0).astype(int)
     clf = ftl.FederatedTransferClassifier(encryption=None, random_state=0, gamma=5.0)
-    with pytest.warns(ConvergenceWarning, match="collapsed"):
+    with pytest.warns(ConvergenceWarning, match="collapsed"):  # both shrink to zero
         clf.fit(x, y)
 
 
@@ -376,3 +378,25 @@ def test_target_refuses_malformed_batches(breast_transfer):
             )
     finally:
         data.target.endpoint._sessions.clear()
+
+
+def test_too_many_classes_for_packed_scores_is_refused_before_training():
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(60, 4))
+    y = np.arange(60) % 6  # 6 classes; a 512-bit key holds 4 scores per ciphertext
+    clf = ftl.FederatedTransferClassifier(random_state=0, **FAST, **SMALL_KEY)
+    with pytest.raises(ValueError, match="6 classes need 6 scores"):
+        clf.fit(x, y)
+
+
+def test_batches_too_small_to_stay_private_are_refused(breast_transfer):
+    data, X, y = breast_transfer
+    overlap = X.alignment.overlap[X.positions]
+    keep = ~overlap | (np.cumsum(overlap) <= 18)  # 18 shared rows, widths 9 -> need 19
+    clf = ftl.FederatedTransferClassifier(random_state=0, max_iter=1, **FAST, **SMALL_KEY)
+    with pytest.raises(ValueError, match="too few for a private fit"):
+        clf.fit(X[keep], y[keep])
+    # a small batch_size is raised to the private minimum, never below it
+    clf.set_params(batch_size=4).fit(X, y)
+    sizes = [r.fields for r in clf.transcript_ if r.type == "ftl.source_terms"]
+    assert all(dict((f.name, f.shape) for f in fs)["rows"][0] >= 19 for fs in sizes)

@@ -18,6 +18,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ftl.crypto import packed
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
 from ftl.data.handles import PartyRows, VerticalData
 from ftl.data.simulate import simulate_federation
@@ -27,8 +28,8 @@ from ftl.transfer.source import TransferSource, source_scores, target_scores
 
 __all__ = ["FederatedTransferClassifier"]
 
-#: Prototypes below this Frobenius norm mean the representations collapsed.
-_COLLAPSED = 0.1
+#: Warn when the source-side loss ends above this fraction of the loss at z = 0.
+_FLAT = 0.98
 
 
 class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
@@ -243,6 +244,19 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         self.party_names_ = None
         return handle, y
 
+    def _check_score_packing(self, params: dict, n_classes: int) -> None:
+        """Encrypted prediction packs one row's scores into one ciphertext."""
+        if self.encryption is None:
+            return
+        n_scores = 1 if n_classes == 2 else n_classes
+        width = packed.slot_bits(params["n_components"], n_scores)
+        per_ct, _ = packed.layout(int(self.key_size), width, 1)
+        if n_scores > per_ct:
+            raise ValueError(
+                f"{n_classes} classes need {n_scores} scores per row, but one "
+                f"{self.key_size}-bit ciphertext holds {per_ct}; use a larger key_size"
+            )
+
     @staticmethod
     def _overlap(handle: VerticalData) -> np.ndarray:
         overlap = handle.alignment.overlap
@@ -284,6 +298,7 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
                 f"This solver needs samples of at least 2 classes in the data, but the data "
                 f"contains only one class: {self.classes_[0]!r}"
             )
+        self._check_score_packing(params, len(self.classes_))
         rng = check_random_state(self.random_state)
         alignment = handle.alignment
         self.transcript_ = Transcript()
@@ -306,11 +321,13 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         )
         result = source.fit(self.max_iter, self.tol, batch_size)
         self.prototypes_ = result.prototypes
-        if np.linalg.norm(self.prototypes_) < _COLLAPSED:
+        final = result.history[-1]["source_side_loss"]
+        if final >= _FLAT * result.loss_at_zero:
             warnings.warn(
-                "the representations collapsed towards zero (prototype norm "
-                f"{np.linalg.norm(self.prototypes_):.1e}): the alignment loss dominates; "
-                "lower gamma or raise gamma_warmup",
+                f"the source-side loss ({final:.4f}) is no better than a constant score "
+                f"({result.loss_at_zero:.4f}): the source's features may carry little "
+                "signal about the labels, or both representations collapsed towards zero "
+                "(then lower gamma or raise gamma_warmup)",
                 ConvergenceWarning,
                 stacklevel=2,
             )

@@ -78,7 +78,8 @@ PREDICT_OPEN = register(
 SCORES = register(
     "ftl.scores",
     "[[P u_B,j + offset]] for every requested row under the source's key (the source's "
-    "own result), `count` rows packed per ciphertext with a public offset.",
+    "own result): `count` rows in all, floor(slots / K') rows per ciphertext, every slot "
+    "shifted by a public offset.",
     values=FieldSpec("encrypted", ValueKind.CIPHERTEXT, per_sample=True, max_len=_MAX_ROWS),
     slot_bits=FieldSpec("int", _PUBLIC),
     count=FieldSpec("int", _PUBLIC),

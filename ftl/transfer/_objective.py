@@ -37,7 +37,6 @@ __all__ = [
     "LabelCoding",
     "label_coding",
     "reference_gradients",
-    "source_only_gradient",
     "taylor_loss",
 ]
 
@@ -132,22 +131,3 @@ def reference_gradients(w_a, w_b, h_a_all, h_a, h_b, coding, beta, gamma, alpha)
     grad_b = grad_u_b.T @ h_b + _penalty_grad(w_b, alpha)
     grad_a = grad_p.T @ (coding.R.T @ h_a_all) + (2 * gamma * diff / n).T @ h_a
     return float(loss), grad_a + _penalty_grad(w_a, alpha), grad_b
-
-
-def source_only_gradient(w, h_all, coding, alpha):
-    """Loss and gradient of the source scoring its *own* rows with its prototypes.
-
-    ``mean_j l~(P u_j ; y_j) + alpha/2 ||W||^2`` over all labelled source rows: the
-    same Taylor loss, but on the source's representations only. The source
-    minimises it locally to start the federated phase from a discriminative
-    representation space and meaningful prototypes (nothing crosses parties).
-    """
-    n = h_all.shape[0]
-    u = h_all @ w.T
-    p = coding.R.T @ u
-    z = u @ p.T
-    s = (z @ coding.Q.T - coding.beta) / n
-    loss = taylor_loss(z, coding.beta, coding.Q, coding.constant).mean()
-    grad_u = s @ p + coding.R @ (s.T @ u)
-    g = grad_u.T @ h_all + _penalty_grad(w, alpha)
-    return float(loss + 0.5 * alpha * (w[:, :-1] ** 2).sum()), g

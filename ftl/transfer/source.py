@@ -8,9 +8,11 @@ holds features only. Per batch of overlap rows (see docs/transfer.md):
    it sends ``[[a_i]]_S`` and the columns of ``[[M]]_S`` (packed row-wise).
 2. T returns ``[[u_T,i]]_T``, ``[[U_T'U_T / n]]_T`` and its masked gradient under
    S's key; S decrypts the latter (learning only masked values).
-3. S computes its own gradient under T's key,
-   ``[[ C P'Q'T_S - sum_i u_T,i (beta_i'T_S + 2 gamma h_i)' + 2 gamma U_S'H_S + r ]]_T``
-   with ``T_S = R'H_S``; T decrypts it, S removes ``r``. Both step.
+3. S computes its own gradient (times n) under T's key,
+   ``[[ (C/n) (n P'Q'T_S) - sum_i u_T,i (T_S' beta_i + 2 gamma h_i)' + 2 gamma U_S'H_S + r ]]_T``
+   with ``C = U_T'U_T`` (T sent ``C/n``), ``T_S = R'H_S`` (how ``P`` moves with
+   ``W_S``) and ``h_i`` the source's hidden activations with the bias column;
+   T decrypts it, S removes ``r``. Both step.
 
 Neither party ever holds the other's private key; there is no arbiter.
 """
@@ -52,20 +54,33 @@ class TransferResult:
     model_id: str
     n_iter: int
     history: list = field(default_factory=list)
+    loss_at_zero: float = 0.0
 
 
 def current_gamma(params: dict, epoch: int) -> float:
-    """Alignment weight in ``epoch``: ramped up linearly over ``gamma_warmup`` epochs.
+    """Alignment weight in ``epoch`` (from 0): ``gamma * min(1, (epoch + 1) / warmup)``.
 
     Both parties' representations start random and unrelated, so at full weight the
     alignment loss is cheapest to lower by shrinking both towards zero, a stationary
     point the classification loss (quadratic in the scale too) cannot leave. Ramping
-    lets the classification loss shape the space first. Public: both parties
-    compute it from the epoch count.
+    lets the classification loss shape the space first. Never exactly 0: with no
+    alignment term the target's gradient would lie in the span of the prototypes
+    and show it their direction. Public: both parties compute it from the epoch.
     """
     warmup = int(params.get("gamma_warmup", 0))
-    scale = 1.0 if warmup <= 0 else min(1.0, epoch / warmup)
+    scale = 1.0 if warmup <= 0 else min(1.0, (epoch + 1) / warmup)
     return float(params["gamma"]) * scale
+
+
+def min_private_batch(source_inputs: int, target_inputs: int) -> int:
+    """Fewest rows a batch may have when values are encrypted.
+
+    Each party learns its own output-layer gradient: ``d x m`` numbers that are
+    linear in the other party's ``n x d`` per-row values with coefficients it
+    knows. With ``n <= m`` it could solve for them; twice the widest ``m`` keeps the
+    system heavily under-determined. Both parties enforce it.
+    """
+    return 2 * max(int(source_inputs), int(target_inputs)) + 1
 
 
 def _penalty(w: np.ndarray, alpha: float) -> np.ndarray:
@@ -239,7 +254,18 @@ class TransferSource:
         self._open()
         n = len(self.overlap_idx)
         bs = min(int(batch_size), n)
-        n_batches = -(-n // bs)
+        if self.own.scheme == "paillier":
+            smallest = min_private_batch(self.h.shape[1], self.target_inputs)
+            if n < smallest:
+                raise ValueError(
+                    f"{n} shared training rows are too few for a private fit with these "
+                    f"networks: every batch needs at least {smallest} rows (more than twice "
+                    "the widest output layer's inputs), or a party could solve its gradient "
+                    "for the other's per-row values; use more shared rows or smaller "
+                    "hidden_layer_sizes"
+                )
+            bs = max(bs, smallest)
+        n_batches = max(1, n // bs)
         mode = self.params["encryption"] or "plaintext"
         bar = tqdm(
             total=n_batches * max_iter,
@@ -255,8 +281,10 @@ class TransferSource:
             for epoch in range(max_iter):
                 started = time.perf_counter()
                 order = self.rng.permutation(n)
-                for start in range(0, n, bs):
-                    self._batch(order[start : start + bs])
+                # the remainder joins the other batches: a batch smaller than the
+                # gradients' widths would let a party solve for per-row values
+                for batch in np.array_split(order, n_batches):
+                    self._batch(batch)
                     bar.update(1)
                 reply = ch.call(
                     endpoint, "ftl.target.epoch_end", Message(msg.EPOCH_END.name, {"epoch": epoch})
@@ -288,7 +316,13 @@ class TransferSource:
             except Exception:  # noqa: BLE001 - best effort; the real error is already raised
                 pass
         return TransferResult(
-            self.stack.to_dict(), self.w.copy(), self.prototypes(), model_id, n_iter, history
+            self.stack.to_dict(),
+            self.w.copy(),
+            self.prototypes(),
+            model_id,
+            n_iter,
+            history,
+            self.coding.constant,
         )
 
 
@@ -319,7 +353,7 @@ def target_scores(
     insecure = bool(params.get("insecure_for_tests", False))
     own = make_own_key(params["encryption"], int(params["key_size"]), insecure)
     n_scores = prototypes.shape[0]
-    width = packed.slot_bits(1, n_scores)
+    width = packed.slot_bits(prototypes.shape[1], n_scores)  # d products per score
     positions = np.zeros(0, dtype=np.int64) if positions is None else positions
     ids = [] if ids is None else [str(i) for i in ids]
     n_rows = len(ids) or len(positions)

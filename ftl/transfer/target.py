@@ -35,7 +35,7 @@ from ftl.transfer._network import (
     pretrain_autoencoder,
     with_bias,
 )
-from ftl.transfer.source import current_gamma
+from ftl.transfer.source import current_gamma, min_private_batch
 
 __all__ = ["TransferTarget", "TransferTargetPredictor"]
 
@@ -100,6 +100,13 @@ class TransferTarget:
         if len(np.unique(batch)) != len(batch):
             raise ValueError("batch repeats rows")
         n, d = len(batch), self.dim
+        if self.own.scheme == "paillier":
+            smallest = min_private_batch(self.params["source_inputs"], self.h.shape[1])
+            if n < smallest:
+                raise ValueError(
+                    f"a batch of {n} rows is too small to keep per-row values private "
+                    f"(at least {smallest})"
+                )
         a, m_cols = request["rows"], request["matrix"]
         width = packed.slot_bits(n, d)
         per_ct_check = a.values.shape == (n, self._n_ct(width))
@@ -212,7 +219,7 @@ class TransferTargetPredictor:
             raise ValueError("prototypes do not match the representation dimension")
 
     def opened(self) -> Message:
-        width = packed.slot_bits(1, self.n_scores)
+        width = packed.slot_bits(self.u.shape[1], self.n_scores)  # d products per score
         scores = packed.offset_combination(
             self.source, self.prototypes, self.u.T, width, self.n_scores
         )
