@@ -233,15 +233,6 @@ _FTL_LEAKAGES: tuple[tuple[str, str, str], ...] = (
         f"{_FTL_TGT}",
     ),
     (
-        "ftl_training",
-        "The target's random initialisation is seeded by the source (`seed` in "
-        "`ftl.open.params`): given the public shapes and the target's row and column "
-        "counts (known from PSI), the source can reproduce the target's initial weights "
-        "(its output layer exactly, its hidden layers before pre-training). Masks and "
-        "encryption randomness do not depend on this seed.",
-        f"{_FTL_TGT}",
-    ),
-    (
         "ftl_prediction",
         "The source learns the scores `P u_T,j` of every target row it asks for: K' "
         "linear functions of each target representation (with at least as many "
@@ -966,8 +957,8 @@ def _meaning(key: str, meaning: str, a: _Analysis) -> str:
         )
     elif key == "public":
         meaning += (
-            " In the transfer protocol also the seed of the target's initialisation "
-            "(`ftl.open.params`) and, when target rows are scored by id, their ids "
+            " In the transfer protocol also a seed the target mixes with a hash of its own "
+            "data (`ftl.open.params`) and, when target rows are scored by id, their ids "
             "(`ftl.predict_open.ids`); the leakages below list what they reveal."
         )
     return meaning
@@ -992,10 +983,10 @@ def _leakage_section(a: _Analysis) -> _Section:
         intro = (
             "What the protocols reveal by design, even when every check above passes, "
             "assuming semi-honest parties. PSI and the non-goals: "
-            f"`{_DOCS}` §2.7 and §5. The transfer protocol is not described in `{_DOCS}`; "
-            "its rows are stated from the code (`ftl/transfer/source.py`, `target.py`, "
-            "`_messages.py`) in the notation of `ftl/transfer/_objective.py`: source S "
-            "(labels; A in the message descriptions) and target T (B), representations "
+            f"`{_DOCS}` §2.7 and §5. The transfer protocol is described in "
+            "`docs/transfer.md` (§4 who learns what, §5 leakages) and in the code "
+            "(`ftl/transfer/source.py`, `target.py`, `_messages.py`): source S "
+            "(labels) and target T, representations "
             "`u = W h̃` of hidden activations `h̃ = [h; 1]`, prototypes `P` (K' × d: "
             "K' = 1 for two classes, else the number of classes), the loss's Taylor "
             "coefficients `Q` and label codes `β_i`, alignment weight γ."

@@ -267,7 +267,6 @@ def test_transfer_report(transfer_clf):
         ("| training | The target learns the gradient of its own output layer", "yes"),
         ("| training | The source learns the gradient of its own output layer", "yes"),
         ("| training | Both parties learn which aligned rows are in the overlap", "yes"),
-        ("| training | The target's random initialisation is seeded by the source", "yes"),
         ("| prediction | The source learns the scores `P u_T,j`", "yes"),
         ("| prediction | Target rows scored by id", "yes"),
         ("| all | Plaintext mode", "no"),
@@ -276,7 +275,7 @@ def test_transfer_report(transfer_clf):
         assert f"| {applies} |" in _row(text, start), start
     assert "M = PᵀQP" in text and "U_TᵀU_T / n" in text and "K' ≥ d" in text
     assert "X_Hᵀ (residual)" not in text  # logistic regression's label leakage
-    assert "not described in `docs/protocols.md`" in text
+    assert "`docs/transfer.md`" in text
 
 
 def test_transfer_plaintext_report(transfer_plain_clf):

@@ -24,14 +24,14 @@ OPENED = register(
 SOURCE_TERMS = register(
     "ftl.source_terms",
     "One batch: which overlap rows, the source's per-row vectors a_i = P'beta_i + "
-    "2 gamma u_A,i and the columns of M = P'QP, packed row-wise under the source's key.",
+    "2 gamma u_S,i and the columns of M = P'QP, packed row-wise under the source's key.",
     batch=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=_MAX_ROWS),
     rows=FieldSpec("encrypted", ValueKind.CIPHERTEXT, ndim=2, per_sample=True, max_len=_MAX_ROWS),
     matrix=FieldSpec("encrypted", ValueKind.CIPHERTEXT, ndim=2, max_len=4_096),
 )
 TARGET_TERMS = register(
     "ftl.target_terms",
-    "The target's representations u_B,i and their Gram matrix C_B / n, packed under the "
+    "The target's representations u_T,i and their Gram matrix U_T'U_T / n, packed under the "
     "target's key, and the target's masked gradient under the source's key "
     "(`count` slots of `slot_bits` bits), for the source to decrypt.",
     rows=FieldSpec("encrypted", ValueKind.CIPHERTEXT, ndim=2, per_sample=True, max_len=_MAX_ROWS),
@@ -77,7 +77,7 @@ PREDICT_OPEN = register(
 )
 SCORES = register(
     "ftl.scores",
-    "[[P u_B,j + offset]] for every requested row under the source's key (the source's "
+    "[[P u_T,j + offset]] for every requested row under the source's key (the source's "
     "own result): `count` rows in all, floor(slots / K') rows per ciphertext, every slot "
     "shifted by a public offset.",
     values=FieldSpec("encrypted", ValueKind.CIPHERTEXT, per_sample=True, max_len=_MAX_ROWS),

@@ -1,6 +1,8 @@
 """The federated transfer objective and its second-order Taylor form.
 
-Notation (Liu et al., "Secure Federated Transfer Learning", arXiv 1812.03337):
+Notation of Liu et al., "Secure Federated Transfer Learning" (arXiv 1812.03337):
+party A is the source (labels), party B the target; the protocol modules and
+docs/transfer.md call them S and T.
 source rows ``j`` (all labelled), overlap rows ``i`` (both parties), hidden
 activations with a bias column ``h~``, representations ``u_A = W_A h~_A`` and
 ``u_B = W_B h~_B`` in ``R^d``.

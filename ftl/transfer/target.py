@@ -20,6 +20,8 @@ unmasked value computed from them; it learns its own weight gradient.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from ftl.crypto import packed
@@ -38,6 +40,15 @@ from ftl.transfer._network import (
 from ftl.transfer.source import current_gamma, min_private_batch
 
 __all__ = ["TransferTarget", "TransferTargetPredictor"]
+
+
+def _own_seed(party, source_seed: int) -> int:
+    """The target's initialisation seed: the source's seed mixed with a hash of the
+    target's own data, so fits are reproducible for a given ``random_state`` while
+    the source cannot predict the target's initial weights."""
+    digest = hashlib.sha256(source_seed.to_bytes(8, "little"))
+    digest.update(np.ascontiguousarray(_party_features(party)).tobytes())
+    return int.from_bytes(digest.digest()[:8], "little")
 
 
 def _party_features(party) -> np.ndarray:
@@ -60,7 +71,7 @@ class TransferTarget:
         if (rows < 0).any():
             raise ValueError("training rows include rows the target does not have")
         self.rows = rows
-        rng = np.random.default_rng(int(p["seed"]))
+        rng = np.random.default_rng(_own_seed(party, int(p["seed"])))
         hidden = tuple(int(k) for k in p["hidden_layer_sizes"])
         self.stack = HiddenStack(party.n_features, hidden, p["activation"], rng)
         # Hidden layers learn from all of the target's own rows, labels being unknown
