@@ -93,7 +93,6 @@ class TransferTarget:
         self.source = _peer_keys(table, "target", scheme, self.insecure, self.n_jobs)["source"]
         self.state = None
         self.batch = None
-        self.pending_source = None
         self.epoch_start = self.w.copy()
 
     def opened(self) -> Message:
@@ -120,8 +119,8 @@ class TransferTarget:
                 )
         a, m_cols = request["rows"], request["matrix"]
         width = packed.slot_bits(n, d)
-        per_ct_check = a.values.shape == (n, self._n_ct(width))
-        if not per_ct_check or m_cols.values.shape != (d, self._n_ct(width)):
+        n_ct = self._n_ct(width)
+        if a.values.shape != (n, n_ct) or m_cols.values.shape != (d, n_ct):
             raise ValueError("source terms do not match the batch and dimension")
         h = self.h[batch]
         u = h @ self.w.T
