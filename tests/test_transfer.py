@@ -400,3 +400,18 @@ def test_batches_too_small_to_stay_private_are_refused(breast_transfer):
     clf.set_params(batch_size=4).fit(X, y)
     sizes = [r.fields for r in clf.transcript_ if r.type == "ftl.source_terms"]
     assert all(dict((f.name, f.shape) for f in fs)["rows"][0] >= 19 for fs in sizes)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_exact_loss_slope_and_taylor_agree_near_zero(n_classes):
+    """The Taylor form is the exact loss's expansion at z = 0: same value and slope
+    there (so the benchmark's exact-loss comparison is the right one)."""
+    from ftl.transfer._objective import exact_loss_and_slope, taylor_loss
+
+    rng = np.random.default_rng(0)
+    coding = label_coding(rng.integers(0, n_classes, 30), n_classes)
+    z = 1e-3 * rng.normal(size=(30, coding.width))
+    exact, slope = exact_loss_and_slope(z, coding.beta, coding.Q)
+    taylor = taylor_loss(z, coding.beta, coding.Q, coding.constant)
+    np.testing.assert_allclose(exact, taylor, atol=1e-8)
+    np.testing.assert_allclose(slope, z @ coding.Q.T - coding.beta, atol=1e-6)

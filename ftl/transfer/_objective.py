@@ -34,10 +34,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit, softmax
 
 __all__ = [
     "LabelCoding",
     "label_coding",
+    "exact_loss_and_slope",
     "reference_gradients",
     "taylor_loss",
 ]
@@ -95,8 +97,30 @@ def _penalty_grad(w: np.ndarray, alpha: float) -> np.ndarray:
     return g
 
 
-def reference_gradients(w_a, w_b, h_a_all, h_a, h_b, coding, beta, gamma, alpha):
-    """Objective and gradients on pooled values (tests only).
+def exact_loss_and_slope(z: np.ndarray, beta: np.ndarray, q: np.ndarray):
+    """The loss the Taylor form approximates, and its gradient in ``z``, per row.
+
+    Binary (``K' = 1``, ``beta = y/2`` with ``y = +-1``): ``log(1 + exp(-y z))``;
+    multiclass (``beta = e_y - 1/K``): the softmax cross-entropy.
+    """
+    if q.shape == (1, 1):
+        t = 2.0 * beta
+        margin = t * z
+        return np.logaddexp(0.0, -margin).sum(axis=1), -t * expit(-margin)
+    onehot = beta + 1.0 / beta.shape[1]
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return (log_norm - shifted)[onehot > 0.5], softmax(z, axis=1) - onehot
+
+
+def reference_gradients(
+    w_a, w_b, h_a_all, h_a, h_b, coding, beta, gamma, alpha, loss: str = "taylor"
+):
+    """Objective and gradients on pooled values (tests and benchmarks only).
+
+    ``loss="exact"`` replaces the Taylor form by the loss it approximates, to
+    measure what the approximation costs (``benchmarks/bench_transfer.py``); the
+    secure protocol can only run the Taylor form.
 
     Parameters
     ----------
@@ -110,6 +134,7 @@ def reference_gradients(w_a, w_b, h_a_all, h_a, h_b, coding, beta, gamma, alpha)
     beta : ndarray (n, K')
         ``coding.beta`` of the batch's rows.
     gamma, alpha : float
+    loss : {"taylor", "exact"}
 
     Returns
     -------
@@ -122,14 +147,18 @@ def reference_gradients(w_a, w_b, h_a_all, h_a, h_b, coding, beta, gamma, alpha)
     u_a, u_b = h_a @ w_a.T, h_b @ w_b.T
     z = u_b @ p.T
     diff = u_a - u_b
-    loss = (
-        taylor_loss(z, beta, coding.Q, coding.constant).mean()
+    if loss == "exact":
+        per_row, s = exact_loss_and_slope(z, beta, coding.Q)
+    else:
+        per_row = taylor_loss(z, beta, coding.Q, coding.constant)
+        s = z @ coding.Q.T - beta  # dl/dz per row
+    value = (
+        per_row.mean()
         + gamma * (diff**2).sum() / n
         + 0.5 * alpha * ((w_a[:, :-1] ** 2).sum() + (w_b[:, :-1] ** 2).sum())
     )
-    s = z @ coding.Q.T - beta  # dl/dz per row
     grad_u_b = (s @ p - 2 * gamma * diff) / n
     grad_p = s.T @ u_b / n
     grad_b = grad_u_b.T @ h_b + _penalty_grad(w_b, alpha)
     grad_a = grad_p.T @ (coding.R.T @ h_a_all) + (2 * gamma * diff / n).T @ h_a
-    return float(loss), grad_a + _penalty_grad(w_a, alpha), grad_b
+    return float(value), grad_a + _penalty_grad(w_a, alpha), grad_b
