@@ -67,7 +67,9 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
     gamma : float, default=0.3
         Weight of the alignment loss ``||u_source - u_target||^2`` on shared rows.
         Large values let both parties shrink their representations together
-        (measured: ``gamma=1`` collapses the four-class vehicle model).
+        (measured: ``gamma=1`` collapses the four-class vehicle model). With
+        ``gamma=0`` the target's gradients lie in the span of the prototypes and
+        show it their direction (docs/transfer.md, leakages).
     gamma_warmup : int, default=10
         Epochs over which the alignment weight ramps linearly from 0 to ``gamma``
         (without it, unrelated random initial representations can both shrink to
