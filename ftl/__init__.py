@@ -5,7 +5,7 @@ intersection and train one model on them; each keeps its own features and its
 own part of the model, and only encrypted or masked values cross between them.
 """
 
-from ftl import datasets, plot
+from ftl import datasets, plot, preprocessing
 from ftl._report import report
 from ftl.data.align import align
 from ftl.data.handles import PartyRows, VerticalData
@@ -29,6 +29,7 @@ __all__ = [
     "datasets",
     "intersection_size",
     "plot",
+    "preprocessing",
     "report",
     "load_model",
     "save_model",

@@ -1143,9 +1143,9 @@ def report(
     obj : estimator, Transcript, str or os.PathLike
         A fitted estimator (its ``transcript_`` and its ``encryption``,
         ``key_size`` and ``sigmoid`` parameters are used), a
-        :class:`~ftl.federation.Transcript`, or the path of a transcript
-        ``.jsonl`` file (:meth:`Transcript.to_jsonl`). Key sizes are not
-        recorded in a transcript, so for the last two the report says so.
+        :class:`~ftl.Transcript`, or the path of a transcript ``.jsonl`` file
+        (:meth:`Transcript.to_jsonl <ftl.Transcript.to_jsonl>`). Key sizes are
+        not recorded in a transcript, so for the last two the report says so.
     format : {"markdown", "html"}, default="markdown"
         GitHub-flavoured Markdown, or a standalone HTML page (inline CSS, no
         external assets, every text HTML-escaped).

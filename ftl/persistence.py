@@ -5,7 +5,7 @@ weight block, the intercept and *references* to the hosts' blocks (model ids
 and the hosts' public keys); every host holds its own weight block and the
 Paillier key pair it trained with. Persistence keeps that split:
 
-* :func:`save_model` / :func:`load_model` -- the **guest's** file
+* :func:`~ftl.save_model` / :func:`~ftl.load_model` -- the **guest's** file
   (format ``"ftl-model"``). It holds the estimator's class and parameters, and
   the guest's fitted attributes (``classes_``, ``coef_``, ``intercept_``,
   ``n_features_in_``, ``feature_names_in_``, ``party_names_``, ``n_iter_``,
@@ -26,7 +26,7 @@ A fitted :class:`~ftl.FederatedTransferClassifier` is split the same way
 between its *source* (the labelled party, which runs the driver) and its
 *target*:
 
-* :func:`save_model` / :func:`load_model` -- the **source's** file (same format,
+* :func:`~ftl.save_model` / :func:`~ftl.load_model` -- the **source's** file (same format,
   ``"role": "source"``, ``"estimator": "FederatedTransferClassifier"``): the
   parameters, ``classes_``, ``prototypes_``, the source's own network (hidden
   layers and output layer), ``model_id_``, ``party_names_``,
@@ -51,7 +51,7 @@ Nothing is ever unpickled and no class is looked up by a name read from a file:
 the estimator class must be one of the known classes.
 
 Models fitted on a plain array (a *simulated* federation, where every "host"
-lives inside the estimator) are refused by :func:`save_model`: writing them
+lives inside the estimator) are refused by :func:`~ftl.save_model`: writing them
 would put the simulated hosts' shards and private keys into the guest's file.
 Fit on a handle from :func:`ftl.align` to get a model that can be saved.
 

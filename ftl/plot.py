@@ -182,14 +182,14 @@ def plot_transcript(transcript_or_clf: Any, ax: Axes | None = None, *, log: bool
     Each message's bytes are attributed to its payload kind, the most sensitive
     value kind it carries (``plaintext`` > ``ciphertext`` > ``masked`` >
     ``own_result`` > ``public``; ``none`` for messages without fields), see
-    :func:`ftl._report.payload_kind`. A message type whose messages have several
+    ``ftl._report.payload_kind``. A message type whose messages have several
     payload kinds gets one stacked segment per kind.
 
     Parameters
     ----------
     transcript_or_clf : estimator, Transcript, str or os.PathLike
         A fitted estimator (its ``transcript_``), a
-        :class:`~ftl.federation.Transcript` or the path of a transcript
+        :class:`~ftl.Transcript` or the path of a transcript
         ``.jsonl``.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure is created when omitted.

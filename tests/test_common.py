@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.exceptions import DataConversionWarning
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import (
     check_classifiers_train,
@@ -29,6 +30,7 @@ from sklearn.utils.estimator_checks import (
 
 from ftl import FederatedLogisticRegression, FederatedTransferClassifier
 from ftl.data.simulate import column_blocks, simulate_federation
+from ftl.preprocessing import FederatedSimpleImputer, FederatedStandardScaler, PerParty
 from tests.conftest import SMALL_KEY
 
 PLAIN_ESTIMATORS = [
@@ -36,6 +38,13 @@ PLAIN_ESTIMATORS = [
     FederatedLogisticRegression(encryption=None, random_state=0, simulated_hosts=2),
 ]
 TRANSFER_ESTIMATORS = [FederatedTransferClassifier(encryption=None, random_state=0)]
+#: Given a plain array (local data, no party boundary) the per-party transformers are
+#: the scikit-learn transformers they run at each party; the checks hold them to that.
+TRANSFORMERS = [
+    FederatedStandardScaler(),
+    FederatedSimpleImputer(),
+    PerParty(StandardScaler()),
+]
 
 #: The transfer model scores a row both parties hold from the *target's* features
 #: only (that is what it is for: the target's customers). In a simulated federation
@@ -63,7 +72,7 @@ def _expected_failed_checks(estimator) -> dict[str, str]:
 
 
 @parametrize_with_checks(
-    PLAIN_ESTIMATORS + TRANSFER_ESTIMATORS,
+    PLAIN_ESTIMATORS + TRANSFER_ESTIMATORS + TRANSFORMERS,
     expected_failed_checks=_expected_failed_checks,
     xfail_strict=True,
 )

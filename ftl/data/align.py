@@ -85,7 +85,7 @@ def align(
         Show a progress bar over batches.
     cardinality_only : bool, default False
         Learn only how many ids the two parties share and return that ``int``
-        (see :func:`ftl.psi.intersection_size`); nobody learns which ids.
+        (see :func:`ftl.intersection_size`); nobody learns which ids.
 
     Returns
     -------
@@ -110,7 +110,7 @@ def align(
     aligned order is sorted by doubly blinded curve points, so it reveals nothing
     about ids outside the intersection. With ``how="left"`` all guest rows are
     ordered by their doubly blinded values, an order the host can recompute from
-    what it already saw. Use :func:`ftl.psi.intersection_size` to learn only the
+    what it already saw. Use :func:`ftl.intersection_size` to learn only the
     size of the intersection.
 
     Examples

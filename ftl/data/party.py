@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pandas as pd
 
 from ftl.federation.service import PartyService
 
-__all__ = ["Party"]
+__all__ = ["DerivedParty", "Party"]
 
 
 def _clean_ids(ids: Any, name: str) -> np.ndarray:
@@ -43,7 +43,7 @@ def _clean_ids(ids: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _check_features(frame: pd.DataFrame, name: str) -> np.ndarray:
+def _check_features(frame: pd.DataFrame, name: str, allow_missing: bool = False) -> np.ndarray:
     non_numeric = [
         str(c)
         for c in frame.columns
@@ -55,17 +55,31 @@ def _check_features(frame: pd.DataFrame, name: str) -> np.ndarray:
             "(e.g. with ftl.preprocessing or pandas.get_dummies)"
         )
     values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(values)
+    bad = np.isinf(values) if allow_missing else ~np.isfinite(values)
     if bad.any():
         cols = [
             f"{frame.columns[j]!s} ({int(bad[:, j].sum())} rows)"
             for j in np.flatnonzero(bad.any(0))
         ]
+        if allow_missing:
+            raise ValueError(
+                f"party {name!r}: infinite values in feature column(s) {', '.join(cols)}"
+            )
         raise ValueError(
             f"party {name!r}: NaN or infinite values in feature column(s) {', '.join(cols)}; "
-            "impute or drop them first"
+            "impute or drop them first, or pass allow_missing=True and impute them with "
+            "ftl.preprocessing.FederatedSimpleImputer"
         )
     return values
+
+
+def _refuse_missing(name: str, features: np.ndarray) -> None:
+    """Protocols train on complete rows only: say how to get there."""
+    if np.isnan(features).any():
+        raise ValueError(
+            f"party {name!r} has missing values in the rows used; impute them first, e.g. "
+            "with ftl.preprocessing.FederatedSimpleImputer"
+        )
 
 
 class Party:
@@ -92,12 +106,17 @@ class Party:
         Column names for a plain array ``data``.
     labels : array-like of shape (n_rows,), optional
         Labels for a plain array ``data``.
+    allow_missing : bool, default=False
+        Accept missing (NaN) feature values. Protocols refuse rows with missing
+        values, so impute them first where the data is, e.g. with
+        :class:`ftl.preprocessing.FederatedSimpleImputer` in a pipeline.
 
     Raises
     ------
     ValueError
-        On duplicate or missing ids, non-numeric feature columns, NaN or
-        infinite feature values, missing labels, or an unknown column name.
+        On duplicate or missing ids, non-numeric feature columns, infinite
+        feature values, NaN feature values (unless ``allow_missing``), missing
+        labels, or an unknown column name.
 
     Examples
     --------
@@ -118,6 +137,7 @@ class Party:
         ids: Any = None,
         feature_names: Sequence[str] | None = None,
         labels: Any = None,
+        allow_missing: bool = False,
     ):
         if not isinstance(name, str) or not name:
             raise ValueError("party name must be a non-empty string")
@@ -147,12 +167,15 @@ class Party:
         drop = [c for c in (id_column, label_column) if c is not None]
         features = frame.drop(columns=drop)
         self.feature_names = [str(c) for c in features.columns]
-        self._features = _check_features(features, name)
+        self._features = _check_features(features, name, allow_missing)
+        self._has_missing = bool(allow_missing and np.isnan(self._features).any())
         self.id_column = id_column
         self.label_column = label_column
         self.token = uuid.uuid4().hex
         self._alignments: dict[str, np.ndarray] = {}
         self._models: dict[str, dict] = {}
+        self._transformers: dict[str, Any] = {}
+        self._derived: dict[str, DerivedParty] = {}
         self._service: PartyService | None = None
 
     @staticmethod
@@ -207,6 +230,14 @@ class Party:
         return self._labels[rows]
 
     def local_features(self, rows: np.ndarray) -> np.ndarray:
+        """Feature rows for a protocol; refuses rows with missing values."""
+        features = self.raw_features(rows)
+        if self._has_missing:
+            _refuse_missing(self.name, features)
+        return features
+
+    def raw_features(self, rows: np.ndarray) -> np.ndarray:
+        """Feature rows as stored, missing values included (for preprocessing)."""
         return self._features[rows]
 
     def aligned_rows(self, alignment_id: str, positions: np.ndarray) -> np.ndarray:
@@ -330,7 +361,116 @@ class Party:
         rows = np.arange(self.n_rows) if ids is None else self.rows_for_ids(ids)
         return PartyRows(self, rows)
 
+    # -- preprocessing: transformers fitted here, and the party seen through them --
+    def store_transformer(self, transformer_id: str, transform: Callable) -> None:
+        """Keep a transformer fitted on this party's rows (it never leaves the party).
+
+        ``transform`` maps raw feature rows to new feature rows and names its
+        output in ``transform.feature_names_out``.
+        """
+        if transformer_id in self._transformers:
+            raise ValueError(f"party {self.name!r} already holds transformer {transformer_id!r}")
+        self._transformers[transformer_id] = transform
+
+    def load_transformer(self, transformer_id: str) -> Callable:
+        try:
+            return self._transformers[transformer_id]
+        except KeyError:
+            raise ValueError(
+                f"party {self.name!r} holds no fitted transformer {transformer_id!r}; fit "
+                "the transformer on a handle over this party first"
+            ) from None
+
+    def derive(self, transformer_id: str) -> DerivedParty:
+        """This party seen through a transformer fitted here (built once, then reused).
+
+        Reusing one derived party per fitted transformer lets a model trained on
+        transformed training rows find its shard again when test rows are
+        transformed by the same transformer.
+        """
+        derived = self._derived.get(transformer_id)
+        if derived is None:
+            transform = self.load_transformer(transformer_id)
+            derived = DerivedParty(self, transform, transform.feature_names_out)
+            self._derived[transformer_id] = derived
+        return derived
+
+    def derived(self, transformer_id: str) -> DerivedParty:
+        """The party derived by :meth:`derive` (for the driver, after the protocol ran)."""
+        try:
+            return self._derived[transformer_id]
+        except KeyError:
+            raise ValueError(
+                f"party {self.name!r} has not derived its rows through transformer "
+                f"{transformer_id!r}"
+            ) from None
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_service"] = None  # sessions are process-local
         return state
+
+
+class DerivedParty(Party):
+    """A party's rows seen through a transformer fitted at that party.
+
+    Same name, ids, labels and alignment tables as its base party (row ``i`` is
+    the base's row ``i``), with the transformer's output as features. Features
+    are computed from the base's rows when a protocol reads them, at the party,
+    so no second copy of the table is kept. Made by :meth:`Party.derive` (see
+    :mod:`ftl.preprocessing`); it serves protocols and pickles like any party.
+
+    Parameters
+    ----------
+    base : Party
+        The party whose rows are transformed.
+    transform : callable
+        Maps an array of the base's raw feature rows to the derived rows.
+    feature_names : sequence of str
+        Names of the derived features.
+    """
+
+    def __init__(self, base: Party, transform: Callable, feature_names: Sequence[str]):
+        self.name = base.name
+        self.feature_names = [str(c) for c in feature_names]
+        self.id_column = base.id_column
+        self.label_column = base.label_column
+        self.token = uuid.uuid4().hex
+        self._base = base
+        self._transform = transform
+        self._ids = base._ids
+        self._labels = base._labels
+        # shared, not copied: rows are the base's rows, so every alignment of the
+        # base (also one made later) holds for the derived party too
+        self._alignments = base._alignments
+        self._has_missing = True  # unknown until rows are transformed: always check
+        self._models = {}
+        self._transformers = {}
+        self._derived = {}
+        self._service = None
+
+    @property
+    def base(self) -> Party:
+        """The party whose rows this one transforms."""
+        return self._base
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def raw_features(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.empty((0, self.n_features))
+        out = np.asarray(self._transform(self._base.raw_features(rows)), dtype=np.float64)
+        if out.shape != (len(rows), self.n_features):
+            raise ValueError(
+                f"party {self.name!r}: the fitted transformer returned shape {out.shape}, "
+                f"expected {(len(rows), self.n_features)}"
+            )
+        if np.isinf(out).any():
+            raise ValueError(f"party {self.name!r}: preprocessing produced infinite values")
+        return out
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + ", preprocessed)"

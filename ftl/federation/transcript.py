@@ -14,7 +14,13 @@ __all__ = ["FieldRecord", "Transcript", "TranscriptRecord"]
 
 @dataclass(frozen=True)
 class FieldRecord:
-    """What one field of a message was: its value kind, shape and size."""
+    """What one field of a message was: its value kind, form and shape.
+
+    ``kind`` is the declared value kind (``"ciphertext"``, ``"masked"``,
+    ``"public"``, ``"own_result"``, or ``"plaintext"`` for values sent with
+    ``encryption=None``); ``per_sample`` says whether the field runs over data
+    rows; ``key_id`` is the key fingerprint of a ciphertext field.
+    """
 
     name: str
     kind: str
@@ -26,7 +32,11 @@ class FieldRecord:
 
 @dataclass(frozen=True)
 class TranscriptRecord:
-    """One message: who sent what kind of value to whom, and how many bytes."""
+    """One message: who sent what kind of value to whom, and how many bytes.
+
+    ``nbytes`` is the exact encoded size of the message; ``via`` names the
+    relaying party of a relayed message. Values are never recorded.
+    """
 
     step: int
     session: str
@@ -51,9 +61,15 @@ def _field_shape(value) -> tuple[int, ...]:
 
 @dataclass
 class Transcript:
-    """An append-only list of :class:`TranscriptRecord`.
+    """An append-only list of :class:`~ftl.federation.TranscriptRecord`.
 
-    ``estimator.transcript_`` is one of these; ``ftl report`` renders it.
+    ``estimator.transcript_`` is one of these; :func:`ftl.report` and
+    ``ftl report`` render it.
+
+    Attributes
+    ----------
+    records : list of TranscriptRecord
+        The messages in the order they crossed.
     """
 
     records: list[TranscriptRecord] = field(default_factory=list)
@@ -67,6 +83,7 @@ class Transcript:
         nbytes: int,
         via: str | None = None,
     ) -> TranscriptRecord:
+        """Append the metadata of ``message`` (never its values) and return it."""
         schema = schema_for(message.type)
         fields = tuple(
             FieldRecord(
@@ -104,9 +121,11 @@ class Transcript:
 
     @property
     def total_bytes(self) -> int:
+        """Total encoded size of all messages, in bytes."""
         return sum(r.nbytes for r in self.records)
 
     def bytes_by_type(self) -> dict[str, int]:
+        """Total bytes per message type."""
         out: Counter[str] = Counter()
         for r in self.records:
             out[r.type] += r.nbytes
@@ -121,11 +140,13 @@ class Transcript:
         return dict(out)
 
     def extend(self, other: Transcript) -> None:
+        """Append the records of ``other``, renumbering their steps after ours."""
         offset = len(self.records)
         for r in other.records:
             self.records.append(TranscriptRecord(**{**asdict_shallow(r), "step": offset + r.step}))
 
     def to_jsonl(self, path: str | Path) -> Path:
+        """Write one JSON object per record to ``path``; return the path."""
         path = Path(path)
         with path.open("w", encoding="utf-8") as fh:
             for r in self.records:
@@ -134,6 +155,7 @@ class Transcript:
 
     @classmethod
     def from_jsonl(cls, path: str | Path) -> Transcript:
+        """Read a transcript written by :meth:`to_jsonl`."""
         records = []
         with Path(path).open(encoding="utf-8") as fh:
             for line in fh:

@@ -81,9 +81,9 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         "taylor". ``"taylor"``: ``sigmoid(z) ~= 1/2 + z/4`` (FATE's hetero LR),
         linear in every margin, for any number of hosts. ``"auto"``: "poly" with
         one host, "taylor" with several.
-    sigmoid_degree : int, default=3
+    sigmoid_degree : int, default=5
         ``K`` for ``sigmoid="poly"``.
-    sigmoid_radius : float, default=8.0
+    sigmoid_radius : float, default=6.0
         ``R`` for ``sigmoid="poly"``: host margins are clipped to ``[-R, R]``.
     encryption : {"paillier"} or None, default="paillier"
         ``None`` runs the same protocol in plaintext (never for real data).
@@ -166,8 +166,8 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         learning_rate_schedule="adaptive",
         optimizer="adam",
         sigmoid="auto",
-        sigmoid_degree=3,
-        sigmoid_radius=8.0,
+        sigmoid_degree=5,
+        sigmoid_radius=6.0,
         encryption="paillier",
         key_size=DEFAULT_KEY_SIZE,
         insecure_for_tests=False,
@@ -361,6 +361,8 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : VerticalData or array-like of shape (n_samples, n_features)
+            A handle from :func:`ftl.align` over the parties the model was
+            fitted on, or a plain array if it was fitted on one.
 
         Returns
         -------
@@ -391,7 +393,17 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict_proba(self, X):
-        """Class probabilities (one-vs-rest normalised for several classes)."""
+        """Class probabilities (one-vs-rest normalised for several classes).
+
+        Parameters
+        ----------
+        X : VerticalData or array-like of shape (n_samples, n_features)
+            See :meth:`decision_function`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
         scores = self.decision_function(X)
         if scores.ndim == 1:
             p = expit(scores)
@@ -400,10 +412,21 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         return p / p.sum(axis=1, keepdims=True)
 
     def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
         return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        """Predicted class labels."""
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : VerticalData or array-like of shape (n_samples, n_features)
+            See :meth:`decision_function`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         scores = self.decision_function(X)
         if scores.ndim == 1:
             return self.classes_[(scores > 0).astype(int)]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ftl.federation.channel import Channel, Endpoint
 from ftl.federation.messages import Message

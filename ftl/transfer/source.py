@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ftl.crypto import packed
 from ftl.crypto.scheme import make_own_key

@@ -1,0 +1,34 @@
+"""Message types of per-party preprocessing: public metadata only, in both directions."""
+
+from ftl.federation.messages import FieldSpec, ValueKind, register
+
+_PUBLIC = ValueKind.PUBLIC
+_MAX_ROWS = 50_000_000
+
+OPEN = register(
+    "prep.open",
+    "Driver opens a preprocessing session for one transformer (a fresh random id).",
+    transformer_id=FieldSpec("str", _PUBLIC, max_len=64),
+)
+FIT = register(
+    "prep.fit",
+    "Fit the transformer `spec` describes (an allowlisted scikit-learn class, its JSON "
+    "parameters and optionally the columns it applies to) on the party's own rows: the "
+    "aligned `positions` of `alignment`, or the party's own row numbers when `alignment` "
+    "is empty (a handle from Party.select).",
+    spec=FieldSpec("json", _PUBLIC),
+    alignment=FieldSpec("str", _PUBLIC, max_len=64),
+    positions=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=_MAX_ROWS),
+)
+FITTED = register(
+    "prep.fitted",
+    "How many of its rows the party fitted on, and the names of the features it will "
+    "output (for an encoder they name the categories it found).",
+    n_samples=FieldSpec("int", _PUBLIC),
+    feature_names=FieldSpec("json", _PUBLIC),
+)
+DERIVED = register(
+    "prep.derived",
+    "The party now serves its rows through the fitted transformer, as these features.",
+    feature_names=FieldSpec("json", _PUBLIC),
+)
