@@ -28,3 +28,13 @@ def test_demo_plaintext_mode_says_so(tmp_path, capsys):
     path = tmp_path / "demo.jsonl"
     assert main(["demo", "--rows", "800", "--encryption", "none", "--transcript", str(path)]) == 0
     assert "PLAINTEXT" in capsys.readouterr().out
+
+
+def test_python_dash_m_ftl_runs_the_cli():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "ftl", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "demo" in out.stdout and "report" in out.stdout
