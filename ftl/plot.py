@@ -51,9 +51,10 @@ def plot_training(clf: Any, ax: Axes | None = None, *, show_tol: bool = True) ->
 
     Parameters
     ----------
-    clf : FederatedLogisticRegression
-        A fitted estimator; its ``history_`` (per binary model, one dict per
-        epoch with ``epoch`` and ``relative_change``) is plotted.
+    clf : FederatedLogisticRegression or FederatedTransferClassifier
+        A fitted estimator; its ``history_`` (one dict per epoch with ``epoch``
+        and ``relative_change``; per binary model for logistic regression, a
+        single list for the transfer model) is plotted.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure is created when omitted.
     show_tol : bool, default=True
@@ -82,6 +83,8 @@ def plot_training(clf: Any, ax: Axes | None = None, *, show_tol: bool = True) ->
     from matplotlib.ticker import MaxNLocator
 
     history = clf.history_
+    if history and isinstance(history[0], dict):  # one model (transfer learning)
+        history = [history]
     classes = getattr(clf, "classes_", None)
     for k, epochs in enumerate(history):
         x = [int(e["epoch"]) + 1 for e in epochs]

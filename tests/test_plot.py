@@ -117,3 +117,18 @@ def test_plot_transcript_bars_by_type_and_kind(fitted, multiclass, tmp_path):
     pairs = {(r.type, payload_kind(r)) for r in mixed}
     assert len(ax.patches) == len(pairs) > len({r.type for r in mixed})
     _saved(ax, tmp_path / "mixed.png")
+
+
+def test_plots_for_the_transfer_model():
+    import ftl
+
+    data = ftl.datasets.load_breast_transfer()
+    X, y = ftl.align(data.source, data.target, how="left")
+    clf = ftl.FederatedTransferClassifier(encryption=None, random_state=0, max_iter=4)
+    clf.fit(X, y)
+    ax = ftl.plot.plot_training(clf)
+    assert len(ax.lines) == 2  # the model's line and the tol line
+    test = data.target.select(data.target_only_ids)
+    labels = data.target_labels.loc[data.target_only_ids].to_numpy()
+    ftl.plot.plot_roc(clf, test, labels)
+    ftl.plot.plot_transcript(clf)

@@ -415,3 +415,10 @@ def test_exact_loss_slope_and_taylor_agree_near_zero(n_classes):
     taylor = taylor_loss(z, coding.beta, coding.Q, coding.constant)
     np.testing.assert_allclose(exact, taylor, atol=1e-8)
     np.testing.assert_allclose(slope, z @ coding.Q.T - coding.beta, atol=1e-6)
+
+
+def test_unsettled_training_is_reported(breast_transfer):
+    data, X, y = breast_transfer
+    clf = ftl.FederatedTransferClassifier(encryption=None, random_state=0, max_iter=1)
+    with pytest.warns(ConvergenceWarning, match="not settled"):
+        clf.fit(X, y)

@@ -28,7 +28,8 @@ from ftl.transfer.source import TransferSource, source_scores, target_scores
 
 __all__ = ["FederatedTransferClassifier"]
 
-#: Warn when the source-side loss ends above this fraction of the loss at z = 0.
+#: Warn when the source-side loss ends within this factor of the loss at z = 0
+#: (flat: no signal, or collapse) or above it (not settled).
 _FLAT = 0.98
 
 
@@ -324,7 +325,15 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         result = source.fit(self.max_iter, self.tol, batch_size)
         self.prototypes_ = result.prototypes
         final = result.history[-1]["source_side_loss"]
-        if final >= _FLAT * result.loss_at_zero:
+        if final > result.loss_at_zero / _FLAT:
+            warnings.warn(
+                f"the source-side loss ({final:.4f}) is still above that of a constant "
+                f"score ({result.loss_at_zero:.4f}): training has not settled; raise "
+                "max_iter or lower learning_rate (tune in plaintext mode, encryption=None)",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        elif final >= _FLAT * result.loss_at_zero:
             warnings.warn(
                 f"the source-side loss ({final:.4f}) is no better than a constant score "
                 f"({result.loss_at_zero:.4f}): the source's features may carry little "
