@@ -38,6 +38,24 @@ def _target_only(data):
     return data.target.select(ids), data.target_labels.loc[ids].to_numpy()
 
 
+def _opened_source(data, X, codes, n_classes, params):
+    """A source driver with its target session open, for step-by-step protocol tests."""
+    src = TransferSource(
+        data.source,
+        data.target,
+        X.alignment.id,
+        X.positions,
+        X.alignment.overlap[X.positions],
+        codes,
+        n_classes,
+        params,
+        Channel("hospital", Transcript()),
+        np.random.default_rng(0),
+    )
+    src._open()
+    return src
+
+
 def _params(encryption, **kw):
     clf = ftl.FederatedTransferClassifier(encryption=encryption, **{**FAST, **kw})
     return clf._params()
@@ -62,20 +80,7 @@ def test_secure_gradients_equal_pooled_reference(breast_transfer, encryption, kw
     params = _params(
         encryption, optimizer="sgd", learning_rate=1.0, alpha=0.01, gamma_warmup=0, **kw
     )
-    channel = Channel("hospital", Transcript())
-    src = TransferSource(
-        data.source,
-        data.target,
-        X.alignment.id,
-        X.positions,
-        overlap,
-        codes,
-        n_classes,
-        params,
-        channel,
-        np.random.default_rng(0),
-    )
-    src._open()
+    src = _opened_source(data, X, codes, n_classes, params)
     try:
         (target,) = data.target.endpoint._sessions.values()
         w_a, w_b = src.w.copy(), target.w.copy()
@@ -330,22 +335,9 @@ def test_target_refuses_malformed_batches(breast_transfer):
     from ftl.transfer import _messages as msg
 
     data, X, y = breast_transfer
-    overlap = X.alignment.overlap[X.positions]
     codes = np.unique(y, return_inverse=True)[1]
-    channel = Channel("hospital", Transcript())
-    src = TransferSource(
-        data.source,
-        data.target,
-        X.alignment.id,
-        X.positions,
-        overlap,
-        codes,
-        2,
-        _params(None),
-        channel,
-        np.random.default_rng(0),
-    )
-    src._open()
+    src = _opened_source(data, X, codes, 2, _params(None))
+    channel = src.channel
     d = FAST["n_components"]
     try:
         for batch, rows, err in [

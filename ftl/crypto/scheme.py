@@ -40,6 +40,7 @@ __all__ = [
     "PlainPeerKey",
     "make_own_key",
     "peer_key_from_public",
+    "public_key_json",
 ]
 
 #: Statistical hiding: masks are this many bits longer than the masked value.
@@ -420,13 +421,22 @@ def make_own_key(
     raise ValueError(f"encryption must be 'paillier' or None, got {encryption!r}")
 
 
+def public_key_json(own: OwnKey) -> dict:
+    """This party's key-exchange fields as JSON (big integers as decimal strings).
+
+    :func:`peer_key_from_public` reads them back on the other side.
+    """
+    return {k: (str(v) if isinstance(v, int) else v) for k, v in own.public().items()}
+
+
 def peer_key_from_public(
     public: dict,
     expected_scheme: str,
     insecure_for_tests: bool = False,
     n_jobs: int | None = None,
 ) -> PeerKey:
-    """Build and check a peer's key from its key-exchange fields."""
+    """Build and check a peer's key from its key-exchange fields (ints or the decimal
+    strings of :func:`public_key_json`)."""
     scheme = public.get("scheme")
     if scheme != expected_scheme:
         raise ValueError(f"peer uses encryption {scheme!r}, this run expects {expected_scheme!r}")

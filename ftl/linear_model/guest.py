@@ -32,6 +32,7 @@ from ftl.crypto.scheme import (
     make_own_key,
     packing_of,
     peer_key_from_public,
+    public_key_json,
     row,
     stack_rows,
 )
@@ -40,7 +41,7 @@ from ftl.federation.messages import Message
 from ftl.linear_model import _messages as msg
 from ftl.linear_model._block import WeightBlock
 from ftl.linear_model._sigmoid import make_approximation
-from ftl.linear_model.host import _peer_keys, _public_key_json
+from ftl.linear_model.host import _peer_keys
 
 
 @dataclass
@@ -106,7 +107,7 @@ class LogisticGuest:
         p = self.params
         insecure = bool(p.get("insecure_for_tests", False))
         self.own = make_own_key(p["encryption"], int(p["key_size"]), insecure, p.get("n_jobs"))
-        public = {self.name: _public_key_json(self.own)}
+        public = {self.name: public_key_json(self.own)}
         widths = {self.name: self.block.features.shape[1]}
         for host in self.hosts:
             widths[host.name] = host.n_features

@@ -29,6 +29,7 @@ from ftl.crypto.scheme import (
     make_own_key,
     packing_of,
     peer_key_from_public,
+    public_key_json,
     row,
     stack_rows,
 )
@@ -37,11 +38,6 @@ from ftl.federation.service import operation, role
 from ftl.linear_model import _messages as msg
 from ftl.linear_model._block import WeightBlock
 from ftl.linear_model._sigmoid import make_approximation
-
-
-def _public_key_json(own) -> dict:
-    pub = own.public()
-    return {k: (str(v) if isinstance(v, int) else v) for k, v in pub.items()}
 
 
 def _peer_keys(table: dict, me: str, scheme: str, insecure: bool, n_jobs) -> dict:
@@ -89,7 +85,7 @@ class LogisticHost:
         return Message(
             msg.OPENED.name,
             {
-                "public_key": _public_key_json(self.own),
+                "public_key": public_key_json(self.own),
                 "n_features": self.block.features.shape[1],
             },
         )

@@ -27,10 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ftl.crypto import packed
-from ftl.crypto.scheme import make_own_key
+from ftl.crypto.scheme import make_own_key, peer_key_from_public, public_key_json
 from ftl.federation.channel import Channel
 from ftl.federation.messages import Message
-from ftl.linear_model.host import _peer_keys, _public_key_json
 from ftl.transfer import _messages as msg
 from ftl.transfer._network import (
     HiddenStack,
@@ -169,15 +168,15 @@ class TransferSource:
                 msg.OPEN.name,
                 {
                     "params": p,
-                    "public_key": _public_key_json(self.own),
+                    "public_key": public_key_json(self.own),
                     "alignment": self.alignment_id,
                     "positions": self.positions[self.overlap_idx],
                 },
             ),
         )
-        scheme = "paillier" if p["encryption"] == "paillier" else "plain"
-        table = {"target": reply["public_key"]}
-        self.peer = _peer_keys(table, "source", scheme, insecure, p.get("n_jobs"))["target"]
+        self.peer = peer_key_from_public(
+            reply["public_key"], self.own.scheme, insecure, p.get("n_jobs")
+        )
         self.target_inputs = int(reply["n_inputs"])
 
     def source_side_loss(self) -> float:
@@ -370,7 +369,7 @@ def target_scores(
                 "n_scores": int(n_scores),
                 "n_jobs": params.get("n_jobs"),
             },
-            "public_key": _public_key_json(own),
+            "public_key": public_key_json(own),
             "prototypes": packed.encrypt_rows(own, prototypes.T, width),
         },
     )

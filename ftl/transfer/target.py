@@ -25,10 +25,9 @@ import hashlib
 import numpy as np
 
 from ftl.crypto import packed
-from ftl.crypto.scheme import make_own_key
+from ftl.crypto.scheme import make_own_key, peer_key_from_public, public_key_json
 from ftl.federation.messages import Message
 from ftl.federation.service import operation, role
-from ftl.linear_model.host import _peer_keys, _public_key_json
 from ftl.transfer import _messages as msg
 from ftl.transfer._network import (
     HiddenStack,
@@ -42,17 +41,13 @@ from ftl.transfer.source import current_gamma, min_private_batch
 __all__ = ["TransferTarget", "TransferTargetPredictor"]
 
 
-def _own_seed(party, source_seed: int) -> int:
+def _own_seed(features: np.ndarray, source_seed: int) -> int:
     """The target's initialisation seed: the source's seed mixed with a hash of the
     target's own data, so fits are reproducible for a given ``random_state`` while
     the source cannot predict the target's initial weights."""
     digest = hashlib.sha256(source_seed.to_bytes(8, "little"))
-    digest.update(np.ascontiguousarray(_party_features(party)).tobytes())
+    digest.update(np.ascontiguousarray(features).tobytes())
     return int.from_bytes(digest.digest()[:8], "little")
-
-
-def _party_features(party) -> np.ndarray:
-    return party.local_features(np.arange(party.n_rows))
 
 
 @role("ftl.target")
@@ -71,26 +66,25 @@ class TransferTarget:
         if (rows < 0).any():
             raise ValueError("training rows include rows the target does not have")
         self.rows = rows
-        rng = np.random.default_rng(_own_seed(party, int(p["seed"])))
+        # all of the target's rows, read once (a derived party transforms on read)
+        everything = party.local_features(np.arange(party.n_rows))
+        rng = np.random.default_rng(_own_seed(everything, int(p["seed"])))
         hidden = tuple(int(k) for k in p["hidden_layer_sizes"])
         self.stack = HiddenStack(party.n_features, hidden, p["activation"], rng)
         # Hidden layers learn from all of the target's own rows, labels being unknown
         # here: an autoencoder, trained locally before the federated phase.
-        pretrain_autoencoder(
-            self.stack, _party_features(party), rng, epochs=int(p["pretrain_epochs"])
-        )
-        self.h = with_bias(
-            self.stack.forward(party.local_features(rows)) if hidden else party.local_features(rows)
-        )
+        pretrain_autoencoder(self.stack, everything, rng, epochs=int(p["pretrain_epochs"]))
+        x = everything[rows]
+        self.h = with_bias(self.stack.forward(x) if hidden else x)
         self.dim = int(p["n_components"])
         self.w = glorot(rng, self.h.shape[1] - 1, self.dim)
         self.opt = make_optimizer(p["optimizer"], [self.w], p["learning_rate"])
         self.epoch = 0
         self.alpha = float(p["alpha"])
         self.own = make_own_key(p["encryption"], int(p["key_size"]), self.insecure, self.n_jobs)
-        scheme = "paillier" if p["encryption"] == "paillier" else "plain"
-        table = {"source": request["public_key"], "target": _public_key_json(self.own)}
-        self.source = _peer_keys(table, "target", scheme, self.insecure, self.n_jobs)["source"]
+        self.source = peer_key_from_public(
+            request["public_key"], self.own.scheme, self.insecure, self.n_jobs
+        )
         self.state = None
         self.batch = None
         self.epoch_start = self.w.copy()
@@ -98,7 +92,7 @@ class TransferTarget:
     def opened(self) -> Message:
         return Message(
             msg.OPENED.name,
-            {"public_key": _public_key_json(self.own), "n_inputs": int(self.h.shape[1])},
+            {"public_key": public_key_json(self.own), "n_inputs": int(self.h.shape[1])},
         )
 
     @operation
@@ -219,8 +213,7 @@ class TransferTargetPredictor:
         p = request["params"]
         scheme = "paillier" if p["encryption"] == "paillier" else "plain"
         insecure = bool(p.get("insecure_for_tests", False))
-        table = {"source": request["public_key"]}
-        self.source = _peer_keys(table, "target", scheme, insecure, p.get("n_jobs"))["source"]
+        self.source = peer_key_from_public(request["public_key"], scheme, insecure, p.get("n_jobs"))
         self.u = _shard_representations(shard, party.local_features(rows))
         self.n_scores = int(p["n_scores"])
         self.prototypes = request["prototypes"]
