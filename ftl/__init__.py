@@ -10,6 +10,9 @@ from ftl._report import report
 from ftl.data.align import align
 from ftl.data.handles import PartyRows, VerticalData
 from ftl.data.party import Party
+from ftl.data.remote import RemoteParty
+from ftl.federation.policy import PolicyError
+from ftl.federation.tls import TLSConfig
 from ftl.federation.transcript import Transcript
 from ftl.linear_model import FederatedLogisticRegression
 from ftl.persistence import load_model, save_model
@@ -23,6 +26,9 @@ __all__ = [
     "FederatedTransferClassifier",
     "Party",
     "PartyRows",
+    "PolicyError",
+    "RemoteParty",
+    "TLSConfig",
     "Transcript",
     "VerticalData",
     "align",

@@ -1,4 +1,4 @@
-"""Command line: ``ftl demo`` and ``ftl report``."""
+"""Command line: ``ftl demo``, ``ftl serve``, ``ftl certs`` and ``ftl report``."""
 
 from __future__ import annotations
 
@@ -102,6 +102,66 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from ftl.federation.config import load_config
+    from ftl.federation.server import PartyServer
+
+    config = load_config(args.config)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if config.log_file is not None:
+        handlers.append(logging.FileHandler(config.log_file, encoding="utf-8"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=handlers,
+    )
+    party = config.load_party()
+    server = PartyServer(
+        party,
+        config.policy,
+        max_message_bytes=config.max_message_bytes,
+        session_ttl=config.session_ttl,
+        max_sessions_per_peer=config.max_sessions_per_peer,
+        audit_log=config.audit_log,
+    )
+    listen = args.listen or config.listen
+    grpc_server, port = server.start(listen, config.tls)
+    host = listen.rpartition(":")[0]
+    # The first stdout line says where we listen (scripts and tests read it).
+    print(f"ftl serve: {party!r} listening on {host}:{port}", flush=True)
+    print(
+        f"peers: {', '.join(sorted(config.policy.peers))}; audit log: {config.audit_log}",
+        flush=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    grpc_server.stop(grace=5).wait()
+    return 0
+
+
+def certs(args: argparse.Namespace) -> int:
+    from ftl.federation.certs import make_certificates
+
+    paths = make_certificates(
+        args.out,
+        args.parties,
+        hosts=args.host or ("localhost", "127.0.0.1"),
+        days=args.days,
+        overwrite=args.overwrite,
+    )
+    for name, p in paths.items():
+        print(f"{name}: certificate {p.cert}, key {p.key}")
+    print(f"CA certificate (give it to every party): {next(iter(paths.values())).ca}")
+    print("These are throwaway test certificates; use your organisation's PKI in production.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ftl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +190,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     r.add_argument("--output", "-o", default=None, help="write to this file, not stdout")
     r.set_defaults(func=report)
+    s = sub.add_parser("serve", help="serve this party's data to its peers (gRPC + mutual TLS)")
+    s.add_argument("--config", required=True, help="TOML file (see ftl.federation.config)")
+    s.add_argument("--listen", default=None, help="override [server] listen, e.g. 0.0.0.0:50051")
+    s.set_defaults(func=serve)
+    c = sub.add_parser("certs", help="make a throwaway CA and party certificates to try ftl serve")
+    c.add_argument("parties", nargs="+", help="party names (certificate common names)")
+    c.add_argument("--out", default="certs", help="output directory (default: certs)")
+    c.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        help="host name or IP the certificates are valid for (repeatable; "
+        "default: localhost and 127.0.0.1)",
+    )
+    c.add_argument("--days", type=int, default=30)
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=certs)
     args = parser.parse_args(argv)
     return args.func(args)
 

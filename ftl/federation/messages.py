@@ -47,6 +47,7 @@ __all__ = [
     "ValueKind",
     "decode",
     "encode",
+    "parse_header",
     "register",
     "schema_for",
 ]
@@ -296,7 +297,8 @@ def encode(message: Message, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     return out
 
 
-def _parse_header(data: bytes) -> tuple[dict, int]:
+def parse_header(data: bytes) -> tuple[dict, int]:
+    """The validated JSON header of an encoded message and the payload's offset."""
     if len(data) < 4:
         raise MessageError("truncated message")
     (hlen,) = struct.unpack(">I", data[:4])
@@ -315,7 +317,7 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     """Parse and validate bytes into a :class:`Message`; never executes code."""
     if len(data) > max_bytes:
         raise MessageError(f"message of {len(data)} bytes exceeds {max_bytes}")
-    header, offset = _parse_header(data)
+    header, offset = parse_header(data)
     schema = schema_for(str(header.get("type")))
     metas = header.get("fields")
     if not isinstance(metas, list) or sorted(m.get("name") for m in metas) != sorted(schema.fields):

@@ -80,6 +80,17 @@ class PartyService:
             raise MessageError(f"{op} returned {type(reply).__name__}, not a Message")
         return encode(reply, self.max_message_bytes)
 
+    def session_ids(self) -> set[str]:
+        """Ids of the sessions that hold role state here."""
+        return {k[0] for k in self._sessions}
+
+    def end_session(self, session: str) -> int:
+        """Drop every role state of ``session`` (expiry, or a driver that vanished)."""
+        keys = [k for k in self._sessions if k[0] == session]
+        for k in keys:
+            del self._sessions[k]
+        return len(keys)
+
     @property
     def open_sessions(self) -> int:
         return len(self._sessions)

@@ -7,7 +7,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ftl.federation.messages import CiphertextArray, Message, PlainArray, ValueKind, schema_for
+from ftl.federation.messages import (
+    CiphertextArray,
+    Message,
+    MessageError,
+    PlainArray,
+    ValueKind,
+    parse_header,
+    schema_for,
+)
 
 __all__ = ["FieldRecord", "Transcript", "TranscriptRecord"]
 
@@ -70,9 +78,14 @@ class Transcript:
     ----------
     records : list of TranscriptRecord
         The messages in the order they crossed.
+    log_path : path, optional
+        If given, every new record is also appended to this JSON-lines file as it
+        is made (the audit log of ``ftl serve`` and of :class:`ftl.RemoteParty`);
+        :meth:`from_jsonl` and ``ftl report`` read it.
     """
 
     records: list[TranscriptRecord] = field(default_factory=list)
+    log_path: str | Path | None = field(default=None, repr=False)
 
     def record(
         self,
@@ -100,17 +113,60 @@ class Transcript:
             )
             for name, spec in sorted(schema.fields.items())
         )
+        return self._append(session, sender, receiver, message.type, nbytes, fields, via)
+
+    def record_encoded(
+        self,
+        session: str,
+        sender: str,
+        receiver: str,
+        payload: bytes,
+        via: str | None = None,
+    ) -> TranscriptRecord:
+        """Like :meth:`record`, for an encoded message: reads only its header.
+
+        The transports use this to log what crossed without decoding (and
+        copying) the payload a second time.
+        """
+        header, _ = parse_header(payload)
+        schema = schema_for(str(header.get("type")))
+        metas = {m.get("name"): m for m in header.get("fields", []) if isinstance(m, dict)}
+        if sorted(metas) != sorted(schema.fields):
+            raise MessageError(f"{schema.name}: field list does not match schema")
+        fields = tuple(
+            FieldRecord(
+                name=name,
+                kind=(
+                    ValueKind.PLAINTEXT.value
+                    if metas[name].get("scheme") == "plain"
+                    else spec.kind.value
+                ),
+                form=spec.form,
+                shape=tuple(int(s) for s in metas[name].get("shape", ())),
+                per_sample=spec.per_sample,
+                key_id=metas[name].get("key_id"),
+            )
+            for name, spec in sorted(schema.fields.items())
+        )
+        return self._append(session, sender, receiver, schema.name, len(payload), fields, via)
+
+    def _append(self, session, sender, receiver, type_, nbytes, fields, via) -> TranscriptRecord:
         rec = TranscriptRecord(
             step=len(self.records),
             session=session,
             sender=sender,
             receiver=receiver,
-            type=message.type,
+            type=type_,
             nbytes=nbytes,
             fields=fields,
             via=via,
         )
         self.records.append(rec)
+        if self.log_path is not None:
+            # Append-only audit log: one line per record, flushed as it happens so
+            # that a crash loses nothing already sent.
+            with Path(self.log_path).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(asdict(rec)) + "\n")
         return rec
 
     def __len__(self) -> int:

@@ -1,0 +1,310 @@
+"""A party on another machine, reached over gRPC with mutual TLS (``ftl serve``).
+
+:class:`RemoteParty` stands where a local :class:`~ftl.Party` stands in the
+driver's code: ``ftl.align(bank, shop)`` and every estimator run unchanged,
+because protocols only ever talk to a party through its ``endpoint``, with
+encoded messages. The remote endpoint sends each encoded message in chunks to
+the host, which checks it against its policy and its session state before any
+protocol code sees it (see :mod:`ftl.federation.server`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ftl.federation.channel import PartyUnavailableError
+from ftl.federation.messages import FORMAT_VERSION, MAX_MESSAGE_BYTES, MessageError
+from ftl.federation.policy import PolicyError
+from ftl.federation.service import ProtocolError
+from ftl.federation.tls import TLSConfig
+from ftl.federation.transcript import Transcript
+from ftl.federation.wire import CALL, CLIENT_OPTIONS, ERROR_KEY, INFO, chunks
+
+__all__ = ["RemoteParty"]
+
+_RETRY_BACKOFF = (0.25, 1.0, 3.0)
+
+
+class _Connection:
+    """One gRPC channel per process (gRPC channels do not survive a fork)."""
+
+    def __init__(self, address: str, tls: TLSConfig):
+        import grpc
+
+        options = list(CLIENT_OPTIONS)
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        self.pid = os.getpid()
+        self.channel = grpc.secure_channel(address, tls.channel_credentials(), options=options)
+        self.call = self.channel.stream_stream(CALL)
+        self.info = self.channel.unary_unary(INFO)
+
+
+class RemoteParty:
+    """A party served by ``ftl serve`` on another machine.
+
+    Use it wherever a host (or transfer target) :class:`~ftl.Party` goes:
+    ``ftl.align(bank, shop)``, then any estimator, with the same code as in a
+    simulation. The host decides, by its policy, what this driver may do; a
+    refusal raises :class:`~ftl.federation.policy.PolicyError` with the host's
+    reason.
+
+    Parameters
+    ----------
+    name : str
+        The party's name (must match the name the host serves).
+    address : str
+        ``host:port`` of the party's ``ftl serve``.
+    tls : TLSConfig
+        This driver's certificate and key, and the CA it trusts for the host.
+        The host knows this driver by the certificate's common name.
+    timeout : float, default=600
+        Seconds to wait for one operation's reply (a host that died or is cut
+        off gives :class:`~ftl.federation.PartyUnavailableError` after at most
+        this long).
+    connect_timeout : float, default=20
+        Seconds to wait for the host's public facts when connecting.
+    retries : int, default=2
+        Retries after a transport failure (gRPC ``UNAVAILABLE``). Safe: a
+        retransmitted request carries its sequence number and digest, and the
+        host answers a repeat with the stored reply instead of running it twice.
+    audit_log : path, optional
+        JSON-lines file this driver appends every message it exchanges with the
+        party to (read it with ``ftl report``).
+    max_message_bytes : int, optional
+        Largest reply accepted; defaults to the host's own limit.
+
+    Attributes
+    ----------
+    n_rows : int
+        The party's row count (public in PSI anyway).
+    feature_names : list of str
+        The columns this driver may use (after the host's policy).
+
+    Examples
+    --------
+    >>> tls = ftl.TLSConfig(ca="ca.crt", cert="bank.crt", key="bank.key")  # doctest: +SKIP
+    >>> shop = ftl.RemoteParty("shop", "shop.example:50051", tls=tls)  # doctest: +SKIP
+    >>> X, y = ftl.align(bank, shop)  # doctest: +SKIP
+    """
+
+    has_labels = False
+
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        tls: TLSConfig,
+        *,
+        timeout: float = 600.0,
+        connect_timeout: float = 20.0,
+        retries: int = 2,
+        audit_log: str | os.PathLike | None = None,
+        max_message_bytes: int | None = None,
+        _path: tuple[str, ...] = (),
+        _info: dict | None = None,
+    ):
+        if not isinstance(tls, TLSConfig):
+            raise TypeError("tls must be an ftl.TLSConfig (mutual TLS is required)")
+        if not isinstance(address, str) or ":" not in address:
+            raise ValueError(f"address must be 'host:port', got {address!r}")
+        self.name = name
+        self.address = address
+        self.tls = tls
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.retries = int(retries)
+        self.audit_log = audit_log
+        self._path = tuple(_path)
+        self._state_lock = threading.Lock()
+        self._connection: _Connection | None = None
+        self._seq: dict[str, int] = {}
+        self._transcript = Transcript(log_path=audit_log) if audit_log else None
+        self._info = _info if _info is not None else self._fetch_info()
+        if self._info.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"party {name!r} speaks message format {self._info.get('format_version')!r}, "
+                f"this ftl speaks {FORMAT_VERSION}; install matching versions"
+            )
+        if self._info.get("name") != name:
+            raise ValueError(f"{address} serves party {self._info.get('name')!r}, not {name!r}")
+        limit = int(self._info.get("max_message_bytes", MAX_MESSAGE_BYTES))
+        self.max_message_bytes = min(limit, max_message_bytes or limit)
+
+    # -- what anyone may know about the party -------------------------------------
+    @property
+    def n_rows(self) -> int:
+        return int(self._info["n_rows"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._info["feature_names"])
+
+    @property
+    def n_features(self) -> int:
+        return len(self._info["feature_names"])
+
+    @property
+    def policy(self) -> dict:
+        """The parts of the host's policy it announces (protocols, key size, ...)."""
+        keys = ("protocols", "min_key_size", "allow_plaintext", "min_intersection")
+        return {k: self._info.get(k) for k in keys}
+
+    @property
+    def endpoint(self) -> RemoteParty:
+        """This object answers protocol operations itself, over the network."""
+        return self
+
+    def derived(self, transformer_id: str) -> RemoteParty:
+        """The party seen through a transformer fitted at it (a proxy; nothing is fetched
+        but the derived column names)."""
+        return RemoteParty(
+            self.name,
+            self.address,
+            self.tls,
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            retries=self.retries,
+            audit_log=self.audit_log,
+            max_message_bytes=self.max_message_bytes,
+            _path=(*self._path, transformer_id),
+        )
+
+    def __repr__(self) -> str:
+        through = f", preprocessed x{len(self._path)}" if self._path else ""
+        return (
+            f"RemoteParty({self.name!r} at {self.address}, {self.n_rows} rows, "
+            f"{self.n_features} features{through})"
+        )
+
+    def local_ids(self):
+        raise ValueError(
+            f"party {self.name!r} is remote: its ids never leave it; align with ftl.align"
+        )
+
+    # -- transport -------------------------------------------------------------------
+    def _conn(self) -> _Connection:
+        with self._state_lock:
+            if self._connection is None or self._connection.pid != os.getpid():
+                self._connection = _Connection(self.address, self.tls)
+                self._seq = {}
+            return self._connection
+
+    def _metadata(self, **extra: str) -> list[tuple[str, str]]:
+        return [("ftl-path", "/".join(self._path)), *extra.items()]
+
+    def _fetch_info(self) -> dict:
+        conn = self._conn()
+        raw = self._with_retries(
+            "info",
+            lambda: conn.info(b"", metadata=self._metadata(), timeout=self.connect_timeout),
+        )
+        try:
+            info = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise MessageError(f"party {self.name!r} sent malformed public facts") from None
+        if not isinstance(info, dict) or not isinstance(info.get("feature_names"), list):
+            raise MessageError(f"party {self.name!r} sent malformed public facts")
+        return info
+
+    def handle(self, session: str, op: str, payload: bytes) -> bytes:
+        """Send one encoded request to the party's operation ``op``; return its reply."""
+        if len(payload) > self.max_message_bytes:
+            raise MessageError(
+                f"{op}: request of {len(payload)} bytes exceeds the host's limit of "
+                f"{self.max_message_bytes}"
+            )
+        conn = self._conn()
+        with self._state_lock:
+            key = session
+            seq = self._seq.get(key, 0)
+            self._seq[key] = seq + 1  # consumed even on failure: the host may have run it
+        metadata = self._metadata(
+            **{
+                "ftl-session": session,
+                "ftl-op": op,
+                "ftl-seq": str(seq),
+                "ftl-length": str(len(payload)),
+                "ftl-digest": hashlib.sha256(payload).hexdigest(),
+            }
+        )
+        if self._transcript is not None:
+            self._transcript.record_encoded(session, "driver", self.name, payload)
+
+        def attempt() -> bytes:
+            reply = bytearray()
+            for chunk in conn.call(chunks(payload), metadata=metadata, timeout=self.timeout):
+                reply += chunk
+                if len(reply) > self.max_message_bytes:
+                    raise MessageError(f"{op}: reply exceeds {self.max_message_bytes} bytes")
+            return bytes(reply)
+
+        reply = self._with_retries(op, attempt)
+        if self._transcript is not None:
+            self._transcript.record_encoded(session, self.name, "driver", reply)
+        return reply
+
+    def _with_retries(self, what: str, attempt) -> Any:
+        import grpc
+
+        for tries in range(self.retries + 1):
+            try:
+                return attempt()
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.UNAVAILABLE and tries < self.retries:
+                    time.sleep(_RETRY_BACKOFF[min(tries, len(_RETRY_BACKOFF) - 1)])
+                    continue
+                raise self._error(what, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(self, what: str, exc) -> Exception:
+        import grpc
+
+        code = exc.code()
+        details = exc.details() or code.name
+        trailer = dict(exc.trailing_metadata() or ()).get(ERROR_KEY)
+        where = f"party {self.name!r} ({self.address}) refused {what!r}: {details}"
+        if code in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.CANCELLED,
+        ):
+            return PartyUnavailableError(
+                f"party {self.name!r} ({self.address}) did not answer {what!r}: {details}"
+            )
+        if code == grpc.StatusCode.PERMISSION_DENIED or trailer == "PolicyError":
+            return PolicyError(where)
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return PolicyError(where)
+        if trailer == "MessageError":
+            return MessageError(where)
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return ProtocolError(where)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return ValueError(where)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return MessageError(where)
+        return RuntimeError(where)
+
+    # -- pickling (joblib workers reconnect on their own) ---------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_connection"] = None
+        state["_seq"] = {}
+        state["_state_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._state_lock = threading.Lock()
+
+
+def _read_path(path: Any) -> Path:  # pragma: no cover - kept small on purpose
+    return Path(path)

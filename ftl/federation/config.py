@@ -1,0 +1,186 @@
+"""The host's configuration file for ``ftl serve`` (TOML).
+
+Example (paths are relative to the file)::
+
+    [party]
+    name = "shop"
+    data = "shop.csv"            # CSV (or Parquet) with an id column and features
+    id_column = "id"
+    # columns = ["age", "spend"] # load only these features (default: all others)
+
+    [server]
+    listen = "0.0.0.0:50051"
+    audit_log = "shop-audit.jsonl"
+    # max_message_mb = 512
+    # session_ttl_seconds = 3600
+    # max_sessions_per_peer = 16
+    # state_file = "shop-policy-state.json"   # alignment counts survive restarts
+
+    [tls]
+    cert = "certs/shop.crt"
+    key = "certs/shop.key"
+    ca = "certs/ca.crt"          # peers must present a certificate from this CA
+
+    [policy]
+    min_key_size = 2048
+    min_intersection = 100
+    max_alignments_per_day = 10
+    protocols = ["psi", "lr", "transfer", "preprocessing"]
+
+    [[policy.peers]]
+    identity = "bank"            # common name of the bank's client certificate
+    # columns = ["age"]          # this peer sees only these columns
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftl.federation.policy import Policy
+from ftl.federation.tls import TLSConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ServeConfig", "load_config"]
+
+_SECTIONS = {
+    "party": {"name", "data", "id_column", "columns", "allow_missing"},
+    "server": {
+        "listen",
+        "audit_log",
+        "max_message_mb",
+        "session_ttl_seconds",
+        "max_sessions_per_peer",
+        "state_file",
+        "log_file",
+    },
+    "tls": {"cert", "key", "ca"},
+}
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``ftl serve`` needs, read and checked from the TOML file."""
+
+    name: str
+    data: Path
+    id_column: str
+    columns: list[str] | None
+    allow_missing: bool
+    listen: str
+    tls: TLSConfig
+    policy: Policy
+    audit_log: Path | None
+    log_file: Path | None
+    max_message_bytes: int
+    session_ttl: float
+    max_sessions_per_peer: int
+
+    def load_party(self):
+        """Read the data file into an :class:`ftl.Party` (features only)."""
+        import pandas as pd
+
+        from ftl.data.party import Party
+
+        suffix = self.data.suffix.lower()
+        try:
+            if suffix in (".parquet", ".pq"):
+                frame = pd.read_parquet(self.data)
+            else:
+                frame = pd.read_csv(self.data)
+        except (OSError, ValueError, ImportError) as exc:
+            raise ValueError(f"cannot read the party's data {str(self.data)!r}: {exc}") from None
+        if self.id_column not in frame.columns:
+            raise ValueError(f"id_column {self.id_column!r} is not a column of {self.data}")
+        if self.columns is not None:
+            missing = sorted(set(self.columns) - set(frame.columns))
+            if missing:
+                raise ValueError(f"[party] columns not in {self.data}: {missing}")
+            frame = frame[[self.id_column, *self.columns]]
+        return Party(self.name, frame, id_column=self.id_column, allow_missing=self.allow_missing)
+
+
+def _table(raw: Mapping[str, Any], name: str, required: bool = True) -> Mapping[str, Any]:
+    table = raw.get(name)
+    if table is None and not required:
+        return {}
+    if not isinstance(table, Mapping):
+        raise ValueError(f"config: missing [{name}] table")
+    extra = sorted(set(table) - _SECTIONS[name])
+    if extra:
+        raise ValueError(f"config [{name}]: unknown setting(s) {extra}")
+    return table
+
+
+def _required(table: Mapping[str, Any], section: str, key: str) -> Any:
+    if key not in table:
+        raise ValueError(f"config [{section}]: {key!r} is required")
+    return table[key]
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    """Read and check a ``ftl serve`` configuration file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The TOML file. Relative paths inside it are relative to the file.
+
+    Returns
+    -------
+    ServeConfig
+
+    Raises
+    ------
+    ValueError
+        On a missing or unknown setting, or a malformed policy.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read config {str(path)!r}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config {str(path)!r} is not valid TOML: {exc}") from None
+    extra = sorted(set(raw) - {"party", "server", "tls", "policy"})
+    if extra:
+        raise ValueError(f"config: unknown table(s) {extra}")
+    base = path.parent
+
+    def rel(value: Any) -> Path:
+        p = Path(str(value))
+        return p if p.is_absolute() else base / p
+
+    party, server, tls = _table(raw, "party"), _table(raw, "server", False), _table(raw, "tls")
+    state = server.get("state_file")
+    columns = party.get("columns")
+    if columns is not None and not (
+        isinstance(columns, list) and all(isinstance(c, str) for c in columns)
+    ):
+        raise ValueError("config [party]: columns must be a list of column names")
+    return ServeConfig(
+        name=str(_required(party, "party", "name")),
+        data=rel(_required(party, "party", "data")),
+        id_column=str(_required(party, "party", "id_column")),
+        columns=columns,
+        allow_missing=bool(party.get("allow_missing", False)),
+        listen=str(server.get("listen", "127.0.0.1:50051")),
+        tls=TLSConfig(
+            ca=rel(_required(tls, "tls", "ca")),
+            cert=rel(_required(tls, "tls", "cert")),
+            key=rel(_required(tls, "tls", "key")),
+        ),
+        policy=Policy.from_dict(raw.get("policy") or {}, state_path=rel(state) if state else None),
+        audit_log=rel(server["audit_log"]) if server.get("audit_log") else None,
+        log_file=rel(server["log_file"]) if server.get("log_file") else None,
+        max_message_bytes=int(float(server.get("max_message_mb", 512)) * (1 << 20)),
+        session_ttl=float(server.get("session_ttl_seconds", 3600)),
+        max_sessions_per_peer=int(server.get("max_sessions_per_peer", 16)),
+    )
