@@ -127,6 +127,7 @@ def serve(args: argparse.Namespace) -> int:
         session_ttl=config.session_ttl,
         max_sessions_per_peer=config.max_sessions_per_peer,
         audit_log=config.audit_log,
+        model_dir=config.model_dir,
     )
     listen = args.listen or config.listen
     grpc_server, port = server.start(listen, config.tls)

@@ -146,6 +146,104 @@ def test_order_does_not_depend_on_non_shared_ids(monkeypatch):
     np.testing.assert_array_equal(host_ids_in_order(host_big, X2), X2.ids.astype(str))
 
 
+# -- order="id" ------------------------------------------------------------------------------
+def canonical(ids):
+    return [c.decode() for c in curve.canonical_ids(ids)]
+
+
+def test_id_order_is_reproducible_and_sorted():
+    guest = make_party("bank", range(0, 200), labels=True)
+    host = make_party("shop", [str(i) for i in range(60, 240)][::-1])  # str vs int ids
+    X1, y1 = align(guest, host, order="id", batch_size=64)
+    X2, y2 = align(guest, host, order="id")
+    assert X1.alignment.id != X2.alignment.id
+    np.testing.assert_array_equal(X1.ids, X2.ids)
+    np.testing.assert_array_equal(y1, y2)
+    keys = canonical(X1.ids)
+    assert keys == sorted(keys) and len(keys) == 140
+    assert keys[0] == "100" and keys[-1] == "99"  # by str(id), not by number
+    positions = np.arange(len(X1))
+    for party in (guest, host):
+        np.testing.assert_array_equal(
+            party.aligned_rows(X1.alignment.id, positions),
+            party.aligned_rows(X2.alignment.id, positions),
+        )
+    np.testing.assert_array_equal(host_ids_in_order(host, X1), X1.ids.astype(str))
+    assert X1.alignment.psi["order"] == "id"
+    X3, _ = align(guest, host)
+    assert X3.alignment.psi["order"] == "blinded"
+
+
+def test_id_order_with_three_parties():
+    guest = make_party("bank", [f"c{i}" for i in range(0, 300)], labels=True)
+    shop_a = make_party("shop_a", [f"c{i}" for i in range(100, 400)])
+    shop_b = make_party("shop_b", [f"c{i}" for i in range(150, 260)][::-1])
+    X1, _ = align(shop_a, guest, shop_b, order="id", batch_size=70)
+    X2, _ = align(guest, shop_b, shop_a, order="id")
+    np.testing.assert_array_equal(X1.ids, X2.ids)
+    assert list(X1.ids) == sorted(f"c{i}" for i in range(150, 260))
+    for host in (shop_a, shop_b):
+        np.testing.assert_array_equal(host_ids_in_order(host, X1), X1.ids.astype(str))
+
+
+def test_id_order_needs_inner_join():
+    guest = make_party("bank", range(10), labels=True)
+    host = make_party("shop", range(5, 15))
+    with pytest.raises(ValueError, match="order='id' needs how='inner'"):
+        align(guest, host, how="left", order="id")
+    with pytest.raises(ValueError, match="order"):
+        align(guest, host, order="random")
+    assert nothing_stored(guest, host)
+
+
+def test_host_rejects_assign_not_in_id_order():
+    from ftl.federation import Channel, Message
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    guest = make_party("bank", range(0, 30), labels=True)
+    host = make_party("shop", range(10, 50)[::-1])
+    ch = Channel("bank")
+    info = guest_module.open_host(
+        ch,
+        host.endpoint,
+        salt=bytes(32),
+        n_guest=30,
+        mode="full",
+        how="inner",
+        n_hosts=1,
+        batch_size=8,
+        order="id",
+    )
+    pair = guest_module.exchange(ch, info, guest.local_ids(), bytes(32), 8, Bar())
+    rows = np.flatnonzero(pair.in_host)
+    assert len(rows) == 20
+
+    def assign(order_rows):
+        points = pair.guest_doubles[order_rows]
+        n = len(order_rows)
+        msg = Message(
+            "psi.assign",
+            {"alignment_id": "a1", "points": points, "positions": np.arange(n), "n_rows": n},
+        )
+        return ch.call(host.endpoint, "psi.host.assign", msg)
+
+    by_id = rows[host_module.id_order(guest.local_ids()[rows])]
+    by_value = rows[np.argsort(curve.point_keys(pair.guest_doubles[rows]), kind="stable")]
+    if np.array_equal(by_value, by_id):  # pragma: no cover - astronomically unlikely
+        by_value = by_value[::-1]
+    with pytest.raises(ValueError, match="not sorted by id"):
+        assign(by_value)  # the blinded order is not the announced one
+    with pytest.raises(ValueError, match="not exactly the intersection"):
+        assign(by_id[1:])  # sorted by id, but a shared row is missing
+    with pytest.raises(ValueError, match="not sorted by id"):
+        assign(by_id[::-1])
+    assert assign(by_id)["count"] == 20  # the id order is accepted and staged
+    assert host._alignments == {}  # staged, not stored before commit
+
+
 # -- several hosts -----------------------------------------------------------------------------
 def test_three_parties():
     guest = make_party("bank", range(0, 300), labels=True, n_features=1)
@@ -275,11 +373,11 @@ def _duplicate(message):
 @pytest.mark.parametrize(
     "op, tamper, match",
     [
-        ("psi.host.blind", _drop_last, "expected 40 points"),
-        ("psi.host.blind", _invalid_point, "not a valid point"),
+        ("psi.host.blinded", _drop_last, "expected 40 points"),
+        ("psi.host.blinded", _invalid_point, "not a valid point"),
         ("psi.host.own", _invalid_point, "not a valid point"),
         ("psi.host.own", _drop_last, "expected 40 points"),
-        ("psi.host.blind", _duplicate, "duplicate"),
+        ("psi.host.blinded", _duplicate, "duplicate"),
         ("psi.host.own", _duplicate, "duplicate"),
     ],
 )

@@ -14,6 +14,7 @@ import ftl.federation.service as service_module
 from ftl.data.align import align
 from ftl.data.party import Party
 from ftl.federation import Message, ProtocolError, Transcript, decode, encode
+from ftl.federation.policy import PolicyError
 from ftl.psi import curve, intersection_size
 
 SALT = bytes(range(32))
@@ -118,7 +119,9 @@ def test_secret_permutation_and_batches():
 
 
 # -- the psi.host role, driven by hand (forged messages) -------------------------------
-def open_session(host, n_guest=3, mode="full", how="inner", salt=SALT, session="s1"):
+def open_session(
+    host, n_guest=3, mode="full", how="inner", salt=SALT, session="s1", order="blinded"
+):
     request = Message(
         "psi.open",
         {
@@ -126,6 +129,7 @@ def open_session(host, n_guest=3, mode="full", how="inner", salt=SALT, session="
             "n_guest": n_guest,
             "mode": mode,
             "how": how,
+            "order": order,
             "n_hosts": 1,
             "batch_size": 10,
         },
@@ -150,7 +154,7 @@ def test_host_rejects_forged_non_point():
     points = curve.hash_to_curve([b"1", b"2", b"3"], SALT)
     points[2] = np.frombuffer(not_a_point(), dtype=np.uint8)
     with pytest.raises(ValueError, match="not a valid point"):
-        call(host, "psi.host.blind", Message("psi.guest_points", {"start": 0, "points": points}))
+        call(host, "psi.host.submit", Message("psi.guest_points", {"start": 0, "points": points}))
 
 
 def test_host_rejects_bad_batches_and_order():
@@ -158,15 +162,15 @@ def test_host_rejects_bad_batches_and_order():
     open_session(host, n_guest=3)
     points = curve.hash_to_curve([b"1", b"2", b"3", b"4"], SALT)
     with pytest.raises(ValueError, match="does not fit"):  # more points than announced
-        call(host, "psi.host.blind", Message("psi.guest_points", {"start": 0, "points": points}))
+        call(host, "psi.host.submit", Message("psi.guest_points", {"start": 0, "points": points}))
     with pytest.raises(ProtocolError):  # skipping ahead
         call(
-            host, "psi.host.blind", Message("psi.guest_points", {"start": 1, "points": points[:1]})
+            host, "psi.host.submit", Message("psi.guest_points", {"start": 1, "points": points[:1]})
         )
     with pytest.raises(ValueError, match="shape"):
         call(
             host,
-            "psi.host.blind",
+            "psi.host.submit",
             Message("psi.guest_points", {"start": 0, "points": np.zeros((1, 31), np.uint8)}),
         )
     with pytest.raises(ProtocolError):  # cardinality-only operation in default mode
@@ -185,8 +189,18 @@ def test_host_rejects_bad_batches_and_order():
                 },
             ),
         )
+    with pytest.raises(ProtocolError, match="not all guest points"):  # host points first
+        call(host, "psi.host.own", Message("psi.fetch", {"start": 0, "stop": 1}))
+    reply = call(
+        host, "psi.host.submit", Message("psi.guest_points", {"start": 0, "points": points[:3]})
+    )
+    assert reply.type == "psi.received" and reply["count"] == 3  # no points come back
+    with pytest.raises(ProtocolError, match="not finished"):  # host points not re-blinded
+        call(host, "psi.host.blinded", Message("psi.fetch", {"start": 0, "stop": 1}))
     with pytest.raises(ValueError, match="bad fetch range"):
         call(host, "psi.host.own", Message("psi.fetch", {"start": 0, "stop": 50}))
+    with pytest.raises(ProtocolError, match="not a registered operation"):  # the old op
+        call(host, "psi.host.blind", Message("psi.guest_points", {"start": 3, "points": points}))
 
 
 def test_host_open_rejects_bad_parameters():
@@ -199,6 +213,12 @@ def test_host_open_rejects_bad_parameters():
         open_session(host, how="outer", session="s3")
     with pytest.raises(ValueError, match="left"):
         open_session(host, how="left", mode="cardinality", session="s4")
+    with pytest.raises(ValueError, match="unknown order"):
+        open_session(host, order="random", session="s5")
+    with pytest.raises(ValueError, match="order='id'"):
+        open_session(host, how="left", order="id", session="s6")
+    with pytest.raises(ValueError, match="order='id'"):
+        open_session(host, mode="cardinality", order="id", session="s7")
     assert host.endpoint.open_sessions == 0
 
 
@@ -251,6 +271,120 @@ def test_host_rejects_unknown_assigned_values():
     assert host._alignments == {}
 
 
+# -- the host's minimum intersection size --------------------------------------------------
+class Bar:
+    def update(self, n):
+        pass
+
+
+def with_minimum(party, minimum):
+    party.min_intersection = minimum  # what the server sets from the host's policy
+    return party
+
+
+def host_to_guest_types(transcript, host="shop", guest="bank"):
+    return [r.type for r in transcript if r.sender == host and r.receiver == guest]
+
+
+def test_min_intersection_refuses_small_guest_set_at_open():
+    guest = make_party("bank", range(5), labels=True)
+    host = with_minimum(make_party("shop", range(100)), 10)
+    transcript = Transcript()
+    with pytest.raises(PolicyError, match="minimum intersection size of 10"):
+        align(guest, host, transcript=transcript)
+    assert not any(r.type == "psi.guest_points" for r in transcript)  # nothing exchanged
+    with pytest.raises(PolicyError, match="10"):  # cardinality mode checks at open too
+        intersection_size(guest, host)
+    assert host._alignments == {} and guest._alignments == {}
+    assert host.endpoint.open_sessions == 0
+
+
+def test_min_intersection_refuses_before_guest_can_match():
+    guest = make_party("bank", range(0, 60), labels=True)
+    host = with_minimum(make_party("shop", range(55, 120)), 10)  # 5 shared, 60 >= 10
+    transcript = Transcript()
+    with pytest.raises(PolicyError, match="intersection is smaller"):
+        align(guest, host, transcript=transcript, batch_size=16)
+    sent = host_to_guest_types(transcript)
+    assert "psi.host_points" in sent  # the exchange ran up to the check ...
+    assert "psi.guest_points_blinded" not in sent  # ... but b*a*P(x) never came back
+    # Only counts and the host's singly blinded points reached the guest.
+    assert set(sent) <= {"psi.opened", "psi.received", "psi.host_points", "ack"}
+    assert host._alignments == {} and guest._alignments == {}
+    assert host.endpoint.open_sessions == 0
+
+
+def test_min_intersection_keeps_refusing_and_blocks_assign():
+    from ftl.federation import Channel
+    from ftl.psi.guest import _fetch_host_points, _send_guest_points, open_host
+
+    guest = make_party("bank", range(20), labels=True)
+    host = with_minimum(make_party("shop", range(17, 40)), 4)  # 3 shared
+    ch = Channel("bank")
+    info = open_host(
+        ch,
+        host.endpoint,
+        salt=SALT,
+        n_guest=20,
+        mode="full",
+        how="inner",
+        n_hosts=1,
+        batch_size=8,
+    )
+    alpha = curve.random_scalar()
+    _send_guest_points(ch, info, guest.local_ids(), SALT, alpha, 8, Bar())
+    host_doubles = _fetch_host_points(ch, info, alpha, 8, Bar(), send_back=True)
+    for _ in range(2):
+        with pytest.raises(PolicyError):
+            ch.call(
+                host.endpoint, "psi.host.blinded", Message("psi.fetch", {"start": 0, "stop": 8})
+            )
+    msg = Message(
+        "psi.assign",
+        {
+            "alignment_id": "a1",
+            "points": host_doubles[:1],
+            "positions": np.zeros(1, np.int64),
+            "n_rows": 1,
+        },
+    )
+    with pytest.raises(PolicyError):  # no way around the check through assign
+        ch.call(host.endpoint, "psi.host.assign", msg)
+    assert not any(r.type == "psi.guest_points_blinded" for r in ch.transcript)
+
+
+def test_min_intersection_just_below_passes():
+    guest = make_party("bank", range(0, 60), labels=True)
+    host = with_minimum(make_party("shop", range(40, 100)), 19)  # 20 shared
+    transcript = Transcript()
+    X, _ = align(guest, host, transcript=transcript, batch_size=16)
+    assert len(X) == 20
+    assert "psi.guest_points_blinded" in host_to_guest_types(transcript)
+    host.min_intersection = 20  # exactly the intersection: still allowed
+    X, _ = align(guest, host)
+    assert len(X) == 20
+
+
+def test_min_intersection_is_checked_pairwise_with_several_hosts():
+    guest = make_party("bank", range(0, 100), labels=True)
+    shop_a = with_minimum(make_party("shop_a", range(0, 80)), 50)  # 80 shared with bank
+    shop_b = with_minimum(make_party("shop_b", range(70, 130)), 40)  # 30 shared with bank
+    with pytest.raises(PolicyError):
+        align(guest, shop_a, shop_b)
+    assert all(p._alignments == {} for p in (guest, shop_a, shop_b))
+    shop_b.min_intersection = 30
+    X, _ = align(guest, shop_a, shop_b)  # final intersection 10: pairwise sizes count
+    assert len(X) == 10
+
+
+def test_cardinality_mode_checks_the_minimum_only_at_open():
+    # Cardinality mode keeps its flow: only the guest's set size is checked (at
+    # open); a count below the minimum is still returned (documented residual).
+    guest = make_party("bank", range(0, 30), labels=True)
+    host = with_minimum(make_party("shop", range(27, 60)), 10)
+    assert intersection_size(guest, host) == 3
+
+
 # -- cardinality mode ---------------------------------------------------------------------
 def test_intersection_size_counts_and_sends_nothing_back():
     guest = make_party("bank", range(0, 60), labels=True)
@@ -293,12 +427,12 @@ def test_cardinality_host_refuses_default_mode_operations():
     host = make_party("shop", range(5))
     open_session(host, n_guest=2, mode="cardinality")
     points = curve.hash_to_curve([b"1", b"2"], SALT)
-    with pytest.raises(ProtocolError):
-        call(host, "psi.host.blind", Message("psi.guest_points", {"start": 0, "points": points}))
     reply = call(
         host, "psi.host.submit", Message("psi.guest_points", {"start": 0, "points": points})
     )
     assert reply["count"] == 2
+    with pytest.raises(ProtocolError):  # unshuffled blinded points: default mode only
+        call(host, "psi.host.blinded", Message("psi.fetch", {"start": 0, "stop": 2}))
     with pytest.raises(ProtocolError):
         call(
             host,

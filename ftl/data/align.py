@@ -20,6 +20,11 @@ from ftl.psi.guest import DEFAULT_BATCH_SIZE, PROTOCOL, intersection_size, run_p
 __all__ = ["align"]
 
 HOWS = ("inner", "left")
+ORDERS = ("blinded", "id")
+ORDER_RULES = {
+    "blinded": "sorted by doubly blinded point bytes (guest vs first host)",
+    "id": "sorted by canonical id bytes, str(id) in UTF-8 (checked by every host)",
+}
 
 
 def _split_parties(parties: tuple[Any, ...], how: str) -> tuple[Any, list[Any]]:
@@ -54,6 +59,7 @@ def _split_parties(parties: tuple[Any, ...], how: str) -> tuple[Any, list[Any]]:
 def align(
     *parties: Any,
     how: str = "inner",
+    order: str = "blinded",
     salt: bytes | str | None = None,
     transcript: Transcript | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -74,9 +80,19 @@ def align(
         ``"inner"``: rows whose id every party has. ``"left"`` (two parties only,
         used for transfer learning): all guest rows; ``X.alignment.overlap``
         marks those the host also has.
+    order : {"blinded", "id"}, default "blinded"
+        Order of the aligned rows. ``"blinded"``: sorted by doubly blinded curve
+        points, which depend on fresh secret scalars, so the order differs between
+        runs. ``"id"`` (only with ``how="inner"``): sorted by the canonical id
+        string ``str(id)`` (UTF-8 byte order, so ``"10"`` comes before ``"9"``);
+        the same in every run, so two alignments of the same parties give the same
+        ``X.ids`` and row mappings. Every party can compute this order from its own
+        shared rows, so it reveals nothing new; each host checks it. Refused with
+        ``how="left"``, where it would place the guest's non-shared rows among the
+        shared ones by id.
     salt : bytes or hex str, optional
         32-byte public salt for hashing ids to the curve; fresh random by default.
-        Secret scalars are always fresh, so the row order differs between runs.
+        Secret scalars are always fresh.
     transcript : ftl.federation.Transcript, optional
         Records every PSI message; also attached as ``X.alignment.psi["transcript"]``.
     batch_size : int, default 100_000
@@ -98,8 +114,13 @@ def align(
     ------
     ValueError
         If fewer than two parties, names repeat, not exactly one party has
-        labels, ``how`` is unknown, a peer misbehaves, or no ids are shared.
+        labels, ``how`` or ``order`` is unknown, ``order="id"`` is combined with
+        ``how="left"``, a peer misbehaves, or no ids are shared.
         Nothing is stored at any party when ``align`` fails.
+    ftl.federation.policy.PolicyError
+        If a host refuses: e.g. a host served by ``ftl serve`` whose data-use
+        policy sets a minimum intersection size refuses a guest set or an
+        intersection smaller than that, before the guest learns the intersection.
 
     Notes
     -----
@@ -107,17 +128,21 @@ def align(
     every host learn the set sizes and which of their own rows are in the final
     intersection (with several hosts, every host learns the final intersection
     over all parties). Ids, hashes of ids and row numbers never cross; the
-    aligned order is sorted by doubly blinded curve points, so it reveals nothing
-    about ids outside the intersection. With ``how="left"`` all guest rows are
-    ordered by their doubly blinded values, an order the host can recompute from
-    what it already saw. Use :func:`ftl.intersection_size` to learn only the
-    size of the intersection.
+    aligned order is sorted by doubly blinded curve points (or, with
+    ``order="id"``, by the ids of the shared rows, which every party knows), so
+    it reveals nothing about ids outside the intersection. With ``how="left"``
+    all guest rows are ordered by their doubly blinded values, an order the host
+    can recompute from what it already saw. Use :func:`ftl.intersection_size` to
+    learn only the size of the intersection.
 
     Examples
     --------
     >>> X, y = ftl.align(bank, shop)  # doctest: +SKIP
     >>> X, y = ftl.align(bank, shop_a, shop_b)  # doctest: +SKIP
+    >>> X, y = ftl.align(bank, shop, order="id")  # reproducible order  # doctest: +SKIP
     """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if cardinality_only:
         guest, hosts = _split_parties(parties, "inner")
         if len(hosts) != 1:
@@ -131,6 +156,12 @@ def align(
             verbose=verbose,
         )
     guest, hosts = _split_parties(parties, how)
+    if order == "id" and how != "inner":
+        raise ValueError(
+            "order='id' needs how='inner': with how='left' the guest's rows that the "
+            "host does not have would be placed among the shared rows by id, which "
+            "would tell the host about the guest's ids outside the intersection"
+        )
     if transcript is not None and not isinstance(transcript, Transcript):
         raise ValueError("transcript must be an ftl.federation.Transcript")
     transcript = transcript if transcript is not None else Transcript()
@@ -139,6 +170,7 @@ def align(
         guest,
         [h.endpoint for h in hosts],
         how=how,
+        order=order,
         salt=salt,
         batch_size=batch_size,
         channel=channel,
@@ -163,7 +195,8 @@ def align(
             "protocol": PROTOCOL,
             "group": "Ed25519 prime-order subgroup (libsodium via pynacl)",
             "hash_to_curve": "crypto_core_ed25519_from_uniform(SHA-512(salt||len||str(id))[:32])",
-            "order": "sorted by doubly blinded point bytes (guest vs first host)",
+            "order": order,
+            "order_rule": ORDER_RULES[order],
             "salt": plan.salt.hex(),
             "sizes": {guest.name: guest.n_rows, **{i.name: i.n_rows for i in plan.hosts}},
             "intersection": n_shared,

@@ -121,11 +121,16 @@ class VerticalData:
 
 
 class PartyRows:
-    """Rows of a single party, not aligned with anyone (see :meth:`Party.select`)."""
+    """Rows of a single party, not aligned with anyone (see :meth:`Party.select`).
 
-    def __init__(self, party: Any, rows: np.ndarray):
+    For a :class:`~ftl.RemoteParty` the driver knows the rows only by the ids it
+    was given (``ids``); ``rows`` then just numbers them.
+    """
+
+    def __init__(self, party: Any, rows: np.ndarray, ids: np.ndarray | None = None):
         self.party = party
         self.rows = np.asarray(rows, dtype=np.int64)
+        self._ids = None if ids is None else np.asarray(ids)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -139,10 +144,14 @@ class PartyRows:
         return len(self.rows)
 
     def __getitem__(self, key: Any) -> PartyRows:
-        return PartyRows(self.party, self.rows[_normalise_index(key, len(self.rows))])
+        sel = _normalise_index(key, len(self.rows))
+        ids = None if self._ids is None else self._ids[sel]
+        return PartyRows(self.party, self.rows[sel], ids)
 
     @property
     def ids(self) -> np.ndarray:
+        if self._ids is not None:
+            return self._ids
         return self.party.local_ids()[self.rows]
 
     def __repr__(self) -> str:

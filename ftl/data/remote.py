@@ -15,8 +15,9 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ftl.federation.channel import PartyUnavailableError
 from ftl.federation.messages import FORMAT_VERSION, MAX_MESSAGE_BYTES, MessageError
@@ -24,7 +25,7 @@ from ftl.federation.policy import PolicyError
 from ftl.federation.service import ProtocolError
 from ftl.federation.tls import TLSConfig
 from ftl.federation.transcript import Transcript
-from ftl.federation.wire import CALL, CLIENT_OPTIONS, ERROR_KEY, INFO, chunks
+from ftl.federation.wire import CALL, CLIENT_OPTIONS, ERROR_KEY, INFO, chunks, import_grpc
 
 __all__ = ["RemoteParty"]
 
@@ -35,7 +36,7 @@ class _Connection:
     """One gRPC channel per process (gRPC channels do not survive a fork)."""
 
     def __init__(self, address: str, tls: TLSConfig):
-        import grpc
+        grpc = import_grpc()
 
         options = list(CLIENT_OPTIONS)
         if tls.server_name:
@@ -188,6 +189,31 @@ class RemoteParty:
             f"party {self.name!r} is remote: its ids never leave it; align with ftl.align"
         )
 
+    def select(self, ids: Any = None):
+        """A handle over rows of this party named by ids it gave you (e.g. the customers
+        a transfer target asked you to score); the party checks they exist.
+
+        Parameters
+        ----------
+        ids : array-like
+            The party's ids of the wanted rows, in order.
+
+        Returns
+        -------
+        PartyRows
+        """
+        from ftl.data.handles import PartyRows
+
+        if ids is None:
+            raise ValueError(
+                f"party {self.name!r} is remote and its ids never leave it: pass the ids "
+                "it asked you to score"
+            )
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            raise ValueError("ids must be one-dimensional")
+        return PartyRows(self, np.arange(len(ids)), ids)
+
     # -- transport -------------------------------------------------------------------
     def _conn(self) -> _Connection:
         with self._state_lock:
@@ -251,7 +277,7 @@ class RemoteParty:
         return reply
 
     def _with_retries(self, what: str, attempt) -> Any:
-        import grpc
+        grpc = import_grpc()
 
         for tries in range(self.retries + 1):
             try:
@@ -265,7 +291,7 @@ class RemoteParty:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _error(self, what: str, exc) -> Exception:
-        import grpc
+        grpc = import_grpc()
 
         code = exc.code()
         details = exc.details() or code.name
@@ -304,7 +330,3 @@ class RemoteParty:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._state_lock = threading.Lock()
-
-
-def _read_path(path: Any) -> Path:  # pragma: no cover - kept small on purpose
-    return Path(path)

@@ -15,6 +15,7 @@ Example (paths are relative to the file)::
     # session_ttl_seconds = 3600
     # max_sessions_per_peer = 16
     # state_file = "shop-policy-state.json"   # alignment counts survive restarts
+    # model_dir = "models"                     # trained shards survive restarts
 
     [tls]
     cert = "certs/shop.crt"
@@ -60,6 +61,7 @@ _SECTIONS = {
         "max_sessions_per_peer",
         "state_file",
         "log_file",
+        "model_dir",
     },
     "tls": {"cert", "key", "ca"},
 }
@@ -79,6 +81,7 @@ class ServeConfig:
     policy: Policy
     audit_log: Path | None
     log_file: Path | None
+    model_dir: Path | None
     max_message_bytes: int
     session_ttl: float
     max_sessions_per_peer: int
@@ -180,6 +183,7 @@ def load_config(path: str | Path) -> ServeConfig:
         policy=Policy.from_dict(raw.get("policy") or {}, state_path=rel(state) if state else None),
         audit_log=rel(server["audit_log"]) if server.get("audit_log") else None,
         log_file=rel(server["log_file"]) if server.get("log_file") else None,
+        model_dir=rel(server["model_dir"]) if server.get("model_dir") else None,
         max_message_bytes=int(float(server.get("max_message_mb", 512)) * (1 << 20)),
         session_ttl=float(server.get("session_ttl_seconds", 3600)),
         max_sessions_per_peer=int(server.get("max_sessions_per_peer", 16)),

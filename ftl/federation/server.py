@@ -32,6 +32,7 @@ import time
 import traceback
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ from ftl.federation.wire import (
     SERVICE,
     check_metadata,
     chunks,
+    import_grpc,
 )
 
 __all__ = ["PartyServer", "ReplayError"]
@@ -120,6 +122,12 @@ class PartyServer:
         Open sessions one peer may hold at once.
     audit_log : path, optional
         JSON-lines file every message in and out is appended to.
+    model_dir : path, optional
+        Where the party keeps its shards of models trained by each peer (one
+        JSON file per model, under a folder per peer identity, written with
+        :meth:`ftl.Party.export_model`) and reloads them from at start-up, so
+        that a restarted host still serves predictions. Shards of models trained
+        on preprocessed rows are not kept (fitted transformers live in memory).
     """
 
     def __init__(
@@ -131,6 +139,7 @@ class PartyServer:
         session_ttl: float = 3600.0,
         max_sessions_per_peer: int = 16,
         audit_log=None,
+        model_dir=None,
     ):
         if party.has_labels:
             raise ValueError(
@@ -147,12 +156,13 @@ class PartyServer:
         self._sessions: dict[tuple[str, str, tuple[str, ...]], _Session] = {}
         self._lock = threading.Lock()
         self._audit_lock = threading.Lock()
+        self.model_dir = None if model_dir is None else Path(model_dir)
         for rule in policy.peers.values():  # fail at start-up on a bad column list
-            self._view(rule)
+            self._reload_models(rule, self._view(rule))
 
     # -- gRPC plumbing -------------------------------------------------------------
     def handlers(self):
-        import grpc
+        grpc = import_grpc()
 
         return grpc.method_handlers_generic_handler(
             SERVICE,
@@ -172,7 +182,7 @@ class PartyServer:
         port : int
             The bound port.
         """
-        import grpc
+        grpc = import_grpc()
 
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ftl-serve"),
@@ -244,7 +254,7 @@ class PartyServer:
         yield from chunks(reply)
 
     def _serve_call(self, identity: str | None, metadata: dict, request_iterator) -> bytes:
-        import grpc
+        grpc = import_grpc()
 
         try:
             rule = self._rule(identity)
@@ -272,7 +282,7 @@ class PartyServer:
         return reply
 
     def _rule(self, identity: str | None) -> PeerRule:
-        import grpc
+        grpc = import_grpc()
 
         try:
             return self.policy.peer(identity)
@@ -286,6 +296,31 @@ class PartyServer:
                 view = peer_view(self.party, rule, self.policy.min_intersection)
                 self._views[rule.identity] = view
             return view
+
+    def _reload_models(self, rule: PeerRule, view: DerivedParty) -> None:
+        folder = None if self.model_dir is None else self.model_dir / rule.identity
+        if folder is None or not folder.is_dir():
+            return
+        for path in sorted(folder.glob("*.json")):
+            try:
+                view.import_model(path)
+            except ValueError as exc:
+                log.error("cannot reload model shard %s: %s", path, exc)
+
+    def _keep_models(self, rule: PeerRule, party: Party, path: tuple[str, ...]) -> None:
+        """Write newly finished model shards of a peer's view to ``model_dir``."""
+        if self.model_dir is None:
+            return
+        if path:
+            log.info("a model trained on preprocessed rows is kept in memory only")
+            return
+        folder = self.model_dir / rule.identity
+        folder.mkdir(parents=True, exist_ok=True)
+        for model_id in party.model_ids():
+            target = folder / f"{model_id}.json"
+            if not target.exists():
+                party.export_model(model_id, target)
+                log.info("kept model shard %s for %s", model_id, rule.identity)
 
     def _resolve(self, rule: PeerRule, path: tuple[str, ...]) -> Party:
         """The peer's view, seen through the fitted transformers named by ``path``."""
@@ -313,7 +348,7 @@ class PartyServer:
         return payload
 
     def _session(self, key: tuple, head: dict) -> _Session:
-        import grpc
+        grpc = import_grpc()
 
         now = time.monotonic()
         with self._lock:
@@ -383,7 +418,7 @@ class PartyServer:
         )
 
     def _dispatch(self, rule: PeerRule, party: Party, head: dict, payload: bytes) -> bytes:
-        import grpc
+        grpc = import_grpc()
 
         session, op = head["session"], head["op"]
         try:
@@ -396,6 +431,8 @@ class PartyServer:
                 raise MessageError(f"reply of {len(reply)} bytes exceeds the limit")
             with self._audit_lock:
                 self.transcript.record_encoded(session, party.name, rule.identity, reply)
+            if op.endswith(".finish"):
+                self._keep_models(rule, party, head["path"])
             return reply
         except (PolicyError, MessageError, ProtocolError, ValueError) as exc:
             if op.endswith(".open"):
@@ -412,7 +449,7 @@ class PartyServer:
 
     @staticmethod
     def _abort_for(exc: Exception) -> _Abort:
-        import grpc
+        grpc = import_grpc()
 
         if isinstance(exc, PolicyError):
             return _Abort(grpc.StatusCode.PERMISSION_DENIED, "PolicyError", str(exc))

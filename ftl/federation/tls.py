@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftl.federation.wire import import_grpc
+
 __all__ = ["TLSConfig"]
 
 
@@ -51,7 +53,7 @@ class TLSConfig:
 
     def channel_credentials(self):
         """gRPC credentials for dialling a host (client side)."""
-        import grpc
+        grpc = import_grpc()
 
         return grpc.ssl_channel_credentials(
             root_certificates=_read(self.ca, "CA certificate"),
@@ -61,7 +63,7 @@ class TLSConfig:
 
     def server_credentials(self):
         """gRPC credentials for serving: a client certificate is required."""
-        import grpc
+        grpc = import_grpc()
 
         return grpc.ssl_server_credentials(
             [(_read(self.key, "private key"), _read(self.cert, "certificate"))],

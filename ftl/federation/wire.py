@@ -20,6 +20,7 @@ error class, so the driver raises the same exception types as in-process runs.
 
 from __future__ import annotations
 
+import os
 import re
 
 __all__ = [
@@ -107,3 +108,12 @@ def chunks(payload: bytes):
         return
     for start in range(0, len(view), CHUNK_BYTES):
         yield bytes(view[start : start + CHUNK_BYTES])
+
+
+def import_grpc():
+    """Import grpc, keeping its C core quiet below errors unless the user asked."""
+    # gRPC logs connection shutdowns at INFO by default, which reads like an error.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    import grpc
+
+    return grpc

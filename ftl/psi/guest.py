@@ -1,12 +1,17 @@
 """Driver side of ECDH PSI: runs at the guest (the labelled party).
 
 With guest scalar ``a`` and host scalar ``b`` and ``P`` the salted hash to the
-curve, one pairwise run is:
+curve, one pairwise run is (step numbers as in ``docs/protocols.md`` §2.2, where
+step 1 opens the session):
 
-1. guest -> host: ``a*P(x)`` for the guest's ids, in a secret random order;
-2. host -> guest: ``b*a*P(x)`` in the order received, and ``b*P(y)`` for the
-   host's ids in the host's secret order;
-3. guest -> host: ``a*b*P(y)`` in the host's order (skipped in cardinality mode).
+2. guest -> host: ``a*P(x)`` for the guest's ids, in a secret random order; the
+   host keeps ``b*a*P(x)`` and acknowledges with a count only;
+3. host -> guest: ``b*P(y)`` for the host's ids in the host's secret order;
+4. guest -> host: ``a*b*P(y)`` in the host's order (skipped in cardinality mode);
+5. host -> guest: ``b*a*P(x)`` in the order the guest sent them -- only now, when
+   the host holds both sides' doubly blinded values and has checked that the
+   intersection reaches its minimum size (cardinality mode instead returns them
+   under one secret shuffle, before step 3).
 
 Each side then holds the doubly blinded value of each of its own rows and the set
 of the other side's, and the shared rows are the common values. All lists are
@@ -46,6 +51,7 @@ from ftl.psi.curve import (
     random_scalar,
     secret_permutation,
 )
+from ftl.psi.host import ORDERS, id_order
 from ftl.psi.messages import MAX_BATCH, MAX_POINTS
 
 __all__ = [
@@ -149,6 +155,7 @@ def open_host(
     how: str,
     n_hosts: int,
     batch_size: int,
+    order: str = "blinded",
 ) -> HostInfo:
     """Open a ``psi.host`` session at one host and read its public metadata."""
     request = Message(
@@ -158,6 +165,7 @@ def open_host(
             "n_guest": n_guest,
             "mode": mode,
             "how": how,
+            "order": order,
             "n_hosts": n_hosts,
             "batch_size": batch_size,
         },
@@ -186,29 +194,49 @@ def _send_guest_points(
     alpha: bytes,
     batch_size: int,
     bar: Any,
-    cardinality: bool,
-) -> np.ndarray | None:
-    """Step 2 (and 3a in default mode). Returns ``b*a*P(x)`` in guest row order."""
+) -> np.ndarray:
+    """Step 2: send ``a*P(x)`` in a fresh secret order; return that order.
+
+    ``order[k]`` is the guest row whose point was sent at position ``k``. The host
+    stores ``b*a*P(x)`` and replies with a count only.
+    """
     n = len(ids)
     # The guest's secret order: the host must not learn which row a point is.
     order = secret_permutation(n)
-    doubles = None if cardinality else np.empty((n, POINT_BYTES), dtype=np.uint8)
-    op = "psi.host.submit" if cardinality else "psi.host.blind"
     for start, stop in batches(n, batch_size):
         rows = order[start:stop]
         # Canonicalise per batch: no Python object per id for the whole set.
         points = blind(hash_to_curve(canonical_ids(ids[rows]), salt), alpha)
         reply = channel.call(
-            host.endpoint, op, Message("psi.guest_points", {"start": start, "points": points})
+            host.endpoint,
+            "psi.host.submit",
+            Message("psi.guest_points", {"start": start, "points": points}),
         )
-        if cardinality:
-            if _expect(reply, "psi.received", host.name)["count"] != stop:
-                raise ValueError(f"PSI: host {host.name!r} acknowledged a wrong count")
-        else:
-            _expect(reply, "psi.guest_points_blinded", host.name)
-            doubles[rows] = check_points(
-                reply["points"], f"reply of host {host.name!r}", expected=stop - start
-            )
+        if _expect(reply, "psi.received", host.name)["count"] != stop:
+            raise ValueError(f"PSI: host {host.name!r} acknowledged a wrong count")
+        bar.update(1)
+    return order
+
+
+def _fetch_guest_doubles(
+    channel: Channel, host: HostInfo, order: np.ndarray, batch_size: int, bar: Any
+) -> np.ndarray:
+    """Step 5 (default mode): ``b*a*P(x)`` in guest row order.
+
+    The host serves these only after it has checked its minimum intersection size.
+    """
+    n = len(order)
+    doubles = np.empty((n, POINT_BYTES), dtype=np.uint8)
+    for start, stop in batches(n, batch_size):
+        reply = channel.call(
+            host.endpoint, "psi.host.blinded", Message("psi.fetch", {"start": start, "stop": stop})
+        )
+        _expect(reply, "psi.guest_points_blinded", host.name)
+        if reply["start"] != start:
+            raise ValueError(f"PSI: host {host.name!r} sent the wrong batch")
+        doubles[order[start:stop]] = check_points(
+            reply["points"], f"reply of host {host.name!r}", expected=stop - start
+        )
         bar.update(1)
     return doubles
 
@@ -216,7 +244,7 @@ def _send_guest_points(
 def _fetch_host_points(
     channel: Channel, host: HostInfo, alpha: bytes, batch_size: int, bar: Any, send_back: bool
 ) -> np.ndarray:
-    """Step 3b and 4: fetch ``b*P(y)``, compute ``a*b*P(y)``, return it in step 4."""
+    """Steps 3 and 4: fetch ``b*P(y)``, compute ``a*b*P(y)``, send it back in step 4."""
     doubles = np.empty((host.n_rows, POINT_BYTES), dtype=np.uint8)
     for start, stop in batches(host.n_rows, batch_size):
         reply = channel.call(
@@ -271,11 +299,17 @@ def exchange(
     batch_size: int,
     bar: Any,
 ) -> PairResult:
-    """Run steps 2-4 of the default mode with one host (fresh guest scalar)."""
+    """Run the default-mode exchange with one host (fresh guest scalar and order).
+
+    The guest commits to its whole set and returns ``a*b*P(y)`` for every host
+    point before it receives any ``b*a*P(x)``, so the host can check the
+    intersection size (and refuse) before the guest can match anything.
+    """
     alpha = random_scalar()
-    guest_doubles = _send_guest_points(channel, host, ids, salt, alpha, batch_size, bar, False)
-    check_distinct(guest_doubles, f"reply of host {host.name!r}")
+    order = _send_guest_points(channel, host, ids, salt, alpha, batch_size, bar)
     host_doubles = _fetch_host_points(channel, host, alpha, batch_size, bar, send_back=True)
+    guest_doubles = _fetch_guest_doubles(channel, host, order, batch_size, bar)
+    check_distinct(guest_doubles, f"reply of host {host.name!r}")
     in_host = np.isin(point_keys(guest_doubles), point_keys(host_doubles))
     return PairResult(guest_doubles, host_doubles, in_host)
 
@@ -310,11 +344,23 @@ def _assign(
         raise ValueError(f"PSI: host {host.name!r} did not accept the alignment")
 
 
+def _check_order_choice(order: Any, how: str) -> None:
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if order == "id" and how != "inner":
+        raise ValueError(
+            "order='id' needs how='inner': with how='left' the guest's rows the host "
+            "does not have would be placed among the shared ones by id, which tells "
+            "the host about ids outside the intersection"
+        )
+
+
 def run_psi(
     guest: Any,
     endpoints: Sequence[Endpoint],
     *,
     how: str = "inner",
+    order: str = "blinded",
     salt: bytes | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     channel: Channel | None = None,
@@ -332,6 +378,10 @@ def run_psi(
         ``"inner"``: rows the guest shares with every host, sorted by the doubly
         blinded values of the run with the first host. ``"left"``: all guest rows
         sorted by their doubly blinded values (one host only).
+    order : {"blinded", "id"}
+        ``"blinded"``: the order described under ``how``. ``"id"`` (``how="inner"``
+        only): shared rows sorted by canonical id (``str(id)`` in UTF-8 bytes),
+        the same in every run; each host checks it on its own rows.
     salt : bytes or hex str, optional
         32-byte public salt; fresh random by default.
     batch_size : int
@@ -350,9 +400,13 @@ def run_psi(
     ValueError
         On bad arguments, a misbehaving host or an empty intersection. Nothing
         is stored at any host unless every host accepted the alignment.
+    ftl.federation.policy.PolicyError
+        If a host refuses, e.g. because the guest's set or the intersection is
+        smaller than the host's minimum intersection size.
     """
     if how not in ("inner", "left"):
         raise ValueError(f"how must be 'inner' or 'left', got {how!r}")
+    _check_order_choice(order, how)
     if how == "left" and len(endpoints) != 1:
         raise ValueError("how='left' aligns exactly two parties (a guest and one host)")
     if not endpoints:
@@ -377,10 +431,11 @@ def run_psi(
                     how=how,
                     n_hosts=len(endpoints),
                     batch_size=batch_size,
+                    order=order,
                 )
             )
         total = sum(
-            _n_batches(n_guest, batch_size) + _n_batches(h.n_rows, batch_size) for h in hosts
+            2 * _n_batches(n_guest, batch_size) + _n_batches(h.n_rows, batch_size) for h in hosts
         )
         with _progress(total, verbose, "PSI") as bar:
             pairs = [exchange(channel, h, ids, salt, batch_size, bar) for h in hosts]
@@ -399,8 +454,13 @@ def run_psi(
             rows = np.flatnonzero(shared)
             if not len(rows):
                 raise ValueError(f"no shared ids between guest {guest.name!r} and host(s) {names}")
-            # Order by doubly blinded value: it reveals nothing about non-shared ids.
-            rows = rows[np.argsort(point_keys(pairs[0].guest_doubles[rows]), kind="stable")]
+            if order == "id":
+                # Every party knows which of its own rows are shared and holds the
+                # same join keys, so each can compute (and checks) this order itself.
+                rows = rows[id_order(ids[rows])]
+            else:
+                # Order by doubly blinded value: it reveals nothing about non-shared ids.
+                rows = rows[np.argsort(point_keys(pairs[0].guest_doubles[rows]), kind="stable")]
             positions = np.arange(len(rows))
             for h, p in zip(hosts, pairs, strict=True):
                 _assign(channel, h, plan.alignment_id, p.guest_doubles[rows], positions, len(rows))
@@ -497,7 +557,7 @@ def intersection_size(
         total = 2 * _n_batches(len(ids), batch_size) + _n_batches(info.n_rows, batch_size)
         alpha = random_scalar()
         with _progress(total, verbose, "PSI cardinality") as bar:
-            _send_guest_points(channel, info, ids, salt, alpha, batch_size, bar, True)
+            _send_guest_points(channel, info, ids, salt, alpha, batch_size, bar)
             guest_doubles = _fetch_shuffled(channel, info, len(ids), batch_size, bar)
             check_distinct(guest_doubles, f"reply of host {info.name!r}")
             host_doubles = _fetch_host_points(channel, info, alpha, batch_size, bar, False)

@@ -6,22 +6,39 @@ aligned positions to local rows -- to itself. Operations, in protocol order:
 
 ``open`` (``psi.open``)
     Draw ``b`` and a secret order of the host's rows; reply with the host's set
-    size and public column names.
-``blind`` (``psi.guest_points``, default mode)
-    Step 3: return ``b*(a*P(x))`` for a batch, in the order received.
-``submit`` (``psi.guest_points``, cardinality mode)
-    Store ``b*(a*P(x))`` without returning it; ``shuffled`` later returns all of
-    them in a secret random order, so the guest learns only how many match.
+    size and public column names. Refuses with
+    :class:`~ftl.federation.policy.PolicyError` if the guest's set is smaller than
+    the party's ``min_intersection`` (both modes).
+``submit`` (``psi.guest_points``)
+    Store ``b*(a*P(x))`` for a batch of the guest's points without returning it;
+    reply ``psi.received`` with the running count.
 ``own`` (``psi.fetch``)
-    Step 3: the next batch of ``b*P(y)`` for the host's ids, in its secret order.
+    The next batch of ``b*P(y)`` for the host's ids, in its secret order (in the
+    default mode only after every guest point is in).
 ``reblinded`` (``psi.host_points_reblinded``, default mode)
-    Step 4: the guest's ``a*b*P(y)`` for a batch of the host's points.
-``assign`` (``psi.assign``)
+    Store the guest's ``a*b*P(y)`` for a batch of the host's points.
+``blinded`` (``psi.fetch``, default mode)
+    Return ``b*a*P(x)`` for a range of the guest's points, in the order the guest
+    sent them (``psi.guest_points_blinded``). Served only once every guest point
+    and every re-blinded host point is in; the host then knows the intersection
+    size and refuses with :class:`~ftl.federation.policy.PolicyError` (every time)
+    if it is below ``min_intersection``, before the guest can match anything.
+``shuffled`` (``psi.fetch``, cardinality mode)
+    All ``b*a*P(x)`` in one secret random order, so the guest learns only how many
+    match.
+``assign`` (``psi.assign``, default mode)
     The host's doubly blinded values in the final aligned order; the host maps
-    them to local rows and stages (does not yet store) the mapping.
+    them to local rows, checks the order (doubly blinded or id order, as announced
+    in ``open``) and stages (does not yet store) the mapping.
 ``commit`` (``psi.commit``)
     Every party accepted; store the staged mapping with
     :meth:`ftl.Party.remember_alignment`.
+
+The minimum intersection size is read from the party object
+(``party.min_intersection``, set by the server from the host's data-use policy;
+absent or 0 means no minimum). It stops naive membership probing with tiny id
+sets; a guest that pads its set with ids it knows the host has can still test
+the remaining ones, so it is a guard, not a proof.
 
 Every point received is checked with ``crypto_core_ed25519_is_valid_point``;
 counts, batch order and duplicates are checked too. Malformed data raises
@@ -36,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from ftl.federation.messages import Message
+from ftl.federation.policy import PolicyError
 from ftl.federation.service import ProtocolError, operation, role
 from ftl.psi import messages as _messages  # noqa: F401  (registers the message types)
 from ftl.psi.curve import (
@@ -52,10 +70,23 @@ from ftl.psi.curve import (
 )
 from ftl.psi.messages import MAX_BATCH, MAX_POINTS
 
-__all__ = ["PSIHost"]
+__all__ = ["PSIHost", "id_order"]
 
 MODES = ("full", "cardinality")
 HOWS = ("inner", "left")
+ORDERS = ("blinded", "id")
+
+
+def id_order(ids: Any) -> np.ndarray:
+    """Indices that sort ``ids`` by their canonical bytes (``str(id)`` in UTF-8).
+
+    Byte order of UTF-8 is code-point order, so this is the order of ``str(id)``
+    (lexicographic: ``"10"`` before ``"9"``). Used for ``order="id"`` by the guest
+    and, to check the assigned order, by each host.
+    """
+    keys = np.empty(len(ids), dtype=object)
+    keys[:] = canonical_ids(ids)
+    return np.argsort(keys, kind="stable").astype(np.int64)
 
 
 def _expect(message: Message, type_: str) -> Message:
@@ -99,11 +130,24 @@ class PSIHost:
             raise ValueError(f"PSI host: unknown mode {self.mode!r}")
         if self.how not in HOWS:
             raise ValueError(f"PSI host: unknown join {self.how!r}")
+        self.order = request["order"]
+        if self.order not in ORDERS:
+            raise ValueError(f"PSI host: unknown order {self.order!r}")
         self.n_hosts = _bounded_int(request["n_hosts"], "n_hosts", 1, 10_000)
         if self.how == "left" and (self.n_hosts != 1 or self.mode != "full"):
             raise ValueError("PSI host: how='left' needs exactly one host in default mode")
+        if self.order == "id" and (self.how != "inner" or self.mode != "full"):
+            raise ValueError("PSI host: order='id' needs how='inner' in default mode")
         self.n_guest = _bounded_int(request["n_guest"], "n_guest", 0, MAX_POINTS)
         self.batch_size = _bounded_int(request["batch_size"], "batch_size", 1, MAX_BATCH)
+        # The host's own minimum (from its data-use policy): refuse before any point
+        # is exchanged if the guest's set cannot even reach it.
+        self.min_size = int(getattr(party, "min_intersection", 0) or 0)
+        if self.n_guest < self.min_size:
+            raise PolicyError(
+                f"PSI host {party.name!r}: the guest's set of {self.n_guest} ids is smaller "
+                f"than this host's minimum intersection size of {self.min_size}"
+            )
         self._party = party
         self._salt = salt
         self._beta = random_scalar()
@@ -119,6 +163,7 @@ class PSIHost:
         self._n_reblinded = 0
         self._shuffle: np.ndarray | None = None
         self._lookup: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._n_shared: int | None = None
         self._staged: tuple[str, np.ndarray] | None = None
 
     def opened(self) -> Message:
@@ -128,8 +173,14 @@ class PSIHost:
             {"n_rows": self.n_host, "feature_names": [str(c) for c in self._party.feature_names]},
         )
 
-    # -- step 3: blind the guest's points -------------------------------------------
-    def _receive(self, request: Message) -> np.ndarray:
+    # -- step 2: the guest's points ----------------------------------------------------
+    @operation
+    def submit(self, request: Message) -> Message:
+        """Store ``b*(a*P(x))`` for a batch of the guest's points; return only a count.
+
+        Default mode returns these values later with ``blinded`` (after the
+        minimum-size check), cardinality mode shuffled with ``shuffled``.
+        """
         _expect(request, "psi.guest_points")
         start = request["start"]
         if start != self._n_received:
@@ -146,21 +197,6 @@ class PSIHost:
         doubled = blind(check_points(points, "guest points"), self._beta)
         self._guest_doubles[start : start + n] = doubled
         self._n_received += n
-        return doubled
-
-    @operation
-    def blind(self, request: Message) -> Message:
-        """Return ``b*(a*P(x))`` for a batch of the guest's points, same order."""
-        if self.mode != "full":
-            raise ProtocolError("PSI host: blind is for the default mode; use submit")
-        return Message("psi.guest_points_blinded", {"points": self._receive(request)})
-
-    @operation
-    def submit(self, request: Message) -> Message:
-        """Cardinality mode: keep ``b*(a*P(x))`` for shuffling instead of returning it."""
-        if self.mode != "cardinality":
-            raise ProtocolError("PSI host: submit is for cardinality mode only")
-        self._receive(request)
         return Message("psi.received", {"count": self._n_received})
 
     def _range(self, request: Message, limit: int) -> tuple[int, int]:
@@ -190,6 +226,9 @@ class PSIHost:
     @operation
     def own(self, request: Message) -> Message:
         """Return the next batch of ``b*P(y)`` for the host's ids, in its secret order."""
+        if self.mode == "full" and self._n_received != self.n_guest:
+            # The guest commits to its whole set before it sees any host point.
+            raise ProtocolError("PSI host: not all guest points received yet")
         start, stop = self._range(request, self.n_host)
         if start != self._n_sent:
             raise ProtocolError(f"PSI host: expected fetch at {self._n_sent}, got {start}")
@@ -216,6 +255,38 @@ class PSIHost:
         self._n_reblinded += n
         return Message("psi.received", {"count": self._n_reblinded})
 
+    # -- step 5: the guest's points, blinded, once the host has checked the size -----
+    def _shared_count(self) -> int:
+        """Size of the intersection; refuse (every time) if below the minimum."""
+        if self._n_shared is None:
+            own_keys, _, guest_sorted = self._tables()
+            self._n_shared = len(np.intersect1d(own_keys, guest_sorted, assume_unique=True))
+        if self._n_shared < self.min_size:
+            raise PolicyError(
+                f"PSI host {self._party.name!r}: the intersection is smaller than this "
+                f"host's minimum intersection size of {self.min_size}"
+            )
+        return self._n_shared
+
+    @operation
+    def blinded(self, request: Message) -> Message:
+        """Return ``b*a*P(x)`` for guest points ``[start, stop)``, in the order sent.
+
+        Only after every guest point and every re-blinded host point is in, and
+        only if the intersection reaches the host's minimum size.
+        """
+        if self.mode != "full":
+            raise ProtocolError("PSI host: blinded is for the default mode; use shuffled")
+        _expect(request, "psi.fetch")
+        if self._n_received != self.n_guest or self._n_reblinded != self.n_host:
+            raise ProtocolError("PSI host: exchange not finished")
+        self._shared_count()
+        start, stop = self._range(request, self.n_guest)
+        return Message(
+            "psi.guest_points_blinded",
+            {"start": start, "points": self._guest_doubles[start:stop]},
+        )
+
     # -- final order -------------------------------------------------------------------
     def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sorted own doubles (+ their positions) and sorted guest doubles, checked once."""
@@ -238,12 +309,15 @@ class PSIHost:
         blinded values and also one of the guest's, positions must be increasing;
         with a single host it can recompute the whole order itself and insists it
         matches (sorted by value, or for ``how="left"`` the rank among all guest
-        values).
+        values). With ``order="id"`` every host checks that its own rows, read in
+        position order, have strictly increasing canonical ids, and a single host
+        that the assigned values are exactly the shared ones.
         """
         if self.mode != "full":
             raise ProtocolError("PSI host: cardinality mode produces no alignment")
         _expect(request, "psi.assign")
         own_keys, own_order, guest_sorted = self._tables()
+        self._shared_count()  # no alignment below the host's minimum either
         alignment_id = request["alignment_id"]
         if not alignment_id or not alignment_id.isalnum():
             raise ValueError("PSI host: alignment id must be a non-empty alphanumeric string")
@@ -269,9 +343,10 @@ class PSIHost:
         in_guest[rank_ok] = guest_sorted[rank[rank_ok]] == keys[rank_ok]
         if not in_guest.all():
             raise ValueError("PSI host: assigned values are not in the guest's set")
-        self._check_order(keys, positions, n_rows, rank, own_keys, guest_sorted)
+        rows = self._order[own_order[where]]
+        self._check_order(keys, positions, n_rows, rank, own_keys, guest_sorted, rows)
         local_rows = np.full(n_rows, -1, dtype=np.int64)
-        local_rows[positions] = self._order[own_order[where]]
+        local_rows[positions] = rows
         self._staged = (alignment_id, local_rows)
         return Message("psi.received", {"count": n})
 
@@ -283,11 +358,14 @@ class PSIHost:
         rank: np.ndarray,
         own_keys: np.ndarray,
         guest_sorted: np.ndarray,
+        rows: np.ndarray,
     ) -> None:
         if self.how == "inner":
             if n_rows != len(keys) or np.any(positions != np.arange(n_rows)):
                 raise ValueError("PSI host: an inner alignment must fill every aligned row")
-            if self.n_hosts == 1:
+            if self.order == "id":
+                self._check_id_order(keys, rows, own_keys, guest_sorted)
+            elif self.n_hosts == 1:
                 shared = np.intersect1d(own_keys, guest_sorted, assume_unique=True)
                 if len(shared) != len(keys) or np.any(shared != keys):
                     raise ValueError("PSI host: assigned order is not the sorted intersection")
@@ -297,6 +375,18 @@ class PSIHost:
             shared = np.intersect1d(own_keys, guest_sorted, assume_unique=True)
             if len(shared) != len(keys):
                 raise ValueError("PSI host: left join must assign every shared row")
+
+    def _check_id_order(
+        self, keys: np.ndarray, rows: np.ndarray, own_keys: np.ndarray, guest_sorted: np.ndarray
+    ) -> None:
+        """``order="id"``: the host's rows in aligned order have increasing ids."""
+        if self.n_hosts == 1:
+            shared = np.intersect1d(own_keys, guest_sorted, assume_unique=True)
+            if len(shared) != len(keys) or np.any(shared != np.sort(keys)):
+                raise ValueError("PSI host: assigned values are not exactly the intersection")
+        ids = canonical_ids(self._ids[rows])
+        if any(a >= b for a, b in zip(ids[:-1], ids[1:], strict=True)):
+            raise ValueError("PSI host: assigned order is not sorted by id")
 
     @operation
     def commit(self, request: Message) -> Message:

@@ -38,11 +38,15 @@ def _str(max_len: int = 64) -> FieldSpec:
 
 register(
     "psi.open",
-    doc="Guest -> host: start a PSI session (salt, guest set size, mode, batch size).",
+    doc=(
+        "Guest -> host: start a PSI session (salt, guest set size, mode, join, "
+        "aligned order, number of hosts, batch size)."
+    ),
     salt=FieldSpec("bytes", _PUBLIC, max_len=64),
     n_guest=_int(),
     mode=_str(),
     how=_str(),
+    order=_str(),
     n_hosts=_int(),
     batch_size=_int(),
 )
@@ -54,13 +58,18 @@ register(
 )
 register(
     "psi.guest_points",
-    doc="Guest -> host (step 2): a batch of a*P(a) in the guest's secret order.",
+    doc="Guest -> host: a batch of a*P(a) in the guest's secret order (stored only).",
     start=_int(),
     points=_points(),
 )
 register(
     "psi.guest_points_blinded",
-    doc="Host -> guest (step 3): b*a*P(a) for the batch, in the order received.",
+    doc=(
+        "Host -> guest (default mode, last step): b*a*P(a) for guest points "
+        "[start, stop), in the order the guest sent them; only after the host has "
+        "every point and has checked its minimum intersection size."
+    ),
+    start=_int(),
     points=_points(),
 )
 register(
@@ -71,13 +80,13 @@ register(
 )
 register(
     "psi.host_points",
-    doc="Host -> guest (step 3): a batch of b*P(b) in the host's secret order.",
+    doc="Host -> guest: a batch of b*P(b) in the host's secret order.",
     start=_int(),
     points=_points(),
 )
 register(
     "psi.host_points_reblinded",
-    doc="Guest -> host (step 4, default mode only): a*b*P(b) in the host's order.",
+    doc="Guest -> host (default mode only): a*b*P(b) in the host's order.",
     start=_int(),
     points=_points(),
 )

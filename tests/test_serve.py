@@ -1,0 +1,346 @@
+"""The gRPC server in this process: what it refuses, and that refusals change nothing.
+
+``tests/test_remote.py`` runs ``ftl serve`` as a subprocess end to end; here the
+server runs in a thread so that its session and role state can be inspected
+after every malformed, oversized, replayed or out-of-order request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ftl
+from ftl.federation import Message, encode
+from ftl.federation.certs import make_certificates
+from ftl.federation.config import load_config
+from ftl.federation.policy import PeerRule, Policy, PolicyError
+from ftl.federation.server import PartyServer
+from ftl.federation.wire import CHUNK_BYTES, import_grpc
+
+pytest.importorskip("grpc")
+grpc = import_grpc()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serve") / "certs"
+    make_certificates(out, ["bank", "shop", "eve"])
+    return out
+
+
+def tls_for(certs, name):
+    return ftl.TLSConfig(ca=certs / "ca.crt", cert=certs / f"{name}.crt", key=certs / f"{name}.key")
+
+
+def shop_party(n=300):
+    rng = np.random.default_rng(0)
+    return ftl.Party(
+        "shop", rng.normal(size=(n, 3)), ids=np.arange(n), feature_names=["a", "b", "c"]
+    )
+
+
+@pytest.fixture
+def served(certs):
+    """A fresh in-process server for the shop, and a factory of clients."""
+    policy = Policy(
+        peers={"bank": PeerRule("bank")},
+        min_key_size=512,
+        allow_plaintext=True,
+        min_intersection=0,
+    )
+    server = PartyServer(shop_party(), policy, max_message_bytes=4 << 20, session_ttl=60)
+    grpc_server, port = server.start("127.0.0.1:0", tls_for(certs, "shop"))
+    address = f"localhost:{port}"
+    yield server, address
+    grpc_server.stop(0)
+
+
+def psi_open(n_guest=50, batch_size=1000) -> bytes:
+    return encode(
+        Message(
+            "psi.open",
+            {
+                "salt": bytes(32),
+                "n_guest": n_guest,
+                "mode": "full",
+                "how": "inner",
+                "order": "blinded",
+                "n_hosts": 1,
+                "batch_size": batch_size,
+            },
+        )
+    )
+
+
+class RawClient:
+    """Sends hand-made requests, metadata included, to the ``Call`` method."""
+
+    def __init__(self, certs, address, name="bank"):
+        self.channel = grpc.secure_channel(address, tls_for(certs, name).channel_credentials())
+        self.call = self.channel.stream_stream("/ftl.Party/Call")
+
+    def send(self, payload: bytes, *, session="a" * 32, op="psi.host.open", seq=0, **override):
+        meta = {
+            "ftl-session": session,
+            "ftl-op": op,
+            "ftl-seq": str(seq),
+            "ftl-path": "",
+            "ftl-length": str(len(payload)),
+            "ftl-digest": hashlib.sha256(payload).hexdigest(),
+            **override,
+        }
+        pieces = [payload[i : i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)]
+        return b"".join(self.call(iter(pieces or [b""]), metadata=list(meta.items()), timeout=20))
+
+
+def status(call) -> tuple:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    trailer = dict(err.value.trailing_metadata() or ()).get("ftl-error")
+    return err.value.code(), trailer, err.value.details()
+
+
+def test_replayed_and_out_of_order_requests_are_refused_without_state_change(certs, served):
+    server, address = served
+    client = RawClient(certs, address)
+    first = client.send(psi_open())
+    assert server.role_states() == 1
+    # An exact retransmission gets the stored reply; the role is not opened twice.
+    assert client.send(psi_open()) == first
+    assert server.role_states() == 1
+    # The same sequence number with other content is a replay.
+    code, trailer, details = status(lambda: client.send(psi_open(n_guest=60)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and trailer == "ReplayError"
+    assert "replayed or out of order" in details
+    code, trailer, _ = status(
+        lambda: client.send(encode(Message("ack", {})), op="psi.host.own", seq=5)
+    )
+    assert trailer == "ReplayError"
+    assert server.role_states() == 1
+    # The session goes on where it was.
+    client.send(encode(Message("ack", {})), op="psi.host.close", seq=1)
+    assert server.role_states() == 0
+
+
+def test_a_new_session_must_start_at_zero(certs, served):
+    _, address = served
+    code, trailer, details = status(lambda: RawClient(certs, address).send(psi_open(), seq=3))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "unknown or expired session" in details
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(payload=st.binary(max_size=400))
+def test_malformed_payloads_are_refused_without_state_change(certs, served, payload):
+    server, address = served
+    client = RawClient(certs, address)
+    session = hashlib.md5(payload).hexdigest()  # a fresh session per example
+    code, trailer, _ = status(lambda: client.send(payload, session=session))
+    assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+    assert trailer in ("MessageError", "ValueError", "ProtocolError")
+    assert server.role_states() == 0
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    key=st.sampled_from(
+        ["ftl-session", "ftl-op", "ftl-seq", "ftl-length", "ftl-digest", "ftl-path"]
+    ),
+    value=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=90),
+)
+def test_malformed_metadata_is_refused_before_the_payload_is_read(certs, served, key, value):
+    server, address = served
+    client = RawClient(certs, address)
+    payload = psi_open()
+    valid = {
+        "ftl-session": "b" * 32,
+        "ftl-op": "psi.host.open",
+        "ftl-seq": "0",
+        "ftl-length": str(len(payload)),
+        "ftl-digest": hashlib.sha256(payload).hexdigest(),
+        "ftl-path": "",
+    }
+    if value == valid[key]:
+        return
+    try:
+        client.send(payload, session="c" * 32, **{key: value})
+    except grpc.RpcError as err:
+        assert err.code() in (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
+    else:  # only a different but valid path/session could pass; then it opened cleanly
+        pytest.fail(f"metadata {key}={value!r} was accepted")
+    assert server.role_states() == 0
+
+
+def test_oversized_and_lying_requests_are_refused(certs, served):
+    server, address = served
+    client = RawClient(certs, address)
+    big = b"\0" * (5 << 20)  # above the server's 4 MiB limit
+    code, _, details = status(lambda: client.send(big))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "exceeds" in details
+    payload = psi_open()
+    code, trailer, details = status(lambda: client.send(payload, **{"ftl-length": "10"}))
+    assert trailer == "MessageError" and "longer than its declared" in details
+    code, trailer, details = status(lambda: client.send(payload, **{"ftl-digest": "0" * 64}))
+    assert trailer == "MessageError" and "digest" in details
+    assert server.role_states() == 0 and server.transcript.records == []
+
+
+def test_unknown_operations_and_paths_are_refused(certs, served):
+    server, address = served
+    client = RawClient(certs, address)
+    code, trailer, _ = status(lambda: client.send(psi_open(), op="os.system.open"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, trailer, details = status(lambda: client.send(psi_open(), **{"ftl-path": "nope"}))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "has not derived its rows" in details
+    assert server.role_states() == 0
+
+
+def test_large_messages_stream_in_chunks(certs, served):
+    server, address = served
+    remote = ftl.RemoteParty("shop", address, tls=tls_for(certs, "bank"))
+    guest = ftl.Party(
+        "bank", np.zeros((120_000, 1)), ids=np.arange(120_000), labels=np.zeros(120_000)
+    )
+    X, _ = ftl.align(guest, remote, batch_size=100_000)  # 3.2 MB of points per message
+    assert len(X) == 300
+    big = [r for r in server.transcript if r.nbytes > CHUNK_BYTES]
+    assert big, "no message above one chunk crossed"
+
+
+def test_idle_sessions_expire_and_free_their_state(certs):
+    policy = Policy(peers={"bank": PeerRule("bank")}, allow_plaintext=True, min_intersection=0)
+    server = PartyServer(shop_party(), policy, session_ttl=0.3)
+    grpc_server, port = server.start("127.0.0.1:0", tls_for(certs, "shop"))
+    try:
+        client = RawClient(certs, f"localhost:{port}")
+        client.send(psi_open())
+        assert server.role_states() == 1
+        time.sleep(0.5)
+        code, _, details = status(
+            lambda: client.send(encode(Message("ack", {})), op="psi.host.close", seq=1)
+        )
+        assert "unknown or expired session" in details
+        assert server.role_states() == 0
+    finally:
+        grpc_server.stop(0)
+
+
+def test_sessions_per_peer_are_limited(certs):
+    policy = Policy(peers={"bank": PeerRule("bank")}, allow_plaintext=True, min_intersection=0)
+    server = PartyServer(shop_party(), policy, max_sessions_per_peer=2)
+    grpc_server, port = server.start("127.0.0.1:0", tls_for(certs, "shop"))
+    try:
+        client = RawClient(certs, f"localhost:{port}")
+        client.send(psi_open(), session="1" * 32)
+        client.send(psi_open(), session="2" * 32)
+        code, trailer, details = status(lambda: client.send(psi_open(), session="3" * 32))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "open sessions" in details
+    finally:
+        grpc_server.stop(0)
+
+
+def test_policy_checks_every_key_in_an_open_message():
+    policy = Policy(peers={"bank": PeerRule("bank")}, min_key_size=2048)
+    rule = policy.peer("bank")
+    small = {"scheme": "paillier", "n": str((1 << 1023) + 1)}
+    lr_open = Message(
+        "lr.open",
+        {
+            "params": {"encryption": "paillier", "key_size": 2048},
+            "public_keys": {"bank": small},
+            "alignment": "x",
+            "positions": np.zeros(1, dtype=np.int64),
+        },
+    )
+    with pytest.raises(PolicyError, match="1024 bits"):
+        policy.check_open(rule, "lr.host.open", lr_open)
+    lr_open.fields["params"]["key_size"] = 1024
+    with pytest.raises(PolicyError, match="requested key size"):
+        policy.check_open(rule, "lr.host.open", lr_open)
+    with pytest.raises(PolicyError, match="not allowed"):
+        policy.peer("eve")
+    with pytest.raises(PolicyError, match="may not run"):
+        Policy(peers={"bank": PeerRule("bank", protocols=("psi",))}).check_operation(
+            PeerRule("bank", protocols=("psi",)), "lr.host.open"
+        )
+
+
+def test_config_file_is_read_and_checked(tmp_path, certs):
+    csv = tmp_path / "shop.csv"
+    csv.write_text("id,a,b\n1,0.5,1\n2,0.1,2\n")
+    good = f"""
+[party]
+name = "shop"
+data = "shop.csv"
+id_column = "id"
+
+[server]
+listen = "127.0.0.1:0"
+
+[tls]
+cert = "{certs / "shop.crt"}"
+key = "{certs / "shop.key"}"
+ca = "{certs / "ca.crt"}"
+
+[policy]
+min_intersection = 1
+
+[[policy.peers]]
+identity = "bank"
+columns = ["a"]
+"""
+    path = tmp_path / "shop.toml"
+    path.write_text(good)
+    config = load_config(path)
+    assert config.load_party().feature_names == ["a", "b"]
+    assert config.policy.peers["bank"].columns == ("a",)
+    for bad, match in [
+        (good.replace("[tls]", "[tls]\ncolour = 1"), "unknown setting"),
+        (good.replace('identity = "bank"', 'identity = "bank"\nprotocols = ["sql"]'), "sql"),
+        (
+            good.replace("[[policy.peers]]", "")
+            .replace('identity = "bank"', "")
+            .replace('columns = ["a"]', ""),
+            "at least one peer",
+        ),
+        (good.replace('id_column = "id"', ""), "id_column"),
+    ]:
+        path.write_text(bad)
+        with pytest.raises(ValueError, match=match):
+            load_config(path)
+
+
+def test_served_party_never_has_labels():
+    labelled = ftl.Party("bank", np.zeros((3, 1)), ids=[1, 2, 3], labels=[0, 1, 0])
+    with pytest.raises(ValueError, match="features only"):
+        PartyServer(labelled, Policy(peers={"bank": PeerRule("bank")}))
+
+
+def test_ftl_certs_command(tmp_path, capsys):
+    from ftl.cli import main
+
+    assert main(["certs", "bank", "shop", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "bank" in out and "throwaway" in out
+    assert (tmp_path / "c" / "shop.key").stat().st_mode & 0o077 == 0
+    info = json.dumps({"ok": True})  # the command prints, it does not return data
+    assert info
