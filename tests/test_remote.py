@@ -423,3 +423,20 @@ def test_host_keeps_model_shards_across_a_restart(certs_dir, breast_parties, tmp
         np.testing.assert_allclose(reloaded.decision_function(X2[:20]), before, atol=1e-6)
     finally:
         host.stop()
+
+
+@pytest.mark.slow
+def test_remote_fit_on_default_2048_bit_keys_under_a_strict_policy(
+    certs_dir, strict_lab, breast_parties
+):
+    guest = breast_parties[0]
+    remote = ftl.RemoteParty("lab", strict_lab.address, tls=tls(certs_dir, "hospital"))
+    X, y = ftl.align(guest, remote)
+    clf = ftl.FederatedLogisticRegression(max_iter=2, random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.9
+    kinds = clf.transcript_.messages_by_kind()
+    assert kinds.get("ciphertext", 0) > 0 and "plaintext" not in kinds
+    per_sample = [f for r in clf.transcript_ for f in r.fields if f.per_sample]
+    assert per_sample and all(f.kind in ("ciphertext", "masked") for f in per_sample)
+    report = ftl.report(clf)
+    assert "2048" in report

@@ -344,3 +344,55 @@ def test_ftl_certs_command(tmp_path, capsys):
     assert (tmp_path / "c" / "shop.key").stat().st_mode & 0o077 == 0
     info = json.dumps({"ok": True})  # the command prints, it does not return data
     assert info
+
+
+class _LostReply(grpc.RpcError):
+    """What the driver sees when the connection drops after the host answered."""
+
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "connection reset (simulated)"
+
+    def trailing_metadata(self):
+        return ()
+
+
+def test_retry_after_a_lost_reply_does_not_run_the_operation_twice(certs, served):
+    server, address = served
+    remote = ftl.RemoteParty("shop", address, tls=tls_for(certs, "bank"))
+    conn = remote._conn()
+    real_call, dropped = conn.call, []
+
+    def flaky_call(requests, **kw):
+        reply = list(real_call(requests, **kw))  # the host runs the operation ...
+        meta = dict(kw["metadata"])
+        if meta["ftl-op"].endswith(".open") and not dropped:
+            dropped.append(meta["ftl-seq"])
+            raise _LostReply()  # ... but its reply never arrives
+        return iter(reply)
+
+    conn.call = flaky_call
+    guest = ftl.Party("bank", np.zeros((200, 1)), ids=np.arange(200), labels=np.zeros(200))
+    X, _ = ftl.align(guest, remote)  # psi.host.open is sent twice, opened once
+    assert dropped == ["0"] and len(X) == 200
+    opens = [r for r in server.transcript if r.type == "psi.open"]
+    assert len(opens) == 1  # the retransmission was answered from the stored reply
+    assert server.role_states() == 0
+
+
+def test_a_driver_gives_up_after_its_retries(certs, served):
+    _, address = served
+    remote = ftl.RemoteParty("shop", address, tls=tls_for(certs, "bank"), retries=1)
+    calls = []
+
+    def always_down(requests, **kw):
+        calls.append(1)
+        raise _LostReply()
+
+    remote._conn().call = always_down
+    guest = ftl.Party("bank", np.zeros((20, 1)), ids=np.arange(20), labels=np.zeros(20))
+    with pytest.raises(ftl.federation.PartyUnavailableError, match="did not answer"):
+        ftl.align(guest, remote)
+    assert len(calls) >= 2
