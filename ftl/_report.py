@@ -164,6 +164,13 @@ _LEAKAGES: tuple[tuple[str, str, str], ...] = (
         "§5.3",
     ),
     (
+        "training_loss",
+        "Verbose runs: per epoch the guest learns the epoch's total training log-loss "
+        "(of the sigmoid approximation; one scalar), decrypted by the host from a masked "
+        "sum over all the epoch's rows.",
+        "§3.8",
+    ),
+    (
         "prediction",
         "The guest learns each host's margin `u_H` on every scored row; hosts learn which "
         "of their customers are scored, how many, and how often.",
@@ -266,6 +273,7 @@ _PHASE_LABEL = {
     "psi_multi": "PSI",
     "training": "training",
     "training_multi": "training",
+    "training_loss": "training",
     "prediction": "prediction",
     "ftl_training": "training",
     "ftl_prediction": "prediction",
@@ -682,6 +690,7 @@ def _applies(phase: str, a: _Analysis) -> bool:
         "psi_multi": psi and a.n_hosts > 1,
         "training": training,
         "training_multi": training and a.n_hosts > 1,
+        "training_loss": "lr.loss_term" in types,
         "prediction": prediction,
         "ftl_training": bool(types & {"ftl.open", "ftl.source_terms"}),
         "ftl_prediction": ftl_prediction,

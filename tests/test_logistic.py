@@ -351,3 +351,64 @@ def test_cross_val_score_in_parallel_workers(breast):
     clf = ftl.FederatedLogisticRegression(encryption=None, random_state=0)
     scores = cross_val_score(clf, X, y, cv=3, scoring="roc_auc", n_jobs=2)
     np.testing.assert_allclose(scores, cross_val_score(clf, X, y, cv=3, scoring="roc_auc"))
+
+
+@pytest.mark.parametrize("sigmoid", ["poly", "taylor"])
+def test_verbose_run_reports_the_epoch_training_loss_securely(breast, sigmoid):
+    """The loss reported after k full-batch epochs is the approximated log-loss of
+    the k-epoch model (exactly), close to its exact log-loss; encrypted equals
+    plaintext; one masked scalar per epoch crosses for it."""
+    from ftl.linear_model._sigmoid import LocalPolynomial, Taylor1
+
+    X, y = breast
+    params = dict(sigmoid=sigmoid, batch_size=None, random_state=0, tol=0, verbose=True)
+    clf = ftl.FederatedLogisticRegression(encryption=None, max_iter=4, **params).fit(X, y)
+    losses = [e["loss"] for e in clf.history_[0]]
+    approx = Taylor1() if sigmoid == "taylor" else LocalPolynomial(5, 6.0)
+    features = pooled(X)
+    n_guest = X.alignment.n_features[0]
+    for k in (1, 3):
+        model = ftl.FederatedLogisticRegression(encryption=None, max_iter=k, **params).fit(X, y)
+        # the host's weights, readable here only because the simulation shares a process
+        w_h = X.parties[1].load_model(model.models_[0]["model_id"])["coef"]
+        u_g = features[:, :n_guest] @ model.coef_[0] + model.intercept_[0]
+        u_h = features[:, n_guest:] @ w_h
+        cols = approx.host_values(u_h)
+        expected = (
+            np.sum(approx.loss_guest_own(u_g, y))
+            + np.sum(approx.loss_guest_weights(u_g, y) * cols)
+            + approx.loss_host_own(u_h)
+        ) / len(y)
+        assert losses[k] == pytest.approx(expected, rel=1e-9)
+        u = u_g + u_h
+        exact = float(np.mean(np.logaddexp(0.0, u) - y * u))
+        if sigmoid == "poly":  # degree 5 on R = 6: within 0.05 of the exact log-loss
+            assert losses[k] == pytest.approx(exact, abs=0.05)
+    enc = ftl.FederatedLogisticRegression(max_iter=4, **SMALL_KEY, **params).fit(X, y)
+    np.testing.assert_allclose([e["loss"] for e in enc.history_[0]], losses, atol=1e-6)
+    # One masked scalar per epoch crosses for it, and only in verbose runs.
+    loss_msgs = [r for r in enc.transcript_ if r.type in ("lr.loss_term", "lr.masked_loss")]
+    assert len(loss_msgs) == 2 * 4
+    assert all(
+        f.kind in ("masked", "public") and not f.per_sample for r in loss_msgs for f in r.fields
+    )
+    quiet = ftl.FederatedLogisticRegression(max_iter=2, **SMALL_KEY, random_state=0).fit(X, y)
+    assert not any(r.type == "lr.loss_term" for r in quiet.transcript_)
+    assert "loss" not in quiet.history_[0][0]
+
+
+def test_host_refuses_a_second_loss_decryption_in_one_epoch(breast):
+    from ftl.federation import Message
+
+    X, y = breast
+    host = X.parties[1]
+    assert host.endpoint.open_sessions == 0
+    from ftl.linear_model.host import LogisticHost
+
+    state = object.__new__(LogisticHost)
+    state.name, state.track_loss, state.loss_decrypted, state.loss_rows = "lab", True, True, 5
+    with pytest.raises(ValueError, match="already decrypted"):
+        state.decrypt_loss(Message("lr.loss_term", {"values": None, "slot_bits": 0, "count": 1}))
+    state.track_loss = False
+    with pytest.raises(ValueError, match="does not track"):
+        state.decrypt_loss(Message("lr.loss_term", {"values": None, "slot_bits": 0, "count": 1}))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 from gmpy2 import mpz
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 
 from ftl.crypto import fixedpoint
 from ftl.crypto.engine import CRTEncryptor, column_multiexp, djn_generator, random_unit
@@ -245,18 +245,35 @@ class PaillierPeerKey:
         individual pieces.
         """
         pieces = list(zip(features, ct, strict=True)) if isinstance(ct, list) else [(features, ct)]
+        return self.mask_total(self.cross_total(features, ct), pieces[0][0].shape[0], len(pieces))
+
+    def cross_total(
+        self, features: np.ndarray | list[np.ndarray], ct: CiphertextArray | list[CiphertextArray]
+    ) -> list[mpz]:
+        """``[[sum_k X_k.T @ v_k]]``, unmasked: it never leaves this party as is.
+
+        Totals of several calls (over batches) may be combined with
+        :meth:`add_totals` before :meth:`mask_total` sends them for decryption.
+        """
+        pieces = list(zip(features, ct, strict=True)) if isinstance(ct, list) else [(features, ct)]
         total = None
-        n_rows = pieces[0][0].shape[0]
         for x, c in pieces:
             cols = self._cross_columns(x, c)
-            if total is None:
-                total = cols
-            else:
-                total = [a * b % self.nsquare for a, b in zip(total, cols, strict=True)]
+            total = cols if total is None else self.add_totals(total, cols)
+        return total
+
+    def add_totals(self, a: list[mpz], b: list[mpz]) -> list[mpz]:
+        """Homomorphic sum of two unmasked totals."""
+        return [x * y % self.nsquare for x, y in zip(a, b, strict=True)]
+
+    def mask_total(
+        self, total: list[mpz], n_rows: int, n_pieces: int
+    ) -> tuple[CiphertextArray, MaskState]:
+        """Mask, pack and re-randomise a total over ``n_rows * n_pieces`` terms."""
         # A public bound on |X.T @ v| (never the data's own maximum, which the key
         # owner could read off the mask length): |x| < 2**FEATURE_EXP_BITS after
         # encoding, |v| < 2**VALUE_INT_BITS, one term per row and piece.
-        slot_bits = expected_slot_bits(n_rows, len(pieces))
+        slot_bits = expected_slot_bits(n_rows, n_pieces)
         mask_bits = slot_bits - 1
         value_bits = mask_bits - MASK_SLACK_BITS
         # r = 2**value_bits + (uniform below 2**mask_bits) and |v| < 2**value_bits, so
@@ -385,12 +402,21 @@ class PlainPeerKey:
     key_id = "plaintext"
 
     def masked_cross_term(self, features, ct) -> tuple[PlainArray, None]:
+        return self.mask_total(self.cross_total(features, ct), 0, 0)
+
+    def cross_total(self, features, ct) -> np.ndarray:
         pieces = list(zip(features, ct, strict=True)) if isinstance(ct, list) else [(features, ct)]
         total = 0.0
         for x, c in pieces:
             if not isinstance(c, PlainArray) or c.values.shape != (x.shape[0],):
                 raise ValueError("expected a plaintext-mode vector with one value per row")
             total = total + x.T @ c.values
+        return np.asarray(total, dtype=np.float64)
+
+    def add_totals(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
+
+    def mask_total(self, total: np.ndarray, n_rows: int, n_pieces: int) -> tuple[PlainArray, None]:
         return PlainArray(np.asarray(total, dtype=np.float64)), None
 
     def masked_vector(self, ct: PlainArray) -> tuple[PlainArray, None]:
@@ -500,9 +526,9 @@ def _parallel_columns(cts: list[mpz], exps: np.ndarray, modulus: mpz, n_jobs: in
 
 
 def _n_workers(n_jobs: int) -> int:
-    import os
-
-    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+    """Workers the active joblib backend gives ``n_jobs``: local CPUs with loky,
+    the cluster's worker threads under ``parallel_config(backend="dask")``."""
+    return max(1, effective_n_jobs(n_jobs))
 
 
 def column(values: CiphertextArray | PlainArray, k: int) -> CiphertextArray | PlainArray:

@@ -99,7 +99,15 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the batch order.
     verbose : bool, default=False
-        Show a tqdm progress bar.
+        Show a tqdm progress bar with the relative weight change per epoch and,
+        with one host, the epoch's mean training log-loss. The loss is computed
+        securely: the guest sums its loss coefficients times the host's encrypted
+        margin columns over the epoch (under the host's key), masks the total,
+        and the host decrypts it; the guest learns only that one scalar per epoch
+        (a documented extra disclosure, so it is computed only when verbose). It is
+        the loss of the sigmoid's approximation (Taylor-2 for ``"taylor"``, the
+        per-row polynomial for ``"poly"``) at each batch's weights, like
+        scikit-learn's SGD "avg loss", without the penalty.
 
     Attributes
     ----------
@@ -114,7 +122,8 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     transcript_ : Transcript
         Every message that crossed a party boundary during fit and predict.
     history_ : list of list of dict
-        Per-epoch relative weight change for each binary model.
+        Per epoch of each binary model: ``epoch``, ``relative_change`` (weights)
+        and, in verbose runs with one host, ``loss`` (mean training log-loss).
 
     See Also
     --------
@@ -284,6 +293,9 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             "key_size": int(self.key_size),
             "insecure_for_tests": bool(self.insecure_for_tests),
             "n_jobs": self.n_jobs,
+            # With one host, a verbose run also computes its epoch's training loss
+            # securely (the guest learns that one scalar per epoch; see verbose).
+            "track_loss": bool(self.verbose) and n_hosts == 1,
         }
 
     def _batch_size(self, n: int):

@@ -64,6 +64,20 @@ WEIGHT_CHANGE = register(
     "Squared norms of a host's weight change over the epoch and of its weights (for tol).",
     delta_sq=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=2),
 )
+LOSS_TERM = register(
+    "lr.loss_term",
+    "verbose only: the epoch's log-loss terms on the host's ciphertexts, summed over all "
+    "rows of the epoch under the host's key and masked, for the host to decrypt.",
+    values=FieldSpec("encrypted", ValueKind.MASKED, ndim=1, max_len=1),
+    slot_bits=FieldSpec("int", _PUBLIC),
+    count=FieldSpec("int", _PUBLIC),
+)
+MASKED_LOSS = register(
+    "lr.masked_loss",
+    "verbose only: the host's decryption of the masked loss total, plus the host's own "
+    "loss terms (Taylor-1); the guest learns only the epoch's total training loss.",
+    values=FieldSpec("bigints", ValueKind.MASKED, ndim=1, max_len=1),
+)
 FINISH = register(
     "lr.finish",
     "Training done: keep the weights as a model shard.",

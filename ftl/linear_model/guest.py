@@ -115,6 +115,8 @@ class LogisticGuest:
         self.widths = widths
         self.approx = make_approximation(p)
         self.params = p
+        self.track_loss = bool(p.get("track_loss", False))
+        self._loss_total, self._loss_own, self._loss_rows = None, 0.0, 0
         for host in self.hosts:
             reply = self.channel.call(
                 host.endpoint,
@@ -151,6 +153,8 @@ class LogisticGuest:
         }
         u_guest = self.block.start_batch(batch)
         y = self.y[batch]
+        if self.track_loss:
+            self._accumulate_loss(contributions[self.hosts[0].name]["values"], u_guest, y)
         own_message = Message(
             msg.CONTRIBUTION.name,
             {
@@ -226,6 +230,39 @@ class LogisticGuest:
             )
         self.block.apply_gradient(approx.guest_own(u_guest, y), guest_terms, approx.scale)
 
+    # ------------------------------------------------------------------ training loss
+    def _accumulate_loss(self, values, u_guest: np.ndarray, y: np.ndarray) -> None:
+        """Add the batch's log-loss terms on the host's ciphertexts to the epoch total."""
+        approx, peer = self.approx, self.peers[self.hosts[0].name]
+        weights = approx.loss_guest_weights(u_guest, y)
+        total = peer.cross_total(
+            [weights[:, k : k + 1] for k in range(approx.host_width)],
+            [column(values, k) for k in range(approx.host_width)],
+        )
+        self._loss_total = total if self._loss_total is None else peer.add_totals(
+            self._loss_total, total
+        )
+        self._loss_own += float(np.sum(approx.loss_guest_own(u_guest, y)))
+        self._loss_rows += len(y)
+
+    def _epoch_loss(self) -> float:
+        """The epoch's mean training log-loss: one masked total, decrypted by the host."""
+        host = self.hosts[0]
+        peer = self.peers[host.name]
+        masked, state = peer.mask_total(self._loss_total, self._loss_rows, self.approx.host_width)
+        slot_bits, count = packing_of(masked, state)
+        reply = self.channel.call(
+            host.endpoint,
+            "lr.host.decrypt_loss",
+            Message(msg.LOSS_TERM.name, {"values": masked, "slot_bits": slot_bits, "count": count}),
+        )
+        if reply.type != msg.MASKED_LOSS.name or reply["values"].shape != (1,):
+            raise ValueError(f"{host.name!r} answered the loss total with a malformed reply")
+        cross = float(np.asarray(peer.unmask(reply["values"], state)).reshape(-1)[0])
+        loss = (self._loss_own + cross) / self._loss_rows
+        self._loss_total, self._loss_own, self._loss_rows = None, 0.0, 0
+        return loss
+
     # ------------------------------------------------------------------ training loop
     def fit(self, max_iter: int, tol: float, batch_size: int | None) -> TrainingResult:
         self._open_sessions()
@@ -248,6 +285,7 @@ class LogisticGuest:
                 for start in range(0, n, bs):
                     self._batch(order[start : start + bs])
                     bar.update(1)
+                loss = self._epoch_loss() if self.track_loss else None
                 delta, norm = self.block.end_epoch()
                 for h in self.hosts:
                     reply = self.channel.call(
@@ -260,8 +298,13 @@ class LogisticGuest:
                 change = float(np.sqrt(delta / max(norm, 1e-300)))
                 bar.total = n_batches * (epoch + 2)  # grows until convergence
                 bar.refresh()
-                history.append({"epoch": epoch, "relative_change": change})
-                bar.set_postfix(epoch=epoch, change=f"{change:.2e}")
+                entry = {"epoch": epoch, "relative_change": change}
+                if loss is not None:
+                    entry["loss"] = loss
+                    bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", change=f"{change:.2e}")
+                else:
+                    bar.set_postfix(epoch=epoch, change=f"{change:.2e}")
+                history.append(entry)
                 n_iter = epoch + 1
                 if change < tol:
                     break

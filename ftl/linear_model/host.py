@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from ftl.crypto.scheme import (
+    FEATURE_FRAC_BITS,
+    VALUE_FRAC_BITS,
     column,
     expected_margin_slot_bits,
     expected_slot_bits,
@@ -33,11 +35,14 @@ from ftl.crypto.scheme import (
     row,
     stack_rows,
 )
-from ftl.federation.messages import Message
+from ftl.federation.messages import Message, PlainArray
 from ftl.federation.service import operation, role
 from ftl.linear_model import _messages as msg
 from ftl.linear_model._block import WeightBlock
 from ftl.linear_model._sigmoid import make_approximation
+
+#: Fixed-point scale of a masked loss total (coefficients x host values).
+LOSS_FRAC_BITS = VALUE_FRAC_BITS + FEATURE_FRAC_BITS
 
 
 def _peer_keys(table: dict, me: str, scheme: str, insecure: bool, n_jobs) -> dict:
@@ -80,6 +85,11 @@ class LogisticHost:
         self.margin: np.ndarray | None = None
         self.masks: dict = {}
         self.decrypted: set[str] = set()
+        # verbose runs: the guest learns the epoch's total training loss (one scalar)
+        self.track_loss = bool(params.get("track_loss", False))
+        self.loss_rows = 0
+        self.loss_own = 0.0
+        self.loss_decrypted = False
 
     def opened(self) -> Message:
         return Message(
@@ -104,6 +114,9 @@ class LogisticHost:
         self.margin = self.block.start_batch(request["batch"])
         self.masks = {}
         self.decrypted = set()
+        if self.track_loss:
+            self.loss_rows += len(self.margin)
+            self.loss_own += self.approx.loss_host_own(self.margin)
         return Message(
             msg.CONTRIBUTION.name,
             {
@@ -192,7 +205,35 @@ class LogisticHost:
         return Message("ack", {})
 
     @operation
+    def decrypt_loss(self, request: Message) -> Message:
+        """Decrypt the guest's masked loss total for the epoch and add our own terms.
+
+        Only when the run tracks its loss (``verbose``), once per epoch, and only a
+        single value whose slot width matches the epoch's public row count: the
+        guest learns one aggregate scalar per epoch, never a per-row value.
+        """
+        if not self.track_loss:
+            raise ValueError(f"{self.name}: this run does not track its loss")
+        if self.loss_decrypted or self.loss_rows == 0:
+            raise ValueError(f"{self.name}: the epoch's loss was already decrypted")
+        if request["count"] != 1:
+            raise ValueError(f"{self.name}: a loss total is a single value")
+        if self.scheme == "paillier" and request["slot_bits"] != expected_slot_bits(
+            self.loss_rows, self.approx.host_width
+        ):
+            raise ValueError(f"{self.name}: the loss total has the wrong slots")
+        self.loss_decrypted = True
+        values = self.own.decrypt_packed(request["values"], request["slot_bits"], 1)
+        if isinstance(values, PlainArray):
+            values = PlainArray(values.values + self.loss_own)
+        else:
+            # Adding our own terms to the masked value: the guest learns only the sum.
+            values[0] = int(values[0]) + int(round(self.loss_own * 2.0**LOSS_FRAC_BITS))
+        return Message(msg.MASKED_LOSS.name, {"values": values})
+
+    @operation
     def epoch_end(self, request: Message) -> Message:
+        self.loss_rows, self.loss_own, self.loss_decrypted = 0, 0.0, False
         delta, norm = self.block.end_epoch()
         return Message(msg.WEIGHT_CHANGE.name, {"delta_sq": np.array([delta, norm])})
 
