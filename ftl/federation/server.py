@@ -33,7 +33,6 @@ import traceback
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -379,10 +378,7 @@ class PartyServer:
         view = self._views.get(identity)
         if view is None:
             return set()
-        ids = view.endpoint.session_ids()
-        for derived in view._derived.values():
-            ids |= derived.endpoint.session_ids()
-        return ids
+        return set().union(*(p.endpoint.session_ids() for p in _with_derived(view)))
 
     def _expire(self, now: float) -> None:
         """Free the state of sessions idle for longer than the TTL (lock held)."""
@@ -470,12 +466,11 @@ class PartyServer:
         """Protocol role states held over all peers' views (and derived parties)."""
         with self._lock:
             views = list(self._views.values())
-        total = 0
-        for view in views:
-            total += view.endpoint.open_sessions
-            total += sum(d.endpoint.open_sessions for d in view._derived.values())
-        return total
+        return sum(p.endpoint.open_sessions for view in views for p in _with_derived(view))
 
 
-def describe(server: Any) -> str:  # pragma: no cover - used by the CLI banner only
-    return f"{server.party!r} for peers {sorted(server.policy.peers)}"
+def _with_derived(party: Party):
+    """A party and every party derived from it through fitted transformers."""
+    yield party
+    for derived in party._derived.values():
+        yield from _with_derived(derived)
