@@ -405,6 +405,78 @@ class Party:
                 f"{transformer_id!r}"
             ) from None
 
+    def transformer_ids(self) -> list[str]:
+        """Ids of the fitted transformers this party holds (not those of derived parties).
+
+        Returns
+        -------
+        list of str
+        """
+        return list(self._transformers)
+
+    def export_transformer(self, transformer_id: str, path: str | os.PathLike) -> Path:
+        """Save a transformer fitted at this party to a JSON file (no pickle).
+
+        The file holds the transformer's allowlisted class, its parameters and
+        the statistics it learned from this party's rows (see
+        :func:`ftl.persistence.export_transformer`); it is written with mode
+        ``0o600``. The second transformer of a pipeline is held by the derived
+        party: ``party.derive(first_id).export_transformer(second_id, path)``.
+        To save a party's whole share of a fitted pipeline in one file, use
+        :func:`ftl.persistence.export_party`.
+
+        Parameters
+        ----------
+        transformer_id : str
+            The transformer's id (``step.transformer_id_`` at the driver; see
+            also :meth:`transformer_ids`).
+        path : str or path-like
+            Where to write the file (replaced if it exists).
+
+        Returns
+        -------
+        pathlib.Path
+            The written path.
+
+        Raises
+        ------
+        ValueError
+            If this party holds no transformer ``transformer_id`` or it cannot
+            be saved faithfully.
+        """
+        from ftl.persistence import export_transformer
+
+        return export_transformer(self, transformer_id, path)
+
+    def import_transformer(self, path: str | os.PathLike) -> str:
+        """Load a transformer written by :meth:`export_transformer` (by this party).
+
+        Afterwards :meth:`derive` serves this party's rows through it as right
+        after fitting, and a model shard trained on those rows can be loaded
+        with ``party.derive(transformer_id).import_model(shard_path)``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file written by :meth:`export_transformer`.
+
+        Returns
+        -------
+        str
+            The transformer id.
+
+        Raises
+        ------
+        ValueError
+            If the file is corrupted, has another format or version, belongs to
+            a party of another name, takes other features than this party's
+            columns, names a class that is not allowlisted, or this party
+            already holds a transformer of that id.
+        """
+        from ftl.persistence import import_transformer
+
+        return import_transformer(self, path)
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_service"] = None  # sessions are process-local
