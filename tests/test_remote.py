@@ -440,3 +440,37 @@ def test_remote_fit_on_default_2048_bit_keys_under_a_strict_policy(
     assert per_sample and all(f.kind in ("ciphertext", "masked") for f in per_sample)
     report = ftl.report(clf)
     assert "2048" in report
+
+
+def test_host_keeps_a_pipeline_model_and_its_transformer_across_a_restart(
+    certs_dir, breast_parties, tmp_path
+):
+    from sklearn.pipeline import make_pipeline
+
+    guest = breast_parties[0]
+    host = Host(
+        certs_dir,
+        "lab",
+        DATA / "breast_hetero_host.csv",
+        PLAINTEXT_POLICY,
+        server=f'model_dir = "{tmp_path / "models"}"',
+    )
+    host.config = host.config.rename(certs_dir / "pipeline-lab.toml")
+    host.start()
+    try:
+        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
+        X, y = ftl.align(guest, remote, order="id")
+        pipe = make_pipeline(
+            ftl.preprocessing.FederatedStandardScaler(),
+            ftl.FederatedLogisticRegression(encryption=None, random_state=0, max_iter=3),
+        ).fit(X, y)
+        before = pipe.decision_function(X[:20])
+        ftl.save_model(pipe, tmp_path / "hospital-pipeline.json")
+        host.stop()
+        host.start()
+        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
+        X2, _ = ftl.align(guest, remote, order="id")
+        reloaded = ftl.load_model(tmp_path / "hospital-pipeline.json")
+        np.testing.assert_allclose(reloaded.decision_function(X2[:20]), before, atol=1e-9)
+    finally:
+        host.stop()

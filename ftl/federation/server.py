@@ -125,8 +125,8 @@ class PartyServer:
         Where the party keeps its shards of models trained by each peer (one
         JSON file per model, under a folder per peer identity, written with
         :meth:`ftl.Party.export_model`) and reloads them from at start-up, so
-        that a restarted host still serves predictions. Shards of models trained
-        on preprocessed rows are not kept (fitted transformers live in memory).
+        that a restarted host still serves predictions. A model trained on
+        preprocessed rows is kept with the fitted transformers it needs.
     """
 
     def __init__(
@@ -297,29 +297,52 @@ class PartyServer:
             return view
 
     def _reload_models(self, rule: PeerRule, view: DerivedParty) -> None:
+        """Load the shards kept in ``model_dir`` for this peer (at start-up)."""
         folder = None if self.model_dir is None else self.model_dir / rule.identity
         if folder is None or not folder.is_dir():
             return
-        for path in sorted(folder.glob("*.json")):
+        for path in sorted(folder.iterdir()):
             try:
-                view.import_model(path)
+                if path.suffix == ".json":
+                    view.import_model(path)
+                elif path.is_dir():  # a model on preprocessed rows: transformers first
+                    party: Party = view
+                    for file in sorted(path.glob("t*-*.json")):
+                        transformer_id = file.stem.partition("-")[2]
+                        if transformer_id not in party.transformer_ids():
+                            party.import_transformer(file)
+                        party = party.derive(transformer_id)
+                    party.import_model(path / "model.json")
             except ValueError as exc:
                 log.error("cannot reload model shard %s: %s", path, exc)
 
     def _keep_models(self, rule: PeerRule, party: Party, path: tuple[str, ...]) -> None:
-        """Write newly finished model shards of a peer's view to ``model_dir``."""
+        """Write newly finished model shards of a peer's view to ``model_dir``.
+
+        A model trained on preprocessed rows is kept with the fitted transformers
+        it needs, in pipeline order, in a folder of its own.
+        """
         if self.model_dir is None:
-            return
-        if path:
-            log.info("a model trained on preprocessed rows is kept in memory only")
             return
         folder = self.model_dir / rule.identity
         folder.mkdir(parents=True, exist_ok=True)
         for model_id in party.model_ids():
-            target = folder / f"{model_id}.json"
-            if not target.exists():
-                party.export_model(model_id, target)
-                log.info("kept model shard %s for %s", model_id, rule.identity)
+            if not path:
+                target = folder / f"{model_id}.json"
+                if not target.exists():
+                    party.export_model(model_id, target)
+                    log.info("kept model shard %s for %s", model_id, rule.identity)
+                continue
+            target = folder / model_id
+            if target.exists():
+                continue
+            target.mkdir()
+            chain: Party = self._view(rule)
+            for i, transformer_id in enumerate(path):
+                chain.export_transformer(transformer_id, target / f"t{i:02d}-{transformer_id}.json")
+                chain = chain.derived(transformer_id)
+            party.export_model(model_id, target / "model.json")
+            log.info("kept model shard %s (on preprocessed rows) for %s", model_id, rule.identity)
 
     def _resolve(self, rule: PeerRule, path: tuple[str, ...]) -> Party:
         """The peer's view, seen through the fitted transformers named by ``path``."""
