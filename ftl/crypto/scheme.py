@@ -17,6 +17,7 @@ learns ``X.T @ v``, which is its own gradient term.
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import gmpy2
@@ -502,15 +503,22 @@ def _decrypt_chunk(private_key, values: list[int]) -> list[int]:
     return [int(private_key.raw_decrypt(c)) for c in values]
 
 
-_WORKER_ENCRYPTORS: dict[int, CRTEncryptor] = {}
+_WORKER_ENCRYPTORS: OrderedDict[int, CRTEncryptor] = OrderedDict()
+#: Keys whose tables a worker keeps (a 2048-bit key's tables take ~120 MB; a fit
+#: alternates between a few keys, and every fit makes new ones).
+_WORKER_KEYS_KEPT = 3
 
 
 def _encrypt_in_worker(n: int, p: int, q: int, hs: int, chunk: list[int]) -> list[mpz]:
     # Workers are this party's own processes; the fixed-base tables are built once
-    # per worker and key and reused across calls.
+    # per worker and key and reused across calls, least recently used dropped first.
     enc = _WORKER_ENCRYPTORS.get(n)
     if enc is None:
         enc = _WORKER_ENCRYPTORS[n] = CRTEncryptor(n, p, q, hs)
+        while len(_WORKER_ENCRYPTORS) > _WORKER_KEYS_KEPT:
+            _WORKER_ENCRYPTORS.popitem(last=False)
+    else:
+        _WORKER_ENCRYPTORS.move_to_end(n)
     return enc.encrypt_ints(chunk)
 
 
