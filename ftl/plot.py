@@ -46,8 +46,10 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     return fig.add_subplot()
 
 
-def plot_training(clf: Any, ax: Axes | None = None, *, show_tol: bool = True) -> Axes:
-    """Relative weight change per epoch, one line per binary model, log scale.
+def plot_training(
+    clf: Any, ax: Axes | None = None, *, show_tol: bool = True, metric: str = "relative_change"
+) -> Axes:
+    """Relative weight change (or training loss) per epoch, one line per binary model.
 
     Parameters
     ----------
@@ -59,7 +61,11 @@ def plot_training(clf: Any, ax: Axes | None = None, *, show_tol: bool = True) ->
         Axes to draw on; a new figure is created when omitted.
     show_tol : bool, default=True
         Also draw the stopping threshold ``clf.tol`` as a dashed horizontal
-        line (one extra line in ``ax.lines``).
+        line (one extra line in ``ax.lines``); only for the weight change.
+    metric : {"relative_change", "loss"}, default="relative_change"
+        What to draw: the relative weight change (log scale), or the training
+        loss -- the secure epoch log-loss of a logistic regression fitted with
+        ``verbose=True`` (one host), the source-side loss of the transfer model.
 
     Returns
     -------
@@ -70,6 +76,8 @@ def plot_training(clf: Any, ax: Axes | None = None, *, show_tol: bool = True) ->
     ------
     sklearn.exceptions.NotFittedError
         If ``clf`` has no ``history_``.
+    ValueError
+        If ``metric`` is unknown or the history does not record it.
 
     Examples
     --------
@@ -82,13 +90,23 @@ def plot_training(clf: Any, ax: Axes | None = None, *, show_tol: bool = True) ->
     ax = _new_axes(ax, (6.0, 4.0))
     from matplotlib.ticker import MaxNLocator
 
+    if metric not in ("relative_change", "loss"):
+        raise ValueError(f"metric must be 'relative_change' or 'loss', got {metric!r}")
     history = clf.history_
     if history and isinstance(history[0], dict):  # one model (transfer learning)
         history = [history]
+    key = metric
+    if metric == "loss" and history and history[0] and "source_side_loss" in history[0][0]:
+        key = "source_side_loss"
+    if not all(key in e for epochs in history for e in epochs):
+        raise ValueError(
+            f"the history records no {metric!r}; a logistic regression records its loss "
+            "only when fitted with verbose=True and one host"
+        )
     classes = getattr(clf, "classes_", None)
     for k, epochs in enumerate(history):
         x = [int(e["epoch"]) + 1 for e in epochs]
-        y = [float(e["relative_change"]) for e in epochs]
+        y = [float(e[key]) for e in epochs]
         if len(history) == 1:
             label = "model"
         elif classes is not None and len(classes) == len(history):
@@ -97,11 +115,17 @@ def plot_training(clf: Any, ax: Axes | None = None, *, show_tol: bool = True) ->
             label = f"model {k}"
         ax.plot(x, y, marker="o", label=label)
     tol = getattr(clf, "tol", None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    if metric == "loss":
+        ax.set_ylabel("training log-loss" if key == "loss" else "source-side loss")
+        ax.set_title("Training loss")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        return ax
     if show_tol and tol:
         ax.axhline(float(tol), color="0.4", linestyle="--", linewidth=1, label=f"tol = {tol:g}")
     ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
     ax.set_ylabel(r"relative weight change $\|w_t - w_{t-1}\| / \|w_t\|$")
     ax.set_title("Training progress")
     ax.grid(True, which="both", alpha=0.3)

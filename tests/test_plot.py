@@ -68,6 +68,20 @@ def test_plot_training_one_line_per_model(fitted, multiclass, tmp_path):
     _saved(ax, tmp_path / "training_ovr.png")
 
 
+def test_plot_training_draws_the_secure_training_loss_of_a_verbose_fit(breast, fitted):
+    X, y = breast
+    clf = ftl.FederatedLogisticRegression(
+        encryption=None, max_iter=3, random_state=0, verbose=True
+    ).fit(X[:N_ROWS], y[:N_ROWS])
+    ax = plot_training(clf, metric="loss")
+    assert ax.get_yscale() == "linear" and len(ax.lines) == 1
+    np.testing.assert_allclose(ax.lines[0].get_data()[1], [e["loss"] for e in clf.history_[0]])
+    with pytest.raises(ValueError, match="verbose=True"):
+        plot_training(fitted[0], metric="loss")  # fitted without verbose: no loss recorded
+    with pytest.raises(ValueError, match="metric"):
+        plot_training(clf, metric="auc")
+
+
 def test_plot_roc_with_baseline(fitted, tmp_path):
     clf, X, y = fitted
     baseline = LogisticRegression(max_iter=1000).fit(pooled(X), y).decision_function(pooled(X))
