@@ -508,7 +508,12 @@ def _model_document(clf: Any) -> dict:
         models.append({"model_id": str(model["model_id"]), "host_public_keys": keys})
     history = [
         [
-            {"epoch": int(h["epoch"]), "relative_change": _float_to_json(h["relative_change"])}
+            {
+                "epoch": int(h["epoch"]),
+                "relative_change": _float_to_json(h["relative_change"]),
+                # the secure epoch loss of verbose runs
+                **({"loss": _float_to_json(h["loss"])} if "loss" in h else {}),
+            }
             for h in run
         ]
         for run in getattr(clf, "history_", [])
@@ -804,7 +809,11 @@ def _set_attributes(clf: FederatedLogisticRegression, attrs: dict, path: PathLik
     n_iter = np.asarray([int(i) for i in attrs["n_iter_"]], dtype=np.int64)
     history = [
         [
-            {"epoch": int(h["epoch"]), "relative_change": _float_from_json(h["relative_change"])}
+            {
+                "epoch": int(h["epoch"]),
+                "relative_change": _float_from_json(h["relative_change"]),
+                **({"loss": _float_from_json(h["loss"])} if "loss" in h else {}),
+            }
             for h in run
         ]
         for run in attrs.get("history_", [])

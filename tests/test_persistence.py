@@ -559,3 +559,12 @@ def test_transfer_missing_shard_and_simulated_fit(tmp_path):
     with pytest.raises(ValueError, match="simulated federation"):
         ftl.save_model(sim, tmp_path / "sim.json")
     assert not (tmp_path / "sim.json").exists()
+
+
+def test_saved_history_keeps_the_secure_epoch_loss(tmp_path):
+    guest, host = ftl.datasets.load_breast_cancer()
+    X, y = ftl.align(guest, host, order="id")
+    clf = ftl.FederatedLogisticRegression(encryption=None, max_iter=2, verbose=True).fit(X, y)
+    ftl.save_model(clf, tmp_path / "guest.json")
+    assert ftl.load_model(tmp_path / "guest.json").history_ == clf.history_
+    assert "loss" in clf.history_[0][0]
