@@ -4,6 +4,10 @@ Run from the repository root::
 
     python benchmarks/bench_psi.py                 # 10k x 10k and 100k x 100k
     python benchmarks/bench_psi.py --sizes 10000   # one size only
+    python benchmarks/bench_psi.py --sizes 1000000 --no-openmined   # ftl alone
+
+The ``ftl`` of this checkout is measured (its root goes first on ``sys.path``),
+even if another copy is installed; the path is printed.
 
 Each party has ``n`` integer ids, half of them shared. Prints wall-clock seconds,
 throughput (ids of both parties per second), bytes on the wire and the process's
@@ -16,6 +20,7 @@ timed in the same process on the same ids and the time ratio is printed.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import platform
 import resource
@@ -26,14 +31,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-try:
-    from ftl.data.align import align
-except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ftl.data.align import align
+# Measure this checkout, not whatever copy of ftl happens to be installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ftl.data.party import Party
-from ftl.federation import Transcript
+import ftl  # noqa: E402
+from ftl.data.align import align  # noqa: E402
+from ftl.data.party import Party  # noqa: E402
+from ftl.federation import Transcript  # noqa: E402
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def peak_rss_mb() -> float:
@@ -110,16 +121,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--batch-size", type=int, default=100_000)
+    parser.add_argument(
+        "--openmined",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time openmined_psi on the same ids (default: yes)",
+    )
     args = parser.parse_args()
     print(
         f"{platform.platform()} | {os.cpu_count()} cores | Python {platform.python_version()} | "
         f"{time.strftime('%Y-%m-%d')} | load average {os.getloadavg()[0]:.1f}"
     )
+    print(f"ftl from {Path(ftl.__file__).parent} | rbcl {_version('rbcl')}", flush=True)
     for n in args.sizes:
         ours = bench_ftl(n, args.batch_size)
-        theirs = bench_openmined(n)
+        theirs = bench_openmined(n) if args.openmined else None
         if theirs:
-            print(f"ratio ftl / openmined_psi at {n}: {ours / theirs:.1f}x")
+            print(
+                f"ratio ftl / openmined_psi time at {n}: {ours / theirs:.2f} "
+                f"(ftl throughput {theirs / ours:.2f}x openmined_psi's)"
+            )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     bank, shop = ftl.datasets.load_default_credit()
     print(f"guest {bank}\nhost  {shop}")
-    print("1/3 private set intersection (ECDH over Ed25519)...")
+    print("1/3 private set intersection (ECDH over ristretto255)...")
     X, y = ftl.align(bank, shop, verbose=True)
     if args.rows:
         X, y = X[: args.rows], y[: args.rows]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from nacl import bindings as sodium
+import rbcl
 
 import ftl
 import ftl.psi.guest as guest_module
@@ -84,7 +84,8 @@ def test_alignment_metadata():
     assert a.how == "inner" and a.overlap is None
     assert len(a.id) == 32 and int(a.id, 16) >= 0
     psi = a.psi
-    assert psi["protocol"] == "ecdh-ed25519"
+    assert psi["protocol"] == "ecdh-ristretto255"
+    assert psi["group"].startswith("ristretto255")
     assert psi["sizes"] == {"bank": 50, "shop": 55}
     assert psi["intersection"] == 25
     assert len(bytes.fromhex(psi["salt"])) == 32
@@ -120,7 +121,7 @@ def fixed_secrets(monkeypatch):
 
     def scalar():
         counter["n"] += 1
-        return sodium.crypto_core_ed25519_scalar_reduce(bytes([counter["n"]]) * 64)
+        return rbcl.crypto_core_ristretto255_scalar_reduce(bytes([counter["n"]]) * 64)
 
     def reset():
         counter["n"] = 0
@@ -360,7 +361,13 @@ def _drop_last(message):
 
 def _invalid_point(message):
     points = message.fields["points"].copy()
-    points[0] = 0  # y = 0 encodes a point of small order
+    points[0] = 0  # 32 zero bytes encode the identity, which is refused
+    message.fields["points"] = points
+
+
+def _non_canonical(message):
+    points = message.fields["points"].copy()
+    points[3] = 0xFF  # not a canonical field element: no ristretto255 encoding
     message.fields["points"] = points
 
 
@@ -376,6 +383,8 @@ def _duplicate(message):
         ("psi.host.blinded", _drop_last, "expected 40 points"),
         ("psi.host.blinded", _invalid_point, "not a valid point"),
         ("psi.host.own", _invalid_point, "not a valid point"),
+        ("psi.host.blinded", _non_canonical, "entry 3 is not a valid point"),
+        ("psi.host.own", _non_canonical, "entry 3 is not a valid point"),
         ("psi.host.own", _drop_last, "expected 40 points"),
         ("psi.host.blinded", _duplicate, "duplicate"),
         ("psi.host.own", _duplicate, "duplicate"),

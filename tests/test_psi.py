@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
 import pandas as pd
 import pytest
-from nacl import bindings as sodium
+import rbcl
 
 import ftl.federation.channel as channel_module
 import ftl.federation.service as service_module
@@ -29,13 +30,31 @@ def make_party(name, ids, labels=False, n_features=2):
     return Party(name, frame, id_column="id", label_column="y" if labels else None)
 
 
+# Bad encodings from RFC 9496, Appendix A.2 (plus 32 bytes of 0xff): none of them
+# decodes to a ristretto255 element.
+BAD_ENCODINGS = [
+    # non-canonical field encodings
+    "00ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "f3ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "ff" * 32,
+    # negative field elements
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "ed57ffd8c914fb201471d1c3d245ce3c746fcbe63a3679d51b6a516ebebe0e20",
+    # non-square x^2
+    "26948d35ca62e643e26a83177332e6b6afeb9d08e4268b650f1f5bbd8d81d371",
+    # negative xy value
+    "3eb858e78f5a7254d8c9731174a94f76755fd3941c0ac93735c07ba14579630e",
+    # s = -1, which causes y = 0
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+]
+
+
 def not_a_point() -> bytes:
-    """A 32-byte string libsodium rejects (not a canonical prime-order point)."""
-    for i in range(256):
-        candidate = bytes([i]) * 32
-        if not sodium.crypto_core_ed25519_is_valid_point(candidate):
-            return candidate
-    raise AssertionError("no invalid encoding found")  # pragma: no cover
+    """A 32-byte string that is not a ristretto255 encoding (RFC 9496, A.2)."""
+    return bytes.fromhex(BAD_ENCODINGS[0])
 
 
 # -- curve helpers ------------------------------------------------------------------
@@ -78,14 +97,95 @@ def test_blinding_commutes():
 def test_blind_and_check_reject_invalid_points():
     points = curve.hash_to_curve([b"x", b"y"], SALT)
     points[1] = np.frombuffer(not_a_point(), dtype=np.uint8)
-    with pytest.raises(ValueError, match="entry 1 is not a valid point"):
+    with pytest.raises(ValueError, match="entry 1 is not a valid point.*canonical"):
         curve.check_points(points, "peer")
     with pytest.raises(ValueError, match="refused"):
         curve.blind(points, curve.random_scalar())
-    identity = np.zeros((1, 32), np.uint8)
-    identity[0, 0] = 1  # the neutral element has small order
-    with pytest.raises(ValueError):
-        curve.check_points(identity, "peer")
+
+
+@pytest.mark.parametrize("encoding", BAD_ENCODINGS)
+def test_rfc9496_bad_encodings_are_refused(encoding):
+    points = curve.hash_to_curve([b"a", b"b", b"c"], SALT)
+    points[2] = np.frombuffer(bytes.fromhex(encoding), dtype=np.uint8)
+    with pytest.raises(ValueError, match="entry 2 is not a valid point"):
+        curve.check_points(points, "peer")
+    with pytest.raises(ValueError, match="refused"):
+        curve.blind(points[2:], curve.random_scalar())
+
+
+def test_identity_is_refused():
+    # 32 zero bytes encode the neutral element: libsodium decodes it, we refuse it.
+    points = curve.hash_to_curve([b"a", b"b"], SALT)
+    points[0] = 0
+    with pytest.raises(ValueError, match="entry 0 is not a valid point.*identity"):
+        curve.check_points(points, "peer")
+    with pytest.raises(ValueError, match="refused"):
+        curve.blind(points, curve.random_scalar())
+    # A zero scalar would send every point to the identity: blinding refuses it.
+    with pytest.raises(ValueError, match="refused"):
+        curve.blind(points[1:], bytes(32))
+    with pytest.raises(ValueError, match="32 bytes"):
+        curve.blind(points[1:], b"short")
+
+
+def test_hash_to_curve_is_rfc9496_from_hash_of_salted_sha512():
+    ids = [b"", b"7", "é".encode(), b"x" * 300]
+    points = curve.hash_to_curve(ids, SALT)
+    for ident, point in zip(ids, points, strict=True):
+        digest = hashlib.sha512(SALT + len(ident).to_bytes(8, "big") + ident).digest()
+        assert bytes(point) == rbcl.crypto_core_ristretto255_from_hash(digest)
+    # The map itself against RFC 9496, A.3 (input: SHA-512 of the label).
+    label = b"Ristretto is traditionally a short shot of espresso coffee"
+    expected = "3066f82a1a747d45120d1740f14358531a8f04bbffe6a819f86dfe50f44a0a46"
+    assert rbcl.crypto_core_ristretto255_from_hash(hashlib.sha512(label).digest()).hex() == expected
+
+
+def test_hash_to_curve_depends_only_on_salt_and_id():
+    # Same (salt, id) -> same point wherever it sits in the batch and whatever
+    # else is hashed with it (also across thread chunks); another salt -> another point.
+    ids = curve.canonical_ids(range(1000))
+    whole = curve.hash_to_curve(ids, SALT)
+    shuffled = np.random.default_rng(1).permutation(1000)
+    part = curve.hash_to_curve([ids[i] for i in shuffled[:700]], SALT)
+    np.testing.assert_array_equal(part, whole[shuffled[:700]])
+    single = curve.hash_to_curve([ids[123]], SALT)
+    np.testing.assert_array_equal(single[0], whole[123])
+    other = curve.hash_to_curve([ids[123]], bytes(32))
+    assert not np.array_equal(other[0], whole[123])
+
+
+def test_blinding_is_scalar_multiplication_mod_the_group_order():
+    # a*(b*P) == b*(a*P) == (a*b mod L)*P: the scalar is used whole, not clamped.
+    points = curve.hash_to_curve(curve.canonical_ids(range(20)), SALT)
+    a, b = curve.random_scalar(), curve.random_scalar()
+    ab = rbcl.crypto_core_ristretto255_scalar_mul(a, b)
+    np.testing.assert_array_equal(curve.blind(curve.blind(points, a), b), curve.blind(points, ab))
+    np.testing.assert_array_equal(curve.blind(points, (1).to_bytes(32, "little")), points)
+    # Blinding and unblinding with the inverse scalar round-trips.
+    a_inv = rbcl.crypto_core_ristretto255_scalar_invert(a)
+    np.testing.assert_array_equal(curve.blind(curve.blind(points, a), a_inv), points)
+    # Blinded points are valid group elements again.
+    curve.check_points(curve.blind(points, a), "blinded")
+
+
+def test_check_and_blind_is_check_points_then_blind():
+    points = curve.hash_to_curve(curve.canonical_ids(range(700)), SALT)  # > 1 thread chunk
+    a = curve.random_scalar()
+    np.testing.assert_array_equal(curve.check_and_blind(points, a, "peer"), curve.blind(points, a))
+    bad = points.copy()
+    bad[650] = np.frombuffer(not_a_point(), dtype=np.uint8)
+    with pytest.raises(ValueError, match="peer: entry 650 is not a valid point.*canonical"):
+        curve.check_and_blind(bad, a, "peer")
+    bad[650] = points[650]
+    bad[3] = 0
+    with pytest.raises(ValueError, match="peer: entry 3 is not a valid point.*identity"):
+        curve.check_and_blind(bad, a, "peer")
+    with pytest.raises(ValueError, match="expected 2 points"):
+        curve.check_and_blind(points, a, "peer", expected=2)
+    with pytest.raises(ValueError, match="uint8"):
+        curve.check_and_blind(points.astype(np.int64), a, "peer")
+    with pytest.raises(ValueError, match="refused"):
+        curve.check_and_blind(points, bytes(32), "peer")  # zero scalar
 
 
 def test_check_points_shape_dtype_and_count():

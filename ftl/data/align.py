@@ -193,8 +193,8 @@ def align(
         how=how,
         psi={
             "protocol": PROTOCOL,
-            "group": "Ed25519 prime-order subgroup (libsodium via pynacl)",
-            "hash_to_curve": "crypto_core_ed25519_from_uniform(SHA-512(salt||len||str(id))[:32])",
+            "group": "ristretto255, RFC 9496 (libsodium via rbcl)",
+            "hash_to_curve": "crypto_core_ristretto255_from_hash(SHA-512(salt||len||str(id)))",
             "order": order,
             "order_rule": ORDER_RULES[order],
             "salt": plan.salt.hex(),

@@ -239,8 +239,8 @@ class LogisticGuest:
             [weights[:, k : k + 1] for k in range(approx.host_width)],
             [column(values, k) for k in range(approx.host_width)],
         )
-        self._loss_total = total if self._loss_total is None else peer.add_totals(
-            self._loss_total, total
+        self._loss_total = (
+            total if self._loss_total is None else peer.add_totals(self._loss_total, total)
         )
         self._loss_own += float(np.sum(approx.loss_guest_own(u_guest, y)))
         self._loss_rows += len(y)

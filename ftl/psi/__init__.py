@@ -1,4 +1,4 @@
-"""Private set intersection (ECDH over the Ed25519 prime-order subgroup).
+"""Private set intersection (ECDH over the ristretto255 prime-order group).
 
 :func:`ftl.align` uses this package to find and order the rows parties share;
 :func:`intersection_size` returns only how many they share. Importing the

@@ -1,23 +1,43 @@
-"""Group operations for ECDH PSI: hash-to-curve, blinding and point checks.
+"""Group operations for ECDH PSI: hash to the group, blinding and point checks.
 
-All curve arithmetic is libsodium's, reached through pynacl's bindings; nothing
-here computes on the curve by hand.
+All group arithmetic is libsodium's ristretto255 implementation, reached through
+the ``rbcl`` package (which bundles libsodium and wraps its ristretto255
+functions); nothing here computes on the curve by hand.
 
 Group choice
 ------------
-PSI needs a prime-order group with a hash onto it. ristretto255 would be the
-textbook choice, but pynacl 1.6.2 exposes no ristretto255 functions, so we use
-the prime-order subgroup of Ed25519 instead:
+PSI needs a prime-order group with a hash onto it in which Diffie-Hellman is hard.
+We use ristretto255 (RFC 9496, "The ristretto255 and decaf448 Groups"), the
+prime-order group of order ``L = 2**252 + 27742317777372353535851937790883648493``
+built on Curve25519/Ed25519. It replaces the prime-order subgroup of Ed25519, used
+while pynacl (which has no ristretto255 functions) was the binding: there libsodium
+checks subgroup membership of every input point with a full scalar multiplication,
+so a blinded and checked point cost about three scalar multiplications instead of
+one.
 
-* ``crypto_core_ed25519_from_uniform`` maps 32 uniform bytes to a point with
-  Elligator 2 and multiplies by the cofactor 8, so every hashed point lies in the
-  prime-order subgroup (order ``L = 2**252 + ...``);
-* ``crypto_scalarmult_ed25519_noclamp`` multiplies by a full scalar mod ``L``
-  without clamping, which keeps ``x -> s*x`` a bijection of that subgroup, so
-  ``a*(b*P) == b*(a*P)`` holds byte for byte -- the property PSI relies on;
-* ``crypto_core_ed25519_is_valid_point`` accepts only canonical encodings of
-  points in the prime-order subgroup that are not of small order. Every point a
-  peer sends is checked with it before it is used or compared.
+* **Every valid encoding is a group element.** ristretto255's encoding hides the
+  cofactor of the underlying Edwards curve, so there is no small-order element other
+  than the identity and no separate subgroup check: decoding a 32-byte string (one
+  inverse square root) both parses and validates it.
+* **Hash to the group** (``crypto_core_ristretto255_from_hash``): 64 uniform bytes
+  to an element with the element derivation of RFC 9496 §4.3.4 (two one-way maps,
+  each built on Elligator 2, added), so ``P(id)`` is indifferentiable from a random
+  element when the 64 bytes come from a random oracle -- here SHA-512 of the salted,
+  length-prefixed id.
+* **Blinding** (``crypto_scalarmult_ristretto255``): decodes the point (refusing
+  invalid encodings), multiplies by a scalar in ``[1, L)`` -- not clamped; libsodium
+  only clears bit 255, which is already zero -- and refuses an identity result.
+  ``x -> s*x`` is a bijection of the group, so ``a*(b*P) == b*(a*P)`` holds byte
+  for byte, the property PSI relies on. This is one scalar multiplication per
+  point.
+* **Checks** (:func:`check_points`): every point a peer sends is decoded with
+  ``crypto_core_ristretto255_is_valid_point`` (a canonical encoding of a group
+  element: a reduced, non-negative field element that decodes) and the identity
+  (32 zero bytes, the only encoding of the neutral element, which decodes) is
+  refused, before the point is used or compared. Points that are blinded at once
+  go through :func:`check_and_blind` instead, which relies on the decoding (and
+  the identity refusal) the scalar multiplication does anyway, so each such point
+  is decoded once, not twice.
 
 Points travel as numpy ``uint8`` arrays of shape ``(n, 32)``; they are never held
 as one Python object per id longer than one batch.
@@ -25,15 +45,16 @@ as one Python object per id longer than one batch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from nacl import bindings as sodium
-from nacl.exceptions import RuntimeError as SodiumError
+import rbcl
 
 __all__ = [
     "POINT_BYTES",
@@ -41,6 +62,7 @@ __all__ = [
     "batches",
     "blind",
     "canonical_ids",
+    "check_and_blind",
     "check_distinct",
     "check_points",
     "hash_to_curve",
@@ -50,15 +72,36 @@ __all__ = [
     "secret_permutation",
 ]
 
-POINT_BYTES = sodium.crypto_core_ed25519_BYTES  # 32
+POINT_BYTES = rbcl.crypto_core_ristretto255_BYTES  # 32
 SALT_BYTES = 32
-_SCALAR_BYTES = sodium.crypto_core_ed25519_SCALARBYTES  # 32
+_SCALAR_BYTES = rbcl.crypto_core_ristretto255_SCALARBYTES  # 32
 # Below this many points per thread the pool costs more than it saves.
 _MIN_PER_WORKER = 256
+# Chunks per thread in a parallel map (load balancing on a shared machine).
+_CHUNKS_PER_WORKER = 16
+
+
+def _drop_rbcl_library_file() -> None:
+    """Remove the copy of libsodium that ``rbcl`` wrote to the temp dir at import.
+
+    rbcl 1.1 writes its bundled shared library to a new temporary file on every
+    import and never deletes it (about 2.7 MB per process). On POSIX the loaded
+    library stays mapped after the file is unlinked, so the file can go at once.
+    """
+    path = getattr(getattr(rbcl, "_sodium", None), "_name", None)
+    if os.name != "posix" or not isinstance(path, str):
+        return
+    if os.path.dirname(path) == tempfile.gettempdir() and os.path.basename(path).startswith("tmp"):
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+_drop_rbcl_library_file()
 
 
 def _workers() -> int:
-    # libsodium calls release the GIL (cffi), so threads give real parallelism.
+    # rbcl calls libsodium through ctypes, which releases the GIL during each call,
+    # so threads give real parallelism.
     try:
         cpus = len(os.sched_getaffinity(0))  # respects container CPU limits
     except AttributeError:  # not on Linux
@@ -66,14 +109,18 @@ def _workers() -> int:
     return max(1, min(cpus, 8))
 
 
-def _parallel(fn: Callable[[list[bytes]], list[bytes]], items: list[bytes]) -> list[bytes]:
-    """Apply ``fn`` to contiguous chunks of ``items`` in threads; keep the order."""
+def _parallel(fn: Callable[[list[bytes]], list[Any]], items: list[bytes]) -> list[Any]:
+    """Apply ``fn`` to contiguous chunks of ``items`` in threads; keep the order.
+
+    The work is cut into several chunks per thread rather than one, so that a
+    thread slowed down by other load on the machine leaves little work behind.
+    """
     workers = min(_workers(), max(1, len(items) // _MIN_PER_WORKER))
     if workers == 1:
         return fn(items)
-    step = -(-len(items) // workers)
+    step = max(_MIN_PER_WORKER, -(-len(items) // (workers * _CHUNKS_PER_WORKER)))
     chunks = [items[i : i + step] for i in range(0, len(items), step)]
-    with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         parts = list(pool.map(fn, chunks))
     return [x for part in parts for x in part]
 
@@ -89,7 +136,7 @@ def _join(items: list[bytes]) -> np.ndarray:
 
 
 def random_scalar() -> bytes:
-    """A fresh secret scalar, uniform modulo the group order ``L``.
+    """A fresh secret scalar, uniform in ``[1, L)`` for the group order ``L``.
 
     Returns
     -------
@@ -98,10 +145,11 @@ def random_scalar() -> bytes:
 
     Notes
     -----
-    64 random bytes reduced mod ``L`` give a bias below ``2**-250``.
+    ``crypto_core_ristretto255_scalar_random`` draws 253-bit strings from the OS
+    generator until one is below ``L`` and non-zero (rejection sampling, no bias).
     """
     while True:
-        scalar = sodium.crypto_core_ed25519_scalar_reduce(os.urandom(64))
+        scalar = rbcl.crypto_core_ristretto255_scalar_random()
         if any(scalar):  # zero would map every point to the identity
             return scalar
 
@@ -134,14 +182,8 @@ def canonical_ids(ids: Any) -> list[bytes]:
     return [s.encode("utf-8") for s in arr.astype(str).tolist()]
 
 
-def _hash_one(salt: bytes, ident: bytes) -> bytes:
-    # Length prefix keeps (salt, id) -> input injective for any id bytes.
-    digest = hashlib.sha512(salt + len(ident).to_bytes(8, "big") + ident).digest()
-    return sodium.crypto_core_ed25519_from_uniform(digest[:32])
-
-
 def hash_to_curve(ids: Sequence[bytes], salt: bytes) -> np.ndarray:
-    """Hash canonical ids to points of the prime-order subgroup.
+    """Hash canonical ids to elements of the ristretto255 group.
 
     Parameters
     ----------
@@ -153,13 +195,21 @@ def hash_to_curve(ids: Sequence[bytes], salt: bytes) -> np.ndarray:
     Returns
     -------
     ndarray of uint8, shape (n, 32)
-        ``P(id) = from_uniform(SHA-512(salt || len(id) || id)[:32])``.
+        ``P(id) = from_hash(SHA-512(salt || len(id) || id))``, with ``len(id)`` as
+        8 bytes big-endian and ``from_hash`` the 64-byte element derivation of
+        RFC 9496 (``crypto_core_ristretto255_from_hash``).
     """
     if not isinstance(salt, bytes) or len(salt) != SALT_BYTES:
         raise ValueError(f"salt must be {SALT_BYTES} bytes")
+    from_hash = rbcl.crypto_core_ristretto255_from_hash
+    sha512 = hashlib.sha512
 
     def work(chunk: list[bytes]) -> list[bytes]:
-        return [_hash_one(salt, ident) for ident in chunk]
+        # The length prefix keeps (salt, id) -> hash input injective for any id bytes.
+        return [
+            from_hash(sha512(salt + len(ident).to_bytes(8, "big") + ident).digest())
+            for ident in chunk
+        ]
 
     return _join(_parallel(work, list(ids)))
 
@@ -170,8 +220,7 @@ def blind(points: np.ndarray, scalar: bytes) -> np.ndarray:
     Parameters
     ----------
     points : ndarray of uint8, shape (n, 32)
-        Valid points of the prime-order subgroup (check peers' with
-        :func:`check_points` first).
+        ristretto255 encodings (check peers' with :func:`check_points` first).
     scalar : bytes
         A scalar from :func:`random_scalar`.
 
@@ -182,19 +231,33 @@ def blind(points: np.ndarray, scalar: bytes) -> np.ndarray:
     Raises
     ------
     ValueError
-        If a point is rejected by libsodium (invalid or of small order).
+        If libsodium refuses a point: not a valid ristretto255 encoding, or the
+        product is the identity (the point was the identity or the scalar is 0).
     """
-    if len(scalar) != _SCALAR_BYTES:
-        raise ValueError("scalar must be 32 bytes")
-    mult = sodium.crypto_scalarmult_ed25519_noclamp
+    if not isinstance(scalar, bytes) or len(scalar) != _SCALAR_BYTES:
+        raise ValueError(f"scalar must be {_SCALAR_BYTES} bytes")
+    mult = rbcl.crypto_scalarmult_ristretto255
 
     def work(chunk: list[bytes]) -> list[bytes]:
-        return [mult(scalar, p) for p in chunk]
+        try:
+            return [mult(scalar, p) for p in chunk]
+        except RuntimeError:  # rbcl's report of libsodium's -1
+            raise ValueError(
+                "scalar multiplication refused a point: not a valid ristretto255 "
+                "encoding, or the product is the identity"
+            ) from None
 
-    try:
-        return _join(_parallel(work, _split(points)))
-    except SodiumError as exc:  # libsodium refuses invalid or small-order points
-        raise ValueError(f"scalar multiplication refused a point: {exc}") from None
+    return _join(_parallel(work, _split(points)))
+
+
+def _check_shape(points: Any, what: str, expected: int | None) -> np.ndarray:
+    if not isinstance(points, np.ndarray) or points.dtype != np.uint8:
+        raise ValueError(f"{what}: expected a uint8 array of points")
+    if points.ndim != 2 or points.shape[1] != POINT_BYTES:
+        raise ValueError(f"{what}: expected shape (n, {POINT_BYTES}), got {points.shape}")
+    if expected is not None and points.shape[0] != expected:
+        raise ValueError(f"{what}: expected {expected} points, got {points.shape[0]}")
+    return np.ascontiguousarray(points)
 
 
 def check_points(points: Any, what: str, expected: int | None = None) -> np.ndarray:
@@ -216,25 +279,69 @@ def check_points(points: Any, what: str, expected: int | None = None) -> np.ndar
     Raises
     ------
     ValueError
-        On a wrong type, shape or count, or if any entry is not a canonical
-        point of the prime-order subgroup (``crypto_core_ed25519_is_valid_point``).
+        On a wrong type, shape or count, if any entry is not a canonical
+        ristretto255 encoding (``crypto_core_ristretto255_is_valid_point``) or if
+        any entry is the identity element.
     """
-    if not isinstance(points, np.ndarray) or points.dtype != np.uint8:
-        raise ValueError(f"{what}: expected a uint8 array of points")
-    if points.ndim != 2 or points.shape[1] != POINT_BYTES:
-        raise ValueError(f"{what}: expected shape (n, {POINT_BYTES}), got {points.shape}")
-    if expected is not None and points.shape[0] != expected:
-        raise ValueError(f"{what}: expected {expected} points, got {points.shape[0]}")
-    is_valid = sodium.crypto_core_ed25519_is_valid_point
+    points = _check_shape(points, what, expected)
+    is_valid = rbcl.crypto_core_ristretto255_is_valid_point
 
-    def work(chunk: list[bytes]) -> list[bytes]:
-        return [b"\x01" if is_valid(p) else b"\x00" for p in chunk]
+    def work(chunk: list[bytes]) -> list[bool]:
+        return [is_valid(p) for p in chunk]
 
-    flags = _parallel(work, _split(points))
-    if flags and b"\x00" in flags:
-        bad = flags.index(b"\x00")
-        raise ValueError(f"{what}: entry {bad} is not a valid point of the prime-order group")
-    return np.ascontiguousarray(points)
+    canonical = np.fromiter(_parallel(work, _split(points)), dtype=bool, count=len(points))
+    # 32 zero bytes, the only encoding of the identity, decode fine: refuse them here.
+    ok = canonical & points.any(axis=1)
+    if not ok.all():
+        bad = int(np.argmin(ok))
+        kind = "not a canonical encoding" if not canonical[bad] else "the identity"
+        raise ValueError(
+            f"{what}: entry {bad} is not a valid point of the prime-order group ({kind})"
+        )
+    return points
+
+
+def check_and_blind(
+    points: Any, scalar: bytes, what: str, expected: int | None = None
+) -> np.ndarray:
+    """Validate points received from a peer and blind them, decoding each once.
+
+    Same checks and errors as :func:`check_points` followed by :func:`blind`, at
+    the cost of the multiplication alone: ``crypto_scalarmult_ristretto255``
+    decodes every point with the same routine as
+    ``crypto_core_ristretto255_is_valid_point`` before multiplying, refuses
+    non-canonical encodings, and refuses the identity through its (identity)
+    product. Only if it refuses a point are the points checked one by one, to
+    name the bad entry.
+
+    Parameters
+    ----------
+    points : Any
+        The received value; must be a ``uint8`` array of shape ``(n, 32)``.
+    scalar : bytes
+        A scalar from :func:`random_scalar` (never zero).
+    what : str
+        Description used in error messages.
+    expected : int, optional
+        Required number of points.
+
+    Returns
+    -------
+    ndarray of uint8, shape (n, 32)
+        ``scalar * point`` for every point.
+
+    Raises
+    ------
+    ValueError
+        As :func:`check_points` (wrong type, shape or count; an entry that is not a
+        canonical encoding or is the identity).
+    """
+    points = _check_shape(points, what, expected)
+    try:
+        return blind(points, scalar)
+    except ValueError:
+        check_points(points, what)  # names the first bad entry
+        raise  # every point is valid: the scalar was zero
 
 
 def point_keys(points: np.ndarray) -> np.ndarray:

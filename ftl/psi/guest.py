@@ -43,6 +43,7 @@ from ftl.psi.curve import (
     batches,
     blind,
     canonical_ids,
+    check_and_blind,
     check_distinct,
     check_points,
     hash_to_curve,
@@ -69,7 +70,7 @@ __all__ = [
 
 #: Points per message: 100k points are 3.2 MB on the wire.
 DEFAULT_BATCH_SIZE = 100_000
-PROTOCOL = "ecdh-ed25519"
+PROTOCOL = "ecdh-ristretto255"
 
 
 @dataclass
@@ -253,10 +254,10 @@ def _fetch_host_points(
         _expect(reply, "psi.host_points", host.name)
         if reply["start"] != start:
             raise ValueError(f"PSI: host {host.name!r} sent the wrong batch")
-        points = check_points(
-            reply["points"], f"points of host {host.name!r}", expected=stop - start
+        # Checked and blinded in one pass (each point is decoded once).
+        doubles[start:stop] = check_and_blind(
+            reply["points"], alpha, f"points of host {host.name!r}", expected=stop - start
         )
-        doubles[start:stop] = blind(points, alpha)
         if send_back:
             ack = channel.call(
                 host.endpoint,

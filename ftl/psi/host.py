@@ -40,8 +40,11 @@ absent or 0 means no minimum). It stops naive membership probing with tiny id
 sets; a guest that pads its set with ids it knows the host has can still test
 the remaining ones, so it is a guard, not a proof.
 
-Every point received is checked with ``crypto_core_ed25519_is_valid_point``;
-counts, batch order and duplicates are checked too. Malformed data raises
+Every point received is checked before use: decoded with
+``crypto_core_ristretto255_is_valid_point`` or, for the guest's points blinded at
+once, by ``crypto_scalarmult_ristretto255`` itself (see
+:func:`~ftl.psi.curve.check_and_blind`), and the identity is refused; counts,
+batch order and duplicates are checked too. Malformed data raises
 ``ValueError``; operations out of order raise
 :class:`~ftl.federation.ProtocolError`.
 """
@@ -61,6 +64,7 @@ from ftl.psi.curve import (
     SALT_BYTES,
     blind,
     canonical_ids,
+    check_and_blind,
     check_distinct,
     check_points,
     hash_to_curve,
@@ -194,7 +198,7 @@ class PSIHost:
             raise ValueError(
                 f"PSI host: guest batch of {n} points does not fit the announced sizes"
             )
-        doubled = blind(check_points(points, "guest points"), self._beta)
+        doubled = check_and_blind(points, self._beta, "guest points")
         self._guest_doubles[start : start + n] = doubled
         self._n_received += n
         return Message("psi.received", {"count": self._n_received})

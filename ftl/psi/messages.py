@@ -22,7 +22,7 @@ _PUBLIC = ValueKind.PUBLIC
 
 
 def _points() -> FieldSpec:
-    # (n, 32) uint8: one Ed25519 point encoding per row.
+    # (n, 32) uint8: one ristretto255 element encoding per row.
     return FieldSpec(
         "array", _PUBLIC, ndim=2, dtypes=("uint8",), per_sample=True, max_len=MAX_POINTS
     )
