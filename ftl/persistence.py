@@ -511,8 +511,8 @@ def _model_document(clf: Any) -> dict:
             {
                 "epoch": int(h["epoch"]),
                 "relative_change": _float_to_json(h["relative_change"]),
-                # the secure epoch loss of verbose runs
-                **({"loss": _float_to_json(h["loss"])} if "loss" in h else {}),
+                # wall time, and the secure epoch loss of verbose runs
+                **{k: _float_to_json(h[k]) for k in ("seconds", "loss") if k in h},
             }
             for h in run
         ]
@@ -812,7 +812,7 @@ def _set_attributes(clf: FederatedLogisticRegression, attrs: dict, path: PathLik
             {
                 "epoch": int(h["epoch"]),
                 "relative_change": _float_from_json(h["relative_change"]),
-                **({"loss": _float_from_json(h["loss"])} if "loss" in h else {}),
+                **{k: _float_from_json(h[k]) for k in ("seconds", "loss") if k in h},
             }
             for h in run
         ]

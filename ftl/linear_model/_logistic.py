@@ -122,8 +122,9 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     transcript_ : Transcript
         Every message that crossed a party boundary during fit and predict.
     history_ : list of list of dict
-        Per epoch of each binary model: ``epoch``, ``relative_change`` (weights)
-        and, in verbose runs with one host, ``loss`` (mean training log-loss).
+        Per epoch of each binary model: ``epoch``, ``relative_change`` (weights),
+        ``seconds`` (wall time) and, in verbose runs with one host, ``loss`` (mean
+        training log-loss).
 
     See Also
     --------

@@ -20,6 +20,7 @@ No party holds another's private key; there is no arbiter.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -281,6 +282,7 @@ class LogisticGuest:
         n_iter = 0
         try:
             for epoch in range(max_iter):
+                started = time.perf_counter()
                 order = self.rng.permutation(n)
                 for start in range(0, n, bs):
                     self._batch(order[start : start + bs])
@@ -298,7 +300,11 @@ class LogisticGuest:
                 change = float(np.sqrt(delta / max(norm, 1e-300)))
                 bar.total = n_batches * (epoch + 2)  # grows until convergence
                 bar.refresh()
-                entry = {"epoch": epoch, "relative_change": change}
+                entry = {
+                    "epoch": epoch,
+                    "relative_change": change,
+                    "seconds": time.perf_counter() - started,
+                }
                 if loss is not None:
                     entry["loss"] = loss
                     bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", change=f"{change:.2e}")
