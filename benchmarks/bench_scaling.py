@@ -5,7 +5,9 @@ PSI: ``ftl.align`` between two parties of ``n`` int ids each, half shared, at fo
 the default polynomial), 2048-bit keys, ``n_jobs=-1``, on the first ``n`` aligned
 rows (by id) of the bundled default credit data (13 + 10 features), at four ``n``:
 the wall time of the second epoch of a two-epoch fit (``history_[0][1]["seconds"]``),
-so key generation and table set-up are not counted. Prints time, time per row and
+so key generation and table set-up are not counted, with a fixed batch size (1 000
+rows) so that the number of batches grows with ``n`` (with ``batch_size="auto"`` small
+data sets get 16 small batches, each with a fixed cost). Prints time, time per row and
 the ratio of time per row to the smallest size's (1.0 means linear growth).
 
 Usage: python benchmarks/bench_scaling.py [--psi-sizes ...] [--lr-sizes ...]
@@ -45,7 +47,8 @@ def main() -> None:
     parser.add_argument(
         "--psi-sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000, 300_000]
     )
-    parser.add_argument("--lr-sizes", type=int, nargs="+", default=[2_500, 5_000, 10_000, 20_000])
+    parser.add_argument("--lr-sizes", type=int, nargs="+", default=[3_000, 6_000, 12_000, 24_000])
+    parser.add_argument("--batch-size", type=int, default=1_000)
     parser.add_argument("--n-jobs", type=int, default=-1)
     args = parser.parse_args()
 

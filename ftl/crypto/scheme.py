@@ -504,9 +504,11 @@ def _decrypt_chunk(private_key, values: list[int]) -> list[int]:
 
 
 _WORKER_ENCRYPTORS: OrderedDict[int, CRTEncryptor] = OrderedDict()
-#: Keys whose tables a worker keeps (a 2048-bit key's tables take ~120 MB; a fit
-#: alternates between a few keys, and every fit makes new ones).
-_WORKER_KEYS_KEPT = 3
+#: Keys whose tables a worker keeps. A 2048-bit key's tables take ~120 MB; a fit
+#: alternates between two keys (guest's and host's in a simulation) and every fit
+#: makes new ones. Two also keeps a worker below loky's 300 MB memory-leak check,
+#: which would otherwise restart it (and its tables would be rebuilt).
+_WORKER_KEYS_KEPT = 2
 
 
 def _encrypt_in_worker(n: int, p: int, q: int, hs: int, chunk: list[int]) -> list[mpz]:
