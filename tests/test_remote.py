@@ -29,10 +29,18 @@ DATA = Path(ftl.__file__).parent / "datasets" / "data"
 class Host:
     """One ``ftl serve`` subprocess and what a driver needs to reach it."""
 
-    def __init__(self, tmp: Path, name: str, csv: Path, policy: str, server: str = ""):
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        csv: Path,
+        policy: str,
+        server: str = "",
+        config_name: str | None = None,
+    ):
         self.tmp, self.name = tmp, name
         self.audit = tmp / f"{name}-audit.jsonl"
-        self.config = tmp / f"{name}.toml"
+        self.config = tmp / f"{config_name or name}.toml"
         self.config.write_text(
             textwrap.dedent(
                 f"""
@@ -268,8 +276,8 @@ def strict_lab(certs_dir):
         DATA / "breast_hetero_host.csv",
         STRICT_POLICY,
         server='state_file = "lab-state.json"',
+        config_name="strict-lab",
     )
-    host.config = host.config.rename(certs_dir / "strict-lab.toml")
     host.start()
     yield host
     host.stop()
@@ -350,8 +358,8 @@ def test_alignments_per_day_are_limited_and_survive_a_restart(certs_dir, breast_
         DATA / "breast_hetero_host.csv",
         policy,
         server='state_file = "rate-state.json"',
+        config_name="rate-lab",
     )
-    host.config = host.config.rename(certs_dir / "rate-lab.toml")
     host.start()
     try:
         remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
@@ -374,8 +382,9 @@ def test_killed_host_mid_fit_gives_clean_error_and_restarted_host_serves(certs_d
     import threading
 
     guest = breast_parties[0]
-    host = Host(certs_dir, "lab", DATA / "breast_hetero_host.csv", PLAINTEXT_POLICY)
-    host.config = host.config.rename(certs_dir / "fault-lab.toml")
+    host = Host(
+        certs_dir, "lab", DATA / "breast_hetero_host.csv", PLAINTEXT_POLICY, config_name="fault-lab"
+    )
     host.start()
     try:
         remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"), timeout=30)
@@ -404,8 +413,8 @@ def test_host_keeps_model_shards_across_a_restart(certs_dir, breast_parties, tmp
         DATA / "breast_hetero_host.csv",
         PLAINTEXT_POLICY,
         server=f'model_dir = "{tmp_path / "models"}"',
+        config_name="models-lab",
     )
-    host.config = host.config.rename(certs_dir / "models-lab.toml")
     host.start()
     try:
         remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
@@ -454,8 +463,8 @@ def test_host_keeps_a_pipeline_model_and_its_transformer_across_a_restart(
         DATA / "breast_hetero_host.csv",
         PLAINTEXT_POLICY,
         server=f'model_dir = "{tmp_path / "models"}"',
+        config_name="pipeline-lab",
     )
-    host.config = host.config.rename(certs_dir / "pipeline-lab.toml")
     host.start()
     try:
         remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))

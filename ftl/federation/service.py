@@ -82,13 +82,15 @@ class PartyService:
 
     def session_ids(self) -> set[str]:
         """Ids of the sessions that hold role state here."""
-        return {k[0] for k in self._sessions}
+        # list() copies the keys in one step: other sessions' threads may add
+        # or remove entries meanwhile (``ftl serve`` serves sessions concurrently).
+        return {k[0] for k in list(self._sessions)}
 
     def end_session(self, session: str) -> int:
         """Drop every role state of ``session`` (expiry, or a driver that vanished)."""
-        keys = [k for k in self._sessions if k[0] == session]
+        keys = [k for k in list(self._sessions) if k[0] == session]
         for k in keys:
-            del self._sessions[k]
+            self._sessions.pop(k, None)
         return len(keys)
 
     @property
