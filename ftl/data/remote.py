@@ -126,6 +126,7 @@ class RemoteParty:
         self._state_lock = threading.Lock()
         self._connection: _Connection | None = None
         self._seq: dict[str, int] = {}
+        self._derived: dict[str, RemoteParty] = {}
         self._transcript = Transcript(log_path=audit_log) if audit_log else None
         self._info = _info if _info is not None else self._fetch_info()
         if self._info.get("format_version") != FORMAT_VERSION:
@@ -164,8 +165,12 @@ class RemoteParty:
 
     def derived(self, transformer_id: str) -> RemoteParty:
         """The party seen through a transformer fitted at it (a proxy; nothing is fetched
-        but the derived column names)."""
-        return RemoteParty(
+        but the derived column names). One proxy per transformer, reused: a session's
+        sequence numbers live in the proxy that sends its requests."""
+        cached = self._derived.get(transformer_id)
+        if cached is not None:
+            return cached
+        proxy = self._derived[transformer_id] = RemoteParty(
             self.name,
             self.address,
             self.tls,
@@ -176,6 +181,7 @@ class RemoteParty:
             max_message_bytes=self.max_message_bytes,
             _path=(*self._path, transformer_id),
         )
+        return proxy
 
     def __repr__(self) -> str:
         through = f", preprocessed x{len(self._path)}" if self._path else ""
