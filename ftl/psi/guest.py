@@ -219,26 +219,39 @@ def _send_guest_points(
     return order
 
 
+def _fetch_doubles(
+    channel: Channel, host: HostInfo, op: str, reply_type: str, n: int, batch_size: int, bar: Any
+) -> np.ndarray:
+    """``n`` checked points from the host's operation ``op``, batch by batch, in the
+    order the host sends them."""
+    doubles = np.empty((n, POINT_BYTES), dtype=np.uint8)
+    for start, stop in batches(n, batch_size):
+        reply = channel.call(
+            host.endpoint, op, Message("psi.fetch", {"start": start, "stop": stop})
+        )
+        _expect(reply, reply_type, host.name)
+        if reply["start"] != start:
+            raise ValueError(f"PSI: host {host.name!r} sent the wrong batch")
+        doubles[start:stop] = check_points(
+            reply["points"], f"reply of host {host.name!r}", expected=stop - start
+        )
+        bar.update(1)
+    return doubles
+
+
 def _fetch_guest_doubles(
     channel: Channel, host: HostInfo, order: np.ndarray, batch_size: int, bar: Any
 ) -> np.ndarray:
     """Step 5 (default mode): ``b*a*P(x)`` in guest row order.
 
-    The host serves these only after it has checked its minimum intersection size.
+    The host serves these only after it has checked its minimum intersection size;
+    they come back in the (secret) order the guest sent its points.
     """
-    n = len(order)
-    doubles = np.empty((n, POINT_BYTES), dtype=np.uint8)
-    for start, stop in batches(n, batch_size):
-        reply = channel.call(
-            host.endpoint, "psi.host.blinded", Message("psi.fetch", {"start": start, "stop": stop})
-        )
-        _expect(reply, "psi.guest_points_blinded", host.name)
-        if reply["start"] != start:
-            raise ValueError(f"PSI: host {host.name!r} sent the wrong batch")
-        doubles[order[start:stop]] = check_points(
-            reply["points"], f"reply of host {host.name!r}", expected=stop - start
-        )
-        bar.update(1)
+    received = _fetch_doubles(
+        channel, host, "psi.host.blinded", "psi.guest_points_blinded", len(order), batch_size, bar
+    )
+    doubles = np.empty_like(received)
+    doubles[order] = received
     return doubles
 
 
@@ -277,19 +290,9 @@ def _fetch_shuffled(
     channel: Channel, host: HostInfo, n: int, batch_size: int, bar: Any
 ) -> np.ndarray:
     """Cardinality mode: the host's shuffled ``b*a*P(x)``, batch by batch."""
-    doubles = np.empty((n, POINT_BYTES), dtype=np.uint8)
-    for start, stop in batches(n, batch_size):
-        reply = channel.call(
-            host.endpoint, "psi.host.shuffled", Message("psi.fetch", {"start": start, "stop": stop})
-        )
-        _expect(reply, "psi.shuffled_doubles", host.name)
-        if reply["start"] != start:
-            raise ValueError(f"PSI: host {host.name!r} sent the wrong batch")
-        doubles[start:stop] = check_points(
-            reply["points"], f"reply of host {host.name!r}", expected=stop - start
-        )
-        bar.update(1)
-    return doubles
+    return _fetch_doubles(
+        channel, host, "psi.host.shuffled", "psi.shuffled_doubles", n, batch_size, bar
+    )
 
 
 def exchange(
