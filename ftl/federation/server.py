@@ -49,6 +49,7 @@ from ftl.federation.wire import (
     check_metadata,
     chunks,
     import_grpc,
+    parse_path,
 )
 
 __all__ = ["PartyServer", "ReplayError"]
@@ -211,19 +212,7 @@ class PartyServer:
         identity = self._identity(context)
         try:
             rule = self._rule(identity)
-            meta = dict(context.invocation_metadata())
-            path = check_metadata(
-                {
-                    **meta,
-                    "ftl-session": "0" * 32,
-                    "ftl-op": "info.get",
-                    "ftl-seq": "0",
-                    "ftl-length": "0",
-                    "ftl-digest": "0" * 64,
-                },
-                self.max_message_bytes,
-            )["path"]
-            party = self._resolve(rule, path)
+            party = self._resolve(rule, parse_path(dict(context.invocation_metadata())))
         except _Abort as exc:
             self._fail(context, exc, identity, "info")
         except ValueError as exc:
@@ -337,19 +326,17 @@ class PartyServer:
             if target.exists():
                 continue
             target.mkdir()
-            chain: Party = self._view(rule)
             for i, transformer_id in enumerate(path):
-                chain.export_transformer(transformer_id, target / f"t{i:02d}-{transformer_id}.json")
-                chain = chain.derived(transformer_id)
+                holder = _through(self._view(rule), path[:i])
+                holder.export_transformer(
+                    transformer_id, target / f"t{i:02d}-{transformer_id}.json"
+                )
             party.export_model(model_id, target / "model.json")
             log.info("kept model shard %s (on preprocessed rows) for %s", model_id, rule.identity)
 
     def _resolve(self, rule: PeerRule, path: tuple[str, ...]) -> Party:
         """The peer's view, seen through the fitted transformers named by ``path``."""
-        party: Party = self._view(rule)
-        for transformer_id in path:
-            party = party.derived(transformer_id)  # ValueError if never derived
-        return party
+        return _through(self._view(rule), path)
 
     def _receive(self, request_iterator, head: dict) -> bytes:
         """Reassemble the chunked request, refusing it as soon as it is too long."""
@@ -412,9 +399,7 @@ class PartyServer:
             if view is None:
                 continue
             try:
-                party = view
-                for transformer_id in path:
-                    party = party.derived(transformer_id)
+                party = _through(view, path)
             except ValueError:
                 continue
             dropped = party.endpoint.end_session(session)
@@ -490,6 +475,14 @@ class PartyServer:
         with self._lock:
             views = list(self._views.values())
         return sum(p.endpoint.open_sessions for view in views for p in _with_derived(view))
+
+
+def _through(party: Party, path: tuple[str, ...]) -> Party:
+    """``party`` seen through the fitted transformers named by ``path``, in order
+    (``ValueError`` if one was never derived there)."""
+    for transformer_id in path:
+        party = party.derived(transformer_id)
+    return party
 
 
 def _with_derived(party: Party):

@@ -29,6 +29,7 @@ __all__ = [
     "ERROR_KEY",
     "INFO",
     "check_metadata",
+    "parse_path",
 ]
 
 SERVICE = "ftl.Party"
@@ -74,10 +75,7 @@ def check_metadata(metadata: dict[str, str], max_message_bytes: int) -> dict:
     op = metadata.get("ftl-op", "")
     if len(op) > 80 or not _OP.fullmatch(op):
         raise ValueError("bad or missing operation name")
-    raw_path = metadata.get("ftl-path", "")
-    path = tuple(raw_path.split("/")) if raw_path else ()
-    if len(path) > MAX_PATH_DEPTH or not all(_PATH_PART.fullmatch(p) for p in path):
-        raise ValueError("bad party path")
+    path = parse_path(metadata)
     try:
         seq = int(metadata.get("ftl-seq", ""))
         length = int(metadata.get("ftl-length", ""))
@@ -98,6 +96,16 @@ def check_metadata(metadata: dict[str, str], max_message_bytes: int) -> dict:
         "length": length,
         "digest": digest,
     }
+
+
+def parse_path(metadata: dict[str, str]) -> tuple[str, ...]:
+    """The party path of a call: the fitted transformers, in order, to see the party
+    through (empty for the party itself); ``ValueError`` if malformed."""
+    raw_path = metadata.get("ftl-path", "")
+    path = tuple(raw_path.split("/")) if raw_path else ()
+    if len(path) > MAX_PATH_DEPTH or not all(_PATH_PART.fullmatch(p) for p in path):
+        raise ValueError("bad party path")
+    return path
 
 
 def chunks(payload: bytes):
