@@ -199,6 +199,7 @@ def test_both_sides_keep_an_audit_log_that_ftl_report_reads(certs_dir, lab, brea
         r.type for r in sent if r.session == session
     ]
     assert {r.sender for r in theirs} <= {"hospital", "lab"}
+    assert {r.sender for r in ours} == {r.receiver for r in ours} == {"hospital", "lab"}
     text = ftl.report(str(lab.audit))
     assert "lr.contribution" in text
 

@@ -128,6 +128,12 @@ class RemoteParty:
         self._seq: dict[str, int] = {}
         self._derived: dict[str, RemoteParty] = {}
         self._transcript = Transcript(log_path=audit_log) if audit_log else None
+        self._identity = None
+        if audit_log:
+            from ftl.federation.certs import load_identity
+
+            # The driver's own log names it as the host's log does: by its certificate.
+            self._identity = load_identity(tls.cert)
         self._info = _info if _info is not None else self._fetch_info()
         if self._info.get("format_version") != FORMAT_VERSION:
             raise ValueError(
@@ -267,7 +273,7 @@ class RemoteParty:
             }
         )
         if self._transcript is not None:
-            self._transcript.record_encoded(session, "driver", self.name, payload)
+            self._transcript.record_encoded(session, self._identity, self.name, payload)
 
         def attempt() -> bytes:
             reply = bytearray()
@@ -279,7 +285,7 @@ class RemoteParty:
 
         reply = self._with_retries(op, attempt)
         if self._transcript is not None:
-            self._transcript.record_encoded(session, self.name, "driver", reply)
+            self._transcript.record_encoded(session, self.name, self._identity, reply)
         return reply
 
     def _with_retries(self, what: str, attempt) -> Any:
