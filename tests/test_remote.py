@@ -406,17 +406,22 @@ def test_killed_host_mid_fit_gives_clean_error_and_restarted_host_serves(certs_d
         host.stop()
 
 
-def test_host_keeps_model_shards_across_a_restart(certs_dir, breast_parties, tmp_path):
-    guest = breast_parties[0]
+def host_keeping_models(certs_dir, tmp_path, config_name: str) -> Host:
+    """A started lab host that keeps model shards in ``tmp_path / "models"``."""
     host = Host(
         certs_dir,
         "lab",
         DATA / "breast_hetero_host.csv",
         PLAINTEXT_POLICY,
         server=f'model_dir = "{tmp_path / "models"}"',
-        config_name="models-lab",
+        config_name=config_name,
     )
-    host.start()
+    return host.start()
+
+
+def test_host_keeps_model_shards_across_a_restart(certs_dir, breast_parties, tmp_path):
+    guest = breast_parties[0]
+    host = host_keeping_models(certs_dir, tmp_path, "models-lab")
     try:
         remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
         X, y = ftl.align(guest, remote, order="id")
@@ -458,15 +463,7 @@ def test_host_keeps_a_pipeline_model_and_its_transformer_across_a_restart(
     from sklearn.pipeline import make_pipeline
 
     guest = breast_parties[0]
-    host = Host(
-        certs_dir,
-        "lab",
-        DATA / "breast_hetero_host.csv",
-        PLAINTEXT_POLICY,
-        server=f'model_dir = "{tmp_path / "models"}"',
-        config_name="pipeline-lab",
-    )
-    host.start()
+    host = host_keeping_models(certs_dir, tmp_path, "pipeline-lab")
     try:
         remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
         X, y = ftl.align(guest, remote, order="id")
