@@ -65,12 +65,11 @@ class Taylor1:
     # The training log-loss ``log(1 + e**u) - y u`` to second order around 0:
     # ``log 2 + (1/2 - y) u + u**2 / 8`` with ``u = u_G + u_H`` splits into a guest
     # part, a cross part linear in ``u_H`` and the host's own ``u_H**2 / 8``.
-    def loss_guest_own(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return np.log(2.0) + (0.5 - y) * u_guest + u_guest**2 / 8.0
-
-    def loss_guest_weights(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Per-row coefficients of the host's encrypted columns in the loss."""
-        return (0.5 - y + u_guest / 4.0)[:, None]
+    def loss_guest(self, u_guest: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The guest's plaintext part of the per-row loss, and the per-row
+        coefficients of the host's encrypted columns in it."""
+        own = np.log(2.0) + (0.5 - y) * u_guest + u_guest**2 / 8.0
+        return own, (0.5 - y + u_guest / 4.0)[:, None]
 
     def loss_host_own(self, u_host: np.ndarray) -> float:
         return float(np.sum(u_host**2) / 8.0)
@@ -130,17 +129,12 @@ class LocalPolynomial:
         s = self.scaled(u_host)
         return np.column_stack([s**k for k in range(self.degree + 1)])
 
-    def _loss_coefficients(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Per-row polynomial in ``s`` closest to the log-loss at ``u_G + R s``."""
+    def loss_guest(self, u_guest: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row polynomial in ``s`` closest to the log-loss at ``u_G + R s``: its
+        constant term (the guest's own part) and the coefficients of ``s, ..., s**K``."""
         u = u_guest[:, None] + self.radius * self.nodes[None, :]
-        samples = np.logaddexp(0.0, u) - y[:, None] * u
-        return samples @ self._fit.T
-
-    def loss_guest_own(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return self._loss_coefficients(u_guest, y)[:, 0]
-
-    def loss_guest_weights(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return self._loss_coefficients(u_guest, y)[:, 1:]
+        coefficients = (np.logaddexp(0.0, u) - y[:, None] * u) @ self._fit.T
+        return coefficients[:, 0], coefficients[:, 1:]
 
     def loss_host_own(self, u_host: np.ndarray) -> float:
         return 0.0  # every host term of the loss multiplies a guest coefficient

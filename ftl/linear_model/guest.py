@@ -235,7 +235,7 @@ class LogisticGuest:
     def _accumulate_loss(self, values, u_guest: np.ndarray, y: np.ndarray) -> None:
         """Add the batch's log-loss terms on the host's ciphertexts to the epoch total."""
         approx, peer = self.approx, self.peers[self.hosts[0].name]
-        weights = approx.loss_guest_weights(u_guest, y)
+        own, weights = approx.loss_guest(u_guest, y)
         total = peer.cross_total(
             [weights[:, k : k + 1] for k in range(approx.host_width)],
             [column(values, k) for k in range(approx.host_width)],
@@ -243,7 +243,7 @@ class LogisticGuest:
         self._loss_total = (
             total if self._loss_total is None else peer.add_totals(self._loss_total, total)
         )
-        self._loss_own += float(np.sum(approx.loss_guest_own(u_guest, y)))
+        self._loss_own += float(np.sum(own))
         self._loss_rows += len(y)
 
     def _epoch_loss(self) -> float:
@@ -305,11 +305,11 @@ class LogisticGuest:
                     "relative_change": change,
                     "seconds": time.perf_counter() - started,
                 }
+                postfix = {"epoch": epoch, "change": f"{change:.2e}"}
                 if loss is not None:
                     entry["loss"] = loss
-                    bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", change=f"{change:.2e}")
-                else:
-                    bar.set_postfix(epoch=epoch, change=f"{change:.2e}")
+                    postfix["loss"] = f"{loss:.4f}"
+                bar.set_postfix(postfix)
                 history.append(entry)
                 n_iter = epoch + 1
                 if change < tol:
