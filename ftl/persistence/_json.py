@@ -1,0 +1,211 @@
+"""Shared JSON helpers of every file format.
+
+Strict JSON (non-finite floats as ``"nan"``, ``"inf"``, ``"-inf"``), ndarrays as
+``{"dtype", "shape", "data"}``, estimator parameters, atomic owner-only writes,
+and reads that check a file's format and version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ftl.persistence._formats import _FORMAT_HINTS
+
+PathLike = str | os.PathLike
+
+
+def _float_to_json(x: float) -> float | str:
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def _float_from_json(x: Any) -> float:
+    if isinstance(x, str):
+        if x not in ("nan", "inf", "-inf"):
+            raise ValueError(f"invalid float {x!r}")
+        return float(x)
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"invalid float {x!r}")
+    return float(x)
+
+
+def _encode_array(arr: Any) -> dict:
+    """An ndarray as ``{"dtype", "shape", "data"}`` (data flattened, C order)."""
+    arr = np.asarray(arr)
+    kind = arr.dtype.kind
+    flat = arr.reshape(-1)
+    if kind == "f":
+        data: list = [_float_to_json(v) for v in flat.tolist()]
+    elif kind in "biuU":
+        data = flat.tolist()
+    elif kind == "S":
+        data = [v.decode("latin-1") for v in flat.tolist()]
+    elif kind == "O":
+        data = []
+        for v in flat.tolist():
+            if isinstance(v, np.generic):
+                v = v.item()
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError("cannot save non-finite floats in object arrays")
+            if v is not None and not isinstance(v, (str, int, float, bool)):
+                raise ValueError(
+                    f"cannot save values of type {type(v).__name__} (only str, int, float, "
+                    "bool and None are supported in object arrays)"
+                )
+            data.append(v)
+    else:
+        raise ValueError(f"cannot save arrays of dtype {arr.dtype}")
+    return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": data}
+
+
+def _decode_array(obj: Any, what: str) -> np.ndarray:
+    try:
+        if not isinstance(obj["dtype"], str):
+            raise ValueError("dtype must be a string")
+        dtype = np.dtype(obj["dtype"])
+        if dtype.itemsize > 1 << 16:
+            raise ValueError(f"dtype {dtype} is too wide")
+        shape = tuple(int(s) for s in obj["shape"])
+        data = obj["data"]
+        if not isinstance(data, list) or len(data) != math.prod(shape):
+            raise ValueError("data does not match shape")
+        if dtype.kind == "f":
+            data = [_float_from_json(v) for v in data]
+        elif dtype.kind == "S":
+            data = [v.encode("latin-1") for v in data]
+        elif dtype.kind == "O":
+            if any(v is not None and not isinstance(v, (str, int, float, bool)) for v in data):
+                raise ValueError("object arrays hold only str, int, float, bool or null")
+        elif dtype.kind in "biuU":
+            if any(isinstance(v, (list, dict)) for v in data):
+                raise ValueError("nested values in a flat array")
+        else:
+            raise ValueError(f"unsupported dtype {dtype}")
+        arr = np.empty(len(data), dtype=dtype)
+        arr[:] = data
+        return arr.reshape(shape)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise ValueError(f"invalid array {what!r} in model file: {exc}") from None
+
+
+def _write_private_json(obj: dict, path: PathLike) -> Path:
+    """Write ``obj`` atomically as strict JSON to ``path`` with mode ``0o600``."""
+    path = Path(path)
+    text = json.dumps(obj, indent=1, allow_nan=False, ensure_ascii=True) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp: mode 0o600
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _read_json(path: PathLike, fmt: str, version: int) -> dict:
+    """Read a file written by this module and check its format and version."""
+    obj = _parse_json(Path(path), fmt)
+    _check_format(obj, path, fmt, version)
+    return obj
+
+
+def _parse_json(path: Path, fmt: str) -> dict:
+    """The JSON object in ``path`` (``fmt`` names what was expected, for errors)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a valid {fmt} file (not UTF-8 text: {exc})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a valid {fmt} file (corrupted JSON: {exc})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} is not a valid {fmt} file (expected a JSON object)")
+    return obj
+
+
+def _peek_format(path: PathLike) -> Any:
+    """The ``format`` field of a JSON file, or None (the full read reports errors)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj.get("format") if isinstance(obj, dict) else None
+
+
+def _check_format(obj: Any, path: PathLike, fmt: str, version: int) -> None:
+    """Refuse a document of another format or version (``path`` names it in errors)."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} is not a valid {fmt} document (expected a JSON object)")
+    found_fmt = obj.get("format")
+    if found_fmt != fmt:
+        hint = _FORMAT_HINTS.get(found_fmt) if isinstance(found_fmt, str) else None
+        hint = f" ({hint})" if hint else ""
+        raise ValueError(f"{path} has format {found_fmt!r}, expected {fmt!r}{hint}")
+    found = obj.get("version")
+    if found != version:
+        raise ValueError(
+            f"{path} is {fmt} version {found!r}, but this version of ftl reads only "
+            f"version {version}; save the model again with a matching ftl"
+        )
+
+
+def _field(obj: dict, key: str, path: PathLike) -> Any:
+    try:
+        return obj[key]
+    except (KeyError, TypeError):
+        raise ValueError(f"{path} is corrupted: missing field {key!r}") from None
+
+
+def _str_list(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be a list of strings")
+    return list(value)
+
+
+def _json_param(value: Any) -> tuple[bool, Any]:
+    """``(True, json_value)`` for a JSON-serialisable parameter, else ``(False, None)``.
+
+    Scalars, and lists or tuples of scalars (such as ``hidden_layer_sizes``; the
+    caller records which were tuples).
+    """
+    if isinstance(value, (list, tuple)):
+        items = [_json_param(v) for v in value]
+        if all(ok and not isinstance(v, list) for ok, v in items):
+            return True, [v for _, v in items]
+        return False, None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (str, bool, int)):
+        return True, value
+    if isinstance(value, float):
+        return (True, value) if math.isfinite(value) else (False, None)
+    return False, None
+
+
+def _params_to_json(clf: Any) -> tuple[dict, list[str], list[str]]:
+    """``(params, unsaved parameter names, names of tuple-valued parameters)``."""
+    params, unsaved, tuples = {}, [], []
+    for key, value in clf.get_params(deep=False).items():
+        ok, encoded = _json_param(value)
+        if ok:
+            params[key] = encoded
+            if isinstance(value, tuple):
+                tuples.append(key)
+        else:
+            unsaved.append(key)
+    return params, sorted(unsaved), sorted(tuples)
