@@ -36,6 +36,11 @@ def breast():
 
 
 @pytest.fixture(scope="session")
+def vehicle():
+    return aligned_by_id(*ftl.datasets.load_vehicle())
+
+
+@pytest.fixture(scope="session")
 def credit():
     return aligned_by_id(*ftl.datasets.load_default_credit())
 

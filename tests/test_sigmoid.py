@@ -73,7 +73,9 @@ def test_encrypted_poly_fit_is_near_lossless_on_breast(breast):
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=1)
     enc = ftl.FederatedLogisticRegression(random_state=0, **SMALL_KEY).fit(X_tr, y_tr)
     plain = ftl.FederatedLogisticRegression(encryption=None, random_state=0).fit(X_tr, y_tr)
-    np.testing.assert_allclose(enc.coef_, plain.coef_, atol=1e-4)
+    # both stop at ||gradient|| <= tol; their margins agree far below what moves AUC
+    m_enc, m_plain = enc.decision_function(X_tr), plain.decision_function(X_tr)
+    assert np.linalg.norm(m_enc - m_plain) / np.linalg.norm(m_plain) < 2e-3
     sk = LogisticRegression(max_iter=5000).fit(pooled(X_tr), y_tr)
     auc_sk = roc_auc_score(y_te, sk.decision_function(pooled(X_te)))
     auc_enc = roc_auc_score(y_te, enc.decision_function(X_te))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftl.linear_model._optim import Optimizer, penalty_gradient
+from ftl.linear_model._optim import Optimizer, QuasiNewton, penalty_gradient
 
 
 class WeightBlock:
@@ -25,13 +25,19 @@ class WeightBlock:
         self.weights = np.zeros(features.shape[1])
         self.penalty = params["penalty"]
         self.alpha = float(params["alpha"])
-        self.optimizer = Optimizer(
-            params["optimizer"],
-            params["learning_rate"],
-            params["decay"],
-            features.shape[1],
-            params.get("schedule", "adaptive"),
-        )
+        if params["optimizer"] == "lbfgs":
+            if self.penalty == "l1":
+                raise ValueError("optimizer='lbfgs' needs a smooth penalty: 'l2' or None")
+            ridge = self.alpha if self.penalty == "l2" else 0.0
+            self.optimizer = QuasiNewton(features, ridge, int(fit_intercept))
+        else:
+            self.optimizer = Optimizer(
+                params["optimizer"],
+                params["learning_rate"],
+                params["decay"],
+                features.shape[1],
+                params.get("schedule", "adaptive"),
+            )
         self.batch: np.ndarray | None = None
         self.epoch_start = self.weights.copy()
 
@@ -71,3 +77,21 @@ class WeightBlock:
         self.epoch_start = self.weights.copy()
         self.optimizer.end_epoch(float(np.sqrt(delta)))
         return delta, norm
+
+    # ------------------------------------------------------------------ L-BFGS
+    def accept(self, keep_pair: bool, clear_memory: bool) -> np.ndarray:
+        """L-BFGS: make the current weights the base point; partial Gram matrix."""
+        return self._quasi_newton().accept(self.weights, keep_pair, clear_memory)
+
+    def move(self, coefficients: np.ndarray, step: float) -> None:
+        """L-BFGS: go to the trial point ``base + step * d`` of the new direction."""
+        self.weights = self._quasi_newton().move(coefficients, step)
+
+    def slope(self) -> float:
+        """L-BFGS: this block's part of the directional derivative at the trial point."""
+        return self._quasi_newton().slope()
+
+    def _quasi_newton(self) -> QuasiNewton:
+        if not isinstance(self.optimizer, QuasiNewton):
+            raise ValueError("this run does not train with optimizer='lbfgs'")
+        return self.optimizer

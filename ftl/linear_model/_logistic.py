@@ -145,12 +145,12 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         "C": [Interval(Real, 0, None, closed="neither")],
         "fit_intercept": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "learning_rate_decay": [Interval(Real, 0, 1, closed="right")],
         "learning_rate_schedule": [StrOptions({"adaptive", "epoch"})],
-        "optimizer": [StrOptions({"adam", "sgd"})],
+        "optimizer": [StrOptions({"lbfgs", "adam", "sgd"})],
         "sigmoid": [StrOptions({"auto", "taylor", "poly"})],
         "sigmoid_degree": [Interval(Integral, 1, 8, closed="both")],
         "sigmoid_radius": [Interval(Real, 0, None, closed="neither")],
@@ -169,12 +169,12 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         C=1.0,
         fit_intercept=True,
         max_iter=50,
-        tol=1e-2,
+        tol="auto",
         batch_size="auto",
         learning_rate=0.05,
         learning_rate_decay=0.5,
         learning_rate_schedule="adaptive",
-        optimizer="adam",
+        optimizer="lbfgs",
         sigmoid="auto",
         sigmoid_degree=5,
         sigmoid_radius=6.0,
@@ -299,6 +299,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             "track_loss": bool(self.verbose) and n_hosts == 1,
         }
 
+    def _tol(self) -> float:
+        if self.tol == "auto":
+            return 1e-4 if self.optimizer == "lbfgs" else 1e-2
+        return float(self.tol)
+
     def _batch_size(self, n: int):
         if self.batch_size == "auto":
             return int(np.clip(n // 16, 32, 1024))
@@ -321,6 +326,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self : FederatedLogisticRegression
         """
         self._validate_params()
+        if self.optimizer == "lbfgs" and self.penalty == "l1":
+            raise ValueError(
+                "optimizer='lbfgs' needs a smooth penalty ('l2' or None); use "
+                "optimizer='adam' or 'sgd' with penalty='l1'"
+            )
         if self.encryption is not None:
             check_key_size(int(self.key_size), self.insecure_for_tests)
         handle, y = self._as_handle(X, y, fitting=True)
@@ -353,7 +363,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
                 np.random.default_rng(rng.randint(2**31 - 1)),
                 verbose=self.verbose,
             )
-            result = guest.fit(self.max_iter, self.tol, self._batch_size(len(handle)))
+            result = guest.fit(self.max_iter, self._tol(), self._batch_size(len(handle)))
             coefs.append(result.coef)
             intercepts.append(result.intercept)
             models.append(

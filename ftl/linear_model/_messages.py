@@ -64,6 +64,32 @@ WEIGHT_CHANGE = register(
     "Squared norms of a host's weight change over the epoch and of its weights (for tol).",
     delta_sq=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=2),
 )
+# optimizer="lbfgs" (§3.9): only inner products of each party's own vectors cross.
+SLOPE = register(
+    "lr.slope",
+    "lbfgs: a party's part g_P . d_P of the directional derivative at the trial point "
+    "(one scalar, after its gradient step of the pass).",
+    slope=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=1),
+)
+ACCEPT = register(
+    "lr.accept",
+    "lbfgs: the trial point is the new base point; keep its (s, y) pair or clear the memory.",
+    keep_pair=FieldSpec("int", _PUBLIC),
+    clear_memory=FieldSpec("int", _PUBLIC),
+)
+GRAM = register(
+    "lr.gram",
+    "lbfgs: inner products of a party's own blocks of the L-BFGS basis vectors "
+    "(s_i, y_i, g, H y_i, H g; at most 32 x 32 values), and ||s||^2, ||w||^2.",
+    gram=FieldSpec("array", _PUBLIC, ndim=2, dtypes=("float64",), max_len=32),
+    delta_sq=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=2),
+)
+MOVE = register(
+    "lr.move",
+    "lbfgs: coefficients of the search direction on the basis, and the step length.",
+    coefficients=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=32),
+    step=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=1),
+)
 LOSS_TERM = register(
     "lr.loss_term",
     "verbose only: the epoch's log-loss terms on the host's ciphertexts, summed over all "

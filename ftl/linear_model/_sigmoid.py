@@ -62,6 +62,10 @@ class Taylor1:
     def host_weights(self, u_host: np.ndarray) -> np.ndarray:
         return np.ones((len(u_host), 1))
 
+    def host_chain(self, u_host: np.ndarray) -> np.ndarray:
+        """Per-row factor of the host's gradient (1: the margin enters linearly)."""
+        return np.ones(len(u_host))
+
     # The training log-loss ``log(1 + e**u) - y u`` to second order around 0:
     # ``log 2 + (1/2 - y) u + u**2 / 8`` with ``u = u_G + u_H`` splits into a guest
     # part, a cross part linear in ``u_H`` and the host's own ``u_H**2 / 8``.
@@ -92,6 +96,7 @@ class LocalPolynomial:
     def __init__(self, degree: int, radius: float):
         self.degree = int(degree)
         self.radius = float(radius)
+        self.knee = min(1.0, self.radius / 2)
         self.host_width = self.degree
         self.guest_width = self.degree + 1
         m = 4 * self.degree + 8
@@ -105,7 +110,18 @@ class LocalPolynomial:
         return samples @ self._fit.T
 
     def scaled(self, u_host: np.ndarray) -> np.ndarray:
-        return np.clip(u_host / self.radius, -1.0, 1.0)
+        """``s = c(u_H) / R`` with the smooth clip ``c`` (identity on ``|u| <= R - h``,
+        ``±R`` beyond ``R + h``, a quadratic blend between: continuously differentiable)."""
+        r, h = self.radius, self.knee
+        excess = np.clip(np.abs(u_host) - (r - h), 0.0, 2.0 * h)
+        clipped = np.sign(u_host) * (
+            np.minimum(np.abs(u_host), r - h) + excess - excess**2 / (4 * h)
+        )
+        return clipped / r
+
+    def clip_slope(self, u_host: np.ndarray) -> np.ndarray:
+        """``c'(u_H)``: 1 inside, 0 beyond ``R + h``, linear in between."""
+        return np.clip((self.radius + self.knee - np.abs(u_host)) / (2 * self.knee), 0.0, 1.0)
 
     def guest_values(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
         a = self.coefficients(u_guest)
@@ -128,6 +144,17 @@ class LocalPolynomial:
     def host_weights(self, u_host: np.ndarray) -> np.ndarray:
         s = self.scaled(u_host)
         return np.column_stack([s**k for k in range(self.degree + 1)])
+
+    def host_chain(self, u_host: np.ndarray) -> np.ndarray:
+        """Per-row factor of the host's gradient: ``c'(u_H)``, the slope of the clip.
+
+        The model trained is ``sigmoid(u_G + c(u_H))``; its gradient in the host's
+        weights is ``X_H.T (residual * c'(u_H))``. Rows far beyond the radius stop
+        pulling on the host's weights, as they would with the exact sigmoid (where
+        their residual vanishes), and the approximated gradient stays the gradient
+        of one smooth objective, which L-BFGS needs.
+        """
+        return self.clip_slope(u_host)
 
     def loss_guest(self, u_guest: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-row polynomial in ``s`` closest to the log-loss at ``u_G + R s``: its

@@ -41,8 +41,12 @@ from ftl.federation.channel import Channel
 from ftl.federation.messages import Message
 from ftl.linear_model import _messages as msg
 from ftl.linear_model._block import WeightBlock
+from ftl.linear_model._optim import LBFGS_MEMORY, basis_size, lbfgs_coefficients
 from ftl.linear_model._sigmoid import make_approximation
 from ftl.linear_model.host import _peer_keys
+
+#: L-BFGS: trial points per iteration before the memory is cleared.
+_MAX_LINE_SEARCH = 8
 
 
 @dataclass
@@ -117,6 +121,7 @@ class LogisticGuest:
         self.approx = make_approximation(p)
         self.params = p
         self.track_loss = bool(p.get("track_loss", False))
+        self.lbfgs = p["optimizer"] == "lbfgs"
         self._loss_total, self._loss_own, self._loss_rows = None, 0.0, 0
         for host in self.hosts:
             reply = self.channel.call(
@@ -145,7 +150,12 @@ class LogisticGuest:
                 )
 
     # ------------------------------------------------------------------ one batch
-    def _batch(self, batch: np.ndarray) -> None:
+    def _batch(self, batch: np.ndarray) -> float:
+        """One pass of the protocol over ``batch``; every party takes its gradient.
+
+        Returns the directional derivative ``g . d`` at the new gradient, summed
+        over the parties (L-BFGS; 0 for the other optimisers).
+        """
         ch = self.channel
         approx = self.approx
         request = Message(msg.BATCH.name, {"batch": batch})
@@ -194,6 +204,7 @@ class LogisticGuest:
 
         # host gradients: each host's masked cross terms on every other party's columns
         by_name = {h.name: h for h in self.hosts}
+        slope = 0.0
         for h in self.hosts:
             owners, values = [], []
             for owner in [self.name, *(o.name for o in self.hosts if o is not h)]:
@@ -218,18 +229,15 @@ class LogisticGuest:
                 for i in range(decrypted.shape[0]):
                     owners.append(owner)
                     values.append(row(decrypted, i))
-            ch.call(
+            reply = ch.call(
                 h.endpoint,
                 "lr.host.update",
-                Message(
-                    msg.UPDATE.name,
-                    {
-                        "owners": owners,
-                        "values": stack_rows(values),
-                    },
-                ),
+                Message(msg.UPDATE.name, {"owners": owners, "values": stack_rows(values)}),
             )
+            if self.lbfgs:
+                slope += _scalar(reply, msg.SLOPE.name, "slope", h.name)
         self.block.apply_gradient(approx.guest_own(u_guest, y), guest_terms, approx.scale)
+        return slope + self.block.slope() if self.lbfgs else 0.0
 
     # ------------------------------------------------------------------ training loss
     def _accumulate_loss(self, values, u_guest: np.ndarray, y: np.ndarray) -> None:
@@ -268,59 +276,27 @@ class LogisticGuest:
     def fit(self, max_iter: int, tol: float, batch_size: int | None) -> TrainingResult:
         self._open_sessions()
         n = len(self.positions)
-        bs = n if batch_size is None else min(int(batch_size), n)
-        history = []
-        n_batches = -(-n // bs)
         mode = self.params["encryption"] or "plaintext"
-        bar = tqdm(
-            total=n_batches,
+        self.bar = tqdm(
+            total=1,
             desc=f"federated LR ({mode})",
-            unit="batch",
+            unit="pass",
             disable=not self.verbose,
             leave=False,
         )
-        n_iter = 0
         try:
-            for epoch in range(max_iter):
-                started = time.perf_counter()
-                order = self.rng.permutation(n)
-                for start in range(0, n, bs):
-                    self._batch(order[start : start + bs])
-                    bar.update(1)
-                loss = self._epoch_loss() if self.track_loss else None
-                delta, norm = self.block.end_epoch()
-                for h in self.hosts:
-                    reply = self.channel.call(
-                        h.endpoint,
-                        "lr.host.epoch_end",
-                        Message(msg.EPOCH_END.name, {"epoch": epoch}),
-                    )
-                    delta += float(reply["delta_sq"][0])
-                    norm += float(reply["delta_sq"][1])
-                change = float(np.sqrt(delta / max(norm, 1e-300)))
-                bar.total = n_batches * (epoch + 2)  # grows until convergence
-                bar.refresh()
-                entry = {
-                    "epoch": epoch,
-                    "relative_change": change,
-                    "seconds": time.perf_counter() - started,
-                }
-                postfix = {"epoch": epoch, "change": f"{change:.2e}"}
-                if loss is not None:
-                    entry["loss"] = loss
-                    postfix["loss"] = f"{loss:.4f}"
-                bar.set_postfix(postfix)
-                history.append(entry)
-                n_iter = epoch + 1
-                if change < tol:
-                    break
+            if self.lbfgs:
+                history = self._fit_lbfgs(max_iter, tol)
+            else:
+                bs = n if batch_size is None else min(int(batch_size), n)
+                history = self._fit_epochs(max_iter, tol, bs)
             model_id = uuid.uuid4().hex
             for h in self.hosts:
                 self.channel.call(
                     h.endpoint, "lr.host.finish", Message(msg.FINISH.name, {"model_id": model_id})
                 )
         finally:
-            bar.close()
+            self.bar.close()
             for h in self.hosts:
                 try:
                     self.channel.call(h.endpoint, "lr.host.close", Message("ack", {}))
@@ -333,9 +309,140 @@ class LogisticGuest:
             intercept,
             model_id,
             {k: v for k, v in self.public_keys.items() if k != self.name},
-            n_iter,
+            len(history),
             history,
         )
+
+    def _record(self, history: list, started: float, delta: float, norm: float, loss) -> float:
+        """Append one epoch (iteration) to the history and the progress bar."""
+        change = float(np.sqrt(delta / max(norm, 1e-300)))
+        entry = {
+            "epoch": len(history),
+            "relative_change": change,
+            "seconds": time.perf_counter() - started,
+        }
+        postfix = {"epoch": len(history), "change": f"{change:.2e}"}
+        if loss is not None:
+            entry["loss"] = loss
+            postfix["loss"] = f"{loss:.4f}"
+        self.bar.set_postfix(postfix)
+        history.append(entry)
+        return change
+
+    def _fit_epochs(self, max_iter: int, tol: float, bs: int) -> list:
+        """Mini-batch epochs; every party steps its own block with its own optimiser."""
+        n = len(self.positions)
+        n_batches = -(-n // bs)
+        self.bar.total = n_batches
+        history: list = []
+        for epoch in range(max_iter):
+            started = time.perf_counter()
+            order = self.rng.permutation(n)
+            for start in range(0, n, bs):
+                self._batch(order[start : start + bs])
+                self.bar.update(1)
+            loss = self._epoch_loss() if self.track_loss else None
+            delta, norm = self.block.end_epoch()
+            for h in self.hosts:
+                reply = self.channel.call(
+                    h.endpoint,
+                    "lr.host.epoch_end",
+                    Message(msg.EPOCH_END.name, {"epoch": epoch}),
+                )
+                delta += float(reply["delta_sq"][0])
+                norm += float(reply["delta_sq"][1])
+            self.bar.total = n_batches * (epoch + 2)  # grows until convergence
+            self.bar.refresh()
+            if self._record(history, started, delta, norm, loss) < tol:
+                break
+        return history
+
+    def _fit_lbfgs(self, max_iter: int, tol: float) -> list:
+        """Full-batch L-BFGS, the direction assembled from the parties' Gram matrices.
+
+        Each iteration: every party reports the inner products of its own blocks of
+        the basis vectors (``lr.accept``); the driver adds them, runs the two-loop
+        recursion on coefficients and sends them with a step length (``lr.move``);
+        one protocol pass gives every party its gradient at the trial point and the
+        driver the directional derivative ``g . d`` (summed ``lr.slope`` scalars).
+        The step is accepted once ``g . d <= |g0 . d| / 2`` (for a convex objective a
+        non-positive slope proves descent); otherwise a secant step on the slope is
+        tried. Stops when ``||g|| <= tol`` (``g`` over all parties' weights).
+        """
+        rows = np.arange(len(self.positions))
+        history: list = []
+        started = time.perf_counter()
+        self._pass(rows)
+        gram, delta, norm = self._accept(keep_pair=False, clear_memory=False)
+        n_pairs = 0
+        for _ in range(max_iter):
+            if np.sqrt(max(gram[2 * n_pairs, 2 * n_pairs], 0.0)) <= tol:
+                break
+            coefficients = lbfgs_coefficients(gram, n_pairs)
+            slope0 = float(coefficients @ gram[:, 2 * n_pairs])
+            if not slope0 < 0:  # not a descent direction: restart from -H g
+                coefficients = np.zeros(basis_size(n_pairs))
+                coefficients[-1] = -1.0
+                slope0 = float(coefficients @ gram[:, 2 * n_pairs])
+            step, accepted = 1.0, False
+            for _trial in range(_MAX_LINE_SEARCH):
+                self._move(coefficients, step)
+                slope = self._pass(rows)
+                if slope <= 0.5 * abs(slope0):
+                    accepted = True
+                    break
+                step *= slope0 / (slope0 - slope)  # secant: zero of the slope on the line
+            curvature = step * (slope - slope0)  # s . y
+            keep = accepted and curvature > 1e-12 * step * abs(slope0)
+            gram, delta, norm = self._accept(keep_pair=keep, clear_memory=not accepted)
+            n_pairs = min(n_pairs + 1, LBFGS_MEMORY) if keep else (n_pairs if accepted else 0)
+            self._record(history, started, delta, norm, self.pass_loss)
+            started = time.perf_counter()
+        return history
+
+    def _pass(self, rows: np.ndarray) -> float:
+        slope = self._batch(rows)
+        # verbose: the training loss at this pass's weights (one masked scalar per pass)
+        self.pass_loss = self._epoch_loss() if self.track_loss else None
+        self.bar.total = self.bar.n + 2  # one pass per step; the end is not known
+        self.bar.update(1)
+        return slope
+
+    def _accept(self, keep_pair: bool, clear_memory: bool) -> tuple[np.ndarray, float, float]:
+        """Every party makes its trial point the base; summed Gram matrix and norms."""
+        delta, norm = self.block.end_epoch()
+        gram = self.block.accept(keep_pair, clear_memory)
+        request = Message(
+            msg.ACCEPT.name, {"keep_pair": int(keep_pair), "clear_memory": int(clear_memory)}
+        )
+        for h in self.hosts:
+            reply = self.channel.call(h.endpoint, "lr.host.accept", request)
+            part = reply["gram"] if reply.type == msg.GRAM.name else None
+            if part is None or part.shape != gram.shape or not np.isfinite(part).all():
+                raise ValueError(f"{h.name!r} sent a malformed Gram matrix")
+            gram = gram + part
+            delta += float(reply["delta_sq"][0])
+            norm += float(reply["delta_sq"][1])
+        return gram, delta, norm
+
+    def _move(self, coefficients: np.ndarray, step: float) -> None:
+        """Every party moves to ``base + step * d`` along the common direction."""
+        self.block.move(coefficients, step)
+        request = Message(
+            msg.MOVE.name, {"coefficients": coefficients, "step": np.array([float(step)])}
+        )
+        for h in self.hosts:
+            self.channel.call(h.endpoint, "lr.host.move", request)
+
+
+def _scalar(reply: Message, kind: str, field_name: str, sender: str) -> float:
+    """The single finite number a reply of type ``kind`` must carry."""
+    if reply.type != kind or reply[field_name].shape != (1,):
+        raise ValueError(f"{sender!r} answered with a malformed {kind} message")
+    value = float(reply[field_name][0])
+    if not np.isfinite(value):
+        raise ValueError(f"{sender!r} sent a non-finite {field_name}")
+    return value
 
 
 def predict_margin(

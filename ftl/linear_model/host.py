@@ -89,7 +89,6 @@ class LogisticHost:
         self.track_loss = bool(params.get("track_loss", False))
         self.loss_rows = 0
         self.loss_own = 0.0
-        self.loss_decrypted = False
 
     def opened(self) -> Message:
         return Message(
@@ -139,7 +138,7 @@ class LogisticHost:
             self.approx.host_weights(self.margin)
             if owner == self.guest
             else np.ones((n_rows, 1))  # another host's margin (Taylor-1, several hosts)
-        )
+        ) * self.approx.host_chain(self.margin)[:, None]
         if weights.shape != (n_rows, width):
             raise ValueError(
                 f"{self.name}: {owner!r} sent {width} columns, expected "
@@ -202,6 +201,31 @@ class LogisticHost:
         own = self.approx.host_own(self.margin)
         self.block.apply_gradient(own, terms, self.approx.scale)
         self.masks = {}
+        if self.params["optimizer"] == "lbfgs":
+            return Message(msg.SLOPE.name, {"slope": np.array([self.block.slope()])})
+        return Message("ack", {})
+
+    @operation
+    def accept(self, request: Message) -> Message:
+        """L-BFGS: the trial point becomes the base; return our partial Gram matrix.
+
+        The driver adds every party's Gram matrix to find the next direction; the
+        matrix holds only inner products of this host's own blocks of weight and
+        gradient changes (§3.9), never per-sample values.
+        """
+        delta, norm = self.block.end_epoch()
+        gram = self.block.accept(bool(request["keep_pair"]), bool(request["clear_memory"]))
+        return Message(msg.GRAM.name, {"gram": gram, "delta_sq": np.array([delta, norm])})
+
+    @operation
+    def move(self, request: Message) -> Message:
+        """L-BFGS: step to ``base + step * d`` with ``d`` from the driver's coefficients."""
+        if request["step"].shape != (1,):
+            raise ValueError(f"{self.name}: a move carries one step length")
+        step = float(request["step"][0])
+        if not np.isfinite(step) or step <= 0 or not np.isfinite(request["coefficients"]).all():
+            raise ValueError(f"{self.name}: the step must be positive and finite")
+        self.block.move(request["coefficients"], step)
         return Message("ack", {})
 
     @operation
@@ -214,7 +238,7 @@ class LogisticHost:
         """
         if not self.track_loss:
             raise ValueError(f"{self.name}: this run does not track its loss")
-        if self.loss_decrypted or self.loss_rows == 0:
+        if self.loss_rows == 0:
             raise ValueError(f"{self.name}: the epoch's loss was already decrypted")
         if request["count"] != 1:
             raise ValueError(f"{self.name}: a loss total is a single value")
@@ -222,18 +246,19 @@ class LogisticHost:
             self.loss_rows, self.approx.host_width
         ):
             raise ValueError(f"{self.name}: the loss total has the wrong slots")
-        self.loss_decrypted = True
         values = self.own.decrypt_packed(request["values"], request["slot_bits"], 1)
         if isinstance(values, PlainArray):
             values = PlainArray(values.values + self.loss_own)
         else:
             # Adding our own terms to the masked value: the guest learns only the sum.
             values[0] = int(values[0]) + int(round(self.loss_own * 2.0**LOSS_FRAC_BITS))
+        # one decryption per accumulated total: the next needs new rows
+        self.loss_rows, self.loss_own = 0, 0.0
         return Message(msg.MASKED_LOSS.name, {"values": values})
 
     @operation
     def epoch_end(self, request: Message) -> Message:
-        self.loss_rows, self.loss_own, self.loss_decrypted = 0, 0.0, False
+        self.loss_rows, self.loss_own = 0, 0.0
         delta, norm = self.block.end_epoch()
         return Message(msg.WEIGHT_CHANGE.name, {"delta_sq": np.array([delta, norm])})
 
