@@ -159,9 +159,19 @@ _LEAKAGES: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "training",
-        "Per epoch each host reveals `‖Δw_H‖²` and `‖w_H‖²` (two scalars) to the guest "
-        "for the stopping rule.",
+        "Per epoch (iteration) each host reveals `‖Δw_H‖²` and `‖w_H‖²` (two scalars) "
+        "to the guest for the stopping rule.",
         "§5.3",
+    ),
+    (
+        "training_lbfgs",
+        "optimizer='lbfgs': per iteration each party reveals to the driver the inner "
+        "products of its own blocks of the last weight changes, gradient changes and "
+        "gradient (a Gram matrix of at most 32 x 32 scalars) and per pass `g_H · d_H`; "
+        "the hosts learn the direction's coefficients and the step length. Sums over "
+        "features, never per-sample values; they fix the host's vectors only up to a "
+        "rotation of its feature space.",
+        "§3.8, §5.3",
     ),
     (
         "training_loss",
@@ -274,6 +284,7 @@ _PHASE_LABEL = {
     "training": "training",
     "training_multi": "training",
     "training_loss": "training",
+    "training_lbfgs": "training",
     "prediction": "prediction",
     "ftl_training": "training",
     "ftl_prediction": "prediction",
@@ -691,6 +702,7 @@ def _applies(phase: str, a: _Analysis) -> bool:
         "training": training,
         "training_multi": training and a.n_hosts > 1,
         "training_loss": "lr.loss_term" in types,
+        "training_lbfgs": "lr.gram" in types,
         "prediction": prediction,
         "ftl_training": bool(types & {"ftl.open", "ftl.source_terms"}),
         "ftl_prediction": ftl_prediction,
@@ -977,7 +989,8 @@ def _leakage_section(a: _Analysis) -> _Section:
     show_lr = a.logistic or not a.transfer  # LR's rows, unless this is a transfer run
     rows: list[tuple[str, str, str]] = [r for r in _LEAKAGES if r[0].startswith("psi")]
     if show_lr:
-        rows += [r for r in _LEAKAGES if r[0] in ("training", "training_multi", "prediction")]
+        lr_phases = ("training", "training_multi", "training_loss", "training_lbfgs", "prediction")
+        rows += [r for r in _LEAKAGES if r[0] in lr_phases]
     if a.transfer:
         rows += list(_FTL_LEAKAGES)
     rows += [r for r in _LEAKAGES if r[0] == "always"]

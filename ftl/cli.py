@@ -48,8 +48,9 @@ def demo(args: argparse.Namespace) -> int:
     fast = args.sigmoid == "taylor"
     if fast:
         print(
-            "    (FATE's fast degree-1 approximation; `--sigmoid auto` trains the library's "
-            "near-lossless default at about 2.5x the time per epoch)"
+            "    (FATE's fast degree-1 approximation with mini-batch Adam; `--sigmoid auto` "
+            "trains the library's near-lossless default, the per-row polynomial with "
+            "L-BFGS, at about 3.5x the time per pass)"
         )
     t1 = time.perf_counter()
     clf = ftl.FederatedLogisticRegression(
@@ -57,12 +58,15 @@ def demo(args: argparse.Namespace) -> int:
         key_size=args.key_size,
         n_jobs=args.n_jobs,
         sigmoid=args.sigmoid,
+        # the fast path keeps FATE's recipe: mini-batch Adam, decayed every epoch
+        optimizer="adam" if fast else "lbfgs",
         learning_rate_schedule="epoch" if fast else "adaptive",
         random_state=0,
         verbose=True,
     ).fit(X_train, y_train)
     fit_seconds = time.perf_counter() - t1
-    print(f"    converged after {clf.n_iter_[0]} epochs in {fit_seconds:.1f} s")
+    unit = "epochs" if fast else "L-BFGS iterations"
+    print(f"    converged after {clf.n_iter_[0]} {unit} in {fit_seconds:.1f} s")
     print(f"3/3 secure prediction for {len(X_test)} held-out rows...")
     auc_fed = roc_auc_score(y_test, clf.decision_function(X_test))
     pooled = LogisticRegression(C=clf.C, max_iter=1000).fit(_pooled_features(X_train), y_train)

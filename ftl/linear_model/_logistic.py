@@ -40,8 +40,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     ``sigmoid``): with two parties by default by a per-row polynomial in the
     host's margin, fitted by the guest around its own margin (near-lossless);
     with several hosts, or ``sigmoid="taylor"``, by FATE's degree-1 Taylor
-    expansion around 0. The optimiser is mini-batch Adam (or SGD) run by each
-    party on its own weights, with an adaptive step-size decay.
+    expansion around 0. The default optimiser is full-batch L-BFGS: each party
+    keeps its own block of every vector and the driver assembles the search
+    direction from inner products the parties report (a few hundred scalars per
+    iteration, see ``optimizer``); mini-batch Adam or SGD, run by each party on its
+    own weights, are the alternatives.
 
     Parameters
     ----------
@@ -54,28 +57,43 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     fit_intercept : bool, default=True
         Fit an intercept (held by the guest).
     max_iter : int, default=50
-        Maximum number of epochs.
-    tol : float, default=1e-2
-        Stop when the relative change of all weights over an epoch,
-        ``||w_t - w_{t-1}|| / ||w_t||``, falls below ``tol``.
+        Maximum number of iterations (L-BFGS) or epochs (Adam, SGD).
+    tol : float or "auto", default="auto"
+        L-BFGS stops when the norm of the gradient over all parties' weights is at
+        most ``tol``; Adam and SGD stop when the relative change of all weights over
+        an epoch, ``||w_t - w_{t-1}|| / ||w_t||``, falls below ``tol``. "auto" is
+        1e-4 for L-BFGS and 1e-2 for Adam and SGD.
     batch_size : int, "auto" or None, default="auto"
-        Rows per gradient step; ``None`` means full batch; "auto" uses
-        ``clip(n_samples // 16, 32, 1024)``.
+        Adam and SGD: rows per gradient step; ``None`` means full batch; "auto"
+        uses ``clip(n_samples // 16, 32, 1024)``. L-BFGS always uses every row
+        (as scikit-learn's MLP ignores ``batch_size`` with ``solver="lbfgs"``).
     learning_rate : float, default=0.05
-        Initial step size.
+        Adam and SGD: initial step size (L-BFGS finds its own by line search).
     learning_rate_decay : float, default=0.5
-        Multiplier of the step size when it is decayed.
+        Adam and SGD: multiplier of the step size when it is decayed.
     learning_rate_schedule : {"adaptive", "epoch"}, default="adaptive"
-        ``"epoch"`` decays after every epoch; ``"adaptive"`` only after an epoch in
+        Adam and SGD. ``"epoch"`` decays after every epoch; ``"adaptive"`` only after an epoch in
         which a party's weights moved less than half the length of the path its
         steps took (they wander instead of travelling). Each party decides for its
         own block.
-    optimizer : {"adam", "sgd"}, default="adam"
-        Local optimiser each party applies to its own weights.
+    optimizer : {"lbfgs", "adam", "sgd"}, default="lbfgs"
+        ``"lbfgs"``: full-batch limited-memory BFGS (10 pairs) on the joint
+        objective, vector-free: every party keeps its blocks of the last weight and
+        gradient changes, reports their inner products (its partial Gram matrix,
+        at most 32 x 32 scalars per iteration), and the driver returns the
+        coefficients of the next direction; the initial inverse Hessian is each
+        party's own block ``(X_P.T X_P / 4n + alpha I)^-1``; a secant line search
+        on the directional derivative (one more scalar per pass) picks the step.
+        Converges like scikit-learn's lbfgs; the inner products are an extra,
+        documented disclosure (docs/protocols.md §3.8). Needs ``penalty="l2"`` or
+        None. ``"adam"``, ``"sgd"``: mini-batch local optimisers each party
+        applies to its own weights, disclosing only two weight norms per epoch.
     sigmoid : {"auto", "poly", "taylor"}, default="auto"
         How ``sigmoid(u_guest + u_host)`` is approximated in the residual.
         ``"poly"`` (two parties only): the host encrypts powers ``s, ..., s**K`` of
-        its clipped, scaled margin ``s = clip(u_host / R, -1, 1)``, and the guest
+        its smoothly clipped, scaled margin ``s = c(u_host) / R`` in ``[-1, 1]``
+        (``c`` is the identity up to ``|u| = R - 1`` and ``±R`` beyond ``R + 1``,
+        continuously differentiable), and the guest
         fits, per row, the least-squares polynomial in ``s`` of
         ``sigmoid(u_guest + R s)``; costs about ``K + 1`` times the encryptions of
         "taylor". ``"taylor"``: ``sigmoid(z) ~= 1/2 + z/4`` (FATE's hetero LR),
@@ -84,7 +102,8 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     sigmoid_degree : int, default=5
         ``K`` for ``sigmoid="poly"``.
     sigmoid_radius : float, default=6.0
-        ``R`` for ``sigmoid="poly"``: host margins are clipped to ``[-R, R]``.
+        ``R`` for ``sigmoid="poly"``: host margins are clipped (smoothly) to
+        ``[-R, R]``; the model trained is ``sigmoid(u_guest + c(u_host))``.
     encryption : {"paillier"} or None, default="paillier"
         ``None`` runs the same protocol in plaintext (never for real data).
     key_size : int, default=2048
@@ -102,12 +121,13 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         Show a tqdm progress bar with the relative weight change per epoch and,
         with one host, the epoch's mean training log-loss. The loss is computed
         securely: the guest sums its loss coefficients times the host's encrypted
-        margin columns over the epoch (under the host's key), masks the total,
-        and the host decrypts it; the guest learns only that one scalar per epoch
-        (a documented extra disclosure, so it is computed only when verbose). It is
-        the loss of the sigmoid's approximation (Taylor-2 for ``"taylor"``, the
-        per-row polynomial for ``"poly"``) at each batch's weights, like
-        scikit-learn's SGD "avg loss", without the penalty.
+        margin columns over the pass (under the host's key), masks the total,
+        and the host decrypts it; the guest learns only that one scalar per pass
+        over the data (a documented extra disclosure, so it is computed only when
+        verbose). It is the loss of the sigmoid's approximation (Taylor-2 for
+        ``"taylor"``, the per-row polynomial for ``"poly"``), without the penalty:
+        for L-BFGS at the weights the iteration ends with, for Adam and SGD at each
+        batch's weights, like scikit-learn's SGD "avg loss".
 
     Attributes
     ----------
@@ -118,11 +138,12 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     n_features_in_ : int
         Total number of features over all parties.
     n_iter_ : ndarray of shape (n_models,)
-        Epochs run for each binary model.
+        Iterations (L-BFGS) or epochs (Adam, SGD) run for each binary model.
     transcript_ : Transcript
         Every message that crossed a party boundary during fit and predict.
     history_ : list of list of dict
-        Per epoch of each binary model: ``epoch``, ``relative_change`` (weights),
+        Per iteration or epoch of each binary model: ``epoch`` (its index),
+        ``relative_change`` (weights),
         ``seconds`` (wall time) and, in verbose runs with one host, ``loss`` (mean
         training log-loss).
 

@@ -64,7 +64,7 @@ WEIGHT_CHANGE = register(
     "Squared norms of a host's weight change over the epoch and of its weights (for tol).",
     delta_sq=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("float64",), max_len=2),
 )
-# optimizer="lbfgs" (§3.9): only inner products of each party's own vectors cross.
+# optimizer="lbfgs" (docs/protocols.md §3.8): only inner products of each party's own vectors cross.
 SLOPE = register(
     "lr.slope",
     "lbfgs: a party's part g_P . d_P of the directional derivative at the trial point "

@@ -18,11 +18,13 @@ its features weighted by its own columns (``X * G[:, k]`` or ``X * H[:, k]``).
 * :class:`LocalPolynomial` (``sigmoid="poly"``, two parties): for every row the
   guest fits, by least squares on Chebyshev nodes, the polynomial
   ``p(s) = sum_k a_k s**k`` closest to ``sigmoid(u_G + R s)`` for ``s`` in
-  ``[-1, 1]``; the host contributes powers of its clipped, scaled margin
-  ``s = clip(u_H / R, -1, 1)``. The worst-case error of the residual over all
-  guest margins and ``|u_H| <= R`` is 0.16 for degree 3 and ``R = 8`` (0.08 for
-  degree 5; 0.05 for degree 3 and ``R = 4``), against 0.5 and more for Taylor-1
-  a few units away from 0; docs/sigmoid.md measures what that means for AUC.
+  ``[-1, 1]``; the host contributes powers of its smoothly clipped, scaled margin
+  ``s = c(u_H) / R``. The model trained is ``sigmoid(u_G + c(u_H))``, so the host
+  weights its own gradient rows by ``c'(u_H)`` (:meth:`LocalPolynomial.host_chain`).
+  The worst-case error of the residual over all guest margins and ``|u_H| <= R``
+  is 0.16 for degree 3 and ``R = 8`` (0.08 for degree 5; 0.05 for degree 3 and
+  ``R = 4``), against 0.5 and more for Taylor-1 a few units away from 0;
+  docs/sigmoid.md measures what that means for AUC.
 """
 
 from __future__ import annotations

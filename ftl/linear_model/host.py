@@ -211,7 +211,7 @@ class LogisticHost:
 
         The driver adds every party's Gram matrix to find the next direction; the
         matrix holds only inner products of this host's own blocks of weight and
-        gradient changes (§3.9), never per-sample values.
+        gradient changes (docs/protocols.md §3.8), never per-sample values.
         """
         delta, norm = self.block.end_epoch()
         gram = self.block.accept(bool(request["keep_pair"]), bool(request["clear_memory"]))
