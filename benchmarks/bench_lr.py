@@ -61,7 +61,8 @@ def main() -> None:
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
     results = {}
     # the configuration `ftl demo` uses: FATE's Taylor-1, one decay per epoch
-    fast = dict(sigmoid="taylor", learning_rate_schedule="epoch")
+    # `ftl demo`'s fast path: FATE's Taylor-1 with mini-batch Adam, decayed every epoch
+    fast = dict(sigmoid="taylor", optimizer="adam", learning_rate_schedule="epoch")
     for mode in (None, "paillier"):
         clf = ftl.FederatedLogisticRegression(
             encryption=mode, key_size=args.key_size, n_jobs=args.n_jobs, random_state=0, **fast
@@ -92,6 +93,7 @@ def main() -> None:
             random_state=0,
             max_iter=1,
             sigmoid=sigmoid,
+            optimizer="adam",  # exactly one pass over the rows (an L-BFGS pass costs the same)
         )
         t = time.perf_counter()
         clf.fit(sub_X, sub_y)

@@ -456,6 +456,10 @@ def test_transfer_version_and_estimator_mismatch(tmp_path):
         if key not in ftl.FederatedTransferClassifier().get_params():
             del doc["params"][key]
     lr_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="The 'optimizer' parameter of FederatedTransfer"):
+        ftl.load_model(lr_file)  # "lbfgs" (the LR default) is no transfer optimiser
+    doc["params"].update(optimizer="adam", tol=1e-2)  # values valid for both
+    lr_file.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="logistic-regression attributes in a transfer file"):
         ftl.load_model(lr_file)
 
