@@ -154,12 +154,65 @@ def test_masked_vector_packs_many_rows_per_decryption():
     np.testing.assert_allclose(peer.unmask(raw, state), v, atol=1e-8)
 
 
-def test_random_exponent_digits_are_in_range_and_unbiased():
-    from ftl.crypto.engine import _random_digits
+def test_random_exponent_bits_are_in_range_and_unbiased():
+    from ftl.crypto.engine import _random_bits
 
-    digits = _random_digits(2000, 1024, 10)
-    assert digits.shape == (2000, 103) and digits.min() >= 0 and digits.max() < 2**10
-    assert (digits[:, -1] < 2**4).all()  # only 4 of the top digit's bits are in range
-    exps = [sum(int(d) << (10 * i) for i, d in enumerate(row)) for row in digits[:50]]
-    assert all(0 <= e < 2**1024 for e in exps) and len(set(exps)) == 50
-    assert abs(digits[:, :-1].mean() / (2**10 - 1) - 0.5) < 0.01
+    bits = _random_bits(2000, 1021)
+    assert bits.shape == (2000, 1021) and set(np.unique(bits)) <= {0, 1}
+    exps = [sum(int(b) << t for t, b in enumerate(row)) for row in bits[:50]]
+    assert all(0 <= e < 2**1021 for e in exps) and len(set(exps)) == 50
+    assert abs(bits.mean() - 0.5) < 0.01
+    assert abs(bits[:, -1].mean() - 0.5) < 0.05  # the top bit is as random as the rest
+
+
+@pytest.mark.parametrize(
+    "exp_bits, window, n_tables", [(256, 12, 16), (200, 5, 3), (64, 3, 100), (17, 4, 2), (1, 1, 1)]
+)
+def test_comb_table_powers_match_powmod(small_keys, exp_bits, window, n_tables):
+    import random
+
+    import gmpy2
+
+    from ftl.crypto.engine import FixedBaseTable
+
+    pk, sk, enc = small_keys
+    m = mpz(sk.p) ** 2
+    table = FixedBaseTable(12345, m, exp_bits, window, n_tables)
+    rng = random.Random(exp_bits)
+    edges = [0, 1, 2 ** (exp_bits - 1), 2**exp_bits - 1]
+    for e in edges + [rng.getrandbits(exp_bits) for _ in range(30)]:
+        assert table.pow(e) == gmpy2.powmod(12345, e, m)
+    digits = table.random_digits(100)
+    assert digits.shape == (100, table.steps, table.n_tables)
+    assert digits.min() >= 0 and digits.max() < 2**window
+    with pytest.raises(ValueError, match="out of range"):
+        table.pow(2**exp_bits)
+
+
+def test_default_tables_are_small_and_cheap_for_2048_bit_keys():
+    # one prime's table of a 2048-bit key (modulus p**2 of 2048 bits, exponents of
+    # 1024): at most 2**16 residues (~20 MB) and at most 94 modular operations per
+    # power (what the former 11-bit windows cost with three times the memory)
+    from ftl.crypto.engine import FixedBaseTable
+
+    table = FixedBaseTable(3, mpz(2) ** 2048 - 159, 1024)
+    assert sum(len(t) for t in table.tables) <= 2**16
+    assert (table.steps - 1) + table.cols <= 94
+
+
+def test_workers_keep_few_keys_tables_and_drop_them_before_building(monkeypatch):
+    from ftl.crypto import scheme
+
+    kept = []
+    monkeypatch.setattr(scheme, "_WORKER_ENCRYPTORS", scheme.OrderedDict())
+
+    class Recorder:
+        def __init__(self, n, p, q, hs):
+            kept.append(len(scheme._WORKER_ENCRYPTORS))  # tables alive while building
+
+    monkeypatch.setattr(scheme, "CRTEncryptor", Recorder)
+    for n in [1, 2, 3, 4, 1, 5, 5, 2]:
+        scheme._worker_encryptor(n, 0, 0, 7)
+    assert max(kept) < scheme._WORKER_KEYS_KEPT
+    assert len(scheme._WORKER_ENCRYPTORS) == scheme._WORKER_KEYS_KEPT
+    assert list(scheme._WORKER_ENCRYPTORS) == [(1, 7), (5, 7), (2, 7)]  # least recent first

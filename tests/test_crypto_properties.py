@@ -7,15 +7,17 @@ drawn on purpose; a value outside its range must raise
 
 from __future__ import annotations
 
+import gmpy2
 import numpy as np
 import phe
 import pytest
+from gmpy2 import mpz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ftl.crypto import fixedpoint, packed
-from ftl.crypto.engine import CRTEncryptor, column_multiexp, djn_generator
+from ftl.crypto.engine import CRTEncryptor, FixedBaseTable, column_multiexp, djn_generator
 from ftl.crypto.keys import generate_keypair
 from ftl.crypto.scheme import (
     FEATURE_FRAC_BITS,
@@ -47,6 +49,12 @@ def own():
     return make_own_key("paillier", 1024, insecure_for_tests=True)
 
 
+@pytest.fixture(scope="module")
+def pooled_own():
+    # a pool smaller than some inputs: calls use pooled factors, on-demand ones or both
+    return make_own_key("paillier", 1024, insecure_for_tests=True, pool_capacity=24)
+
+
 @SETTINGS
 @given(st.lists(st.integers(min_value=-(2**200), max_value=2**200), min_size=1, max_size=8))
 def test_fast_encryption_decrypts_with_phe_including_negatives(keys, ints):
@@ -56,6 +64,34 @@ def test_fast_encryption_decrypts_with_phe_including_negatives(keys, ints):
         number = phe.EncryptedNumber(pk, int(c), 0)
         assert sk.decrypt(number) == v  # phe reads negatives as n - |v|
         assert int(c) != (1 + (v % pk.n) * pk.n) % pk.nsquare  # randomised
+
+
+@SETTINGS
+@given(st.integers(1, 300), st.integers(1, 8), st.integers(1, 20), st.data())
+def test_comb_table_matches_powmod_for_any_layout(keys, exp_bits, window, n_tables, data):
+    pk, sk, enc = keys
+    modulus = mpz(sk.q) ** 2
+    base = data.draw(st.integers(2, 2**64))
+    table = FixedBaseTable(base, modulus, exp_bits, window, n_tables)
+    exps = data.draw(st.lists(st.integers(0, 2**exp_bits - 1), min_size=1, max_size=6))
+    for e in exps:
+        assert table.pow(e) == gmpy2.powmod(base, e, modulus)
+
+
+_POOLED_SEEN: set[int] = set()
+
+
+@SETTINGS
+@given(hnp.arrays(np.float64, st.integers(1, 40), elements=VALUES))
+def test_pooled_encryption_decrypts_with_phe_and_never_repeats(pooled_own, values):
+    ct = pooled_own.encrypt(values)
+    pk, sk = pooled_own.public_key, pooled_own.private_key
+    ints = fixedpoint.encode(values, VALUE_FRAC_BITS)
+    for c, m in zip(ct.values, ints, strict=True):
+        assert sk.decrypt(phe.EncryptedNumber(pk, int(c), 0)) == int(m)
+        assert int(c) != (1 + (int(m) % pk.n) * pk.n) % pk.nsquare  # randomised
+        assert int(c) not in _POOLED_SEEN  # no factor is used twice, across calls too
+        _POOLED_SEEN.add(int(c))
 
 
 @SETTINGS

@@ -19,14 +19,22 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import gmpy2
 import numpy as np
 from gmpy2 import mpz
 from joblib import Parallel, delayed, effective_n_jobs
+from joblib.parallel import BACKENDS, get_active_backend
 
-from ftl.crypto import fixedpoint
-from ftl.crypto.engine import CRTEncryptor, column_multiexp, djn_generator, random_unit
+from ftl.crypto import fixedpoint, pool
+from ftl.crypto.engine import (
+    CRTEncryptor,
+    column_multiexp,
+    djn_generator,
+    encrypt_with_factors,
+    random_unit,
+)
 from ftl.crypto.keys import generate_keypair, key_id
 from ftl.federation.messages import CiphertextArray, PlainArray
 
@@ -86,24 +94,78 @@ class PaillierOwnKey:
         Allow keys below 2048 bits.
     n_jobs : int or None
         joblib workers for encrypting long vectors.
+    pool_capacity : int or None, default=None
+        Random factors precomputed in a background process
+        (:class:`~ftl.crypto.pool.RandomnessPool`); 0 switches the pool off. ``None``:
+        :data:`ftl.crypto.pool.DEFAULT_CAPACITY` when ``n_jobs`` asks for parallel
+        work (not ``None`` or 1) under a local joblib backend (loky, threading,
+        multiprocessing), else off -- under ``parallel_config(backend="dask")`` the
+        encryptions go to the cluster as before.
     """
 
     scheme = "paillier"
+    # Class-level defaults: a key restored by ``ftl.persistence`` is made without
+    # ``__init__``.
+    pool_capacity: int | None = None
+    _pool: pool.RandomnessPool | None = None
+    _encryptor: CRTEncryptor | None = None
 
-    def __init__(self, key_size: int, insecure_for_tests: bool = False, n_jobs: int | None = None):
+    def __init__(
+        self,
+        key_size: int,
+        insecure_for_tests: bool = False,
+        n_jobs: int | None = None,
+        pool_capacity: int | None = None,
+    ):
         self.public_key, self.private_key = generate_keypair(key_size, insecure_for_tests)
         self.n = self.public_key.n
         self.hs = djn_generator(self.n, self.private_key.p, self.private_key.q)
         self.key_id = key_id(self.public_key)
         self.width = (2 * self.n.bit_length() + 7) // 8
         self.n_jobs = n_jobs
-        self._encryptor: CRTEncryptor | None = None
+        self.pool_capacity = pool_capacity
+        self._encryptor = None
+        self._pool = None
+        # the first factors are made while the parties exchange keys and set up
+        if self.randomness_pool is not None:
+            self.randomness_pool.refill()
+
+    def __getstate__(self) -> dict:
+        # Never pickle (or copy) pooled factors: two copies could use the same one.
+        # The tables are rebuilt where they are needed.
+        state = dict(self.__dict__)
+        state.pop("_pool", None)
+        state.pop("_encryptor", None)
+        return state
 
     @property
     def encryptor(self) -> CRTEncryptor:
         if self._encryptor is None:
             self._encryptor = CRTEncryptor(self.n, self.private_key.p, self.private_key.q, self.hs)
         return self._encryptor
+
+    @property
+    def randomness_pool(self) -> pool.RandomnessPool | None:
+        """This key's pool of precomputed random factors, or ``None`` when off.
+
+        Whether it is on may change with the active joblib backend (see
+        ``pool_capacity``); a pool switched off keeps its factors for later.
+        """
+        capacity = self._pool_capacity()
+        if capacity <= 0:
+            return None
+        if self._pool is None or self._pool.closed:
+            sk = self.private_key
+            produce = partial(_random_factors_in_worker, int(self.n), sk.p, sk.q, int(self.hs))
+            self._pool = pool.RandomnessPool(produce, capacity)
+        self._pool.capacity = capacity
+        return self._pool
+
+    def _pool_capacity(self) -> int:
+        if self.pool_capacity is not None:
+            return max(0, int(self.pool_capacity))
+        parallel = self.n_jobs not in (None, 1) and _local_joblib_backend()
+        return pool.DEFAULT_CAPACITY if parallel else 0
 
     def public(self) -> dict:
         """Public key material for the key exchange message."""
@@ -122,18 +184,34 @@ class PaillierOwnKey:
         return self.encrypt_integers(list(ints.reshape(-1)), values.shape)
 
     def encrypt_integers(self, ints: list[int], shape: tuple[int, ...]) -> CiphertextArray:
-        """Encrypt signed integers (already encoded and range-checked by the caller)."""
+        """Encrypt signed integers (already encoded and range-checked by the caller).
+
+        Random factors come from the key's pool first (each used once), and the
+        pool starts refilling for the next call at once (in a background process at
+        the lowest CPU priority, so it only uses cores left idle); the factors it
+        lacked are computed now, in joblib workers for long vectors.
+        """
         plain = [int(v) % self.n for v in ints]
+        randomness = self.randomness_pool
+        factors = []
+        if randomness is not None:
+            factors = randomness.take(len(plain))
+            randomness.refill()
+        cts = encrypt_with_factors(plain[: len(factors)], factors, self.n)
+        cts += self._encrypt_on_demand(plain[len(factors) :])
+        return CiphertextArray(_object_array(cts).reshape(shape), self.key_id, self.width)
+
+    def _encrypt_on_demand(self, plain: list[int]) -> list[mpz]:
+        if not plain:
+            return []  # never build the tables for nothing
         chunks = _chunks(plain, self.n_jobs)
         if len(chunks) > 1:
             sk = self.private_key
             parts = Parallel(n_jobs=self.n_jobs)(
                 delayed(_encrypt_in_worker)(self.n, sk.p, sk.q, self.hs, c) for c in chunks
             )
-            cts = [x for part in parts for x in part]
-        else:
-            cts = self.encryptor.encrypt_ints(plain)
-        return CiphertextArray(_object_array(cts).reshape(shape), self.key_id, self.width)
+            return [x for part in parts for x in part]
+        return self.encryptor.encrypt_ints(plain)
 
     def _check_headroom(self, bits: int) -> None:
         if bits + MASK_SLACK_BITS + 2 >= self.n.bit_length():
@@ -440,11 +518,13 @@ def make_own_key(
     key_size: int,
     insecure_for_tests: bool = False,
     n_jobs: int | None = None,
+    pool_capacity: int | None = None,
 ) -> OwnKey:
+    """This party's key for ``encryption`` (``pool_capacity``: see :class:`PaillierOwnKey`)."""
     if encryption is None:
         return PlainOwnKey()
     if encryption == "paillier":
-        return PaillierOwnKey(key_size, insecure_for_tests, n_jobs)
+        return PaillierOwnKey(key_size, insecure_for_tests, n_jobs, pool_capacity)
     raise ValueError(f"encryption must be 'paillier' or None, got {encryption!r}")
 
 
@@ -503,25 +583,45 @@ def _decrypt_chunk(private_key, values: list[int]) -> list[int]:
     return [int(private_key.raw_decrypt(c)) for c in values]
 
 
-_WORKER_ENCRYPTORS: OrderedDict[int, CRTEncryptor] = OrderedDict()
-#: Keys whose tables a worker keeps. A 2048-bit key's tables take ~120 MB; a fit
-#: alternates between two keys (guest's and host's in a simulation) and every fit
-#: makes new ones. Two also keeps a worker below loky's 300 MB memory-leak check,
-#: which would otherwise restart it (and its tables would be rebuilt).
-_WORKER_KEYS_KEPT = 2
+_WORKER_ENCRYPTORS: OrderedDict[tuple[int, int], CRTEncryptor] = OrderedDict()
+#: Keys whose tables a worker keeps, least recently used dropped first. A 2048-bit
+#: key's tables take ~40 MB (~60 MB at 3072 bits); a simulated fit alternates
+#: between the guest's and the hosts' keys, and every fit makes new ones. Three
+#: keys' tables stay far below loky's memory-leak check, which restarts a worker
+#: whose memory grew by 300 MB since its first task (the restarted worker would
+#: rebuild its tables: seconds per epoch with 2048-bit keys).
+_WORKER_KEYS_KEPT = 3
+
+
+def _worker_encryptor(n: int, p: int, q: int, hs: int) -> CRTEncryptor:
+    """This process's encryptor for a key: tables built once, reused across calls."""
+    cache_key = (int(n), int(hs))
+    enc = _WORKER_ENCRYPTORS.get(cache_key)
+    if enc is not None:
+        _WORKER_ENCRYPTORS.move_to_end(cache_key)
+        return enc
+    # drop old tables before building new ones: never more than _WORKER_KEYS_KEPT
+    while len(_WORKER_ENCRYPTORS) >= _WORKER_KEYS_KEPT:
+        _WORKER_ENCRYPTORS.popitem(last=False)
+    enc = _WORKER_ENCRYPTORS[cache_key] = CRTEncryptor(n, p, q, hs)
+    return enc
 
 
 def _encrypt_in_worker(n: int, p: int, q: int, hs: int, chunk: list[int]) -> list[mpz]:
-    # Workers are this party's own processes; the fixed-base tables are built once
-    # per worker and key and reused across calls, least recently used dropped first.
-    enc = _WORKER_ENCRYPTORS.get(n)
-    if enc is None:
-        enc = _WORKER_ENCRYPTORS[n] = CRTEncryptor(n, p, q, hs)
-        while len(_WORKER_ENCRYPTORS) > _WORKER_KEYS_KEPT:
-            _WORKER_ENCRYPTORS.popitem(last=False)
-    else:
-        _WORKER_ENCRYPTORS.move_to_end(n)
-    return enc.encrypt_ints(chunk)
+    # Workers are this party's own processes (they hold p and q only in memory).
+    return _worker_encryptor(n, p, q, hs).encrypt_ints(chunk)
+
+
+def _random_factors_in_worker(n: int, p: int, q: int, hs: int, count: int) -> list[mpz]:
+    """Fresh DJN factors ``hs**a`` for a key's :class:`~ftl.crypto.pool.RandomnessPool`."""
+    return _worker_encryptor(n, p, q, hs).random_factors(count)
+
+
+def _local_joblib_backend() -> bool:
+    """Whether joblib's active backend runs on this machine (not e.g. dask)."""
+    backend, _ = get_active_backend()
+    local = ("loky", "threading", "multiprocessing", "sequential")
+    return isinstance(backend, tuple(BACKENDS[name] for name in local if name in BACKENDS))
 
 
 def _parallel_columns(cts: list[mpz], exps: np.ndarray, modulus: mpz, n_jobs: int | None) -> list:
