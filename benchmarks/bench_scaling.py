@@ -68,7 +68,8 @@ def main() -> None:
         for n in args.lr_sizes:
             params = dict(
                 sigmoid=sigmoid,
-                optimizer="adam",  # batches of 1 000 rows, as recorded in RESULTS.md
+                optimizer="adam",  # mini-batches of a fixed size, see the docstring
+                batch_size=args.batch_size,
                 max_iter=2,
                 tol=0.0,
                 random_state=0,

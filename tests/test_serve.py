@@ -284,6 +284,31 @@ def test_policy_checks_every_key_in_an_open_message():
         )
 
 
+def test_policy_can_refuse_lbfgs_and_its_inner_products():
+    """A host that will not reveal the inner products of its weight and gradient
+    changes (docs/protocols.md §3.8) admits LR only with the mini-batch optimisers."""
+    strict = Policy.from_dict({"allow_lbfgs": False, "peers": [{"identity": "bank"}]})
+    assert strict.allow_lbfgs is False and Policy().allow_lbfgs is True
+    rule = strict.peer("bank")
+
+    def lr_open(optimizer):
+        params = {"encryption": "paillier", "key_size": 2048, "optimizer": optimizer}
+        return Message(
+            "lr.open",
+            {
+                "params": params,
+                "public_keys": {},
+                "alignment": "x",
+                "positions": np.zeros(1, dtype=np.int64),
+            },
+        )
+
+    with pytest.raises(PolicyError, match="optimizer='lbfgs'.*not allowed"):
+        strict.check_open(rule, "lr.host.open", lr_open("lbfgs"))
+    strict.check_open(rule, "lr.host.open", lr_open("adam"))
+    Policy(peers={"bank": PeerRule("bank")}).check_open(rule, "lr.host.open", lr_open("lbfgs"))
+
+
 def test_config_file_is_read_and_checked(tmp_path, certs):
     csv = tmp_path / "shop.csv"
     csv.write_text("id,a,b\n1,0.5,1\n2,0.1,2\n")

@@ -108,6 +108,11 @@ class Policy:
         with insecure test keys. Never in production.
     min_intersection : int, default=100
         Smallest intersection the PSI host accepts; 0 disables the check.
+    allow_lbfgs : bool, default=True
+        Accept logistic-regression training with ``optimizer="lbfgs"``, in which the
+        host reveals per iteration the inner products of its own weight and gradient
+        changes (docs/protocols.md §3.8). ``False`` admits only the mini-batch
+        optimisers, which reveal two weight norms per epoch.
     state_path : path, optional
         JSON file that keeps the alignment counts across restarts.
     """
@@ -116,6 +121,7 @@ class Policy:
     min_key_size: int = 2048
     allow_plaintext: bool = False
     min_intersection: int = 100
+    allow_lbfgs: bool = True
     state_path: str | Path | None = None
 
     def __post_init__(self):
@@ -135,6 +141,7 @@ class Policy:
             "min_key_size",
             "allow_plaintext",
             "min_intersection",
+            "allow_lbfgs",
             "max_alignments_per_day",
             "protocols",
             "columns",
@@ -178,6 +185,7 @@ class Policy:
             min_key_size=int(table.get("min_key_size", 2048)),
             allow_plaintext=bool(table.get("allow_plaintext", False)),
             min_intersection=int(table.get("min_intersection", 100)),
+            allow_lbfgs=bool(table.get("allow_lbfgs", True)),
             state_path=state_path,
         )
         if policy.min_key_size < 1024 and not policy.allow_plaintext:
@@ -213,6 +221,12 @@ class Policy:
                 self._plaintext(rule, "encryption=None")
             if params.get("insecure_for_tests"):
                 self._plaintext(rule, "insecure test keys")
+            if params.get("optimizer") == "lbfgs" and not self.allow_lbfgs:
+                raise PolicyError(
+                    "optimizer='lbfgs' (the host reveals inner products of its weight and "
+                    "gradient changes every iteration) is not allowed by this host's policy "
+                    f"(peer {rule.identity!r}); train with optimizer='adam' or 'sgd'"
+                )
             size = params.get("key_size")
             if params.get("encryption") is not None and isinstance(size, int):
                 self._key_bits(rule, size, "the requested key size")

@@ -226,6 +226,7 @@ class PartyServer:
             "min_key_size": self.policy.min_key_size,
             "allow_plaintext": self.policy.allow_plaintext,
             "min_intersection": self.policy.min_intersection,
+            "allow_lbfgs": self.policy.allow_lbfgs,
             "max_message_bytes": self.max_message_bytes,
         }
         return json.dumps(info).encode("utf-8")
