@@ -418,7 +418,12 @@ class LogisticGuest:
         for h in self.hosts:
             reply = self.channel.call(h.endpoint, "lr.host.accept", request)
             part = reply["gram"] if reply.type == msg.GRAM.name else None
-            if part is None or part.shape != gram.shape or not np.isfinite(part).all():
+            if (
+                part is None
+                or part.shape != gram.shape
+                or reply["delta_sq"].shape != (2,)
+                or not (np.isfinite(part).all() and np.isfinite(reply["delta_sq"]).all())
+            ):
                 raise ValueError(f"{h.name!r} sent a malformed Gram matrix")
             gram = gram + part
             delta += float(reply["delta_sq"][0])
