@@ -824,7 +824,10 @@ def _build(a: _Analysis, title: str) -> tuple[str, list[_Section]]:
         if n_iter is not None and np.ndim(n_iter) == 0:  # one model (transfer)
             summary.append(("Epochs", str(int(n_iter))))
         elif n_iter is not None:  # one binary model per class (logistic regression)
-            summary.append(("Epochs per binary model", ", ".join(str(int(n)) for n in n_iter)))
+            optimizer = getattr(est, "optimizer", "lbfgs")
+            unit = "L-BFGS iterations" if optimizer == "lbfgs" else "Epochs"
+            summary.append((f"{unit} per binary model", ", ".join(str(int(n)) for n in n_iter)))
+            summary.append(("Optimiser", f"`{optimizer}`"))
     sections.append(_Section("Summary", [_Table(("item", "value"), summary)]))
 
     if warnings:

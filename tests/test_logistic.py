@@ -365,6 +365,27 @@ def _report_row(clf, text: str) -> str:
     return line
 
 
+def test_driver_refuses_a_malformed_gram_matrix(breast, monkeypatch):
+    """A host answering lr.accept with a Gram matrix of the wrong size, or with a
+    non-finite entry, stops the fit with a clear error instead of a wrong direction."""
+    from ftl.federation.service import operation
+    from ftl.linear_model.host import LogisticHost
+
+    X, y = breast
+    accept = LogisticHost.accept
+
+    for corrupt in (lambda g: g[:-1, :-1], lambda g: np.where(g == g.max(), np.nan, g)):
+
+        def bad_accept(self, request, corrupt=corrupt):
+            reply = accept(self, request)
+            reply.fields["gram"] = corrupt(reply["gram"])
+            return reply
+
+        monkeypatch.setattr(LogisticHost, "accept", operation(bad_accept))
+        with pytest.raises(ValueError, match="malformed Gram matrix"):
+            ftl.FederatedLogisticRegression(encryption=None, max_iter=3).fit(X, y)
+
+
 def test_plaintext_mode_is_recorded_as_plaintext(breast):
     X, y = breast
     clf = ftl.FederatedLogisticRegression(encryption=None, max_iter=1).fit(X[:100], y[:100])
