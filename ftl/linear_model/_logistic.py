@@ -101,7 +101,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         one host, "taylor" with several.
     sigmoid_degree : int, default=5
         ``K`` for ``sigmoid="poly"``.
-    sigmoid_radius : float, default=6.0
+    sigmoid_radius : float, default=5.0
         ``R`` for ``sigmoid="poly"``: host margins are clipped (smoothly) to
         ``[-R, R]``; the model trained is ``sigmoid(u_guest + c(u_host))``.
     encryption : {"paillier"} or None, default="paillier"
@@ -198,7 +198,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         optimizer="lbfgs",
         sigmoid="auto",
         sigmoid_degree=5,
-        sigmoid_radius=6.0,
+        sigmoid_radius=5.0,
         encryption="paillier",
         key_size=DEFAULT_KEY_SIZE,
         insecure_for_tests=False,
