@@ -13,7 +13,9 @@ polynomial). Per batch (see docs/protocols.md):
 3. host gradient: each host computes the masked sum of its cross terms on every
    other party's columns (the guest's and, with several hosts, the other hosts',
    relayed by the driver), that party decrypts, the masked values go back;
-4. every party steps its own weights with its own optimiser.
+4. Adam/SGD: every party steps its own weights with its own optimiser. L-BFGS
+   (default; every batch is all rows): every party forms its gradient; the driver
+   assembles the next direction from the parties' Gram matrices (``_fit_lbfgs``).
 
 No party holds another's private key; there is no arbiter.
 """

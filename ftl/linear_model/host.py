@@ -5,14 +5,21 @@ Message sequence per batch, as seen from a host H (see docs/protocols.md):
 1. ``contribution``: H computes its margins ``u_H = X_H w_H`` on the batch and
    returns its columns of the residual, encrypted under its own key:
    ``[[u_H]]_H`` (Taylor-1) or ``[[s]], [[s**2]], ..., [[s**K]]`` with
-   ``s = clip(u_H / R, -1, 1)`` (two-party polynomial, see ``_sigmoid``).
+   ``s = c(u_H) / R``, ``c`` a smooth clip to ``[-R, R]`` (two-party polynomial,
+   see ``_sigmoid``).
 2. ``cross``: for every other party Q, H receives Q's encrypted columns
    ``[[c_Q,k]]_Q`` and returns ``[[(X_H * w_k).T c_Q,k + r_k]]_Q`` (masked,
-   re-randomised), with its own per-row weights ``w_k``, for Q to decrypt.
+   re-randomised), with its own per-row weights ``w_k`` (times ``c'(u_H)``), for
+   Q to decrypt.
 3. ``decrypt``: H decrypts the masked cross terms other parties computed on its
    ciphertexts and returns them still masked.
 4. ``update``: H receives its own masked cross terms back as plaintext, removes
-   its masks and takes a gradient step on its own weights.
+   its masks and forms its gradient. Adam/SGD: it steps its own weights. L-BFGS
+   (a pass over all rows): it answers with its part ``g_H . d_H`` of the slope.
+
+L-BFGS adds, per iteration, ``accept`` (H makes its weights the base point and
+returns the inner products of its own blocks of the basis vectors) and ``move``
+(H steps to ``base + t d_H`` with the driver's coefficients).
 
 The host never sees the labels, the guest's features or weights, or any
 unmasked per-sample value of another party.
