@@ -39,8 +39,8 @@ from ftl.crypto.scheme import (
     MaskState,
     PaillierOwnKey,
     PaillierPeerKey,
-    _object_array,
-    _parallel_columns,
+    object_array,
+    parallel_columns,
 )
 from ftl.federation.messages import CiphertextArray, PlainArray
 
@@ -192,7 +192,7 @@ def masked_combination(peer, pieces, plain, width: int, n_rows: int, dim: int):
             cts = [mpz(int(c)) for c in ct.values[:, t]]
             if any(not 0 < c < n2 for c in cts):
                 raise ValueError("ciphertext out of range for the peer's key")
-            cols = _parallel_columns(cts, ints, n2, peer.n_jobs)
+            cols = parallel_columns(cts, ints, n2, peer.n_jobs)
             for k in range(m):
                 acc[k * n_ct + t] = acc[k * n_ct + t] * cols[k] % n2
     value_bits = _value_bits(width)
@@ -213,7 +213,7 @@ def masked_combination(peer, pieces, plain, width: int, n_rows: int, dim: int):
     out = [c * (1 + (p % n) * n) % n2 for c, p in zip(acc, packed_plain, strict=True)]
     out = peer.rerandomize(out)
     return (
-        CiphertextArray(_object_array(out), peer.key_id, peer.width),
+        CiphertextArray(object_array(out), peer.key_id, peer.width),
         MaskState(masks, RESULT_FRAC_BITS, width),
     )
 
@@ -267,7 +267,7 @@ def offset_combination(peer, ct, exps: np.ndarray, width: int, dim: int):
     cts = [mpz(int(c)) for c in ct.values[:, 0]]
     if any(not 0 < c < n2 for c in cts):
         raise ValueError("ciphertext out of range for the peer's key")
-    cols = _parallel_columns(cts, ints, n2, peer.n_jobs)
+    cols = parallel_columns(cts, ints, n2, peer.n_jobs)
     group = per_ct // dim
     offset = 1 << _value_bits(width)
     shift = mpz(1) << (width * dim)
@@ -281,7 +281,7 @@ def offset_combination(peer, ct, exps: np.ndarray, width: int, dim: int):
             acc = pow(acc, shift, n2) * cols[k] % n2
             off = (off << (width * dim)) + unit
         packed.append(acc * (1 + off * n) % n2)
-    return CiphertextArray(_object_array(peer.rerandomize(packed)), peer.key_id, peer.width)
+    return CiphertextArray(object_array(peer.rerandomize(packed)), peer.key_id, peer.width)
 
 
 def decrypt_offset(own, ct, width: int, dim: int, m: int) -> np.ndarray:

@@ -48,6 +48,8 @@ __all__ = [
     "PlainOwnKey",
     "PlainPeerKey",
     "make_own_key",
+    "object_array",
+    "parallel_columns",
     "peer_key_from_public",
     "public_key_json",
 ]
@@ -199,7 +201,7 @@ class PaillierOwnKey:
             randomness.refill()
         cts = encrypt_with_factors(plain[: len(factors)], factors, self.n)
         cts += self._encrypt_on_demand(plain[len(factors) :])
-        return CiphertextArray(_object_array(cts).reshape(shape), self.key_id, self.width)
+        return CiphertextArray(object_array(cts).reshape(shape), self.key_id, self.width)
 
     def _encrypt_on_demand(self, plain: list[int]) -> list[mpz]:
         if not plain:
@@ -365,7 +367,7 @@ class PaillierPeerKey:
             raise fixedpoint.FixedPointOverflowError("key too small for the masked gradient")
         masks = [(1 << value_bits) + secrets.randbits(mask_bits) for _ in total]
         packed = self.rerandomize(self._pack_masked(total, masks, slot_bits, per_ct))
-        out = CiphertextArray(_object_array(packed), self.key_id, self.width)
+        out = CiphertextArray(object_array(packed), self.key_id, self.width)
         return out, MaskState(masks, VALUE_FRAC_BITS + FEATURE_FRAC_BITS, slot_bits)
 
     def _cross_columns(self, features: np.ndarray, ct: CiphertextArray) -> list[mpz]:
@@ -378,7 +380,7 @@ class PaillierPeerKey:
         for c in cts:
             if not 0 < c < self.nsquare:
                 raise ValueError("ciphertext out of range for the peer's key")
-        return _parallel_columns(cts, encode_features(features), self.nsquare, self.n_jobs)
+        return parallel_columns(cts, encode_features(features), self.nsquare, self.n_jobs)
 
     def masked_vector(self, ct: CiphertextArray) -> tuple[CiphertextArray, MaskState]:
         """``[[v + r]]`` for the key owner to decrypt (prediction), packed.
@@ -404,7 +406,7 @@ class PaillierPeerKey:
             raise fixedpoint.FixedPointOverflowError("key too small for masked margins")
         masks = [(1 << value_bits) + secrets.randbits(value_bits + MASK_SLACK_BITS) for _ in flat]
         packed = self._pack_masked(flat, masks, slot_bits, per_ct)
-        out = CiphertextArray(_object_array(packed), self.key_id, self.width)
+        out = CiphertextArray(object_array(packed), self.key_id, self.width)
         return out, MaskState(masks, VALUE_FRAC_BITS, slot_bits)
 
     def _pack_masked(
@@ -558,7 +560,8 @@ def peer_key_from_public(
 
 
 # -------------------------------------------------------------------- helpers
-def _object_array(values: list) -> np.ndarray:
+def object_array(values: list) -> np.ndarray:
+    """A 1-d object array of Python ints (ciphertexts or decrypted integers)."""
     out = np.empty(len(values), dtype=object)
     out[:] = [int(v) for v in values]
     return out
@@ -624,7 +627,8 @@ def _local_joblib_backend() -> bool:
     return isinstance(backend, tuple(BACKENDS[name] for name in local if name in BACKENDS))
 
 
-def _parallel_columns(cts: list[mpz], exps: np.ndarray, modulus: mpz, n_jobs: int | None) -> list:
+def parallel_columns(cts: list[mpz], exps: np.ndarray, modulus: mpz, n_jobs: int | None) -> list:
+    """``column_multiexp`` over groups of columns in joblib workers (one call if small)."""
     n_cols = exps.shape[1]
     if not n_jobs or n_jobs == 1 or n_cols < 2 or len(cts) < _CHUNK:
         return column_multiexp(cts, exps, modulus)
