@@ -32,12 +32,13 @@ import time
 import traceback
 from concurrent import futures
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ftl.data.party import DerivedParty, Party
-from ftl.federation.messages import FORMAT_VERSION, MessageError, decode
+from ftl.federation.messages import FORMAT_VERSION, MessageError
 from ftl.federation.policy import PeerRule, Policy, PolicyError
 from ftl.federation.service import ProtocolError
 from ftl.federation.tls import TLSConfig
@@ -429,9 +430,9 @@ class PartyServer:
         try:
             with self._audit_lock:
                 self.transcript.record_encoded(session, rule.identity, party.name, payload)
-            if op.endswith(".open"):
-                self.policy.check_open(rule, op, decode(payload, self.max_message_bytes))
-            reply = party.endpoint.handle(session, op, payload)
+            # session-opening requests pass the policy first (decoded once, by the service)
+            check = partial(self.policy.check_open, rule) if op.endswith(".open") else None
+            reply = party.endpoint.handle(session, op, payload, check=check)
             if len(reply) > self.max_message_bytes:
                 raise MessageError(f"reply of {len(reply)} bytes exceeds the limit")
             with self._audit_lock:

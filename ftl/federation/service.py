@@ -52,12 +52,26 @@ class PartyService:
         self.max_message_bytes = max_message_bytes
         self._sessions: dict[tuple[str, str], Any] = {}
 
-    def handle(self, session: str, op: str, payload: bytes) -> bytes:
+    def handle(
+        self,
+        session: str,
+        op: str,
+        payload: bytes,
+        check: Callable[[str, Message], None] | None = None,
+    ) -> bytes:
+        """Decode ``payload``, run ``op`` in ``session`` and return the encoded reply.
+
+        ``check(op, request)``, if given, sees the decoded request first and may
+        raise to refuse it (the server's policy checks of session-opening requests),
+        so a payload is decoded once.
+        """
         role_name, _, method = op.rpartition(".")
         cls = _ROLES.get(role_name)
         if cls is None:
             raise ProtocolError(f"{self.name}: unknown protocol role {role_name!r}")
         request = decode(payload, self.max_message_bytes)
+        if check is not None:
+            check(op, request)
         key = (session, role_name)
         if method == "open":
             if key in self._sessions:
