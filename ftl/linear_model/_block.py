@@ -79,9 +79,12 @@ class WeightBlock:
         return delta, norm
 
     # ------------------------------------------------------------------ L-BFGS
-    def accept(self, keep_pair: bool, clear_memory: bool) -> np.ndarray:
-        """L-BFGS: make the current weights the base point; partial Gram matrix."""
-        return self._quasi_newton().accept(self.weights, keep_pair, clear_memory)
+    def accept(self, keep_pair: bool, clear_memory: bool) -> tuple[np.ndarray, float, float]:
+        """L-BFGS: close the iteration (:meth:`end_epoch`) and make the current
+        weights the base point; the partial Gram matrix and the two squared norms."""
+        delta, norm = self.end_epoch()
+        gram = self._quasi_newton().accept(self.weights, keep_pair, clear_memory)
+        return gram, delta, norm
 
     def move(self, coefficients: np.ndarray, step: float) -> None:
         """L-BFGS: go to the trial point ``base + step * d`` of the new direction."""

@@ -121,10 +121,6 @@ class LocalPolynomial:
         )
         return clipped / r
 
-    def clip_slope(self, u_host: np.ndarray) -> np.ndarray:
-        """``c'(u_H)``: 1 inside, 0 beyond ``R + h``, linear in between."""
-        return np.clip((self.radius + self.knee - np.abs(u_host)) / (2 * self.knee), 0.0, 1.0)
-
     def guest_values(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
         a = self.coefficients(u_guest)
         a[:, 0] -= y
@@ -148,7 +144,8 @@ class LocalPolynomial:
         return np.column_stack([s**k for k in range(self.degree + 1)])
 
     def host_chain(self, u_host: np.ndarray) -> np.ndarray:
-        """Per-row factor of the host's gradient: ``c'(u_H)``, the slope of the clip.
+        """Per-row factor of the host's gradient: ``c'(u_H)``, the slope of the clip
+        (1 inside, 0 beyond ``R + h``, linear in between).
 
         The model trained is ``sigmoid(u_G + c(u_H))``; its gradient in the host's
         weights is ``X_H.T (residual * c'(u_H))``. Rows far beyond the radius stop
@@ -156,7 +153,7 @@ class LocalPolynomial:
         their residual vanishes), and the approximated gradient stays the gradient
         of one smooth objective, which L-BFGS needs.
         """
-        return self.clip_slope(u_host)
+        return np.clip((self.radius + self.knee - np.abs(u_host)) / (2 * self.knee), 0.0, 1.0)
 
     def loss_guest(self, u_guest: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-row polynomial in ``s`` closest to the log-loss at ``u_G + R s``: its

@@ -277,7 +277,6 @@ class LogisticGuest:
     # ------------------------------------------------------------------ training loop
     def fit(self, max_iter: int, tol: float, batch_size: int | None) -> TrainingResult:
         self._open_sessions()
-        n = len(self.positions)
         mode = self.params["encryption"] or "plaintext"
         self.bar = tqdm(
             total=1,
@@ -290,6 +289,7 @@ class LogisticGuest:
             if self.lbfgs:
                 history = self._fit_lbfgs(max_iter, tol)
             else:
+                n = len(self.positions)
                 bs = n if batch_size is None else min(int(batch_size), n)
                 history = self._fit_epochs(max_iter, tol, bs)
             model_id = uuid.uuid4().hex
@@ -351,8 +351,7 @@ class LogisticGuest:
                     "lr.host.epoch_end",
                     Message(msg.EPOCH_END.name, {"epoch": epoch}),
                 )
-                delta += float(reply["delta_sq"][0])
-                norm += float(reply["delta_sq"][1])
+                delta, norm = _add_weight_change(reply, delta, norm, h.name)
             self.bar.total = n_batches * (epoch + 2)  # grows until convergence
             self.bar.refresh()
             if self._record(history, started, delta, norm, loss) < tol:
@@ -412,24 +411,17 @@ class LogisticGuest:
 
     def _accept(self, keep_pair: bool, clear_memory: bool) -> tuple[np.ndarray, float, float]:
         """Every party makes its trial point the base; summed Gram matrix and norms."""
-        delta, norm = self.block.end_epoch()
-        gram = self.block.accept(keep_pair, clear_memory)
+        gram, delta, norm = self.block.accept(keep_pair, clear_memory)
         request = Message(
             msg.ACCEPT.name, {"keep_pair": int(keep_pair), "clear_memory": int(clear_memory)}
         )
         for h in self.hosts:
             reply = self.channel.call(h.endpoint, "lr.host.accept", request)
             part = reply["gram"] if reply.type == msg.GRAM.name else None
-            if (
-                part is None
-                or part.shape != gram.shape
-                or reply["delta_sq"].shape != (2,)
-                or not (np.isfinite(part).all() and np.isfinite(reply["delta_sq"]).all())
-            ):
+            if part is None or part.shape != gram.shape or not np.isfinite(part).all():
                 raise ValueError(f"{h.name!r} sent a malformed Gram matrix")
             gram = gram + part
-            delta += float(reply["delta_sq"][0])
-            norm += float(reply["delta_sq"][1])
+            delta, norm = _add_weight_change(reply, delta, norm, h.name)
         return gram, delta, norm
 
     def _move(self, coefficients: np.ndarray, step: float) -> None:
@@ -440,6 +432,14 @@ class LogisticGuest:
         )
         for h in self.hosts:
             self.channel.call(h.endpoint, "lr.host.move", request)
+
+
+def _add_weight_change(reply: Message, delta: float, norm: float, sender: str):
+    """Add a host's ``||Δw_H||²`` and ``||w_H||²`` (its ``delta_sq`` field) to the totals."""
+    pair = reply["delta_sq"]
+    if pair.shape != (2,) or not np.isfinite(pair).all():
+        raise ValueError(f"{sender!r} sent a malformed pair of weight norms")
+    return delta + float(pair[0]), norm + float(pair[1])
 
 
 def _scalar(reply: Message, kind: str, field_name: str, sender: str) -> float:

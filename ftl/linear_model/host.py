@@ -220,8 +220,9 @@ class LogisticHost:
         matrix holds only inner products of this host's own blocks of weight and
         gradient changes (docs/protocols.md §3.8), never per-sample values.
         """
-        delta, norm = self.block.end_epoch()
-        gram = self.block.accept(bool(request["keep_pair"]), bool(request["clear_memory"]))
+        gram, delta, norm = self.block.accept(
+            bool(request["keep_pair"]), bool(request["clear_memory"])
+        )
         return Message(msg.GRAM.name, {"gram": gram, "delta_sq": np.array([delta, norm])})
 
     @operation
