@@ -25,8 +25,15 @@ Example (paths are relative to the file)::
     [policy]
     min_key_size = 2048
     min_intersection = 100
-    max_alignments_per_day = 10
     protocols = ["psi", "lr", "transfer", "preprocessing"]
+    # n_jobs = 1                   # this host's own parallelism (the driver's is ignored)
+    # privacy budget (safe defaults; see ftl.federation.budget.BudgetLimits and
+    # docs/howto/deploy.md), any of them also per peer; -1 means no limit:
+    # max_alignments_per_day = 50
+    # min_fit_rows = 100
+    # max_fits_per_day = 200
+    # min_prediction_rows = 20
+    # score_ids = false
 
     [[policy.peers]]
     identity = "bank"            # common name of the bank's client certificate

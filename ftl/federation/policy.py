@@ -14,8 +14,13 @@ driver:
 - **encryption**: minimum Paillier key size for every key in a session, and no
   plaintext (``encryption=None``) or insecure-test-key sessions unless allowed;
 - **intersection**: a minimum intersection size, which the PSI host enforces
-  before the guest can learn the intersection (see :mod:`ftl.psi.host`);
-- **rate**: at most so many alignments per peer per 24 hours.
+  before the guest can learn the intersection or its size (see :mod:`ftl.psi.host`);
+- **privacy budget** (:mod:`ftl.federation.budget`): per peer, minimum rows per
+  fit, batch, prediction request and fitted transformer; fits, prediction
+  requests, rows scored, transformers and alignments per day (fits and
+  predictions also per alignment); caps on the resources a peer may ask for --
+  all enforced by the host's own protocol roles and persisted across restarts;
+- **resources**: the host's own ``n_jobs``, whatever the driver asks.
 
 Every refusal raises :class:`PolicyError`; the server logs it with the reason and
 returns it to the driver, where it is raised again as a :class:`PolicyError`.
@@ -23,14 +28,13 @@ returns it to the driver, where it is raised again as a :class:`PolicyError`.
 
 from __future__ import annotations
 
-import json
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftl.exceptions import PolicyError
+from ftl.federation.budget import BudgetLedger, BudgetLimits
 from ftl.federation.messages import Message
 
 __all__ = ["PROTOCOL_ROLES", "PeerRule", "Policy", "PolicyError"]
@@ -42,11 +46,23 @@ PROTOCOL_ROLES: dict[str, frozenset[str]] = {
     "transfer": frozenset({"ftl.target", "ftl.target_predict"}),
     "preprocessing": frozenset({"prep.party"}),
 }
-_DAY = 24 * 3600.0
+#: Settings of the ``[policy]`` table that are not part of the budget.
+_POLICY_KEYS = {
+    "min_key_size",
+    "allow_plaintext",
+    "min_intersection",
+    "allow_lbfgs",
+    "n_jobs",
+    "protocols",
+    "columns",
+    "peers",
+}
 
 
-class PolicyError(PermissionError):
-    """A party refused a request because its data-use policy forbids it."""
+def _integer(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"policy: {what} must be an integer, got {value!r}")
+    return value
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
@@ -70,14 +86,15 @@ class PeerRule:
         Protocol families the peer may run (keys of :data:`PROTOCOL_ROLES`).
     columns : tuple of str or None
         Feature columns the peer's protocols may use; None means all.
-    max_alignments_per_day : int or None
-        Alignments (PSI runs) the peer may start per 24 hours; None: no limit.
+    budget : BudgetLimits
+        The peer's privacy budget (safe defaults; see
+        :class:`~ftl.federation.budget.BudgetLimits`).
     """
 
     identity: str
     protocols: tuple[str, ...] = tuple(PROTOCOL_ROLES)
     columns: tuple[str, ...] | None = None
-    max_alignments_per_day: int | None = None
+    budget: BudgetLimits = field(default_factory=BudgetLimits)
 
     def __post_init__(self):
         unknown = sorted(set(self.protocols) - set(PROTOCOL_ROLES))
@@ -113,8 +130,11 @@ class Policy:
         host reveals per iteration the inner products of its own weight and gradient
         changes (docs/protocols.md §3.8). ``False`` admits only the mini-batch
         optimisers, which reveal two weight norms per epoch.
+    n_jobs : int or None, default=1
+        The host's own parallelism for every session (joblib's meaning); the
+        ``n_jobs`` a driver passes is not used at the host.
     state_path : path, optional
-        JSON file that keeps the alignment counts across restarts.
+        JSON file that keeps the privacy-budget counts across restarts.
     """
 
     peers: dict[str, PeerRule] = field(default_factory=dict)
@@ -122,31 +142,17 @@ class Policy:
     allow_plaintext: bool = False
     min_intersection: int = 100
     allow_lbfgs: bool = True
+    n_jobs: int | None = 1
     state_path: str | Path | None = None
 
     def __post_init__(self):
-        self._lock = threading.Lock()
-        self._alignments: dict[str, list[float]] = {}
-        if self.state_path is not None and Path(self.state_path).exists():
-            try:
-                raw = json.loads(Path(self.state_path).read_text(encoding="utf-8"))
-                self._alignments = {str(k): [float(t) for t in v] for k, v in raw.items()}
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise ValueError(f"policy state file {self.state_path} is corrupted") from exc
+        self.ledger = BudgetLedger(self.state_path)
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any], state_path: str | Path | None = None) -> Policy:
         """Build a policy from the ``[policy]`` table of a configuration file."""
-        known = {
-            "min_key_size",
-            "allow_plaintext",
-            "min_intersection",
-            "allow_lbfgs",
-            "max_alignments_per_day",
-            "protocols",
-            "columns",
-            "peers",
-        }
+        budget_keys = set(BudgetLimits.keys())
+        known = _POLICY_KEYS | budget_keys
         extra = sorted(set(table) - known)
         if extra:
             raise ValueError(f"policy: unknown setting(s) {extra}; known: {sorted(known)}")
@@ -155,8 +161,8 @@ class Policy:
             "columns": (
                 _names(table["columns"], "columns") if table.get("columns") is not None else None
             ),
-            "max_alignments_per_day": table.get("max_alignments_per_day"),
         }
+        budget_defaults = {k: table[k] for k in budget_keys if k in table}
         peers: dict[str, PeerRule] = {}
         raw_peers = table.get("peers", [])
         if not isinstance(raw_peers, list) or not raw_peers:
@@ -164,28 +170,31 @@ class Policy:
         for raw in raw_peers:
             if not isinstance(raw, Mapping) or not isinstance(raw.get("identity"), str):
                 raise ValueError("policy: every peer needs an identity (certificate common name)")
-            extra = sorted(set(raw) - {"identity", *defaults})
+            extra = sorted(set(raw) - {"identity", *defaults, *budget_keys})
             if extra:
                 raise ValueError(f"policy peer {raw['identity']!r}: unknown setting(s) {extra}")
-            settings = {**defaults}
+            settings: dict[str, Any] = {**defaults}
             if "protocols" in raw:
                 settings["protocols"] = _names(raw["protocols"], "protocols")
             if "columns" in raw:
                 settings["columns"] = _names(raw["columns"], "columns")
-            if "max_alignments_per_day" in raw:
-                settings["max_alignments_per_day"] = raw["max_alignments_per_day"]
-            limit = settings["max_alignments_per_day"]
-            if limit is not None and (not isinstance(limit, int) or limit < 0):
-                raise ValueError("policy: max_alignments_per_day must be a non-negative integer")
+            # TOML has no null: a limit of -1 in the file means "no limit"
+            budget = {**budget_defaults, **{k: raw[k] for k in budget_keys if k in raw}}
+            budget = {k: (None if v == -1 and k != "score_ids" else v) for k, v in budget.items()}
+            settings["budget"] = BudgetLimits(**budget)
             if raw["identity"] in peers:
                 raise ValueError(f"policy: peer {raw['identity']!r} listed twice")
             peers[raw["identity"]] = PeerRule(identity=raw["identity"], **settings)
+        n_jobs = table.get("n_jobs", 1)
+        if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
+            raise ValueError("policy: n_jobs must be a non-zero integer (joblib's meaning)")
         policy = cls(
             peers=peers,
-            min_key_size=int(table.get("min_key_size", 2048)),
+            min_key_size=_integer(table.get("min_key_size", 2048), "min_key_size"),
             allow_plaintext=bool(table.get("allow_plaintext", False)),
-            min_intersection=int(table.get("min_intersection", 100)),
+            min_intersection=_integer(table.get("min_intersection", 100), "min_intersection"),
             allow_lbfgs=bool(table.get("allow_lbfgs", True)),
+            n_jobs=n_jobs,
             state_path=state_path,
         )
         if policy.min_key_size < 1024 and not policy.allow_plaintext:
@@ -213,10 +222,12 @@ class Policy:
                 f"{', '.join(rule.protocols) or 'none'})"
             )
 
-    def check_open(self, rule: PeerRule, op: str, request: Message) -> None:
-        """Check a session-opening request: encryption mode, key sizes, rate."""
+    def check_request(self, rule: PeerRule, op: str, request: Message) -> None:
+        """Check a decoded request before any role sees it: the encryption mode and
+        key size a session-opening request asks for, and every public key any
+        request carries (multi-host runs pass peer keys after the open too)."""
         params = request.fields.get("params")
-        if isinstance(params, Mapping):
+        if op.endswith(".open") and isinstance(params, Mapping):
             if "encryption" in params and params["encryption"] is None:
                 self._plaintext(rule, "encryption=None")
             if params.get("insecure_for_tests"):
@@ -227,17 +238,27 @@ class Policy:
                     "gradient changes every iteration) is not allowed by this host's policy "
                     f"(peer {rule.identity!r}); train with optimizer='adam' or 'sgd'"
                 )
-            size = params.get("key_size")
-            if params.get("encryption") is not None and isinstance(size, int):
+            if params.get("encryption") is not None and "key_size" in params:
+                size = params["key_size"]
+                # "2048" or 2048.0 must not slip past a numeric comparison
+                if not isinstance(size, int) or isinstance(size, bool):
+                    raise PolicyError(
+                        f"key_size must be an integer number of bits, got {size!r} "
+                        f"(peer {rule.identity!r})"
+                    )
                 self._key_bits(rule, size, "the requested key size")
         for name in ("public_key", "public_keys"):
-            keys = request.fields.get(name)
-            if isinstance(keys, Mapping):
-                batch = keys.values() if name == "public_keys" else [keys]
-                for key in batch:
-                    self._check_key(rule, key)
-        if op == "psi.host.open" and request.fields.get("mode") == "full":
-            self._count_alignment(rule)
+            if name not in request.fields:
+                continue
+            keys = request.fields[name]
+            if not isinstance(keys, Mapping):
+                raise PolicyError(f"{request.type}.{name} is not a key table; refused")
+            batch = keys.values() if name == "public_keys" else [keys]
+            for key in batch:
+                self._check_key(rule, key)
+
+    #: The name used before every request's keys were checked.
+    check_open = check_request
 
     def _plaintext(self, rule: PeerRule, what: str) -> None:
         if not self.allow_plaintext:
@@ -254,31 +275,17 @@ class Policy:
 
     def _check_key(self, rule: PeerRule, key: Any) -> None:
         if not isinstance(key, Mapping):
-            return
-        if key.get("scheme") == "plain":
+            raise PolicyError("a public key that is not a key table; refused")
+        scheme = key.get("scheme")
+        if scheme == "plain":
             self._plaintext(rule, "a plaintext-mode key")
-        elif key.get("scheme") == "paillier":
-            try:
-                n = int(key.get("n"))
-            except (TypeError, ValueError):
-                return  # the protocol role rejects malformed keys itself
+        elif scheme == "paillier":
+            n = key.get("n")
+            # keys travel as decimal strings or ints; anything else is no key
+            if isinstance(n, str) and n.isdigit() and len(n) <= 10_000:
+                n = int(n)
+            if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+                raise PolicyError("a Paillier public key without an integer modulus; refused")
             self._key_bits(rule, n.bit_length(), "a public key")
-
-    def _count_alignment(self, rule: PeerRule) -> None:
-        limit = rule.max_alignments_per_day
-        if limit is None:
-            return
-        now = time.time()
-        with self._lock:
-            recent = [t for t in self._alignments.get(rule.identity, []) if now - t < _DAY]
-            if len(recent) >= limit:
-                raise PolicyError(
-                    f"peer {rule.identity!r} has used its {limit} alignment(s) for the last "
-                    "24 hours"
-                )
-            recent.append(now)
-            self._alignments[rule.identity] = recent
-            if self.state_path is not None:
-                tmp = Path(f"{self.state_path}.tmp")
-                tmp.write_text(json.dumps(self._alignments), encoding="utf-8")
-                tmp.replace(self.state_path)
+        else:
+            raise PolicyError(f"a public key of unknown scheme {scheme!r}; refused")

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ftl.data.party import DerivedParty, Party
+from ftl.federation.budget import HostGuard, guard_of
 from ftl.federation.messages import FORMAT_VERSION, MessageError
 from ftl.federation.policy import PeerRule, Policy, PolicyError
 from ftl.federation.service import ProtocolError
@@ -73,8 +74,9 @@ class _ColumnView:
         return rows[:, self.index]
 
 
-def peer_view(party: Party, rule: PeerRule, min_intersection: int) -> DerivedParty:
-    """The party as one peer may see it: allowed columns, its own models."""
+def peer_view(party: Party, rule: PeerRule, policy: Policy) -> DerivedParty:
+    """The party as one peer may see it: allowed columns, its own models, and the
+    guard (privacy budget) that the protocol roles consult for this peer."""
     names = list(party.feature_names)
     if rule.columns is None:
         keep = names
@@ -84,8 +86,9 @@ def peer_view(party: Party, rule: PeerRule, min_intersection: int) -> DerivedPar
             raise ValueError(f"policy for {rule.identity!r} names unknown column(s) {missing}")
         keep = [c for c in names if c in set(rule.columns)]
     view = DerivedParty(party, _ColumnView(np.array([names.index(c) for c in keep]), keep), keep)
-    # Read by the PSI host role, which refuses smaller intersections itself.
-    view.min_intersection = min_intersection
+    # Read by the protocol roles, which enforce the budget themselves.
+    view.guard = HostGuard.from_policy(policy, rule.identity)
+    view.min_intersection = policy.min_intersection
     return view
 
 
@@ -228,6 +231,8 @@ class PartyServer:
             "allow_plaintext": self.policy.allow_plaintext,
             "min_intersection": self.policy.min_intersection,
             "allow_lbfgs": self.policy.allow_lbfgs,
+            # the peer may know its own budget (and plan its work within it)
+            "budget": guard_of(party).readings(),
             "max_message_bytes": self.max_message_bytes,
         }
         return json.dumps(info).encode("utf-8")
@@ -283,7 +288,7 @@ class PartyServer:
         with self._lock:
             view = self._views.get(rule.identity)
             if view is None:
-                view = peer_view(self.party, rule, self.policy.min_intersection)
+                view = peer_view(self.party, rule, self.policy)
                 self._views[rule.identity] = view
             return view
 
@@ -430,8 +435,8 @@ class PartyServer:
         try:
             with self._audit_lock:
                 self.transcript.record_encoded(session, rule.identity, party.name, payload)
-            # session-opening requests pass the policy first (decoded once, by the service)
-            check = partial(self.policy.check_open, rule) if op.endswith(".open") else None
+            # every request passes the policy first (decoded once, by the service)
+            check = partial(self.policy.check_request, rule)
             reply = party.endpoint.handle(session, op, payload, check=check)
             if len(reply) > self.max_message_bytes:
                 raise MessageError(f"reply of {len(reply)} bytes exceeds the limit")
