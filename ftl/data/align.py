@@ -101,7 +101,8 @@ def align(
         Show a progress bar over batches.
     cardinality_only : bool, default False
         Learn only how many ids the two parties share and return that ``int``
-        (see :func:`ftl.intersection_size`); nobody learns which ids.
+        (see :func:`ftl.intersection_size`); both learn the count, nobody learns
+        which ids.
 
     Returns
     -------
@@ -117,10 +118,12 @@ def align(
         labels, ``how`` or ``order`` is unknown, ``order="id"`` is combined with
         ``how="left"``, a peer misbehaves, or no ids are shared.
         Nothing is stored at any party when ``align`` fails.
-    ftl.federation.policy.PolicyError
+    ftl.PolicyError
         If a host refuses: e.g. a host served by ``ftl serve`` whose data-use
         policy sets a minimum intersection size refuses a guest set or an
-        intersection smaller than that, before the guest learns the intersection.
+        intersection smaller than that, before the guest learns the intersection
+        or (``cardinality_only``) its size; every run of either kind counts
+        against the host's alignments per day.
 
     Notes
     -----

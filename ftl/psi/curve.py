@@ -30,14 +30,18 @@ one.
   ``x -> s*x`` is a bijection of the group, so ``a*(b*P) == b*(a*P)`` holds byte
   for byte, the property PSI relies on. This is one scalar multiplication per
   point.
-* **Checks** (:func:`check_points`): every point a peer sends is decoded with
-  ``crypto_core_ristretto255_is_valid_point`` (a canonical encoding of a group
-  element: a reduced, non-negative field element that decodes) and the identity
-  (32 zero bytes, the only encoding of the neutral element, which decodes) is
-  refused, before the point is used or compared. Points that are blinded at once
-  go through :func:`check_and_blind` instead, which relies on the decoding (and
-  the identity refusal) the scalar multiplication does anyway, so each such point
-  is decoded once, not twice.
+* **Checks** (:func:`check_points`): every point a peer sends must be a canonical
+  encoding (RFC 9496 §4.3.1): its bytes, read little-endian, a field element
+  below ``p = 2**255 - 19`` that is non-negative (even) and has bit 255 clear --
+  checked on the raw bytes of a whole batch at once, because the libsodium that
+  rbcl bundles ignores bit 255 when decoding, so that a point and the same point
+  with bit 255 set would decode alike and match each other. It must then decode
+  (``crypto_core_ristretto255_is_valid_point``), and the identity (32 zero bytes,
+  the only encoding of the neutral element, which decodes) is refused, before the
+  point is used or compared. Points that are blinded at once go through
+  :func:`check_and_blind` instead, which checks the bytes the same way and relies
+  on the decoding (and the identity refusal) the scalar multiplication does
+  anyway, so each such point is decoded once, not twice.
 
 Points travel as numpy ``uint8`` arrays of shape ``(n, 32)``; they are never held
 as one Python object per id longer than one batch.
@@ -56,6 +60,8 @@ from typing import Any
 import numpy as np
 import rbcl
 
+from ftl.federation.messages import MessageError
+
 __all__ = [
     "POINT_BYTES",
     "SALT_BYTES",
@@ -66,6 +72,7 @@ __all__ = [
     "check_distinct",
     "check_points",
     "hash_to_curve",
+    "noncanonical",
     "point_keys",
     "random_salt",
     "random_scalar",
@@ -252,12 +259,52 @@ def blind(points: np.ndarray, scalar: bytes) -> np.ndarray:
 
 def _check_shape(points: Any, what: str, expected: int | None) -> np.ndarray:
     if not isinstance(points, np.ndarray) or points.dtype != np.uint8:
-        raise ValueError(f"{what}: expected a uint8 array of points")
+        raise MessageError(f"{what}: expected a uint8 array of points")
     if points.ndim != 2 or points.shape[1] != POINT_BYTES:
-        raise ValueError(f"{what}: expected shape (n, {POINT_BYTES}), got {points.shape}")
+        raise MessageError(f"{what}: expected shape (n, {POINT_BYTES}), got {points.shape}")
     if expected is not None and points.shape[0] != expected:
-        raise ValueError(f"{what}: expected {expected} points, got {points.shape[0]}")
+        raise MessageError(f"{what}: expected {expected} points, got {points.shape[0]}")
     return np.ascontiguousarray(points)
+
+
+def noncanonical(points: np.ndarray) -> np.ndarray:
+    """Which rows are not canonical field-element encodings (RFC 9496 §4.3.1).
+
+    A canonical encoding, read as a 256-bit little-endian integer, has bit 255
+    clear and is below ``p = 2**255 - 19`` and even (non-negative). libsodium's
+    decoder checks the last two, but the version rbcl bundles masks bit 255 off
+    first, so it would accept a second encoding of every point.
+
+    Parameters
+    ----------
+    points : ndarray of uint8, shape (n, 32)
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+        True where the encoding is not canonical (it may still fail to decode
+        where it is).
+    """
+    low, middle, high = points[:, 0], points[:, 1:-1], points[:, -1]
+    top_bit = high >= 0x80
+    negative = (low & 1).astype(bool)
+    # p = 2**255 - 19 is ed ff .. ff 7f little-endian: with bit 255 clear, the value
+    # is >= p exactly when the top byte is 7f, the middle all ff and the low >= ed.
+    at_least_p = (high == 0x7F) & (middle == 0xFF).all(axis=1) & (low >= 0xED)
+    return top_bit | negative | at_least_p
+
+
+def _refuse(what: str, ok: np.ndarray, canonical: np.ndarray) -> None:
+    """Raise naming the first refused entry and how many there are (if any)."""
+    if ok.all():
+        return
+    bad = np.flatnonzero(~ok)
+    first = int(bad[0])
+    kind = "not a canonical encoding" if not canonical[first] else "the identity"
+    raise MessageError(
+        f"{what}: entry {first} is not a valid point of the prime-order group ({kind}); "
+        f"{len(bad)} of {len(ok)} points refused"
+    )
 
 
 def check_points(points: Any, what: str, expected: int | None = None) -> np.ndarray:
@@ -278,10 +325,12 @@ def check_points(points: Any, what: str, expected: int | None = None) -> np.ndar
 
     Raises
     ------
-    ValueError
+    MessageError
         On a wrong type, shape or count, if any entry is not a canonical
-        ristretto255 encoding (``crypto_core_ristretto255_is_valid_point``) or if
-        any entry is the identity element.
+        ristretto255 encoding (:func:`noncanonical`, then
+        ``crypto_core_ristretto255_is_valid_point``) or if any entry is the
+        identity element. The message names the first bad entry and the number
+        of bad entries. (``MessageError`` is a ``ValueError``.)
     """
     points = _check_shape(points, what, expected)
     is_valid = rbcl.crypto_core_ristretto255_is_valid_point
@@ -289,15 +338,10 @@ def check_points(points: Any, what: str, expected: int | None = None) -> np.ndar
     def work(chunk: list[bytes]) -> list[bool]:
         return [is_valid(p) for p in chunk]
 
-    canonical = np.fromiter(_parallel(work, _split(points)), dtype=bool, count=len(points))
+    decodes = np.fromiter(_parallel(work, _split(points)), dtype=bool, count=len(points))
+    canonical = decodes & ~noncanonical(points)
     # 32 zero bytes, the only encoding of the identity, decode fine: refuse them here.
-    ok = canonical & points.any(axis=1)
-    if not ok.all():
-        bad = int(np.argmin(ok))
-        kind = "not a canonical encoding" if not canonical[bad] else "the identity"
-        raise ValueError(
-            f"{what}: entry {bad} is not a valid point of the prime-order group ({kind})"
-        )
+    _refuse(what, canonical & points.any(axis=1), canonical)
     return points
 
 
@@ -307,12 +351,13 @@ def check_and_blind(
     """Validate points received from a peer and blind them, decoding each once.
 
     Same checks and errors as :func:`check_points` followed by :func:`blind`, at
-    the cost of the multiplication alone: ``crypto_scalarmult_ristretto255``
-    decodes every point with the same routine as
-    ``crypto_core_ristretto255_is_valid_point`` before multiplying, refuses
-    non-canonical encodings, and refuses the identity through its (identity)
-    product. Only if it refuses a point are the points checked one by one, to
-    name the bad entry.
+    the cost of the multiplication alone: the bytes are checked for canonical
+    form at once for the whole batch (:func:`noncanonical`), then
+    ``crypto_scalarmult_ristretto255`` decodes every point with the same routine
+    as ``crypto_core_ristretto255_is_valid_point`` before multiplying, refuses
+    encodings that do not decode, and refuses the identity through its
+    (identity) product. Only if it refuses a point are the points checked one by
+    one, to name the bad entry.
 
     Parameters
     ----------
@@ -332,11 +377,15 @@ def check_and_blind(
 
     Raises
     ------
-    ValueError
+    MessageError
         As :func:`check_points` (wrong type, shape or count; an entry that is not a
         canonical encoding or is the identity).
+    ValueError
+        If the scalar is malformed or zero.
     """
     points = _check_shape(points, what, expected)
+    if noncanonical(points).any():
+        check_points(points, what)  # refuses, naming the first and counting every bad entry
     try:
         return blind(points, scalar)
     except ValueError:

@@ -5,24 +5,27 @@ everything that identifies its rows -- ids, its secret order, the mapping from
 aligned positions to local rows -- to itself. Operations, in protocol order:
 
 ``open`` (``psi.open``)
-    Draw ``b`` and a secret order of the host's rows; reply with the host's set
-    size and public column names. Refuses with
-    :class:`~ftl.federation.policy.PolicyError` if the guest's set is smaller than
-    the party's ``min_intersection`` (both modes).
+    Refuse with :class:`~ftl.exceptions.PolicyError` if the guest's set is
+    smaller than this host's minimum intersection size; count the run (either
+    mode) against the peer's alignments per day (:meth:`HostGuard.admit_alignment
+    <ftl.federation.budget.HostGuard.admit_alignment>`); draw ``b`` and a secret
+    order of the host's rows; reply with the host's set size and public column
+    names.
 ``submit`` (``psi.guest_points``)
     Store ``b*(a*P(x))`` for a batch of the guest's points without returning it;
     reply ``psi.received`` with the running count.
 ``own`` (``psi.fetch``)
-    The next batch of ``b*P(y)`` for the host's ids, in its secret order (in the
-    default mode only after every guest point is in).
+    The next batch of ``b*P(y)`` for the host's ids, in its secret order; only
+    after every guest point is in (both modes), so the guest commits to its whole
+    set before it sees any host point.
 ``reblinded`` (``psi.host_points_reblinded``, default mode)
     Store the guest's ``a*b*P(y)`` for a batch of the host's points.
+``tags`` (``psi.host_tags``, cardinality mode)
+    Store a batch of the guest's tags ``T(a*b*P(y))`` (:func:`cardinality_tags`)
+    of the host's points, all of them under one secret shuffle of the guest.
 ``blinded`` (``psi.fetch``, default mode)
     Return ``b*a*P(x)`` for a range of the guest's points, in the order the guest
-    sent them (``psi.guest_points_blinded``). Served only once every guest point
-    and every re-blinded host point is in; the host then knows the intersection
-    size and refuses with :class:`~ftl.federation.policy.PolicyError` (every time)
-    if it is below ``min_intersection``, before the guest can match anything.
+    sent them (``psi.guest_points_blinded``).
 ``shuffled`` (``psi.fetch``, cardinality mode)
     All ``b*a*P(x)`` in one secret random order, so the guest learns only how many
     match.
@@ -34,11 +37,34 @@ aligned positions to local rows -- to itself. Operations, in protocol order:
     Every party accepted; store the staged mapping with
     :meth:`ftl.Party.remember_alignment`.
 
-The minimum intersection size is read from the party object
-(``party.min_intersection``, set by the server from the host's data-use policy;
-absent or 0 means no minimum). It stops naive membership probing with tiny id
-sets; a guest that pads its set with ids it knows the host has can still test
-the remaining ones, so it is a guard, not a proof.
+**The minimum applies to every result.** The minimum intersection size is read
+from the party's guard (``guard_of(party).min_intersection``, set by ``ftl serve``
+from the host's data-use policy; a simulated party has none). In both modes the
+host holds both sides' doubly blinded values -- the guest's ``b*a*P(x)`` from
+``submit`` and the guest's step-4 values of its own points (``reblinded``, or the
+tags of ``tags``) -- before it releases anything the guest could match with, so it
+counts the intersection itself and refuses with
+:class:`~ftl.exceptions.PolicyError` (on this and every later ``blinded``,
+``shuffled`` or ``assign`` request of the session) if it is below the minimum. The
+refusal reads the same whatever the count and names no id.
+
+A deviating guest cannot inflate the host's count: the host counts a match only
+where a step-4 value equals ``b*S`` (or its tag) for a point ``S`` the guest
+committed in ``submit`` before it saw any host point, and without ``b`` the guest
+can compute ``b*S`` only for ``S = a*P(x)`` with an id ``x`` the host has --
+computing it for any other ``S`` from the ``b*P(y)`` it received is the
+computational Diffie-Hellman problem (duplicates are refused, so no match counts
+twice). It can *deflate* the count by sending wrong values, which only makes the
+host refuse more often. What the minimum cannot stop: a guest that knows
+``min - 1`` of the host's ids pads its set with them and tests one candidate id
+per run (the threshold is then a 1-bit membership oracle); each such probe costs
+one alignment of the peer's per-day budget.
+
+Cardinality mode sends tags, not ``a*b*P(y)`` itself, so that the host learns
+the count and nothing more: the guest shuffles them over the whole list (the host
+cannot tell which of its rows matched) and the hash destroys the algebra a
+deviating host could otherwise use to trace its own points through the shuffle
+(sending ``Q`` and ``c*Q`` and looking for a returned pair related by ``c``).
 
 Every point received is checked before use: decoded with
 ``crypto_core_ristretto255_is_valid_point`` or, for the guest's points blinded at
@@ -51,12 +77,14 @@ batch order and duplicates are checked too. Malformed data raises
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
 
+from ftl.exceptions import PolicyError
+from ftl.federation.budget import guard_of
 from ftl.federation.messages import Message
-from ftl.federation.policy import PolicyError
 from ftl.federation.service import ProtocolError, operation, role
 from ftl.psi import messages as _messages  # noqa: F401  (registers the message types)
 from ftl.psi.curve import (
@@ -74,11 +102,31 @@ from ftl.psi.curve import (
 )
 from ftl.psi.messages import MAX_BATCH, MAX_POINTS
 
-__all__ = ["PSIHost", "id_order"]
+__all__ = ["PSIHost", "cardinality_tags", "id_order"]
 
 MODES = ("full", "cardinality")
 HOWS = ("inner", "left")
 ORDERS = ("blinded", "id")
+#: Bytes of one cardinality-mode tag (SHA-256).
+TAG_BYTES = 32
+_TAG_DOMAIN = b"ftl.psi.cardinality-tag.v1"
+
+
+def cardinality_tags(points: np.ndarray, salt: bytes) -> np.ndarray:
+    """Tags ``SHA-256(domain || salt || point)`` of doubly blinded points, shape (n, 32).
+
+    In cardinality mode the guest returns these instead of ``a*b*P(y)``: equal
+    points give equal tags, so the host can count the intersection, but a tag
+    keeps none of the group structure, so a host cannot link the shuffled tags
+    to the points it sent by their algebraic relations.
+    """
+    raw = np.ascontiguousarray(points, dtype=np.uint8).tobytes()
+    prefix = _TAG_DOMAIN + salt
+    digests = bytearray().join(  # a bytearray: the result is writable
+        hashlib.sha256(prefix + raw[i : i + POINT_BYTES]).digest()
+        for i in range(0, len(raw), POINT_BYTES)
+    )
+    return np.frombuffer(digests, dtype=np.uint8).reshape(-1, TAG_BYTES)
 
 
 def id_order(ids: Any) -> np.ndarray:
@@ -144,14 +192,18 @@ class PSIHost:
             raise ValueError("PSI host: order='id' needs how='inner' in default mode")
         self.n_guest = _bounded_int(request["n_guest"], "n_guest", 0, MAX_POINTS)
         self.batch_size = _bounded_int(request["batch_size"], "batch_size", 1, MAX_BATCH)
+        guard = guard_of(party)
         # The host's own minimum (from its data-use policy): refuse before any point
         # is exchanged if the guest's set cannot even reach it.
-        self.min_size = int(getattr(party, "min_intersection", 0) or 0)
+        self.min_size = int(guard.min_intersection or 0)
         if self.n_guest < self.min_size:
             raise PolicyError(
                 f"PSI host {party.name!r}: the guest's set of {self.n_guest} ids is smaller "
                 f"than this host's minimum intersection size of {self.min_size}"
             )
+        # Every run counts, whatever its mode: each one can answer a membership
+        # question (see the module docstring). Last, so a refused open costs nothing.
+        guard.admit_alignment(self.mode, self.n_guest)
         self._party = party
         self._salt = salt
         self._beta = random_scalar()
@@ -164,7 +216,10 @@ class PSIHost:
         self._n_received = 0
         self._own_doubles = np.empty((self.n_host, POINT_BYTES), dtype=np.uint8)
         self._n_sent = 0
+        # Step-4 values received: re-blinded points (default mode) or tags (cardinality).
         self._n_reblinded = 0
+        n_tags = self.n_host if self.mode == "cardinality" else 0
+        self._tags = np.empty((n_tags, TAG_BYTES), dtype=np.uint8)
         self._shuffle: np.ndarray | None = None
         self._lookup: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._n_shared: int | None = None
@@ -182,8 +237,8 @@ class PSIHost:
     def submit(self, request: Message) -> Message:
         """Store ``b*(a*P(x))`` for a batch of the guest's points; return only a count.
 
-        Default mode returns these values later with ``blinded`` (after the
-        minimum-size check), cardinality mode shuffled with ``shuffled``.
+        Both modes return these values only after the minimum-size check: the
+        default mode with ``blinded``, cardinality mode shuffled with ``shuffled``.
         """
         _expect(request, "psi.guest_points")
         start = request["start"]
@@ -214,11 +269,17 @@ class PSIHost:
 
     @operation
     def shuffled(self, request: Message) -> Message:
-        """Cardinality mode: all ``b*a*P(x)`` in one secret order, batch by batch."""
+        """Cardinality mode: all ``b*a*P(x)`` in one secret order, batch by batch.
+
+        Only after every guest point and every tag of the host's points is in, and
+        only if the intersection (which the host counts itself) reaches the host's
+        minimum size.
+        """
         if self.mode != "cardinality":
             raise ProtocolError("PSI host: shuffled is for cardinality mode only")
-        if self._n_received != self.n_guest:
-            raise ProtocolError("PSI host: not all guest points received yet")
+        if self._n_received != self.n_guest or self._n_reblinded != self.n_host:
+            raise ProtocolError("PSI host: exchange not finished (guest points and tags)")
+        self._shared_count()
         if self._shuffle is None:
             # One permutation over the whole list: shuffling per batch would tell the
             # guest how many of each of its batches match.
@@ -230,8 +291,9 @@ class PSIHost:
     @operation
     def own(self, request: Message) -> Message:
         """Return the next batch of ``b*P(y)`` for the host's ids, in its secret order."""
-        if self.mode == "full" and self._n_received != self.n_guest:
-            # The guest commits to its whole set before it sees any host point.
+        if self._n_received != self.n_guest:
+            # The guest commits to its whole set before it sees any host point (both
+            # modes): the argument that it cannot inflate the count rests on this.
             raise ProtocolError("PSI host: not all guest points received yet")
         start, stop = self._range(request, self.n_host)
         if start != self._n_sent:
@@ -246,7 +308,7 @@ class PSIHost:
     def reblinded(self, request: Message) -> Message:
         """Store the guest's ``a*b*P(y)`` for a batch of the host's points."""
         if self.mode != "full":
-            raise ProtocolError("PSI host: cardinality mode has no step 4")
+            raise ProtocolError("PSI host: cardinality mode returns tags (psi.host.tags)")
         _expect(request, "psi.host_points_reblinded")
         start = request["start"]
         if start != self._n_reblinded:
@@ -259,18 +321,62 @@ class PSIHost:
         self._n_reblinded += n
         return Message("psi.received", {"count": self._n_reblinded})
 
+    @operation
+    def tags(self, request: Message) -> Message:
+        """Cardinality mode: store a batch of the guest's tags of the host's points.
+
+        The guest sends the tags of all ``a*b*P(y)`` under one secret permutation of
+        the whole list, after it has fetched every host point, so the host can count
+        matches but not tell which of its rows they are.
+        """
+        if self.mode != "cardinality":
+            raise ProtocolError("PSI host: tags are for cardinality mode only")
+        _expect(request, "psi.host_tags")
+        if self._n_sent != self.n_host:
+            raise ProtocolError("PSI host: tags before every host point was fetched")
+        start = request["start"]
+        if start != self._n_reblinded:
+            raise ProtocolError(f"PSI host: expected tag batch at {self._n_reblinded}")
+        tags = request["tags"]
+        if tags.ndim != 2 or tags.shape[1] != TAG_BYTES or tags.dtype != np.uint8:
+            raise ValueError(f"PSI host: tags must be uint8 of shape (n, {TAG_BYTES})")
+        n = tags.shape[0]
+        if not 0 < n <= self.batch_size or start + n > self.n_host:
+            raise ValueError("PSI host: tag batch does not match the points sent")
+        self._tags[start : start + n] = tags
+        self._n_reblinded += n
+        return Message("psi.received", {"count": self._n_reblinded})
+
     # -- step 5: the guest's points, blinded, once the host has checked the size -----
     def _shared_count(self) -> int:
-        """Size of the intersection; refuse (every time) if below the minimum."""
+        """Size of the intersection; refuse (every time) if below the minimum.
+
+        The refusal names neither the count nor any id: the guest learns one bit,
+        that the intersection is below the minimum.
+        """
         if self._n_shared is None:
-            own_keys, _, guest_sorted = self._tables()
-            self._n_shared = len(np.intersect1d(own_keys, guest_sorted, assume_unique=True))
+            if self.mode == "cardinality":
+                self._n_shared = self._tag_count()
+            else:
+                own_keys, _, guest_sorted = self._tables()
+                self._n_shared = len(np.intersect1d(own_keys, guest_sorted, assume_unique=True))
         if self._n_shared < self.min_size:
             raise PolicyError(
                 f"PSI host {self._party.name!r}: the intersection is smaller than this "
-                f"host's minimum intersection size of {self.min_size}"
+                f"host's minimum intersection size of {self.min_size}; refused"
             )
         return self._n_shared
+
+    def _tag_count(self) -> int:
+        """Cardinality mode: how many tags from the guest equal the tag of one of the
+        guest's doubly blinded points ``b*a*P(x)`` (which the host computed itself)."""
+        check_distinct(self._guest_doubles, "guest points")
+        # Distinct tags: a repeated tag must not count a match twice.
+        check_distinct(self._tags, "tags of host points")
+        guest_tags = cardinality_tags(self._guest_doubles, self._salt)
+        return len(
+            np.intersect1d(point_keys(guest_tags), point_keys(self._tags), assume_unique=True)
+        )
 
     @operation
     def blinded(self, request: Message) -> Message:

@@ -3,8 +3,9 @@
 Blinded points (``a*P(id)``, ``b*P(id)``, ``a*b*P(id)``) are recorded as
 ``public``: under the decisional Diffie-Hellman assumption they look random to
 anyone who lacks the scalars, which is why ECDH PSI may send them in the clear.
-Audits treat per-sample PSI points as public by design. No message carries an id,
-a hash of an id or a local row number.
+Audits treat per-sample PSI points as public by design. The cardinality-mode tags
+(SHA-256 of a doubly blinded point) are public for the same reason. No message
+carries an id, a hash of an id or a local row number.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ _PUBLIC = ValueKind.PUBLIC
 
 def _points() -> FieldSpec:
     # (n, 32) uint8: one ristretto255 element encoding per row.
+    return FieldSpec(
+        "array", _PUBLIC, ndim=2, dtypes=("uint8",), per_sample=True, max_len=MAX_POINTS
+    )
+
+
+def _tags() -> FieldSpec:
+    # (n, 32) uint8: one SHA-256 tag of a doubly blinded point per row.
     return FieldSpec(
         "array", _PUBLIC, ndim=2, dtypes=("uint8",), per_sample=True, max_len=MAX_POINTS
     )
@@ -91,8 +99,22 @@ register(
     points=_points(),
 )
 register(
+    "psi.host_tags",
+    doc=(
+        "Guest -> host (cardinality mode only): tags SHA-256(domain||salt||a*b*P(b)) of "
+        "all host points under one secret shuffle, so the host can count the "
+        "intersection (and check its minimum) without learning which of its rows match."
+    ),
+    start=_int(),
+    tags=_tags(),
+)
+register(
     "psi.shuffled_doubles",
-    doc="Host -> guest (cardinality mode): b*a*P(a) of all guest points, shuffled.",
+    doc=(
+        "Host -> guest (cardinality mode, last step): b*a*P(a) of all guest points, "
+        "shuffled; only after the host has every tag and has checked its minimum "
+        "intersection size."
+    ),
     start=_int(),
     points=_points(),
 )
