@@ -116,10 +116,13 @@ def test_cases_cover_the_allowlist():
 
 
 def _fit_like_a_party(transformer, columns, gaps):
-    """Build from the JSON spec and fit on a DataFrame, as a party does."""
+    """Build from the JSON spec and fit on a DataFrame, as a party does (which names
+    the columns by position: the transformer sees placeholder column names)."""
     data = _frame(200, 0)
     if gaps:
         data.loc[::9, "a"] = np.nan
+    if columns is not None:
+        columns = [list(data.columns).index(c) for c in columns]
     built = build_transformer(transformer_spec(transformer, columns))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -141,7 +144,7 @@ def test_codec_round_trip_is_bit_exact(case):
 
     assert type(back) is type(fitted.transformer)
     assert set(vars(back)) == set(vars(fitted.transformer))
-    assert list(back.get_feature_names_out()) == fitted.feature_names_out
+    assert list(back.get_feature_names_out()) == list(fitted.transformer.get_feature_names_out())
     new = _frame(60, 1, unseen=case.startswith(("OneHot", "Ordinal")))
     if gaps:
         new.loc[::4, "a"] = np.nan
@@ -472,6 +475,55 @@ def test_transformer_of_other_columns_is_refused(tmp_path, education_frames):
     )
     with pytest.raises(ValueError, match="takes the features"):
         reordered.import_transformer(path)
+
+
+def _legacy_fit(transformer, columns, features, names):
+    """A transformer as ftl before positional names fitted it: on the real column names,
+    publishing scikit-learn's names (an encoder's categories in them)."""
+    built = build_transformer(transformer_spec(transformer, columns))
+    built.fit(pd.DataFrame(features, columns=names))
+    raw = [str(c) for c in built.get_feature_names_out()]
+    return FittedTransform(built, names, raw)
+
+
+def test_transformer_files_of_the_previous_version_still_load(tmp_path, education_frames):
+    """Files written before positional names (same format version) load, transform as
+    before, and publish positional names; a transformer chained after one of them,
+    fitted on its old names, loads too."""
+    _, shop = _parties(education_frames)
+    rows = np.arange(shop.n_rows)
+    encode = OneHotEncoder(sparse_output=False, handle_unknown="ignore")
+    first = _legacy_fit(encode, ["education"], shop.raw_features(rows), shop.feature_names)
+    assert "education_1.0" in first.feature_names_out  # what the old names said
+    shop.store_transformer("old1", first)
+    derived = shop.derive("old1")
+    second = _legacy_fit(
+        SimpleImputer(), None, derived.raw_features(rows), list(first.feature_names_out)
+    )
+    derived.store_transformer("old2", second)
+    paths = [
+        shop.export_transformer("old1", tmp_path / "t1.json"),
+        derived.export_transformer("old2", tmp_path / "t2.json"),
+    ]
+    text = paths[0].read_text()
+    assert '"education_1.0"' in text  # a file as the old version wrote it
+
+    _, fresh = _parties(education_frames)
+    assert fresh.import_transformer(paths[0]) == "old1"
+    view = fresh.derive("old1")
+    assert view.feature_names == [f"education_{k}" for k in range(4)] + ["income"]
+    assert view.import_transformer(paths[1]) == "old2"
+    chained = view.derive("old2")
+    assert chained.feature_names == view.feature_names
+    np.testing.assert_array_equal(
+        chained.raw_features(rows), shop.derive("old1").derive("old2").raw_features(rows)
+    )
+    # written again, the file carries the positional names and loads once more
+    again = view.export_transformer("old2", tmp_path / "t2-again.json")
+    assert "education_1.0" not in json.loads(again.read_text())["feature_names_out"]
+    _, fresh2 = _parties(education_frames)
+    fresh2.import_transformer(paths[0])
+    assert fresh2.derive("old1").import_transformer(again) == "old2"
 
 
 # --------------------------------------------------------------------------- refusals

@@ -268,12 +268,13 @@ def test_per_party_one_hot_encodes_one_column_of_one_party(shop_with_education):
     Xt = encoder.transform(X)
     assert Xt.parties[0] is bank  # the other party is untouched
     assert encoder.transformed_parties_ == ["shop"]
+    # positional names: the categories the shop found stay at the shop
     assert list(encoder.get_feature_names_out()) == [
         "bank__x",
-        "shop__education_1.0",
-        "shop__education_2.0",
-        "shop__education_3.0",
-        "shop__education_4.0",
+        "shop__education_0",
+        "shop__education_1",
+        "shop__education_2",
+        "shop__education_3",
         "shop__income",
     ]
     assert Xt.shape == (len(X), 6) and list(Xt.feature_names) == list(
@@ -421,3 +422,35 @@ def test_transfer_pipeline_scores_target_rows():
     labels = data.target_labels.loc[data.target_only_ids].to_numpy()
     assert roc_auc_score(labels, proba[:, 1]) > 0.9
     _assert_public_only(scaler.transcript_)
+
+
+# --------------------------------------------------------------------------- lifetime
+def test_expiry_drops_only_transformers_no_model_or_session_needs(shop_with_education):
+    """What ``ftl serve`` calls on each peer's view once its session time-out passes."""
+    import time
+
+    bank, shop = shop_with_education
+    X, y = ftl.align(bank, shop)
+    idle = FederatedStandardScaler().fit(X)  # fitted, never used by a model
+    pipe = make_pipeline(
+        FederatedStandardScaler(), _one_hot(), ftl.FederatedLogisticRegression(**LR)
+    ).fit(X, y)  # a chain of two transformers, the model at its end
+    first, second = pipe[0].transformer_id_, pipe[1].transformer_id_
+    busy = FederatedStandardScaler().fit(X)
+    derived = shop.derive(busy.transformer_id_)
+    channel = Channel("bank")
+    channel.call(derived.endpoint, "prep.party.open", Message("prep.open", {"transformer_id": "b"}))
+
+    assert shop.expire_transformers(ttl=3600.0) == []  # all of them used just now
+    later = time.monotonic() + 7200.0
+    assert shop.expire_transformers(ttl=3600.0, now=later) == [idle.transformer_id_]
+    assert set(shop.transformer_ids()) == {first, busy.transformer_id_}
+    assert shop.derived(first).transformer_ids() == [second]  # the model's chain stays
+    with pytest.raises(ValueError, match="holds no fitted transformer"):
+        idle.transform(X)
+    assert pipe.predict(X[:5]).shape == (5,)
+
+    channel.call(derived.endpoint, "prep.party.close", Message("ack", {}))
+    much_later = later + 7200.0
+    assert shop.expire_transformers(ttl=3600.0, now=much_later) == [busy.transformer_id_]
+    assert shop.transformer_ids() == [first]

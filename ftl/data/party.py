@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import secrets
+import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +17,30 @@ import pandas as pd
 from ftl.federation.service import PartyService
 
 __all__ = ["DerivedParty", "Party"]
+
+#: Serialises changes of the transformer stores (``ftl serve`` fits in threads).
+_STORE_LOCK = threading.RLock()
+
+
+class _Held:
+    """A fitted transformer kept at a party, and when it was last used."""
+
+    __slots__ = ("transform", "last_used")
+
+    def __init__(self, transform: Callable, now: float):
+        self.transform = transform
+        self.last_used = now
+
+    def touch(self, now: float | None = None) -> None:
+        self.last_used = time.monotonic() if now is None else now
+
+
+def _in_use(party: Party) -> bool:
+    """Whether a derived party is needed: a model shard, a chained transformer, a session."""
+    service = party._service
+    return bool(party._models or party._transformers) or (
+        service is not None and service.open_sessions > 0
+    )
 
 
 def _clean_ids(ids: Any, name: str) -> np.ndarray:
@@ -172,6 +199,9 @@ class Party:
         self.id_column = id_column
         self.label_column = label_column
         self.token = uuid.uuid4().hex
+        # never leaves the party: seeds what its peers must not reproduce (the
+        # guest's random start and label noise: ftl.linear_model.guest.guest_secret)
+        self._secret = secrets.token_bytes(32)
         self._alignments: dict[str, np.ndarray] = {}
         self._models: dict[str, dict] = {}
         self._transformers: dict[str, Any] = {}
@@ -334,14 +364,16 @@ class Party:
         return import_shard(self, path)
 
     def rows_for_ids(self, ids: Any) -> np.ndarray:
-        """Local row numbers of the given ids (all must exist)."""
+        """Local row numbers of the given ids (all must exist).
+
+        The error never says which ids, or how many, are missing: a peer that
+        names ids must not learn which of them are this party's customers.
+        """
         wanted = pd.Index(np.asarray(ids).astype(str))
         index = pd.Index(self._ids.astype(str))
         rows = index.get_indexer(wanted)
         if (rows < 0).any():
-            raise ValueError(
-                f"party {self.name!r}: {int((rows < 0).sum())} requested id(s) not found"
-            )
+            raise ValueError(f"party {self.name!r}: some requested ids were not found")
         return rows
 
     def select(self, ids: Any = None):
@@ -366,20 +398,29 @@ class Party:
         """Keep a transformer fitted on this party's rows (it never leaves the party).
 
         ``transform`` maps raw feature rows to new feature rows and names its
-        output in ``transform.feature_names_out``.
+        output in ``transform.feature_names_out``. The party remembers when it
+        was last used (stored, derived, or named by a request), for
+        :meth:`expire_transformers`.
         """
-        if transformer_id in self._transformers:
-            raise ValueError(f"party {self.name!r} already holds transformer {transformer_id!r}")
-        self._transformers[transformer_id] = transform
+        with _STORE_LOCK:
+            if transformer_id in self._transformers:
+                raise ValueError(
+                    f"party {self.name!r} already holds transformer {transformer_id!r}"
+                )
+            held = _Held(transform, time.monotonic())
+            # copy on write: the server's threads iterate these dicts without the lock
+            self._transformers = {**self._transformers, transformer_id: held}
 
     def load_transformer(self, transformer_id: str) -> Callable:
-        try:
-            return self._transformers[transformer_id]
-        except KeyError:
+        held = self._transformers.get(transformer_id)
+        if held is None:
             raise ValueError(
                 f"party {self.name!r} holds no fitted transformer {transformer_id!r}; fit "
-                "the transformer on a handle over this party first"
-            ) from None
+                "the transformer on a handle over this party first (a served party drops "
+                "a transformer that no kept model needs once it is unused for its session "
+                "time-out)"
+            )
+        return held.transform
 
     def derive(self, transformer_id: str) -> DerivedParty:
         """This party seen through a transformer fitted here (built once, then reused).
@@ -388,22 +429,32 @@ class Party:
         transformed training rows find its shard again when test rows are
         transformed by the same transformer.
         """
-        derived = self._derived.get(transformer_id)
-        if derived is None:
+        with _STORE_LOCK:
             transform = self.load_transformer(transformer_id)
-            derived = DerivedParty(self, transform, transform.feature_names_out)
-            self._derived[transformer_id] = derived
-        return derived
+            self._transformers[transformer_id].touch()
+            derived = self._derived.get(transformer_id)
+            if derived is None:
+                derived = DerivedParty(self, transform, transform.feature_names_out)
+                self._derived = {**self._derived, transformer_id: derived}
+            return derived
 
     def derived(self, transformer_id: str) -> DerivedParty:
-        """The party derived by :meth:`derive` (for the driver, after the protocol ran)."""
-        try:
-            return self._derived[transformer_id]
-        except KeyError:
+        """The party derived by :meth:`derive` (for the driver, after the protocol ran).
+
+        Every request a served party answers through a fitted transformer looks
+        it up here, which marks the transformer as in use.
+        """
+        derived = self._derived.get(transformer_id)
+        held = self._transformers.get(transformer_id)
+        if derived is None or held is None:
             raise ValueError(
                 f"party {self.name!r} has not derived its rows through transformer "
-                f"{transformer_id!r}"
-            ) from None
+                f"{transformer_id!r} (or dropped it: a served party drops a transformer "
+                "that no kept model needs once it is unused for its session time-out; fit "
+                "it again)"
+            )
+        held.touch()
+        return derived
 
     def transformer_ids(self) -> list[str]:
         """Ids of the fitted transformers this party holds (not those of derived parties).
@@ -413,6 +464,64 @@ class Party:
         list of str
         """
         return list(self._transformers)
+
+    def drop_transformer(self, transformer_id: str) -> bool:
+        """Forget a fitted transformer, the party derived through it and all beyond.
+
+        Parameters
+        ----------
+        transformer_id : str
+            The transformer's id.
+
+        Returns
+        -------
+        bool
+            Whether this party held it.
+        """
+        with _STORE_LOCK:
+            if transformer_id not in self._transformers:
+                return False
+            self._transformers = {
+                k: v for k, v in self._transformers.items() if k != transformer_id
+            }
+            self._derived = {k: v for k, v in self._derived.items() if k != transformer_id}
+            return True
+
+    def expire_transformers(self, ttl: float, now: float | None = None) -> list[str]:
+        """Drop the fitted transformers a peer no longer uses (``ftl serve`` calls this).
+
+        A transformer is kept while the party derived through it holds a model
+        shard (the model needs it to serve predictions), a transformer chained
+        after it is kept, or a protocol session is open there; otherwise it is
+        dropped once it has not been used -- fitted, derived, or named by a
+        request -- for ``ttl`` seconds. Runs down the chain of derived parties.
+
+        Parameters
+        ----------
+        ttl : float
+            Seconds without use after which an unneeded transformer is dropped
+            (the server's session time-out).
+        now : float, optional
+            The current :func:`time.monotonic` time.
+
+        Returns
+        -------
+        list of str
+            The dropped transformers, as ``/``-joined paths from this party.
+        """
+        now = time.monotonic() if now is None else now
+        dropped = []
+        for transformer_id, held in list(self._transformers.items()):
+            derived = self._derived.get(transformer_id)
+            if derived is not None:
+                deeper = derived.expire_transformers(ttl, now)
+                dropped.extend(f"{transformer_id}/{d}" for d in deeper)
+                if _in_use(derived):
+                    held.touch(now)
+                    continue
+            if now - held.last_used > ttl and self.drop_transformer(transformer_id):
+                dropped.append(transformer_id)
+        return dropped
 
     def export_transformer(self, transformer_id: str, path: str | os.PathLike) -> Path:
         """Save a transformer fitted at this party to a JSON file (no pickle).

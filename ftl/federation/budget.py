@@ -84,6 +84,10 @@ class BudgetLimits:
         summed over the hidden layers).
     max_n_bins : int, default=256
         Bins of a binning transformer or histogram.
+    max_degree : int, default=3
+        Degree of a polynomial-features transformer.
+    max_output_features : int, default=4096
+        Columns one fitted transformer may output.
     """
 
     min_fit_rows: int | None = 100
@@ -104,6 +108,8 @@ class BudgetLimits:
     max_hidden_units: int | None = 1024
     max_hidden_layers: int | None = 4
     max_n_bins: int | None = 256
+    max_degree: int | None = 3
+    max_output_features: int | None = 4096
 
     def __post_init__(self):
         for f in fields(self):
@@ -399,6 +405,8 @@ class HostGuard:
         "hidden_units": "max_hidden_units",
         "hidden_layers": "max_hidden_layers",
         "n_bins": "max_n_bins",
+        "degree": "max_degree",
+        "output_features": "max_output_features",
     }
 
     def cap(self, name: str, value: int) -> int:

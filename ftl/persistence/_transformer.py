@@ -23,6 +23,7 @@ from ftl.persistence._json import (
     _write_private_json,
 )
 from ftl.preprocessing._codec import decode_transformer, encode_transformer
+from ftl.preprocessing._names import legacy_placeholder_names, placeholders, positional_names
 from ftl.preprocessing.party import MAX_OUTPUT_FEATURES, FittedTransform
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def _transformer_from_document(
         names_out = _str_list(doc["feature_names_out"], "feature_names_out")
     except ValueError as exc:
         raise ValueError(f"{where} is corrupted: {exc}") from None
-    if input_names != list(party.feature_names):
+    if input_names != list(party.feature_names) and input_names != _legacy_names(party):
         raise ValueError(
             f"{where}: the transformer takes the features {input_names}, but party "
             f"{party.name!r} has the columns {list(party.feature_names)}; it was fitted on "
@@ -129,12 +130,30 @@ def _transformer_from_document(
     try:
         transformer = decode_transformer(doc["transformer"])
         fitted_in = [str(c) for c in getattr(transformer, "feature_names_in_", [])]
-        out = [str(c) for c in transformer.get_feature_names_out()]
+        raw = [str(c) for c in transformer.get_feature_names_out()]
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise ValueError(f"{where} is corrupted or invalid: {exc}") from None
-    if fitted_in != input_names or out != names_out:
+    names = list(party.feature_names)
+    if fitted_in == placeholders(len(input_names)):
+        legacy = None
+        expected = [positional_names(raw, names)]
+    elif fitted_in == input_names:
+        # Saved by an earlier ftl, which fitted on the real column names and published
+        # scikit-learn's names (an encoder's categories in them): it still transforms,
+        # and the names it publishes now are positional like every other's.
+        legacy = raw
+        expected = [raw, positional_names(legacy_placeholder_names(raw, input_names), names)]
+    else:
         raise ValueError(f"{where} is corrupted: the transformer's feature names do not match")
-    return transformer_id, FittedTransform(transformer, input_names, names_out)
+    if names_out not in expected:
+        raise ValueError(f"{where} is corrupted: the transformer's feature names do not match")
+    return transformer_id, FittedTransform(transformer, input_names, expected[-1], legacy)
+
+
+def _legacy_names(party: Party) -> list[str] | None:
+    """The scikit-learn names of the transformer ``party`` is derived through, if it was
+    saved by an earlier ftl (a transformer chained after it was fitted on them)."""
+    return getattr(getattr(party, "_transform", None), "legacy_names_out", None)
 
 
 def export_transformer(party: Party, transformer_id: str, path: PathLike) -> Path:

@@ -7,9 +7,10 @@ every party fits the transformer on its own rows and keeps what it learned;
 ``transform`` returns a handle over the same rows of *derived* parties, which
 serve their rows through the transformer they fitted. Only public metadata
 crosses: the transformer's class and parameters as JSON (a party builds only
-allowlisted scikit-learn transformers), row positions, row counts and output
-feature names. Given a plain array, each behaves like the scikit-learn
-transformer it runs.
+allowlisted scikit-learn transformers), row positions, row counts and
+*positional* output feature names (``shop__city_0``, ``shop__city_1``: how many
+outputs each column has, never a category or bin edge). Given a plain array,
+each behaves like the scikit-learn transformer it runs.
 
 Examples
 --------

@@ -22,8 +22,9 @@ FIT = register(
 )
 FITTED = register(
     "prep.fitted",
-    "How many of its rows the party fitted on, and the names of the features it will "
-    "output (for an encoder they name the categories it found).",
+    "How many of its rows the party fitted on, and the positional names of the features "
+    "it will output (an input column's name, or `<column>_<k>` for the k-th output "
+    "derived from it): counts only, no category or bin edge.",
     n_samples=FieldSpec("int", _PUBLIC),
     feature_names=FieldSpec("json", _PUBLIC),
 )

@@ -188,8 +188,12 @@ class _PartyTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         """Output feature names.
 
         With a handle: ``"<party>__<feature>"`` for every party in order, as
-        each party reported them (an encoder's names name the categories it
-        found at that party).
+        each party reported them. They are positional and carry no data: an
+        input column's own name for an output that is that column transformed
+        (``shop__income``), ``<column>_<k>`` for the ``k``-th of several
+        outputs derived from one column (an encoder's categories, a
+        discretiser's bins: ``shop__city_0``, ``shop__city_1``); the
+        categories and bin edges stay at the party.
 
         Parameters
         ----------
@@ -406,8 +410,24 @@ class PerParty(_PartyTransformer):
 
     Notes
     -----
-    Output feature names are public metadata: for an encoder they name the
-    categories each party found (``education_1.0``, ...).
+    Output feature names are public metadata and positional: an encoder's
+    outputs are ``education_0``, ``education_1``, ... in the order of the
+    categories the party found, but the categories themselves, a
+    discretiser's bin edges and every other fitted statistic stay at the
+    party; only the number of outputs per column crosses.
+
+    A party guards itself against a peer that fits transformers to read its
+    data (see :mod:`ftl.preprocessing.party`). It refuses parameters that name
+    values: explicit ``categories``, categories to ``drop``, a
+    ``missing_values`` other than NaN. A served party also refuses, by its
+    policy: fits on fewer than ``min_transformer_rows`` aligned rows (or on
+    rows named by number rather than aligned), more than
+    ``max_transformers_per_day``, ``n_bins`` above ``max_n_bins``, a
+    polynomial ``degree`` or an output width above its caps, and encoders
+    with ``handle_unknown="error"``; and it drops a fitted transformer that no
+    model it keeps needs once it has been unused for its session time-out.
+    Errors of scikit-learn at a party cross as their type only (their text
+    may quote the party's values).
 
     Examples
     --------

@@ -2,7 +2,8 @@
 
 The driver runs at the guest and talks to each party -- the guest included --
 through its endpoint and the channel, so every call is recorded in the
-transcript. It learns only what the parties return: counts and feature names.
+transcript. It learns only what the parties return: counts and positional
+feature names (no category, bin edge or other statistic of a party).
 """
 
 from __future__ import annotations
