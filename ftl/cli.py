@@ -127,14 +127,12 @@ def serve(args: argparse.Namespace) -> int:
     server = PartyServer(
         party,
         config.policy,
-        max_message_bytes=config.max_message_bytes,
-        session_ttl=config.session_ttl,
-        max_sessions_per_peer=config.max_sessions_per_peer,
+        **config.server_settings(),
         audit_log=config.audit_log,
         model_dir=config.model_dir,
     )
     listen = args.listen or config.listen
-    grpc_server, port = server.start(listen, config.tls)
+    grpc_server, port = server.start(listen, config.tls, max_workers=config.max_workers)
     host = listen.rpartition(":")[0]
     # The first stdout line says where we listen (scripts and tests read it).
     print(f"ftl serve: {party!r} listening on {host}:{port}", flush=True)
@@ -199,15 +197,27 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--config", required=True, help="TOML file (see ftl.federation.config)")
     s.add_argument("--listen", default=None, help="override [server] listen, e.g. 0.0.0.0:50051")
     s.set_defaults(func=serve)
-    c = sub.add_parser("certs", help="make a throwaway CA and party certificates to try ftl serve")
-    c.add_argument("parties", nargs="+", help="party names (certificate common names)")
+    c = sub.add_parser(
+        "certs",
+        help="make a throwaway CA and party certificates to try ftl serve",
+        description="Make a throwaway CA and one certificate per party. A party's "
+        "certificate names it twice: by its common name (how a host knows a driver) and "
+        "by the DNS name <party>.ftl, which a driver's TLS checks when it connects to the "
+        "party, so that no other party's certificate can serve as it.",
+    )
+    c.add_argument(
+        "parties",
+        nargs="+",
+        help="party names (each certificate's common name and <party>.ftl)",
+    )
     c.add_argument("--out", default="certs", help="output directory (default: certs)")
     c.add_argument(
         "--host",
         action="append",
         default=None,
-        help="host name or IP the certificates are valid for (repeatable; "
-        "default: localhost and 127.0.0.1)",
+        help="extra host name or IP put into every certificate, for TLS clients other "
+        "than ftl's (repeatable; default: localhost and 127.0.0.1); ftl's driver checks "
+        "<party>.ftl instead, so names under .ftl and wildcards are refused",
     )
     c.add_argument("--days", type=int, default=30)
     c.add_argument("--overwrite", action="store_true")

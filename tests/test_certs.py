@@ -10,7 +10,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ftl.federation.certs import CA_COMMON_NAME, CertificatePaths, load_identity, make_certificates
+from ftl.federation.certs import (
+    CA_COMMON_NAME,
+    CertificatePaths,
+    certificate_identity,
+    certificate_names,
+    load_identity,
+    make_certificates,
+    party_names,
+    party_server_name,
+)
 
 PARTIES = ["bank", "insurer"]
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
@@ -111,7 +120,10 @@ def test_party_certificate(certs, name):
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.SERVER_AUTH in eku and ExtendedKeyUsageOID.CLIENT_AUTH in eku
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert set(san.get_values_for_type(x509.DNSName)) == {name, "localhost"}
+    # The party's pinned name first, then the (default) shared host names.
+    assert san.get_values_for_type(x509.DNSName) == [f"{name}.ftl", "localhost"]
+    assert party_names(cert) == [party_server_name(name)]
+    assert certificate_identity(cert) == name
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -141,19 +153,21 @@ def test_validity_window(tmp_path):
 def test_custom_hosts_and_ipv6(tmp_path):
     paths = make_certificates(tmp_path, ["h1"], hosts=["node.example.org", "10.0.0.5", "::1"])
     san = _cert(paths["h1"].cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    assert san.value.get_values_for_type(x509.DNSName) == ["h1", "node.example.org"]
+    assert san.value.get_values_for_type(x509.DNSName) == ["h1.ftl", "node.example.org"]
     assert san.value.get_values_for_type(x509.IPAddress) == [
         ipaddress.ip_address("10.0.0.5"),
         ipaddress.ip_address("::1"),
     ]
 
 
-def test_party_named_like_a_host_is_listed_once(tmp_path):
-    paths = make_certificates(tmp_path, ["localhost"])
+def test_party_named_like_a_host_keeps_its_own_pinned_name(tmp_path):
+    # A party name never doubles as a host name: "localhost" the party is
+    # "localhost.ftl", which no host name can be.
+    paths = make_certificates(tmp_path, ["localhost"], hosts=["localhost", "localhost"])
     san = _cert(paths["localhost"].cert).extensions.get_extension_for_class(
         x509.SubjectAlternativeName
     )
-    assert san.value.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert san.value.get_values_for_type(x509.DNSName) == ["localhost.ftl", "localhost"]
 
 
 def test_rsa_keys(tmp_path):
@@ -272,6 +286,78 @@ def test_load_identity_rejects_certificate_without_cn(tmp_path):
         load_identity(str(path))
 
 
+@pytest.mark.parametrize("host", ["shop.ftl", "X.FTL", "a.b.ftl.", "*.ftl", "*.example.org", "*"])
+def test_hosts_that_could_name_a_party_are_refused(tmp_path, host):
+    with pytest.raises(ValueError, match="reserved for party identities|wildcards"):
+        make_certificates(tmp_path, ["a"], hosts=[host])
+    assert not any(tmp_path.iterdir())
+
+
+def _self_signed(common_names, dns=None):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in common_names])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+    if dns is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False
+        )
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_certificate_identity_is_the_one_common_name(tmp_path):
+    cert = _self_signed(["bank"], ["bank.ftl", "localhost"])
+    assert certificate_identity(cert) == "bank"
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    assert certificate_identity(pem) == certificate_identity(pem.decode()) == "bank"
+    assert certificate_identity(cert.public_bytes(serialization.Encoding.DER)) == "bank"
+    assert certificate_identity(_self_signed(["bank"], ["BANK.FTL"])) == "bank"
+    # A certificate from another PKI, with no party name, is known by its common name.
+    assert certificate_identity(_self_signed(["bank"], ["bank.example.com"])) == "bank"
+    with pytest.raises(ValueError, match="not an X.509 certificate"):
+        certificate_identity(b"junk")
+
+
+@pytest.mark.parametrize(
+    "common_names, dns",
+    [
+        (["bank", "eve"], ["bank.ftl"]),  # gRPC reports the first, others the last
+        (["eve", "bank"], None),
+        (["eve"], ["bank.ftl"]),  # would serve as the bank, connect as eve
+        (["eve"], ["eve.ftl", "bank.ftl"]),
+        (["eve"], ["*.ftl"]),  # a wildcard gRPC matches against every party name
+    ],
+)
+def test_certificate_identity_refuses_a_certificate_with_two_identities(
+    tmp_path, common_names, dns
+):
+    cert = _self_signed(common_names, dns)
+    with pytest.raises(ValueError, match="one identity"):
+        certificate_identity(cert)
+    path = tmp_path / "two.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(ValueError, match="two.crt.*one identity"):
+        load_identity(path)
+
+
+def test_certificate_names_is_exact_and_ignores_case():
+    cert = _self_signed(["shop"], ["shop.ftl", "localhost"])
+    assert certificate_names(cert, "shop.ftl") and certificate_names(cert, "SHOP.ftl")
+    assert not certificate_names(cert, "eve.ftl") and not certificate_names(cert, "shop")
+    assert not certificate_names(_self_signed(["x"], ["*.ftl"]), "shop.ftl")
+    # Without alternative names TLS falls back to the common name; with them it does not.
+    assert certificate_names(_self_signed(["shop.ftl"]), "shop.ftl")
+    assert not certificate_names(_self_signed(["shop.ftl"], ["x.example"]), "shop.ftl")
+
+
 # --- end to end: the certificates work for mutual TLS in gRPC ---------------------------
 
 
@@ -375,3 +461,29 @@ def test_grpc_client_rejects_server_from_another_ca(tls_server, tmp_path):
     with pytest.raises(grpc.RpcError):
         _echo(port, creds)
     assert seen == []
+
+
+def test_grpc_pins_the_server_to_its_party_name(tls_server):
+    """TLS itself checks the party name: the bank reaches the insurer only as the
+    insurer, and another party's name fails the handshake (the echo never runs)."""
+    import grpc
+
+    port, paths, seen = tls_server
+    bank = paths["bank"]
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=bank.ca.read_bytes(),
+        private_key=bank.key.read_bytes(),
+        certificate_chain=bank.cert.read_bytes(),
+    )
+
+    def echo_as(name):
+        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.ssl_target_name_override", name)]
+        with grpc.secure_channel(f"localhost:{port}", creds, options=options) as channel:
+            return channel.unary_unary("/t.T/Echo")(b"ping", timeout=10)
+
+    assert echo_as(party_server_name("insurer")) == b"ping"
+    for other in (party_server_name("bank"), "insurer", "ftl"):
+        with pytest.raises(grpc.RpcError) as err:
+            echo_as(other)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert seen == [[b"bank"]]

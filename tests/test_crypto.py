@@ -12,6 +12,7 @@ from ftl.crypto.scheme import (
     make_own_key,
     peer_key_from_public,
 )
+from ftl.exceptions import PolicyError
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def test_overflow_is_an_error_not_garbage():
 
 def test_peer_key_policy():
     own = make_own_key("paillier", 512, insecure_for_tests=True)
-    with pytest.raises(ValueError, match="at least 2048"):
+    with pytest.raises(PolicyError, match="at least 2048"):  # the receiver's own refusal
         peer_key_from_public(own.public(), "paillier")
     with pytest.raises(ValueError, match="expects"):
         peer_key_from_public(own.public(), "plain")

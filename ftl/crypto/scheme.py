@@ -543,20 +543,79 @@ def peer_key_from_public(
     expected_scheme: str,
     insecure_for_tests: bool = False,
     n_jobs: int | None = None,
+    *,
+    min_bits: int | None = None,
 ) -> PeerKey:
-    """Build and check a peer's key from its key-exchange fields (ints or the decimal
-    strings of :func:`public_key_json`)."""
+    """Build and check a peer's key from its key-exchange fields.
+
+    The receiving party checks the key itself, whatever the peer's code did: its
+    fields must be integers (or the decimal strings of :func:`public_key_json`) and
+    its modulus at least ``min_bits`` bits -- the size this party asked for, so
+    that a peer answering with a smaller key than the run's ``key_size`` is refused
+    -- and never below 2048 bits unless ``insecure_for_tests``.
+
+    Parameters
+    ----------
+    public : dict
+        The peer's key-exchange fields (``scheme``, and ``n``, ``hs``, ``key_id``
+        for Paillier).
+    expected_scheme : {"paillier", "plain"}
+        The scheme this run uses.
+    insecure_for_tests : bool, default=False
+        Drop the 2048-bit floor (``min_bits`` still applies).
+    n_jobs : int, optional
+        Parallelism of the peer key's operations.
+    min_bits : int, optional
+        Smallest modulus accepted, in bits: pass this party's own ``key_size``.
+
+    Returns
+    -------
+    PaillierPeerKey or PlainPeerKey
+
+    Raises
+    ------
+    PolicyError
+        If the modulus is smaller than required.
+    MessageError
+        If a field is missing or not an integer.
+    ValueError
+        If the scheme differs from this run's.
+    """
+    # Imported here: the rest of this module needs neither.
+    from ftl.exceptions import PolicyError
+    from ftl.federation.messages import MessageError
+
+    if min_bits is not None:
+        if isinstance(min_bits, bool) or not hasattr(min_bits, "__index__"):
+            raise TypeError(f"min_bits must be an integer, got {type(min_bits).__name__}")
+        min_bits = min_bits.__index__()  # numpy integers too; never 2048.0 or "2048"
+    if not isinstance(public, dict):
+        raise MessageError("peer's public key must be a JSON object")
     scheme = public.get("scheme")
     if scheme != expected_scheme:
         raise ValueError(f"peer uses encryption {scheme!r}, this run expects {expected_scheme!r}")
     if scheme == "plain":
         return PlainPeerKey()
-    n, hs = int(public["n"]), int(public["hs"])
-    if n.bit_length() < 2048 and not insecure_for_tests:
-        raise ValueError(f"peer's key has {n.bit_length()} bits; at least 2048 are required")
-    return PaillierPeerKey(
-        n, hs, str(public["key_id"]), insecure_for_tests=insecure_for_tests, n_jobs=n_jobs
-    )
+
+    def integer(name: str) -> int:
+        value = public.get(name)
+        # ints and decimal strings only: int() would also take 2048.0, True or " 7 "
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            return int(value)
+        raise MessageError(f"peer's public key field {name!r} is not an integer")
+
+    n, hs, kid = integer("n"), integer("hs"), public.get("key_id")
+    if not isinstance(kid, str):
+        raise MessageError("peer's public key has no key id")
+    required = max(min_bits or 0, 0 if insecure_for_tests else 2048)
+    if n.bit_length() < required:
+        raise PolicyError(
+            f"peer's key has {n.bit_length()} bits; this party requires at least {required} "
+            "(its own key_size, and never below 2048 outside tests): refused"
+        )
+    return PaillierPeerKey(n, hs, kid, insecure_for_tests=insecure_for_tests, n_jobs=n_jobs)
 
 
 # -------------------------------------------------------------------- helpers

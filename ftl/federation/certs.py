@@ -6,9 +6,22 @@ certificate authority. :func:`make_certificates` (behind ``ftl certs``) creates 
 fresh CA and one certificate and private key per party, so that a federation can
 be tried on one machine or a test network without an existing PKI.
 
-The server takes a peer's identity from the *common name* (CN) of its verified
-client certificate, so the CN of each party certificate is the party's name;
-:func:`load_identity` reads it back.
+**Identities.** A party certificate names its party twice, once for each direction
+of a connection:
+
+* as a **client**, by its subject *common name* (CN): the server attributes a
+  peer's requests to the CN of its verified certificate (:func:`certificate_identity`
+  reads it, refusing a certificate that claims more than one identity);
+* as a **server**, by the DNS subject alternative name ``<party>.ftl``
+  (:func:`party_server_name`). A driver connecting to party ``"shop"`` has TLS
+  verify the host's certificate against ``shop.ftl`` -- the check that normally
+  compares a certificate with the host name dialled -- so the certificate of any
+  other party, although signed by the same CA, fails the handshake before a
+  single request is sent.
+
+``.ftl`` is not a real top-level domain, so a party name never collides with a
+host name, and :func:`make_certificates` refuses extra host names under it (and
+wildcards, which could cover it).
 
 .. warning::
 
@@ -35,10 +48,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CA_COMMON_NAME", "CertificatePaths", "load_identity", "make_certificates"]
+__all__ = [
+    "CA_COMMON_NAME",
+    "PARTY_DOMAIN",
+    "CertificatePaths",
+    "certificate_identity",
+    "certificate_names",
+    "describe_certificate",
+    "dns_names",
+    "load_identity",
+    "make_certificates",
+    "party_names",
+    "party_server_name",
+]
 
 #: Common name of the CA that :func:`make_certificates` creates.
 CA_COMMON_NAME = "ftl throwaway CA"
+#: Pseudo top-level domain of the DNS names that pin party identities.
+PARTY_DOMAIN = "ftl"
 
 # The CA's files are ca.crt/ca.key, so a party called "ca" would overwrite them.
 _RESERVED_NAMES = frozenset({"ca"})
@@ -86,8 +113,11 @@ def make_certificates(
 
     The subject common name (CN) of each party's certificate is the party's name,
     and the gRPC server uses the CN of a peer's verified certificate as that peer's
-    identity. Every party certificate is valid for both TLS server and TLS client
-    authentication, since each party may both serve and connect.
+    identity. Its first subject alternative name is the DNS name ``<party>.ftl``
+    (:func:`party_server_name`), against which a driver verifies the certificate
+    of the party it connects to. Every party certificate is valid for both TLS
+    server and TLS client authentication, since each party may both serve and
+    connect.
 
     Parameters
     ----------
@@ -97,9 +127,10 @@ def make_certificates(
         Party names: non-empty, unique (ignoring case, as file names may be), of
         ASCII letters, digits, ``-``, ``_`` and ``.``; ``"ca"`` is reserved.
     hosts : iterable of str
-        Host names and IP addresses at which the parties are reached; each becomes
-        a subject alternative name of every party certificate, as does the party's
-        own name (as a DNS name).
+        Extra host names and IP addresses put into every party certificate as
+        subject alternative names, for TLS clients other than ftl's that check the
+        address they dial (ftl's driver checks the party name instead). Names
+        under ``.ftl`` and wildcards are refused: they could name a party.
     days : int
         Validity of the certificates in days from now. They are valid from five
         minutes ago, to tolerate small clock differences between machines.
@@ -119,8 +150,8 @@ def make_certificates(
     ------
     ValueError
         If a party name is invalid, reserved or repeated, there are no parties, a
-        host is empty, ``days`` is not a positive integer or ``key_type`` is
-        unknown.
+        host is empty, a wildcard or under ``.ftl``, ``days`` is not a positive
+        integer or ``key_type`` is unknown.
     FileExistsError
         If one of the files exists already and ``overwrite`` is false. Nothing is
         written in that case.
@@ -128,6 +159,7 @@ def make_certificates(
     See Also
     --------
     load_identity : The identity (common name) in a certificate.
+    party_server_name : The DNS name that pins a party's certificate.
 
     Examples
     --------
@@ -194,7 +226,9 @@ def make_certificates(
     aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
     for name in names:
         key = _new_key(key_type)
-        san = [x509.DNSName(name)]
+        # The party's own name comes first; the shared host names cannot collide
+        # with it (_parse_hosts refuses names under .ftl).
+        san: list[x509.GeneralName] = [x509.DNSName(party_server_name(name))]
         for host in san_hosts:
             if host not in san:
                 san.append(host)
@@ -232,6 +266,138 @@ def make_certificates(
     return paths
 
 
+def party_server_name(name: str) -> str:
+    """The DNS name that pins party ``name``'s certificate: ``<name>.ftl``.
+
+    A driver connecting to the party has TLS verify the server's certificate
+    against this name (see :class:`ftl.RemoteParty`); :func:`make_certificates`
+    puts it into each party's certificate. TLS compares DNS names without regard
+    to case, which is why party names differing in case only are refused.
+
+    Parameters
+    ----------
+    name : str
+        The party's name.
+
+    Returns
+    -------
+    str
+    """
+    return f"{name}.{PARTY_DOMAIN}"
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    """The DNS subject alternative names of a certificate, in order."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(x509.DNSName))
+
+
+def certificate_names(cert: x509.Certificate, server_name: str) -> bool:
+    """Whether TLS host-name verification accepts ``cert`` for ``server_name``.
+
+    The exact (case-insensitive) DNS names only, as ftl's checks need; the
+    subject common name counts only in a certificate without alternative names,
+    as in gRPC's verification. Wildcards are not expanded.
+    """
+    wanted = server_name.rstrip(".").lower()
+    try:
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return any(str(a.value).rstrip(".").lower() == wanted for a in cns)
+    return any(n.rstrip(".").lower() == wanted for n in dns_names(cert))
+
+
+def _in_party_domain(dns_name: str) -> bool:
+    return dns_name.rstrip(".").lower().endswith("." + PARTY_DOMAIN)
+
+
+def party_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names under ``.ftl`` of a certificate: the parties it may serve as.
+
+    Parameters
+    ----------
+    cert : cryptography.x509.Certificate
+
+    Returns
+    -------
+    list of str
+        Full DNS names (``"shop.ftl"``), in certificate order; empty for a
+        certificate made before party names were pinned, or by another PKI.
+    """
+    return [n for n in dns_names(cert) if _in_party_domain(n)]
+
+
+def _load(cert: x509.Certificate | bytes | str) -> x509.Certificate:
+    if isinstance(cert, x509.Certificate):
+        return cert
+    data = cert.encode("ascii") if isinstance(cert, str) else bytes(cert)
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def certificate_identity(cert: x509.Certificate | bytes | str) -> str:
+    """The one identity a peer's certificate claims: its subject common name.
+
+    A certificate that claims more than one identity is refused rather than
+    read one way: TLS libraries report the first common name (gRPC's
+    ``x509_common_name``), other software may take the last, so a certificate
+    with the common names ``"eve"`` and ``"bank"`` must not be taken for either.
+    Likewise its party names (DNS names under ``.ftl``, see
+    :func:`party_server_name`), if it has any, must be exactly
+    ``<common name>.ftl``: a certificate that serves as one party and connects
+    as another is ambiguous.
+
+    Parameters
+    ----------
+    cert : cryptography.x509.Certificate, or bytes or str
+        The certificate, or its PEM or DER encoding (e.g. gRPC's
+        ``x509_pem_cert`` auth-context property).
+
+    Returns
+    -------
+    str
+        The subject common name.
+
+    Raises
+    ------
+    ValueError
+        If the certificate cannot be parsed, its subject has no common name or
+        more than one, or its party names disagree with the common name.
+    """
+    try:
+        cert = _load(cert)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not an X.509 certificate: {exc}") from None
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(cns) != 1:
+        raise ValueError(
+            f"expected exactly one subject common name, found {len(cns)}: a certificate "
+            "must claim one identity"
+        )
+    value = cns[0].value
+    identity = value if isinstance(value, str) else value.decode("utf-8")
+    names = party_names(cert)
+    expected = party_server_name(identity).lower()
+    if names and [n.rstrip(".").lower() for n in names] != [expected]:
+        raise ValueError(
+            f"the certificate of {identity!r} carries the party names {names}: a certificate "
+            f"must claim one identity (as a server, {expected!r} only)"
+        )
+    return identity
+
+
+def describe_certificate(cert: x509.Certificate) -> str:
+    """A short description for error messages: common name(s) and DNS names."""
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    shown = ", ".join(repr(c) for c in cns) or "none"
+    return f"common name {shown}, DNS names {dns_names(cert)}"
+
+
 def load_identity(cert_path: str | os.PathLike[str]) -> str:
     """The identity a certificate presents: its subject common name (CN).
 
@@ -250,19 +416,18 @@ def load_identity(cert_path: str | os.PathLike[str]) -> str:
     Raises
     ------
     ValueError
-        If the file is not a PEM certificate or its subject has no common name or
-        more than one.
+        If the file is not a PEM certificate or it claims no identity or more
+        than one (see :func:`certificate_identity`).
 
     See Also
     --------
     make_certificates : Certificates whose common names are the party names.
     """
     cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(cns) != 1:
-        raise ValueError(f"{cert_path}: expected exactly one subject common name, found {len(cns)}")
-    value = cns[0].value
-    return value if isinstance(value, str) else value.decode("utf-8")
+    try:
+        return certificate_identity(cert)
+    except ValueError as exc:
+        raise ValueError(f"{cert_path}: {exc}") from None
 
 
 def _check_party_names(parties: Iterable[str]) -> list[str]:
@@ -294,6 +459,14 @@ def _parse_hosts(hosts: Iterable[str]) -> list[x509.GeneralName]:
         if not isinstance(host, str) or not host.strip():
             raise ValueError(f"invalid host {host!r}: expected a host name or IP address")
         host = host.strip()
+        if "*" in host:
+            # gRPC matches "*.ftl" against "shop.ftl": a wildcard could name a party.
+            raise ValueError(f"invalid host {host!r}: wildcards are not allowed")
+        if _in_party_domain(host):
+            raise ValueError(
+                f"invalid host {host!r}: names under .{PARTY_DOMAIN} are reserved for party "
+                f"identities (each party's certificate names it as '<party>.{PARTY_DOMAIN}')"
+            )
         try:
             entry: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
         except ValueError:
