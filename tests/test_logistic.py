@@ -12,7 +12,23 @@ from sklearn.utils.validation import check_random_state
 
 import ftl
 from ftl.data.simulate import simulate_federation
+from ftl.linear_model import guest as guest_role
 from tests.conftest import SMALL_KEY, pooled
+
+
+@pytest.fixture
+def starts(monkeypatch):
+    """The guest's secret random starts of a fit, as the guest drew them (one per model)."""
+    drawn = []
+    real = guest_role.random_start
+
+    def record(*args, **kwargs):
+        weights = real(*args, **kwargs)
+        drawn.append(weights.copy())
+        return weights
+
+    monkeypatch.setattr(guest_role, "random_start", record)
+    return drawn
 
 
 def _residual(est, z_guest, z_host, y):
@@ -47,20 +63,25 @@ def _host_chain(est, z_host):
     return np.clip((r + h - np.abs(z_host)) / (2 * h), 0, 1)
 
 
-def centralized_same_objective(X, y, est, n_guest):
+def centralized_same_objective(X, y, est, n_guest, start):
     """Plain numpy run of the objective and optimiser the protocol implements.
 
-    Same approximated residual, same batches (same seeds), same Adam and schedule
-    (each party's block decays its own step size), same stopping rule -- on pooled
-    data, with no federation at all.
+    Same approximated residual, same start (the guest's secret random start, the
+    host's zeros), same batches (same seeds; ``n // bs`` nearly equal batches), same
+    Adam and schedule (each party's block decays its own step size), same stopping
+    rule -- on pooled data, with no federation at all.
     """
     n, p = X.shape
     Xa = np.hstack([X[:, :n_guest], np.ones((n, 1)), X[:, n_guest:]])
     blocks = [np.arange(n_guest + 1), np.arange(n_guest + 1, p + 1)]
     w = np.zeros(p + 1)
+    w[: n_guest + 1] = start
     alpha = 1.0 / (est.C * n)
     rng = np.random.default_rng(check_random_state(est.random_state).randint(2**31 - 1))
-    bs = int(np.clip(n // 16, 32, 1024)) if est.batch_size == "auto" else est.batch_size
+    if est.batch_size == "auto":  # raised to twice the host's columns (the guest's minimum)
+        bs = min(max(int(np.clip(n // 16, 32, 1024)), 2 * (p - n_guest)), n)
+    else:
+        bs = est.batch_size
     m = np.zeros(p + 1)
     v = np.zeros(p + 1)
     lr = [est.learning_rate] * 2
@@ -69,8 +90,7 @@ def centralized_same_objective(X, y, est, n_guest):
         start_w = w.copy()
         path = [0.0, 0.0]
         order = rng.permutation(n)
-        for s in range(0, n, bs):
-            b = order[s : s + bs]
+        for b in np.array_split(order, max(1, n // bs)):
             zg = Xa[b][:, blocks[0]] @ w[blocks[0]]
             zh = Xa[b][:, blocks[1]] @ w[blocks[1]]
             res = _residual(est, zg, zh, y[b])
@@ -104,14 +124,14 @@ def centralized_same_objective(X, y, est, n_guest):
     "params",
     [{}, {"sigmoid": "taylor", "learning_rate_schedule": "epoch"}, {"sigmoid_degree": 3}],
 )
-def test_plaintext_federated_adam_equals_centralized_same_objective(breast, params):
+def test_plaintext_federated_adam_equals_centralized_same_objective(breast, params, starts):
     X, y = breast
     params = {"optimizer": "adam", "tol": 1e-2, **params}
     est = ftl.FederatedLogisticRegression(encryption=None, random_state=3, **params).fit(X, y)
     if params.get("sigmoid") is None:
         est.sigmoid = "poly"  # what "auto" chose for one host (for the reference)
     n_guest = X.alignment.n_features[0]
-    w = centralized_same_objective(pooled(X), y.astype(float), est, n_guest)
+    w = centralized_same_objective(pooled(X), y.astype(float), est, n_guest, starts[0])
     np.testing.assert_allclose(est.coef_[0], w[:n_guest], atol=1e-6)
     np.testing.assert_allclose(est.intercept_[0], w[n_guest], atol=1e-6)
     host = X.alignment.hosts[0]
@@ -237,24 +257,28 @@ def test_multiclass_one_vs_rest_on_vehicle_with_default_parameters(vehicle, seed
     assert (fed.n_iter_ < fed.max_iter).all()
 
 
-def test_three_parties_match_two_parties_plaintext(breast):
+def test_three_parties_match_two_parties_plaintext(breast, monkeypatch):
     X, y = breast
     cols = pooled(X)
     three = simulate_federation(cols, y, n_hosts=2)
     two = simulate_federation(cols, y, n_hosts=1)
-    # same objective and a schedule that does not depend on how columns are split
-    # (the adaptive schedule is decided per party's block)
-    kw = dict(
-        encryption=None,
-        random_state=0,
-        sigmoid="taylor",
-        optimizer="adam",
-        learning_rate_schedule="epoch",
-    )
-    a = ftl.FederatedLogisticRegression(simulated_hosts=2, **kw)
-    b = ftl.FederatedLogisticRegression(**kw)
-    a.fit(three, y)
-    b.fit(two, y)
+    # same objective, same batches and a schedule that does not depend on how columns
+    # are split (the adaptive schedule is decided per party's block); from a common
+    # start: the guest's secret random start covers its own block, which differs
+    with monkeypatch.context() as patch:
+        patch.setattr(guest_role, "random_start", lambda x, icpt, rng: np.zeros(x.shape[1] + icpt))
+        kw = dict(
+            encryption=None,
+            random_state=0,
+            sigmoid="taylor",
+            optimizer="adam",
+            batch_size=64,
+            learning_rate_schedule="epoch",
+        )
+        a = ftl.FederatedLogisticRegression(simulated_hosts=2, **kw)
+        b = ftl.FederatedLogisticRegression(**kw)
+        a.fit(three, y)
+        b.fit(two, y)
     np.testing.assert_allclose(a.decision_function(three), b.decision_function(two), atol=1e-8)
     # L-BFGS preconditions each party's block, so its path depends on the split; its
     # end point (the minimiser of the same objective) does not

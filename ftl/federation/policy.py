@@ -49,6 +49,7 @@ PROTOCOL_ROLES: dict[str, frozenset[str]] = {
 #: Settings of the ``[policy]`` table that are not part of the budget.
 _POLICY_KEYS = {
     "min_key_size",
+    "max_key_size",
     "allow_plaintext",
     "min_intersection",
     "allow_lbfgs",
@@ -120,6 +121,10 @@ class Policy:
     min_key_size : int, default=2048
         Smallest Paillier modulus (bits) accepted for any key in a session,
         including the key the host makes for itself at the driver's request.
+    max_key_size : int, default=4096
+        Largest Paillier modulus (bits) the host makes for itself at the driver's
+        request (key generation time grows with the fourth power of the size, so a
+        huge size would tie up the host's CPU).
     allow_plaintext : bool, default=False
         Accept sessions with ``encryption=None`` (values cross in the clear) or
         with insecure test keys. Never in production.
@@ -139,6 +144,7 @@ class Policy:
 
     peers: dict[str, PeerRule] = field(default_factory=dict)
     min_key_size: int = 2048
+    max_key_size: int = 4096
     allow_plaintext: bool = False
     min_intersection: int = 100
     allow_lbfgs: bool = True
@@ -191,6 +197,7 @@ class Policy:
         policy = cls(
             peers=peers,
             min_key_size=_integer(table.get("min_key_size", 2048), "min_key_size"),
+            max_key_size=_integer(table.get("max_key_size", 4096), "max_key_size"),
             allow_plaintext=bool(table.get("allow_plaintext", False)),
             min_intersection=_integer(table.get("min_intersection", 100), "min_intersection"),
             allow_lbfgs=bool(table.get("allow_lbfgs", True)),
@@ -199,6 +206,8 @@ class Policy:
         )
         if policy.min_key_size < 1024 and not policy.allow_plaintext:
             raise ValueError("policy: min_key_size below 1024 bits is not a real protection")
+        if policy.max_key_size < policy.min_key_size:
+            raise ValueError("policy: max_key_size is below min_key_size")
         if policy.min_intersection < 0:
             raise ValueError("policy: min_intersection must be >= 0")
         return policy
@@ -247,6 +256,12 @@ class Policy:
                         f"(peer {rule.identity!r})"
                     )
                 self._key_bits(rule, size, "the requested key size")
+                if size > self.max_key_size:
+                    raise PolicyError(
+                        f"the requested key size ({size} bits) is above this host's maximum "
+                        f"of {self.max_key_size} bits (policy key 'max_key_size'; peer "
+                        f"{rule.identity!r})"
+                    )
         for name in ("public_key", "public_keys"):
             if name not in request.fields:
                 continue

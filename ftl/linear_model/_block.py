@@ -41,6 +41,14 @@ class WeightBlock:
         self.batch: np.ndarray | None = None
         self.epoch_start = self.weights.copy()
 
+    def start_at(self, weights: np.ndarray) -> None:
+        """Begin training at ``weights`` instead of zero (the guest's secret start)."""
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != self.weights.shape or not np.isfinite(weights).all():
+            raise ValueError(f"a start needs {self.weights.shape[0]} finite weights")
+        self.weights = weights.copy()
+        self.epoch_start = self.weights.copy()
+
     def batch_features(self) -> np.ndarray:
         return self.features[self.batch]
 

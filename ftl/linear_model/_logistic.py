@@ -21,7 +21,13 @@ from ftl.data.handles import VerticalData
 from ftl.data.simulate import simulate_federation
 from ftl.federation.channel import Channel
 from ftl.federation.transcript import Transcript
-from ftl.linear_model.guest import LogisticGuest, predict_margin
+from ftl.linear_model._label_privacy import (
+    debiased_targets,
+    randomized_response,
+    response_probabilities,
+    row_noise,
+)
+from ftl.linear_model.guest import LogisticGuest, guest_secret, predict_margin, start_seed
 
 __all__ = ["FederatedLogisticRegression"]
 
@@ -65,8 +71,13 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         1e-4 for L-BFGS and 1e-2 for Adam and SGD.
     batch_size : int, "auto" or None, default="auto"
         Adam and SGD: rows per gradient step; ``None`` means full batch; "auto"
-        uses ``clip(n_samples // 16, 32, 1024)``. L-BFGS always uses every row
-        (as scikit-learn's MLP ignores ``batch_size`` with ``solver="lbfgs"``).
+        uses ``clip(n_samples // 16, 32, 1024)``, raised to the guest's minimum.
+        L-BFGS always uses every row (as scikit-learn's MLP ignores
+        ``batch_size`` with ``solver="lbfgs"``). Each epoch is cut into
+        ``n_samples // batch_size`` batches of nearly equal size (none shorter).
+        To protect its labels the guest refuses mini-batches of fewer than 32 rows
+        and any batch (a full batch too) of fewer than twice the hosts' total
+        number of columns (docs/protocols.md §5.2).
     learning_rate : float, default=0.05
         Adam and SGD: initial step size (L-BFGS finds its own by line search).
     learning_rate_decay : float, default=0.5
@@ -115,8 +126,27 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         and this many host blocks (a simulated federation).
     n_jobs : int, default=None
         joblib workers for encryption and encrypted matrix products.
+    label_privacy : float or None, default=None
+        Label differential privacy towards the hosts: ``epsilon > 0``. Before
+        training, the guest replaces each training label by a ``k``-ary randomized
+        response (keeps it with probability ``e**eps / (e**eps + k - 1)``, else
+        reports another class uniformly) and trains on the debiased targets, whose
+        gradients are unbiased. Everything the hosts see is then a function of the
+        randomized labels, so training is ``epsilon``-label-DP with respect to the
+        labels of the training rows (not the guest's features; the set of classes is
+        treated as public). A row's response is a fixed function of the guest
+        party's secret, so repeated fits on the same guest party (cross-validation,
+        grid search) reuse it and do not add up. Needs a penalty (the debiased
+        objective is unbounded below without one). Costs accuracy at small
+        ``epsilon``: docs/accuracy.md measures it. ``None``: no label noise.
     random_state : int, RandomState instance or None, default=None
-        Seeds the batch order.
+        Seeds the batch order. The guest's weights start at a random point drawn
+        from a secret of the guest's :class:`~ftl.Party` (256 bits from the OS,
+        never sent) and the training rows -- with Adam and SGD also from this seed
+        -- so a host that knows ``random_state`` cannot reproduce it; refits on the
+        same guest party are reproducible (L-BFGS fits on the same rows are the
+        same run whatever ``random_state``). With a plain array (a simulated
+        federation) the start comes from ``random_state`` alone.
     verbose : bool, default=False
         Show a tqdm progress bar with the relative weight change per epoch and,
         with one host, the epoch's mean training log-loss. The loss is computed
@@ -141,6 +171,10 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         Iterations (L-BFGS) or epochs (Adam, SGD) run for each binary model.
     transcript_ : Transcript
         Every message that crossed a party boundary during fit and predict.
+    label_privacy_ : dict or None
+        With ``label_privacy``: ``epsilon``, ``keep_probability`` (of the true
+        class) and ``changed``, the fraction of training labels whose randomized
+        response is another class (known to the guest only). ``None`` otherwise.
     history_ : list of list of dict
         Per iteration or epoch of each binary model: ``epoch`` (its index),
         ``relative_change`` (weights),
@@ -180,6 +214,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         "insecure_for_tests": ["boolean"],
         "simulated_hosts": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
+        "label_privacy": [Interval(Real, 0, None, closed="neither"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -204,6 +239,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         insecure_for_tests=False,
         simulated_hosts=1,
         n_jobs=None,
+        label_privacy=None,
         random_state=None,
         verbose=False,
     ):
@@ -225,6 +261,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.insecure_for_tests = insecure_for_tests
         self.simulated_hosts = simulated_hosts
         self.n_jobs = n_jobs
+        self.label_privacy = label_privacy
         self.random_state = random_state
         self.verbose = verbose
 
@@ -325,10 +362,41 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             return 1e-4 if self.optimizer == "lbfgs" else 1e-2
         return float(self.tol)
 
-    def _batch_size(self, n: int):
-        if self.batch_size == "auto":
-            return int(np.clip(n // 16, 32, 1024))
-        return self.batch_size
+    def _secret(self, handle: VerticalData) -> int | None:
+        """The guest's secret, or None for a simulated federation (no other party)."""
+        if self._sim_hosts is not None:
+            return None
+        return guest_secret(handle.alignment.guest)
+
+    def _targets(self, handle: VerticalData, y: np.ndarray, secret, seed: int) -> list:
+        """The binary target of every model: one for two classes, else one per class.
+
+        With ``label_privacy`` the guest randomizes each label once (k-ary randomized
+        response; the noise of a row is a fixed function of the guest's secret and
+        its row) and debiases the one-vs-rest targets.
+        """
+        if self.label_privacy is None:
+            self.label_privacy_ = None
+            if len(self.classes_) == 2:
+                return [(y == self.classes_[1]).astype(np.float64)]
+            return [(y == c).astype(np.float64) for c in self.classes_]
+        k = len(self.classes_)
+        codes = np.searchsorted(self.classes_, y)
+        guest = handle.alignment.guest
+        if secret is None:  # simulated: rows are the array's rows, noise from the seed
+            rows, n_rows, secret = np.arange(len(y)), len(y), int(seed)
+        else:
+            rows = guest.aligned_rows(handle.alignment.id, handle.positions)
+            n_rows = guest.n_rows
+        reported = randomized_response(
+            codes, k, self.label_privacy, row_noise(secret, rows, n_rows)
+        )
+        self.label_privacy_ = {
+            "epsilon": float(self.label_privacy),
+            "keep_probability": response_probabilities(self.label_privacy, k)[0],
+            "changed": float(np.mean(reported != codes)),
+        }
+        return debiased_targets(reported, k, self.label_privacy)
 
     # ------------------------------------------------------------------ public API
     def fit(self, X, y):
@@ -352,6 +420,12 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
                 "optimizer='lbfgs' needs a smooth penalty ('l2' or None); use "
                 "optimizer='adam' or 'sgd' with penalty='l1'"
             )
+        if self.label_privacy is not None and self.penalty is None:
+            raise ValueError(
+                "label_privacy needs a penalty ('l2' or 'l1'): a debiased target above 1 "
+                "or below 0 makes a row's loss fall without bound as its margin grows, "
+                "so without a penalty the objective may have no minimum"
+            )
         if self.encryption is not None:
             check_key_size(int(self.key_size), self.insecure_for_tests)
         handle, y = self._as_handle(X, y, fitting=True)
@@ -366,25 +440,38 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             )
         alignment = handle.alignment
         rng = check_random_state(self.random_state)
-        targets = (
-            [y == self.classes_[1]] if len(self.classes_) == 2 else [y == c for c in self.classes_]
+        seeds = [
+            rng.randint(2**31 - 1)
+            for _ in range(1 if len(self.classes_) == 2 else len(self.classes_))
+        ]
+        secret = self._secret(handle)
+        targets = self._targets(handle, y, secret, seeds[0])
+        rows = (
+            None if secret is None else alignment.guest.aligned_rows(alignment.id, handle.positions)
         )
+        # L-BFGS is deterministic given its start: a start drawn from the guest's secret
+        # and the training rows alone (not random_state) makes every L-BFGS fit on these
+        # rows the same run, so repeated fits give a host no second sample of the start
+        # to average away. Adam's and SGD's batch orders follow random_state, and so
+        # do their starts.
+        varies = self.optimizer != "lbfgs" or secret is None
         self.transcript_ = Transcript()
         coefs, intercepts, models, n_iter, history = [], [], [], [], []
-        for target in targets:
+        for k, (target, seed) in enumerate(zip(targets, seeds, strict=True)):
             channel = Channel(alignment.guest.name, self.transcript_)
             guest = LogisticGuest(
                 alignment.guest,
                 alignment.hosts,
                 alignment.id,
                 handle.positions,
-                target.astype(np.float64),
+                target,
                 self._params(len(handle), len(alignment.hosts)),
                 channel,
-                np.random.default_rng(rng.randint(2**31 - 1)),
+                np.random.default_rng(seed),
                 verbose=self.verbose,
+                start=start_seed(secret, k, seed if varies else None, rows),
             )
-            result = guest.fit(self.max_iter, self._tol(), self._batch_size(len(handle)))
+            result = guest.fit(self.max_iter, self._tol(), self.batch_size)
             coefs.append(result.coef)
             intercepts.append(result.intercept)
             models.append(

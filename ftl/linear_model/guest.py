@@ -22,6 +22,8 @@ No party holds another's private key; there is no arbiter.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -50,6 +52,93 @@ from ftl.linear_model.host import _peer_keys
 #: L-BFGS: trial points per iteration before the memory is cleared.
 _MAX_LINE_SEARCH = 8
 
+#: Fewest rows of a mini-batch the guest sends (a full batch may be smaller, then the
+#: per-column minimum below still holds). Protects the guest's labels: each batch
+#: gives every host its gradient, ``p_H`` equations in the batch's residuals.
+MIN_BATCH_ROWS = 32
+#: Rows every batch (also a full batch) needs per host column, summed over the
+#: hosts (colluding hosts pool their equations). With ``b <= p_H`` rows a host
+#: solves its gradient for every row's residual ``sigmoid(z) - y``, whose sign is
+#: the label; twice ``p_H`` leaves as many unknowns as equations.
+MIN_BATCH_ROWS_PER_HOST_COLUMN = 2
+#: Standard deviation of the guest's secret starting margins over the training rows
+#: (docs/protocols.md §5.2): of the order of the label signal ``sigmoid(u) - y``,
+#: small enough that the optimiser starts near the usual region.
+START_MARGIN_SPREAD = 1.0
+#: Streams of the guest's secret: one per binary model's start.
+_START_STREAM = 0x53545254  # "STRT"
+
+
+def min_batch_rows(host_widths) -> int:
+    """The guest's minimum rows per batch given the hosts' block widths."""
+    return max(MIN_BATCH_ROWS, MIN_BATCH_ROWS_PER_HOST_COLUMN * int(sum(host_widths)))
+
+
+def guest_secret(party) -> int:
+    """The guest party's secret (256 bits from the OS when the party was created).
+
+    It never leaves the guest. It seeds the random start and randomized response,
+    so a host that knows or guesses ``random_state`` cannot reproduce them; a guest
+    that fits again on the same :class:`~ftl.Party` gets the same start and noise.
+    """
+    base = party
+    while getattr(base, "_base", None) is not None:  # a preprocessed view of the party
+        base = base._base
+    secret = base.__dict__.get("_secret")
+    if secret is None:  # a party unpickled from an older version: make one now
+        secret = base._secret = secrets.token_bytes(32)
+    return int.from_bytes(secret, "big")
+
+
+def start_seed(
+    secret: int | None, model: int, seed: int | None = None, rows: np.ndarray | None = None
+) -> np.random.SeedSequence:
+    """Seed of binary model ``model``'s random start.
+
+    Drawn from the guest's secret and the set of training rows (the guest's own row
+    numbers ``rows``), and from ``seed`` (the fit's, from ``random_state``) if given.
+    Without ``seed`` the start is a fixed function of the rows: a deterministic
+    optimiser (L-BFGS) then repeats exactly the same run on the same rows, so
+    repeated fits show a host nothing it could average the start away with; other
+    rows give an independent start. ``secret=None`` (a simulated federation, whose
+    driver holds every party's data) uses ``seed`` alone.
+    """
+    if secret is None:
+        entropy = [int(seed or 0)]
+    else:
+        canonical = np.sort(np.asarray(rows, dtype=np.int64)).astype("<i8").tobytes()
+        digest = int.from_bytes(hashlib.sha256(canonical).digest(), "big")
+        entropy = [int(secret), digest] + ([] if seed is None else [int(seed)])
+    return np.random.SeedSequence(entropy=entropy, spawn_key=(_START_STREAM, int(model)))
+
+
+def random_start(features: np.ndarray, fit_intercept: bool, rng: np.random.Generator) -> np.ndarray:
+    """The guest's secret starting weights (and intercept, last).
+
+    A random direction of the guest's columns, scaled so that the starting margins
+    ``u_G = X_G w + b`` spread with standard deviation :data:`START_MARGIN_SPREAD`
+    over the training rows, centred on a random offset (``N(0, 1/4)``). From a zero
+    start every party's first gradient would be ``X_P.T (sigmoid(u_H) - y)`` with
+    ``u_H`` known to the host, so the host's first gradient would be a known
+    function of the labels (docs/protocols.md §5.2); with ``u_G`` secret per row it
+    is not. The objective is convex, so L-BFGS reaches the same optimum from here.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    weights = rng.standard_normal(features.shape[1])
+    margins = features @ weights
+    spread = float(np.std(margins)) if len(margins) else 0.0
+    if spread > 0:
+        weights *= START_MARGIN_SPREAD / spread
+        margins *= START_MARGIN_SPREAD / spread
+    else:  # constant or no columns: only an intercept can move the margins
+        weights[:] = 0.0
+        margins[:] = 0.0
+    if not fit_intercept:
+        return weights
+    offset = 0.5 * START_MARGIN_SPREAD * rng.standard_normal()
+    intercept = offset - (float(np.mean(margins)) if len(margins) else 0.0)
+    return np.append(weights, intercept)
+
 
 @dataclass
 class TrainingResult:
@@ -76,12 +165,20 @@ class LogisticGuest:
         Alignment whose rows are used.
     positions : ndarray of int
         Aligned row positions of the training rows.
-    y : ndarray of {0, 1}
-        Binary labels of those rows (the guest's own data).
+    y : ndarray of float
+        Binary targets of those rows (the guest's own data): 0/1 labels, or with
+        label privacy the debiased randomized responses (any real values).
     params : dict
         Public protocol parameters (also sent to the hosts).
     channel : Channel
         Where every cross-party message goes through.
+    random_state : numpy.random.Generator
+        Draws the batch order (which the hosts see anyway).
+    verbose : bool, default=False
+        Show a progress bar.
+    start : numpy.random.SeedSequence, optional
+        Seed of the guest's secret random start (:func:`random_start`), derived
+        from the guest's secret; ``None`` draws it from the OS.
     """
 
     def __init__(
@@ -95,6 +192,7 @@ class LogisticGuest:
         channel: Channel,
         random_state: np.random.Generator,
         verbose: bool = False,
+        start: np.random.SeedSequence | None = None,
     ):
         self.guest = guest
         self.hosts = list(hosts)
@@ -107,7 +205,13 @@ class LogisticGuest:
         self.verbose = verbose
         self.name = guest.name
         rows = guest.aligned_rows(alignment_id, self.positions)
-        self.block = WeightBlock(guest.local_features(rows), params, params["fit_intercept"])
+        features = guest.local_features(rows)
+        self.block = WeightBlock(features, params, params["fit_intercept"])
+        # The guest's weights start at a secret random point, never at zero: the
+        # host's gradient is then never a known function of the labels (§5.2).
+        self.block.start_at(
+            random_start(features, params["fit_intercept"], np.random.default_rng(start))
+        )
 
     # ------------------------------------------------------------------ set-up
     def _open_sessions(self) -> None:
@@ -142,7 +246,7 @@ class LogisticGuest:
             public[host.name] = reply["public_key"]
         self.public_keys = public
         scheme = "paillier" if p["encryption"] == "paillier" else "plain"
-        self.peers = _peer_keys(public, self.name, scheme, insecure, p.get("n_jobs"))
+        self.peers = _peer_keys(public, self.name, scheme, insecure, p.get("n_jobs"), p["key_size"])
         if len(self.hosts) > 1:
             for host in self.hosts:
                 self.channel.call(
@@ -275,7 +379,44 @@ class LogisticGuest:
         return loss
 
     # ------------------------------------------------------------------ training loop
-    def fit(self, max_iter: int, tol: float, batch_size: int | None) -> TrainingResult:
+    def batch_rows(self, batch_size: int | str | None) -> int:
+        """Rows per batch for ``batch_size`` (int, ``"auto"`` or ``None``: all rows).
+
+        The guest protects its labels itself: it refuses a mini-batch of fewer than
+        :data:`MIN_BATCH_ROWS` rows and any batch (a full one too) of fewer than
+        :data:`MIN_BATCH_ROWS_PER_HOST_COLUMN` rows per host column; ``"auto"``
+        (``n // 16`` clipped to 32..1024) is raised to that minimum. Raises
+        ``ValueError`` before any message is sent.
+        """
+        n = len(self.positions)
+        widths = [int(h.n_features) for h in self.hosts]
+        floor = min_batch_rows(widths)
+        if batch_size is None or self.params["optimizer"] == "lbfgs":
+            rows = n
+        elif batch_size == "auto":
+            rows = min(max(int(np.clip(n // 16, 32, 1024)), floor), n)
+        else:
+            rows = min(int(batch_size), n)
+        if rows < n and rows < MIN_BATCH_ROWS:
+            raise ValueError(
+                f"batch_size={batch_size} is below the guest's minimum of {MIN_BATCH_ROWS} "
+                "rows per mini-batch (small batches let a host solve its gradient for the "
+                "batch's labels); use a larger batch_size or None (full batch)"
+            )
+        if rows < MIN_BATCH_ROWS_PER_HOST_COLUMN * sum(widths):
+            what = "training set" if rows == n else f"batch_size={batch_size}"
+            raise ValueError(
+                f"the {what} has {rows} rows, fewer than {MIN_BATCH_ROWS_PER_HOST_COLUMN} per "
+                f"host column ({sum(widths)} host columns): from batches that small a host "
+                "could solve its gradient for every row's residual, hence label; use "
+                f"batches of at least {floor} rows" + (" (more training rows)" if rows == n else "")
+            )
+        return rows
+
+    def fit(
+        self, max_iter: int, tol: float, batch_size: int | str | None = "auto"
+    ) -> TrainingResult:
+        bs = self.batch_rows(batch_size)  # before any message: a refusal sends nothing
         self._open_sessions()
         mode = self.params["encryption"] or "plaintext"
         self.bar = tqdm(
@@ -289,8 +430,6 @@ class LogisticGuest:
             if self.lbfgs:
                 history = self._fit_lbfgs(max_iter, tol)
             else:
-                n = len(self.positions)
-                bs = n if batch_size is None else min(int(batch_size), n)
                 history = self._fit_epochs(max_iter, tol, bs)
             model_id = uuid.uuid4().hex
             for h in self.hosts:
@@ -332,16 +471,21 @@ class LogisticGuest:
         return change
 
     def _fit_epochs(self, max_iter: int, tol: float, bs: int) -> list:
-        """Mini-batch epochs; every party steps its own block with its own optimiser."""
+        """Mini-batch epochs; every party steps its own block with its own optimiser.
+
+        Each epoch's permutation is cut into ``n // bs`` batches of (nearly) equal
+        size, every one at least ``bs`` rows: a short last batch would fall below the
+        guest's (and the hosts') minimum.
+        """
         n = len(self.positions)
-        n_batches = -(-n // bs)
+        n_batches = max(1, n // bs)
         self.bar.total = n_batches
         history: list = []
         for epoch in range(max_iter):
             started = time.perf_counter()
             order = self.rng.permutation(n)
-            for start in range(0, n, bs):
-                self._batch(order[start : start + bs])
+            for batch in np.array_split(order, n_batches):
+                self._batch(batch)
                 self.bar.update(1)
             loss = self._epoch_loss() if self.track_loss else None
             delta, norm = self.block.end_epoch()
@@ -484,10 +628,15 @@ def predict_margin(
         },
     )
     for h in hosts:
-        pub = {k: (int(v) if k in ("n", "hs") else v) for k, v in host_public_keys[h.name].items()}
-        peer = peer_key_from_public(pub, scheme, insecure)
-        channel.call(h.endpoint, "lr.predict.open", open_message)
+        # each prediction session has a key of its own (lr.opened); the training key
+        # (host_public_keys) is never used to decrypt predictions
+        opened = channel.call(h.endpoint, "lr.predict.open", open_message)
         try:
+            if opened.type != msg.OPENED.name:
+                raise ValueError(f"{h.name!r} opened prediction without a session key")
+            pub = {k: (int(v) if k in ("n", "hs") else v) for k, v in opened["public_key"].items()}
+            trained = int(host_public_keys[h.name].get("n", 0)).bit_length()  # its key's size
+            peer = peer_key_from_public(pub, scheme, insecure, min_bits=trained)
             enc = channel.call(h.endpoint, "lr.predict.contribution", Message("ack", {}))
             values = enc["values"]
             if values.shape != (len(positions), 1):

@@ -32,6 +32,7 @@ import numpy as np
 from ftl.crypto.scheme import (
     FEATURE_FRAC_BITS,
     VALUE_FRAC_BITS,
+    OwnKey,
     column,
     expected_margin_slot_bits,
     expected_slot_bits,
@@ -42,6 +43,7 @@ from ftl.crypto.scheme import (
     row,
     stack_rows,
 )
+from ftl.federation.budget import guard_of
 from ftl.federation.messages import Message, PlainArray
 from ftl.federation.service import operation, role
 from ftl.linear_model import _messages as msg
@@ -52,13 +54,12 @@ from ftl.linear_model._sigmoid import make_approximation
 LOSS_FRAC_BITS = VALUE_FRAC_BITS + FEATURE_FRAC_BITS
 
 
-def _peer_keys(table: dict, me: str, scheme: str, insecure: bool, n_jobs) -> dict:
+def _peer_keys(table: dict, me: str, scheme: str, insecure: bool, n_jobs, min_bits=None) -> dict:
     keys = {}
     for name, pub in table.items():
         if name == me:
             continue
-        fields = {k: (int(v) if k in ("n", "hs") else v) for k, v in pub.items()}
-        keys[name] = peer_key_from_public(fields, scheme, insecure, n_jobs)
+        keys[name] = peer_key_from_public(pub, scheme, insecure, n_jobs, min_bits=min_bits)
     return keys
 
 
@@ -75,16 +76,21 @@ class LogisticHost:
         self.params = params
         self.scheme = "paillier" if params["encryption"] == "paillier" else "plain"
         self.insecure = bool(params.get("insecure_for_tests", False))
-        self.n_jobs = params.get("n_jobs")
+        # The host's budget and its own parallelism, never the guest's n_jobs.
+        self.guard = guard_of(party)
+        self.n_jobs = self.guard.n_jobs(params.get("n_jobs"))
         rows = party.aligned_rows(request["alignment"], request["positions"])
         if (rows < 0).any():
             raise ValueError("training rows include rows this host does not have")
         self.block = WeightBlock(party.local_features(rows), params, fit_intercept=False)
-        self.own = make_own_key(
-            params["encryption"], int(params["key_size"]), self.insecure, self.n_jobs
-        )
         self.peers = _peer_keys(
             request["public_keys"], self.name, self.scheme, self.insecure, self.n_jobs
+        )
+        # Admitted last, once the request is known to be well formed (a refused or
+        # malformed open consumes no budget), and before the costly key generation.
+        self.guard.admit_fit("lr", request["alignment"], len(rows), party.n_features)
+        self.own = make_own_key(
+            params["encryption"], int(params["key_size"]), self.insecure, self.n_jobs
         )
         self.widths = {str(k): int(v) for k, v in params["widths"].items()}
         self.guest = str(params["guest"])
@@ -96,6 +102,8 @@ class LogisticHost:
         self.track_loss = bool(params.get("track_loss", False))
         self.loss_rows = 0
         self.loss_own = 0.0
+        # rows of all batches so far: passes over the data are capped by the host
+        self.rows_processed = 0
 
     def opened(self) -> Message:
         return Message(
@@ -117,6 +125,10 @@ class LogisticHost:
     @operation
     def contribution(self, request: Message) -> Message:
         """Margins on the batch; return this host's residual columns, encrypted."""
+        # The host's own minimum batch size (its policy, not the guest's parameter):
+        # the guest learns norms of our weight change, which a tiny batch would tie
+        # to a few of our rows.
+        self.guard.admit_batch(len(request["batch"]), self.block.features.shape[0])
         self.margin = self.block.start_batch(request["batch"])
         self.masks = {}
         self.decrypted = set()
@@ -201,6 +213,7 @@ class LogisticHost:
         values = request["values"]
         if sorted(owners) != sorted(self.masks) or len(owners) != values.shape[0]:
             raise ValueError(f"{self.name}: update must carry one cross term per peer")
+        self._count_pass_rows(len(self.margin))
         terms = [
             self.peers[owner].unmask(row(values, i), self.masks[owner])
             for i, owner in enumerate(owners)
@@ -211,6 +224,16 @@ class LogisticHost:
         if self.params["optimizer"] == "lbfgs":
             return Message(msg.SLOPE.name, {"slope": np.array([self.block.slope()])})
         return Message("ack", {})
+
+    def _count_pass_rows(self, n_rows: int) -> None:
+        """Refuse to go on past the host's cap on passes over the training rows.
+
+        Counted in rows, so a driver cannot escape the cap by never ending an epoch;
+        an L-BFGS iteration may take a few passes (its line search).
+        """
+        n_train = self.block.features.shape[0]
+        self.guard.cap("epochs", -(-(self.rows_processed + n_rows) // n_train))
+        self.rows_processed += n_rows
 
     @operation
     def accept(self, request: Message) -> Message:
@@ -289,22 +312,43 @@ class LogisticHost:
 
 @role("lr.predict")
 class LogisticHostPredictor:
-    """Prediction with a stored host shard: encrypted margins, masked decryption."""
+    """Prediction with a stored host shard: encrypted margins, masked decryption.
+
+    Each prediction session makes a key pair of its own (``lr.opened`` carries
+    its public key): the margins are encrypted under it, and ``decrypt`` serves
+    exactly one request per session, of exactly one masked margin per scored row,
+    after ``contribution``. The guest can therefore have decrypted only (masked
+    versions of) this session's own margins -- never a ciphertext from training,
+    which is under the training key, nor anything twice (docs/protocols.md §3.10).
+    """
 
     def __init__(self, party, request: Message):
         if request.type != msg.PREDICT_OPEN.name:
             raise ValueError("lr.predict sessions open with an lr.predict_open message")
         model = party.load_model(request["model_id"])
         self.name = party.name
-        self.own = model["own_key"]
         self.coef = model["coef"]
         rows = party.aligned_rows(request["alignment"], request["positions"])
         if (rows < 0).any():
             raise ValueError("prediction rows include rows this host does not have")
         self.features = party.local_features(rows)
+        guard = guard_of(party)
+        guard.admit_prediction("lr", request["alignment"], len(rows))
+        self.own = _session_key(model, guard.n_jobs(model.get("n_jobs")))
+        self.sent = False  # margins encrypted in this session
+        self.decrypted = False
+
+    def opened(self) -> Message:
+        return Message(
+            msg.OPENED.name,
+            {"public_key": public_key_json(self.own), "n_features": len(self.coef)},
+        )
 
     @operation
     def contribution(self, request: Message) -> Message:
+        if self.sent:
+            raise ValueError(f"{self.name}: this prediction session already sent its margins")
+        self.sent = True
         margin = (self.features @ self.coef)[:, None]
         return Message(
             msg.CONTRIBUTION.name, {"owner": self.name, "values": self.own.encrypt(margin)}
@@ -312,10 +356,32 @@ class LogisticHostPredictor:
 
     @operation
     def decrypt(self, request: Message) -> Message:
+        if not self.sent or self.decrypted:
+            raise ValueError(
+                f"{self.name}: a prediction session decrypts once, after its contribution"
+            )
         count, slot_bits = request["count"], request["slot_bits"]
         if count != self.features.shape[0]:
             raise ValueError("expected one masked margin per prediction row")
         if self.own.scheme == "paillier" and slot_bits != expected_margin_slot_bits():
             raise ValueError("masked margins are not packed as the public bounds require")
+        self.decrypted = True
         values = self.own.decrypt_packed(request["values"], slot_bits, count)
         return Message(msg.MASKED_MARGIN_VALUES.name, {"values": values})
+
+
+def _session_key(model: dict, n_jobs: int | None) -> OwnKey:
+    """A fresh key pair for one prediction session, of the training key's kind and size.
+
+    Prediction never uses the training key: a guest could otherwise submit any
+    ciphertext it saw in training (e.g. the host's encrypted margin powers) as
+    "masked margins" and have it decrypted. Key generation costs ~0.1-0.4 s at
+    2048 bits, once per session.
+    """
+    trained = model["own_key"]
+    if trained.scheme == "plain":
+        return make_own_key(None, 0, n_jobs=n_jobs)
+    bits = int(trained.n).bit_length()
+    # one batch of encryptions per session: no background pool of random factors
+    insecure = bool(model.get("insecure", False))
+    return make_own_key("paillier", bits, insecure, n_jobs, pool_capacity=0)

@@ -122,7 +122,10 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
     from the target's representation through the secure protocol, rows only the
     source has from the source's own representation) or a handle of target rows
     (``target.select(ids)``: secure protocol). Scores are revealed only to the
-    source, which runs this code.
+    source, which runs this code. Rows named by raw id reach customers outside
+    the alignment, so the target decides: a target served by ``ftl serve``
+    scores them only if its policy sets ``score_ids = true``, counts them against
+    its prediction budget, and refuses ids it cannot score without saying which.
 
     Examples
     --------

@@ -175,7 +175,7 @@ class TransferSource:
             ),
         )
         self.peer = peer_key_from_public(
-            reply["public_key"], self.own.scheme, insecure, p.get("n_jobs")
+            reply["public_key"], self.own.scheme, insecure, p.get("n_jobs"), min_bits=p["key_size"]
         )
         self.target_inputs = int(reply["n_inputs"])
 
@@ -374,8 +374,9 @@ def target_scores(
         },
     )
     endpoint = target.endpoint
+    # a refused open leaves no session to close (and its refusal is the error to show)
+    reply = channel.call(endpoint, "ftl.target_predict.open", request)
     try:
-        reply = channel.call(endpoint, "ftl.target_predict.open", request)
         if reply["count"] != n_rows or (own.scheme == "paillier" and reply["slot_bits"] != width):
             raise ValueError("the target returned scores of the wrong layout")
         return packed.decrypt_offset(own, reply["values"], width, n_scores, n_rows)

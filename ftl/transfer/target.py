@@ -26,6 +26,8 @@ import numpy as np
 
 from ftl.crypto import packed
 from ftl.crypto.scheme import make_own_key, peer_key_from_public, public_key_json
+from ftl.exceptions import PolicyError
+from ftl.federation.budget import guard_of
 from ftl.federation.messages import Message
 from ftl.federation.service import operation, role
 from ftl.transfer import _messages as msg
@@ -50,6 +52,25 @@ def _own_seed(features: np.ndarray, source_seed: int) -> int:
     return int.from_bytes(digest.digest()[:8], "little")
 
 
+def _network_size(guard, params: dict) -> tuple[tuple[int, ...], int, int]:
+    """The network the source asks for, within this party's caps.
+
+    Hidden layers, their units (summed), the output width ``n_components`` (no wider
+    than the host lets any layer be) and the epochs of local pre-training all drive
+    the target's own CPU and memory, so the target bounds them itself.
+    """
+    hidden = tuple(int(k) for k in params["hidden_layer_sizes"])
+    if any(k < 1 for k in hidden):
+        raise ValueError("hidden layer sizes must be positive")
+    guard.cap("hidden_layers", len(hidden))
+    guard.cap("hidden_units", sum(hidden))
+    dim = int(params["n_components"])
+    if dim < 1:
+        raise ValueError("n_components must be positive")
+    guard.cap("hidden_units", dim)
+    return hidden, dim, guard.cap("pretrain_epochs", int(params["pretrain_epochs"]))
+
+
 @role("ftl.target")
 class TransferTarget:
     """Training state of the target: its network, key pair, optimiser and masks."""
@@ -61,30 +82,36 @@ class TransferTarget:
         self.party = party
         self.params = p
         self.insecure = bool(p.get("insecure_for_tests", False))
-        self.n_jobs = p.get("n_jobs")
+        # The target's budget, caps and its own parallelism: never the source's n_jobs.
+        self.guard = guard_of(party)
+        self.n_jobs = self.guard.n_jobs(p.get("n_jobs"))
+        hidden, self.dim, pretrain_epochs = _network_size(self.guard, p)
         rows = party.aligned_rows(request["alignment"], request["positions"])
         if (rows < 0).any():
             raise ValueError("training rows include rows the target does not have")
         self.rows = rows
+        if p["encryption"] not in ("paillier", None):
+            raise ValueError(f"encryption must be 'paillier' or None, got {p['encryption']!r}")
+        scheme = "paillier" if p["encryption"] == "paillier" else "plain"
+        self.source = peer_key_from_public(
+            request["public_key"], scheme, self.insecure, self.n_jobs
+        )
+        # Admitted once the request is known to be well formed, before any costly work.
+        self.guard.admit_fit("transfer", request["alignment"], len(rows), party.n_features)
         # all of the target's rows, read once (a derived party transforms on read)
         everything = party.local_features(np.arange(party.n_rows))
         rng = np.random.default_rng(_own_seed(everything, int(p["seed"])))
-        hidden = tuple(int(k) for k in p["hidden_layer_sizes"])
         self.stack = HiddenStack(party.n_features, hidden, p["activation"], rng)
         # Hidden layers learn from all of the target's own rows, labels being unknown
         # here: an autoencoder, trained locally before the federated phase.
-        pretrain_autoencoder(self.stack, everything, rng, epochs=int(p["pretrain_epochs"]))
+        pretrain_autoencoder(self.stack, everything, rng, epochs=pretrain_epochs)
         x = everything[rows]
         self.h = with_bias(self.stack.forward(x) if hidden else x)
-        self.dim = int(p["n_components"])
         self.w = glorot(rng, self.h.shape[1] - 1, self.dim)
         self.opt = make_optimizer(p["optimizer"], [self.w], p["learning_rate"])
         self.epoch = 0
         self.alpha = float(p["alpha"])
         self.own = make_own_key(p["encryption"], int(p["key_size"]), self.insecure, self.n_jobs)
-        self.source = peer_key_from_public(
-            request["public_key"], self.own.scheme, self.insecure, self.n_jobs
-        )
         self.state = None
         self.batch = None
         self.epoch_start = self.w.copy()
@@ -163,6 +190,7 @@ class TransferTarget:
 
     @operation
     def epoch_end(self, request: Message) -> Message:
+        self.guard.cap("epochs", self.epoch + 1)
         delta = float(((self.w - self.epoch_start) ** 2).sum())
         norm = float((self.w**2).sum())
         self.epoch_start = self.w.copy()
@@ -204,22 +232,27 @@ class TransferTargetPredictor:
         shard = party.load_model(request["model_id"])
         if shard.get("kind") != "ftl.target":
             raise ValueError("model shard is not a transfer target's")
+        guard = guard_of(party)
+        p = request["params"]
+        scheme = "paillier" if p["encryption"] == "paillier" else "plain"
+        insecure = bool(p.get("insecure_for_tests", False))
+        self.source = peer_key_from_public(
+            request["public_key"], scheme, insecure, guard.n_jobs(p.get("n_jobs"))
+        )
+        self.n_scores = int(p["n_scores"])
+        self.prototypes = request["prototypes"]
+        dim = len(shard["output"])  # n_components of the stored network
+        expected = (dim, self.n_scores) if scheme == "plain" else (dim, 1)
+        if self.prototypes.values.shape != expected:
+            raise ValueError("prototypes do not match the representation dimension")
         if request["ids"]:
-            rows = party.rows_for_ids(request["ids"])
+            rows = _rows_for_ids(party, guard, request["ids"])
         else:
             rows = party.aligned_rows(request["alignment"], request["positions"])
             if (rows < 0).any():
                 raise ValueError("requested rows include rows the target does not have")
-        p = request["params"]
-        scheme = "paillier" if p["encryption"] == "paillier" else "plain"
-        insecure = bool(p.get("insecure_for_tests", False))
-        self.source = peer_key_from_public(request["public_key"], scheme, insecure, p.get("n_jobs"))
+            guard.admit_prediction("transfer", request["alignment"], len(rows))
         self.u = _shard_representations(shard, party.local_features(rows))
-        self.n_scores = int(p["n_scores"])
-        self.prototypes = request["prototypes"]
-        expected = (self.u.shape[1], self.n_scores) if scheme == "plain" else (self.u.shape[1], 1)
-        if self.prototypes.values.shape != expected:
-            raise ValueError("prototypes do not match the representation dimension")
 
     def opened(self) -> Message:
         width = packed.slot_bits(self.u.shape[1], self.n_scores)  # d products per score
@@ -230,3 +263,30 @@ class TransferTargetPredictor:
             msg.SCORES.name,
             {"values": scores, "slot_bits": width, "count": int(self.u.shape[0])},
         )
+
+
+#: The one answer to ids that cannot be scored, whatever the reason.
+_IDS_REFUSED = "some requested ids cannot be scored at this party"
+
+
+def _rows_for_ids(party, guard, ids) -> np.ndarray:
+    """Local rows of ids the source named, if this party lets the source name rows.
+
+    Scoring by raw id reaches customers outside any alignment, so the target
+    decides (policy key ``score_ids``; off for a served party by default). The
+    request is charged to the prediction budget before the ids are looked up --
+    a refusal answers the question "are these all my customers?" too -- and the
+    refusal never says which or how many ids are unknown.
+    """
+    if not guard.may_score_ids:
+        raise PolicyError(
+            "this party does not score rows by raw id (policy key 'score_ids'); score "
+            "aligned rows (ftl.align) instead"
+        )
+    if not isinstance(ids, list) or not all(isinstance(i, str | int) for i in ids):
+        raise ValueError("ids must be a list of ids")
+    guard.admit_prediction("transfer", None, len(ids))
+    try:
+        return party.rows_for_ids(ids)
+    except ValueError:
+        raise ValueError(_IDS_REFUSED) from None

@@ -138,6 +138,13 @@ def test_a_key_size_that_is_not_an_integer_cannot_pass_the_minimum(size):
     assert _bypass(policy, 3072)
 
 
+def test_a_huge_key_size_cannot_tie_up_the_host():
+    policy = Policy(peers={"bank": PeerRule("bank")})
+    with pytest.raises(PolicyError, match="max_key_size"):
+        policy.check_request(policy.peers["bank"], "lr.host.open", lr_open(1 << 16))
+    policy.check_request(policy.peers["bank"], "lr.host.open", lr_open(4096))
+
+
 def test_every_peer_key_of_every_request_is_checked():
     policy = Policy(peers={"bank": PeerRule("bank")}, min_key_size=2048)
     rule = policy.peers["bank"]
@@ -147,3 +154,37 @@ def test_every_peer_key_of_every_request_is_checked():
     for bad in ({"scheme": "paillier", "n": "12x"}, {"scheme": "rsa"}, "key"):
         with pytest.raises(PolicyError):
             policy.check_request(rule, "lr.host.peer_keys", Message("x", {"public_key": bad}))
+
+
+def test_a_peer_reads_its_own_budget_from_the_served_party(tmp_path):
+    import numpy as np
+
+    import ftl
+    from ftl.federation.certs import make_certificates
+    from ftl.federation.server import PartyServer
+
+    make_certificates(tmp_path, ["bank", "shop"])
+
+    def tls(name):
+        return ftl.TLSConfig(
+            ca=tmp_path / "ca.crt", cert=tmp_path / f"{name}.crt", key=tmp_path / f"{name}.key"
+        )
+
+    rng = np.random.default_rng(0)
+    shop = ftl.Party("shop", rng.normal(size=(200, 2)), ids=np.arange(200))
+    limits = BudgetLimits(max_alignments_per_day=3)
+    policy = Policy(peers={"bank": PeerRule("bank", budget=limits)}, min_intersection=0)
+    server = PartyServer(shop, policy)
+    grpc_server, port = server.start("127.0.0.1:0", tls("shop"))
+    try:
+        remote = ftl.RemoteParty("shop", f"localhost:{port}", tls=tls("bank"))
+        bank = ftl.Party(
+            "bank", rng.normal(size=(150, 2)), ids=np.arange(150), labels=np.arange(150) % 2
+        )
+        assert remote.budget()["alignments_per_day"] == {"used": 0, "limit": 3}
+        ftl.align(bank, remote)
+        readings = remote.budget()
+        assert readings["alignments_per_day"] == {"used": 1, "limit": 3}
+        assert readings["limits"]["min_fit_rows"] == 100
+    finally:
+        grpc_server.stop(0)

@@ -194,11 +194,6 @@ def eve_connects_with_two_names(certs: Path, common_names: list[str]) -> Outcome
     return outcome
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs PartyServer._identity to read the identity with "
-    "ftl.federation.certs.certificate_identity (server.py, the lead's change)",
-)
 def test_a_client_certificate_with_two_identities_is_refused(certs):
     # gRPC reports the first common name only: the shop would take eve for the bank.
     outcome = eve_connects_with_two_names(certs, ["bank", "eve"])
