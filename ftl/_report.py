@@ -425,7 +425,7 @@ def _psi_mode(types: set[str]) -> str:
     if "psi.host_points_reblinded" in types or "psi.assign" in types:
         return "default (full alignment: both sides learn the intersection)"
     if "psi.shuffled_doubles" in types:
-        return "cardinality-only (the guest learns only the intersection size)"
+        return "cardinality-only (both sides learn only the intersection size)"
     return "undetermined (incomplete PSI run)"
 
 
@@ -961,8 +961,40 @@ def _build(a: _Analysis, title: str) -> tuple[str, list[_Section]]:
     if a.transfer:
         sections.append(_transfer_section(a))
 
+    budget = _budget_section(t)
+    if budget is not None:
+        sections.append(budget)
     sections.append(_leakage_section(a))
     return title, sections
+
+
+def _budget_section(t: Transcript) -> _Section | None:
+    """The privacy budget of each peer as the host last recorded it (host audit logs)."""
+    readings = getattr(t, "budget", None)
+    if not readings:
+        return None
+    rows: list[Sequence[str]] = []
+    exhausted = False
+    for peer in sorted(readings):
+        for item, value in readings[peer].items():
+            if item == "limits" or not isinstance(value, dict):
+                continue
+            used, limit = value.get("used"), value.get("limit")
+            left = "no limit" if limit is None else str(max(int(limit) - int(used), 0))
+            exhausted |= limit is not None and int(used) >= int(limit)
+            rows.append((f"`{peer}`", item.replace("_", " "), str(used), str(limit), left))
+    return _Section(
+        "Privacy budget",
+        [
+            _Para(
+                "What each peer has used of the host's privacy budget in the last 24 "
+                "hours, as the host recorded it with its last answer to that peer "
+                "(docs/howto/deploy.md, *The privacy budget*; docs/protocols.md §5.8)."
+                + (" At least one limit is used up." if exhausted else "")
+            ),
+            _Table(("peer", "item", "used", "limit", "left"), rows),
+        ],
+    )
 
 
 def _meaning(key: str, meaning: str, a: _Analysis) -> str:
