@@ -53,6 +53,7 @@ def start_host(tmp: Path) -> tuple[subprocess.Popen, str]:
             [policy]
             min_key_size = 2048
             min_intersection = 100
+            n_jobs = -1  # the host's own parallelism (it ignores the driver's)
 
             [[policy.peers]]
             identity = "bank"

@@ -19,6 +19,7 @@ import pytest
 
 import ftl
 from ftl.federation.certs import make_certificates
+from ftl.federation.tls import PeerIdentityError
 from tests.conftest import SMALL_KEY
 
 grpc = pytest.importorskip("grpc")
@@ -239,7 +240,8 @@ def test_transfer_classifier_runs_against_a_remote_target(certs_dir):
     csv = certs_dir / "breast_target.csv"
     frame.to_csv(csv, index=False)
     assert (data.source.name, target.name) == ("hospital", "lab")  # the certificates' names
-    host = Host(certs_dir, "lab", csv, PLAINTEXT_POLICY).start()
+    # scoring rows by raw id is off unless the target's policy allows it (score_ids)
+    host = Host(certs_dir, "lab", csv, PLAINTEXT_POLICY + "    score_ids = true\n").start()
     try:
         remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
         X, y = ftl.align(data.source, remote, how="left")
@@ -247,9 +249,9 @@ def test_transfer_classifier_runs_against_a_remote_target(certs_dir):
             encryption=None, max_iter=3, pretrain_epochs=3, random_state=0
         ).fit(X, y)
         assert clf.predict(X).shape == (len(X),)
-        wanted = data.target_only_ids[:5]
+        wanted = data.target_only_ids[:20]  # the target's minimum rows per request
         scored = clf.decision_function(remote.select(wanted))
-        assert scored.shape == (5,)
+        assert scored.shape == (20,)
     finally:
         host.stop()
 
@@ -316,8 +318,25 @@ def test_peer_not_in_the_policy_is_refused(certs_dir, lab):
 
 
 def test_wrong_party_name_is_a_clear_error(certs_dir, lab):
-    with pytest.raises(ValueError, match="serves party 'lab', not 'shop'"):
-        ftl.RemoteParty("shop", lab.address, tls=tls(certs_dir, "hospital"))
+    # The lab's certificate does not name "shop": TLS refuses it before any request.
+    with pytest.raises(PeerIdentityError, match="certificate for 'lab.ftl'.*'shop.ftl'"):
+        ftl.RemoteParty("shop", lab.address, tls=tls(certs_dir, "hospital"), retries=0)
+
+
+def test_the_pinned_server_name_can_be_set_per_party(certs_dir, lab):
+    # A PKI that names the party otherwise: pin a name its certificate carries.
+    remote = ftl.RemoteParty(
+        "lab", lab.address, tls=tls(certs_dir, "hospital"), server_name="localhost"
+    )
+    assert remote.server_name == "localhost" and remote.n_rows > 0
+    with pytest.raises(PeerIdentityError, match="'stranger.ftl'"):
+        ftl.RemoteParty(
+            "lab", lab.address, tls=tls(certs_dir, "hospital"), server_name="stranger.ftl"
+        )
+    # One server name for every party dialled with a configuration would pin none.
+    shared = ftl.TLSConfig(**{**tls(certs_dir, "hospital").__dict__, "server_name": "localhost"})
+    with pytest.raises(ValueError, match="server_name is no longer used"):
+        ftl.RemoteParty("lab", lab.address, tls=shared)
 
 
 def test_policy_columns_protocols_plaintext_and_key_size(certs_dir, strict_lab, breast_parties):

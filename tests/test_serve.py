@@ -120,7 +120,9 @@ def test_replayed_and_out_of_order_requests_are_refused_without_state_change(cer
     assert code == grpc.StatusCode.FAILED_PRECONDITION and trailer == "ReplayError"
     assert "replayed or out of order" in details
     code, trailer, _ = status(
-        lambda: client.send(encode(Message("ack", {})), op="psi.host.own", seq=5)
+        lambda: client.send(
+            encode(Message("psi.fetch", {"start": 0, "stop": 1})), op="psi.host.own", seq=5
+        )
     )
     assert trailer == "ReplayError"
     assert server.role_states() == 1
@@ -201,7 +203,10 @@ def test_oversized_and_lying_requests_are_refused(certs, served):
     assert trailer == "MessageError" and "longer than its declared" in details
     code, trailer, details = status(lambda: client.send(payload, **{"ftl-digest": "0" * 64}))
     assert trailer == "MessageError" and "digest" in details
-    assert server.role_states() == 0 and server.transcript.records == []
+    assert server.role_states() == 0
+    # each refusal is in the audit log as refused (none looks accepted)
+    assert len(server.transcript.records) == 3
+    assert all(r.outcome == "refused" for r in server.transcript.records)
 
 
 def test_unknown_operations_and_paths_are_refused(certs, served):
@@ -403,7 +408,8 @@ def test_retry_after_a_lost_reply_does_not_run_the_operation_twice(certs, served
     X, _ = ftl.align(guest, remote)  # psi.host.open is sent twice, opened once
     assert dropped == ["0"] and len(X) == 200
     opens = [r for r in server.transcript if r.type == "psi.open"]
-    assert len(opens) == 1  # the retransmission was answered from the stored reply
+    # the retransmission was answered from the stored reply: logged, but not run again
+    assert [r.outcome for r in opens] == ["accepted", "repeated"]
     assert server.role_states() == 0
 
 

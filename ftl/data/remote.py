@@ -19,11 +19,17 @@ from typing import Any
 
 import numpy as np
 
+from ftl.federation.certs import (
+    certificate_names,
+    describe_certificate,
+    party_names,
+    party_server_name,
+)
 from ftl.federation.channel import PartyUnavailableError
 from ftl.federation.messages import FORMAT_VERSION, MAX_MESSAGE_BYTES, MessageError
 from ftl.federation.policy import PolicyError
 from ftl.federation.service import ProtocolError
-from ftl.federation.tls import TLSConfig
+from ftl.federation.tls import PeerIdentityError, TLSConfig
 from ftl.federation.transcript import Transcript
 from ftl.federation.wire import CALL, CLIENT_OPTIONS, ERROR_KEY, INFO, chunks, import_grpc
 
@@ -33,14 +39,17 @@ _RETRY_BACKOFF = (0.25, 1.0, 3.0)
 
 
 class _Connection:
-    """One gRPC channel per process (gRPC channels do not survive a fork)."""
+    """One gRPC channel per process (gRPC channels do not survive a fork).
 
-    def __init__(self, address: str, tls: TLSConfig):
+    TLS verifies the server's certificate against ``server_name`` instead of the
+    host name dialled: the party's pinned name, so the handshake fails, before
+    any request, unless the certificate names that party.
+    """
+
+    def __init__(self, address: str, tls: TLSConfig, server_name: str):
         grpc = import_grpc()
 
-        options = list(CLIENT_OPTIONS)
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        options = [*CLIENT_OPTIONS, ("grpc.ssl_target_name_override", server_name)]
         self.pid = os.getpid()
         self.channel = grpc.secure_channel(address, tls.channel_credentials(), options=options)
         self.call = self.channel.stream_stream(CALL)
@@ -80,6 +89,14 @@ class RemoteParty:
         party to (read it with ``ftl report``).
     max_message_bytes : int, optional
         Largest reply accepted; defaults to the host's own limit.
+    server_name : str, optional
+        The DNS name the party's certificate must carry, checked by TLS when
+        connecting; default ``"<name>.ftl"``, the name ``ftl certs`` gives party
+        ``name``. Any other certificate, even one of another party from the same
+        CA, fails the handshake and raises
+        :class:`~ftl.federation.tls.PeerIdentityError` before any request is
+        sent. Set it when the party's certificate comes from a PKI that names it
+        otherwise; it must be a name that only this party's certificate carries.
 
     Attributes
     ----------
@@ -108,6 +125,7 @@ class RemoteParty:
         retries: int = 2,
         audit_log: str | os.PathLike | None = None,
         max_message_bytes: int | None = None,
+        server_name: str | None = None,
         _path: tuple[str, ...] = (),
         _info: dict | None = None,
     ):
@@ -115,7 +133,17 @@ class RemoteParty:
             raise TypeError("tls must be an ftl.TLSConfig (mutual TLS is required)")
         if not isinstance(address, str) or ":" not in address:
             raise ValueError(f"address must be 'host:port', got {address!r}")
+        if tls.server_name:
+            # One name for every party dialled with this configuration pins none.
+            raise ValueError(
+                "TLSConfig.server_name is no longer used: the driver checks that a party's "
+                f"certificate names the party ({party_server_name(name)!r} for {name!r}); "
+                "pass RemoteParty(..., server_name=...) to pin another name for one party"
+            )
+        if server_name is not None and (not isinstance(server_name, str) or not server_name):
+            raise ValueError(f"server_name must be a non-empty DNS name, got {server_name!r}")
         self.name = name
+        self.server_name = server_name or party_server_name(name)
         self.address = address
         self.tls = tls
         self.timeout = float(timeout)
@@ -164,6 +192,19 @@ class RemoteParty:
         keys = ("protocols", "min_key_size", "allow_plaintext", "min_intersection")
         return {k: self._info.get(k) for k in keys}
 
+    def budget(self) -> dict:
+        """This driver's privacy budget at the party, as the party counts it now.
+
+        Fetched from the party on every call: per counted item (alignments, fits,
+        prediction requests, rows scored, transformers in the last 24 hours) the
+        ``used`` count and the ``limit``, and under ``"limits"`` every budget key
+        (see docs/howto/deploy.md, *The privacy budget*).
+        """
+        budget = self._fetch_info().get("budget")
+        if not isinstance(budget, dict):
+            raise MessageError(f"party {self.name!r} announced no privacy budget")
+        return budget
+
     @property
     def endpoint(self) -> RemoteParty:
         """This object answers protocol operations itself, over the network."""
@@ -185,6 +226,7 @@ class RemoteParty:
             retries=self.retries,
             audit_log=self.audit_log,
             max_message_bytes=self.max_message_bytes,
+            server_name=self.server_name,
             _path=(*self._path, transformer_id),
         )
         return proxy
@@ -230,7 +272,7 @@ class RemoteParty:
     def _conn(self) -> _Connection:
         with self._state_lock:
             if self._connection is None or self._connection.pid != os.getpid():
-                self._connection = _Connection(self.address, self.tls)
+                self._connection = _Connection(self.address, self.tls, self.server_name)
                 self._seq = {}
             return self._connection
 
@@ -239,10 +281,18 @@ class RemoteParty:
 
     def _fetch_info(self) -> dict:
         conn = self._conn()
-        raw = self._with_retries(
-            "info",
-            lambda: conn.info(b"", metadata=self._metadata(), timeout=self.connect_timeout),
-        )
+        try:
+            raw = self._with_retries(
+                "info",
+                lambda: conn.info(b"", metadata=self._metadata(), timeout=self.connect_timeout),
+            )
+        except PartyUnavailableError:
+            # A certificate that does not name the party fails the TLS handshake, which
+            # gRPC reports like an unreachable host: say which it was.
+            mismatch = self._identity_mismatch()
+            if mismatch is not None:
+                raise mismatch from None
+            raise
         try:
             info = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -250,6 +300,31 @@ class RemoteParty:
         if not isinstance(info, dict) or not isinstance(info.get("feature_names"), list):
             raise MessageError(f"party {self.name!r} sent malformed public facts")
         return info
+
+    def _identity_mismatch(self) -> PeerIdentityError | None:
+        """Why the party's certificate was refused, if that is why connecting failed."""
+        cert = self.tls.peer_certificate(self.address, self.server_name, self.connect_timeout)
+        if cert is None:
+            return None  # unreachable, or not even signed by our CA: not an identity question
+        if certificate_names(cert, self.server_name):
+            return None  # it does name the party; the connection failed for another reason
+        where = f"the server at {self.address} (party {self.name!r})"
+        seen = describe_certificate(cert)
+        others = party_names(cert)
+        if others or self.server_name != party_server_name(self.name):
+            claimed = f"for {others[0]!r}" if others else "that does not name it"
+            return PeerIdentityError(
+                f"{where} presented a certificate {claimed} ({seen}), not one naming "
+                f"{self.server_name!r}: refused before sending any request. Check the address, "
+                "and the certificate the party serves with"
+            )
+        return PeerIdentityError(
+            f"{where} presented a certificate that names no ftl party ({seen}), so it cannot "
+            f"prove to be {self.name!r}: refused before sending any request. Certificates made "
+            f"before ftl pinned party identities lack the name {self.server_name!r}: re-issue "
+            "them with `ftl certs`, or pass RemoteParty(..., server_name=...) with a DNS name "
+            "that only this party's certificate carries"
+        )
 
     def handle(self, session: str, op: str, payload: bytes) -> bytes:
         """Send one encoded request to the party's operation ``op``; return its reply."""

@@ -14,6 +14,10 @@ Example (paths are relative to the file)::
     # max_message_mb = 512
     # session_ttl_seconds = 3600
     # max_sessions_per_peer = 16
+    # max_workers = 8                          # threads serving calls
+    # max_streams_per_peer = 4                 # calls one peer may have in flight
+    # read_timeout_seconds = 120               # to receive a request, per 64 MiB
+    # idle_session_ttl_seconds = 60            # sessions without protocol state
     # state_file = "shop-policy-state.json"   # alignment counts survive restarts
     # model_dir = "models"                     # trained shards survive restarts
 
@@ -66,6 +70,10 @@ _SECTIONS = {
         "max_message_mb",
         "session_ttl_seconds",
         "max_sessions_per_peer",
+        "max_workers",
+        "max_streams_per_peer",
+        "read_timeout_seconds",
+        "idle_session_ttl_seconds",
         "state_file",
         "log_file",
         "model_dir",
@@ -92,6 +100,21 @@ class ServeConfig:
     max_message_bytes: int
     session_ttl: float
     max_sessions_per_peer: int
+    max_workers: int = 8
+    max_streams_per_peer: int | None = None
+    read_timeout: float = 120.0
+    idle_session_ttl: float = 60.0
+
+    def server_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`~ftl.federation.server.PartyServer` set here."""
+        return {
+            "max_message_bytes": self.max_message_bytes,
+            "session_ttl": self.session_ttl,
+            "max_sessions_per_peer": self.max_sessions_per_peer,
+            "max_streams_per_peer": self.max_streams_per_peer,
+            "read_timeout": self.read_timeout,
+            "idle_session_ttl": self.idle_session_ttl,
+        }
 
     def load_party(self):
         """Read the data file into an :class:`ftl.Party` (features only)."""
@@ -194,4 +217,22 @@ def load_config(path: str | Path) -> ServeConfig:
         max_message_bytes=int(float(server.get("max_message_mb", 512)) * (1 << 20)),
         session_ttl=float(server.get("session_ttl_seconds", 3600)),
         max_sessions_per_peer=int(server.get("max_sessions_per_peer", 16)),
+        max_workers=_positive(server, "max_workers", 8, int),
+        max_streams_per_peer=(
+            _positive(server, "max_streams_per_peer", 4, int)
+            if "max_streams_per_peer" in server
+            else None
+        ),
+        read_timeout=_positive(server, "read_timeout_seconds", 120.0, float),
+        idle_session_ttl=_positive(server, "idle_session_ttl_seconds", 60.0, float),
     )
+
+
+def _positive(table: Mapping[str, Any], key: str, default: Any, kind: type) -> Any:
+    """A positive number setting of ``[server]`` (integers for ``kind=int``)."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise ValueError(f"config [server]: {key} must be a positive number, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"config [server]: {key} must be > 0, got {value!r}")
+    return kind(value)

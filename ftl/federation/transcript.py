@@ -9,15 +9,34 @@ from pathlib import Path
 
 from ftl.federation.messages import (
     CiphertextArray,
+    Header,
     Message,
-    MessageError,
     PlainArray,
     ValueKind,
-    parse_header,
+    read_header,
     schema_for,
 )
 
-__all__ = ["FieldRecord", "Transcript", "TranscriptRecord"]
+__all__ = [
+    "ACCEPTED",
+    "REFUSED",
+    "REPEATED",
+    "UNREADABLE",
+    "FieldRecord",
+    "Transcript",
+    "TranscriptRecord",
+]
+
+#: Outcomes of a request in a host's audit log (``TranscriptRecord.outcome``):
+#: run, refused (nothing changed), or an exact retransmission answered with the
+#: stored reply (nothing ran again).
+ACCEPTED = "accepted"
+REFUSED = "refused"
+REPEATED = "repeated"
+#: ``TranscriptRecord.type`` of a refused request whose header was never read.
+UNREADABLE = "(unreadable)"
+#: Longest refusal reason kept in the log (the peer chose part of its text).
+_MAX_REASON = 300
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,12 @@ class TranscriptRecord:
 
     ``nbytes`` is the exact encoded size of the message; ``via`` names the
     relaying party of a relayed message. Values are never recorded.
+
+    In a served party's audit log each request also carries the operation it
+    named (``op``) and its ``outcome``: ``"accepted"``, or ``"refused"`` with
+    ``error`` naming the error class and reason. A request refused before its
+    header could be read has type ``"(unreadable)"`` and no fields; ``nbytes``
+    is then its declared length.
     """
 
     step: int
@@ -54,6 +79,13 @@ class TranscriptRecord:
     nbytes: int
     fields: tuple[FieldRecord, ...]
     via: str | None = None
+    op: str | None = None
+    outcome: str | None = None
+    error: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.outcome == REFUSED
 
     @property
     def kinds(self) -> set[str]:
@@ -82,10 +114,15 @@ class Transcript:
         If given, every new record is also appended to this JSON-lines file as it
         is made (the audit log of ``ftl serve`` and of :class:`ftl.RemoteParty`);
         :meth:`from_jsonl` and ``ftl report`` read it.
+    keep : int, optional
+        Keep only about this many of the latest records in memory (a long-running
+        server; the log file keeps them all). Steps keep counting.
     """
 
     records: list[TranscriptRecord] = field(default_factory=list)
     log_path: str | Path | None = field(default=None, repr=False)
+    keep: int | None = field(default=None, repr=False)
+    _next_step: int = field(default=0, init=False, repr=False, compare=False)
 
     def record(
         self,
@@ -128,31 +165,71 @@ class Transcript:
         The transports use this to log what crossed without decoding (and
         copying) the payload a second time.
         """
-        header, _ = parse_header(payload)
-        schema = schema_for(str(header.get("type")))
-        metas = {m.get("name"): m for m in header.get("fields", []) if isinstance(m, dict)}
-        if sorted(metas) != sorted(schema.fields):
-            raise MessageError(f"{schema.name}: field list does not match schema")
-        fields = tuple(
-            FieldRecord(
-                name=name,
-                kind=(
-                    ValueKind.PLAINTEXT.value
-                    if metas[name].get("scheme") == "plain"
-                    else spec.kind.value
-                ),
-                form=spec.form,
-                shape=tuple(int(s) for s in metas[name].get("shape", ())),
-                per_sample=spec.per_sample,
-                key_id=metas[name].get("key_id"),
-            )
-            for name, spec in sorted(schema.fields.items())
+        header = read_header(payload)
+        return self._append(
+            session, sender, receiver, header.type, header.length, _header_fields(header), via
         )
-        return self._append(session, sender, receiver, schema.name, len(payload), fields, via)
 
-    def _append(self, session, sender, receiver, type_, nbytes, fields, via) -> TranscriptRecord:
+    def record_request(
+        self,
+        session: str,
+        sender: str,
+        receiver: str,
+        *,
+        op: str | None,
+        nbytes: int,
+        header: Header | None = None,
+        error: str | None = None,
+        outcome: str | None = None,
+    ) -> TranscriptRecord:
+        """Log a request a served party received, with its outcome.
+
+        Parameters
+        ----------
+        session, sender, receiver : str
+            As in :meth:`record`.
+        op : str or None
+            The operation the request named (``None`` if that was malformed).
+        nbytes : int
+            The request's size (declared, if it was refused before being read).
+        header : Header, optional
+            The request's checked header, if it got that far: its type and field
+            shapes are logged (never values).
+        error : str, optional
+            Why it was refused (``"ErrorClass: reason"``); ``None`` if it was not.
+        outcome : str, optional
+            Default :data:`ACCEPTED`, or :data:`REFUSED` if ``error`` is given;
+            :data:`REPEATED` for a retransmission answered with the stored reply.
+        """
+        if header is None:
+            type_, fields = UNREADABLE, ()
+        else:
+            type_, fields = header.type, _header_fields(header)
+        reason = error
+        if reason is not None and len(reason) > _MAX_REASON:
+            reason = reason[: _MAX_REASON - 3] + "..."
+        if outcome is None:
+            outcome = ACCEPTED if error is None else REFUSED
+        return self._append(
+            session,
+            sender,
+            receiver,
+            type_,
+            nbytes,
+            fields,
+            None,
+            op=op,
+            outcome=outcome,
+            error=reason,
+        )
+
+    def _append(
+        self, session, sender, receiver, type_, nbytes, fields, via, **outcome
+    ) -> TranscriptRecord:
+        step = max(self._next_step, len(self.records))
+        self._next_step = step + 1
         rec = TranscriptRecord(
-            step=len(self.records),
+            step=step,
             session=session,
             sender=sender,
             receiver=receiver,
@@ -160,8 +237,11 @@ class Transcript:
             nbytes=nbytes,
             fields=fields,
             via=via,
+            **outcome,
         )
         self.records.append(rec)
+        if self.keep is not None and len(self.records) > 2 * self.keep:
+            del self.records[: len(self.records) - self.keep]  # amortised: every keep records
         if self.log_path is not None:
             # Append-only audit log: one line per record, flushed as it happens so
             # that a crash loses nothing already sent.
@@ -221,6 +301,26 @@ class Transcript:
                 )
                 records.append(TranscriptRecord(**raw))
         return cls(records)
+
+
+def _header_fields(header: Header) -> tuple[FieldRecord, ...]:
+    """What :meth:`Transcript.record` logs of each field, from a checked header."""
+    layouts = {f.name: f for f in header.fields}
+    return tuple(
+        FieldRecord(
+            name=name,
+            kind=(
+                ValueKind.PLAINTEXT.value
+                if layouts[name].meta.get("scheme") == "plain"
+                else spec.kind.value
+            ),
+            form=spec.form,
+            shape=layouts[name].shape or (),
+            per_sample=spec.per_sample,
+            key_id=layouts[name].meta.get("key_id"),
+        )
+        for name, spec in sorted(header.schema.fields.items())
+    )
 
 
 def asdict_shallow(record: TranscriptRecord) -> dict:

@@ -29,6 +29,7 @@ __all__ = [
     "ERROR_KEY",
     "INFO",
     "check_metadata",
+    "describe_call",
     "parse_path",
 ]
 
@@ -96,6 +97,20 @@ def check_metadata(metadata: dict[str, str], max_message_bytes: int) -> dict:
         "length": length,
         "digest": digest,
     }
+
+
+def describe_call(metadata: dict[str, str]) -> tuple[str, str | None, int]:
+    """Session, operation and declared length of a call, each only if well formed
+    (``""``, ``None``, ``0`` otherwise): what an audit record of a refused call
+    may name."""
+    session = metadata.get("ftl-session", "")
+    op = metadata.get("ftl-op", "")
+    length = metadata.get("ftl-length", "")
+    return (
+        session if _SESSION.fullmatch(session) else "",
+        op if len(op) <= 80 and _OP.fullmatch(op) else None,
+        int(length) if length.isdigit() and len(length) <= 12 else 0,
+    )
 
 
 def parse_path(metadata: dict[str, str]) -> tuple[str, ...]:
