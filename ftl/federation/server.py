@@ -425,6 +425,10 @@ class PartyServer:
                     error=None if exc is None else f"{exc.error}: {exc.message}",
                     outcome=REPEATED if repeated else None,
                 )
+                view = self._views.get(identity or "")
+                if exc is None and not repeated and view is not None and request.op:
+                    if request.op.endswith(".open"):  # a run was admitted: budget moved
+                        self.transcript.record_budget(identity, guard_of(view).readings())
         except OSError as err:  # a full disk must not turn a refusal into a crash
             log.error("cannot write the audit log: %s", err)
 

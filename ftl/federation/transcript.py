@@ -123,6 +123,16 @@ class Transcript:
     log_path: str | Path | None = field(default=None, repr=False)
     keep: int | None = field(default=None, repr=False)
     _next_step: int = field(default=0, init=False, repr=False, compare=False)
+    #: A served party's last recorded privacy-budget readings, per peer.
+    budget: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def record_budget(self, peer: str, readings: dict) -> None:
+        """Log a peer's privacy-budget readings (a served party, after admitting a
+        session); ``ftl report`` on the audit log shows the latest per peer."""
+        self.budget[peer] = readings
+        if self.log_path is not None:
+            with Path(self.log_path).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"budget": {"peer": peer, "readings": readings}}) + "\n")
 
     def record(
         self,
@@ -292,15 +302,18 @@ class Transcript:
     @classmethod
     def from_jsonl(cls, path: str | Path) -> Transcript:
         """Read a transcript written by :meth:`to_jsonl`."""
-        records = []
+        records, budget = [], {}
         with Path(path).open(encoding="utf-8") as fh:
             for line in fh:
                 raw = json.loads(line)
+                if "budget" in raw and "step" not in raw:  # a host's budget readings
+                    budget[raw["budget"]["peer"]] = raw["budget"]["readings"]
+                    continue
                 raw["fields"] = tuple(
                     FieldRecord(**{**f, "shape": tuple(f["shape"])}) for f in raw["fields"]
                 )
                 records.append(TranscriptRecord(**raw))
-        return cls(records)
+        return cls(records, budget=budget)
 
 
 def _header_fields(header: Header) -> tuple[FieldRecord, ...]:

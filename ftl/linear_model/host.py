@@ -63,7 +63,7 @@ def _peer_keys(table: dict, me: str, scheme: str, insecure: bool, n_jobs, min_bi
     return keys
 
 
-@role("lr.host")
+@role("lr.host", opens=(msg.OPEN.name,))
 class LogisticHost:
     """Training state of one host: its weight block, key pair and masks."""
 
@@ -114,7 +114,7 @@ class LogisticHost:
             },
         )
 
-    @operation
+    @operation(accepts=(msg.PEER_KEYS.name,))
     def peer_keys(self, request: Message) -> Message:
         """Learn the other hosts' public keys (multi-host runs)."""
         self.peers.update(
@@ -122,7 +122,7 @@ class LogisticHost:
         )
         return Message("ack", {})
 
-    @operation
+    @operation(accepts=(msg.BATCH.name,))
     def contribution(self, request: Message) -> Message:
         """Margins on the batch; return this host's residual columns, encrypted."""
         # The host's own minimum batch size (its policy, not the guest's parameter):
@@ -143,7 +143,7 @@ class LogisticHost:
             },
         )
 
-    @operation
+    @operation(accepts=(msg.CONTRIBUTION.name,))
     def cross(self, request: Message) -> Message:
         """Masked ``(X_H * w_k).T @ [[c_k]]`` for each column k of a peer's ciphertexts."""
         owner = request["owner"]
@@ -183,7 +183,7 @@ class LogisticHost:
             },
         )
 
-    @operation
+    @operation(accepts=(msg.CROSS_TERM.name,))
     def decrypt(self, request: Message) -> Message:
         if request["owner"] != self.name:
             raise ValueError(f"{self.name}: asked to decrypt values under another key")
@@ -206,7 +206,7 @@ class LogisticHost:
             msg.MASKED_VALUES.name, {"requester": requester, "values": stack_rows([values])}
         )
 
-    @operation
+    @operation(accepts=(msg.UPDATE.name,))
     def update(self, request: Message) -> Message:
         """Unmask the cross terms (row i was decrypted by owners[i]); take a step."""
         owners = request["owners"]
@@ -235,7 +235,7 @@ class LogisticHost:
         self.guard.cap("epochs", -(-(self.rows_processed + n_rows) // n_train))
         self.rows_processed += n_rows
 
-    @operation
+    @operation(accepts=(msg.ACCEPT.name,))
     def accept(self, request: Message) -> Message:
         """L-BFGS: the trial point becomes the base; return our partial Gram matrix.
 
@@ -248,7 +248,7 @@ class LogisticHost:
         )
         return Message(msg.GRAM.name, {"gram": gram, "delta_sq": np.array([delta, norm])})
 
-    @operation
+    @operation(accepts=(msg.MOVE.name,))
     def move(self, request: Message) -> Message:
         """L-BFGS: step to ``base + step * d`` with ``d`` from the driver's coefficients."""
         if request["step"].shape != (1,):
@@ -259,7 +259,7 @@ class LogisticHost:
         self.block.move(request["coefficients"], step)
         return Message("ack", {})
 
-    @operation
+    @operation(accepts=(msg.LOSS_TERM.name,))
     def decrypt_loss(self, request: Message) -> Message:
         """Decrypt the guest's masked loss total for the epoch and add our own terms.
 
@@ -287,13 +287,13 @@ class LogisticHost:
         self.loss_rows, self.loss_own = 0, 0.0
         return Message(msg.MASKED_LOSS.name, {"values": values})
 
-    @operation
+    @operation(accepts=(msg.EPOCH_END.name,))
     def epoch_end(self, request: Message) -> Message:
         self.loss_rows, self.loss_own = 0, 0.0
         delta, norm = self.block.end_epoch()
         return Message(msg.WEIGHT_CHANGE.name, {"delta_sq": np.array([delta, norm])})
 
-    @operation
+    @operation(accepts=(msg.FINISH.name,))
     def finish(self, request: Message) -> Message:
         """Keep the trained weights (and this key pair) as a model shard at the host."""
         self.party.store_model(
@@ -310,7 +310,7 @@ class LogisticHost:
         return Message("ack", {})
 
 
-@role("lr.predict")
+@role("lr.predict", opens=(msg.PREDICT_OPEN.name,))
 class LogisticHostPredictor:
     """Prediction with a stored host shard: encrypted margins, masked decryption.
 
@@ -344,7 +344,7 @@ class LogisticHostPredictor:
             {"public_key": public_key_json(self.own), "n_features": len(self.coef)},
         )
 
-    @operation
+    @operation(accepts=("ack",))
     def contribution(self, request: Message) -> Message:
         if self.sent:
             raise ValueError(f"{self.name}: this prediction session already sent its margins")
@@ -354,7 +354,7 @@ class LogisticHostPredictor:
             msg.CONTRIBUTION.name, {"owner": self.name, "values": self.own.encrypt(margin)}
         )
 
-    @operation
+    @operation(accepts=(msg.MASKED_MARGIN.name,))
     def decrypt(self, request: Message) -> Message:
         if not self.sent or self.decrypted:
             raise ValueError(

@@ -284,7 +284,7 @@ def _column_indices(party, columns: list | None) -> list[int] | None:
     return indices
 
 
-@role("prep.party")
+@role("prep.party", opens=(msg.OPEN.name,))
 class PreprocessingParty:
     """One transformer at one party: fit it on own rows, derive the transformed party."""
 
@@ -297,7 +297,7 @@ class PreprocessingParty:
         self.party = party
         self.transformer_id = transformer_id
 
-    @operation
+    @operation(accepts=(msg.FIT.name,))
     def fit(self, request: Message) -> Message:
         """Fit the described transformer on this party's rows; keep it here."""
         if request.type != msg.FIT.name:
@@ -329,7 +329,7 @@ class PreprocessingParty:
             {"n_samples": int(rows.size), "feature_names": fitted.feature_names_out},
         )
 
-    @operation
+    @operation(accepts=("ack",))
     def transform(self, request: Message) -> Message:
         """Serve this party's rows through the fitted transformer from now on."""
         derived = self.party.derive(self.transformer_id)

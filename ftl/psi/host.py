@@ -159,7 +159,7 @@ def _bounded_int(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
-@role("psi.host")
+@role("psi.host", opens=("psi.open",))
 class PSIHost:
     """Session state of one PSI run at a host (constructed by ``psi.host.open``).
 
@@ -233,7 +233,7 @@ class PSIHost:
         )
 
     # -- step 2: the guest's points ----------------------------------------------------
-    @operation
+    @operation(accepts=("psi.guest_points",))
     def submit(self, request: Message) -> Message:
         """Store ``b*(a*P(x))`` for a batch of the guest's points; return only a count.
 
@@ -267,7 +267,7 @@ class PSIHost:
             raise ValueError(f"PSI host: bad fetch range [{start}, {stop}) of {limit}")
         return start, stop
 
-    @operation
+    @operation(accepts=("psi.fetch",))
     def shuffled(self, request: Message) -> Message:
         """Cardinality mode: all ``b*a*P(x)`` in one secret order, batch by batch.
 
@@ -288,7 +288,7 @@ class PSIHost:
         points = self._guest_doubles[self._shuffle[start:stop]]
         return Message("psi.shuffled_doubles", {"start": start, "points": points})
 
-    @operation
+    @operation(accepts=("psi.fetch",))
     def own(self, request: Message) -> Message:
         """Return the next batch of ``b*P(y)`` for the host's ids, in its secret order."""
         if self._n_received != self.n_guest:
@@ -304,7 +304,7 @@ class PSIHost:
         return Message("psi.host_points", {"start": start, "points": points})
 
     # -- step 4: the guest's re-blinding of the host's points ---------------------
-    @operation
+    @operation(accepts=("psi.host_points_reblinded",))
     def reblinded(self, request: Message) -> Message:
         """Store the guest's ``a*b*P(y)`` for a batch of the host's points."""
         if self.mode != "full":
@@ -321,7 +321,7 @@ class PSIHost:
         self._n_reblinded += n
         return Message("psi.received", {"count": self._n_reblinded})
 
-    @operation
+    @operation(accepts=("psi.host_tags",))
     def tags(self, request: Message) -> Message:
         """Cardinality mode: store a batch of the guest's tags of the host's points.
 
@@ -378,7 +378,7 @@ class PSIHost:
             np.intersect1d(point_keys(guest_tags), point_keys(self._tags), assume_unique=True)
         )
 
-    @operation
+    @operation(accepts=("psi.fetch",))
     def blinded(self, request: Message) -> Message:
         """Return ``b*a*P(x)`` for guest points ``[start, stop)``, in the order sent.
 
@@ -411,7 +411,7 @@ class PSIHost:
             self._lookup = (own[own_order], own_order, guest_sorted)
         return self._lookup
 
-    @operation
+    @operation(accepts=("psi.assign",))
     def assign(self, request: Message) -> Message:
         """Map the final order to local rows and stage it (stored on ``commit``).
 
@@ -498,7 +498,7 @@ class PSIHost:
         if any(a >= b for a, b in zip(ids[:-1], ids[1:], strict=True)):
             raise ValueError("PSI host: assigned order is not sorted by id")
 
-    @operation
+    @operation(accepts=("psi.commit",))
     def commit(self, request: Message) -> Message:
         """Store the staged mapping aligned position -> local row at the party."""
         _expect(request, "psi.commit")

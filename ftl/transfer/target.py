@@ -71,7 +71,7 @@ def _network_size(guard, params: dict) -> tuple[tuple[int, ...], int, int]:
     return hidden, dim, guard.cap("pretrain_epochs", int(params["pretrain_epochs"]))
 
 
-@role("ftl.target")
+@role("ftl.target", opens=(msg.OPEN.name,))
 class TransferTarget:
     """Training state of the target: its network, key pair, optimiser and masks."""
 
@@ -122,7 +122,7 @@ class TransferTarget:
             {"public_key": public_key_json(self.own), "n_inputs": int(self.h.shape[1])},
         )
 
-    @operation
+    @operation(accepts=(msg.SOURCE_TERMS.name,))
     def terms(self, request: Message) -> Message:
         """Representations and Gram matrix (own key) and the masked own gradient."""
         batch = np.asarray(request["batch"], dtype=np.int64)
@@ -170,7 +170,7 @@ class TransferTarget:
             return self.dim
         return packed.layout(int(self.source.n).bit_length(), width, self.dim)[1]
 
-    @operation
+    @operation(accepts=(msg.EXCHANGE.name,))
     def exchange(self, request: Message) -> Message:
         """Step on the own gradient; decrypt the source's masked gradient."""
         if self.batch is None:
@@ -188,7 +188,7 @@ class TransferTarget:
         decrypted = packed.decrypt_combination(self.own, theirs, width, self.dim, n_out)
         return Message(msg.DECRYPTED.name, {"decrypted": decrypted})
 
-    @operation
+    @operation(accepts=(msg.EPOCH_END.name,))
     def epoch_end(self, request: Message) -> Message:
         self.guard.cap("epochs", self.epoch + 1)
         delta = float(((self.w - self.epoch_start) ** 2).sum())
@@ -197,7 +197,7 @@ class TransferTarget:
         self.epoch += 1
         return Message(msg.WEIGHT_CHANGE.name, {"delta_sq": np.array([delta, norm])})
 
-    @operation
+    @operation(accepts=(msg.FINISH.name,))
     def finish(self, request: Message) -> Message:
         self.party.store_model(
             request["model_id"],
@@ -217,7 +217,7 @@ def _shard_representations(shard: dict, x: np.ndarray) -> np.ndarray:
     return with_bias(h) @ np.asarray(shard["output"], dtype=np.float64).T
 
 
-@role("ftl.target_predict")
+@role("ftl.target_predict", opens=(msg.PREDICT_OPEN.name,))
 class TransferTargetPredictor:
     """Scores target rows: ``[[P u_j + offset]]`` under the source's key, for the source.
 

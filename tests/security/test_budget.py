@@ -174,7 +174,7 @@ def test_a_peer_reads_its_own_budget_from_the_served_party(tmp_path):
     shop = ftl.Party("shop", rng.normal(size=(200, 2)), ids=np.arange(200))
     limits = BudgetLimits(max_alignments_per_day=3)
     policy = Policy(peers={"bank": PeerRule("bank", budget=limits)}, min_intersection=0)
-    server = PartyServer(shop, policy)
+    server = PartyServer(shop, policy, audit_log=tmp_path / "shop-audit.jsonl")
     grpc_server, port = server.start("127.0.0.1:0", tls("shop"))
     try:
         remote = ftl.RemoteParty("shop", f"localhost:{port}", tls=tls("bank"))
@@ -186,5 +186,9 @@ def test_a_peer_reads_its_own_budget_from_the_served_party(tmp_path):
         readings = remote.budget()
         assert readings["alignments_per_day"] == {"used": 1, "limit": 3}
         assert readings["limits"]["min_fit_rows"] == 100
+        # the host's operator reads every peer's budget from its audit log
+        text = ftl.report(tmp_path / "shop-audit.jsonl")
+        assert "## Privacy budget" in text
+        assert "| `bank` | alignments per day | 1 | 3 | 2 |" in text
     finally:
         grpc_server.stop(0)
