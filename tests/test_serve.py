@@ -277,10 +277,10 @@ def test_policy_checks_every_key_in_an_open_message():
         },
     )
     with pytest.raises(PolicyError, match="1024 bits"):
-        policy.check_open(rule, "lr.host.open", lr_open)
+        policy.check_request(rule, "lr.host.open", lr_open)
     lr_open.fields["params"]["key_size"] = 1024
     with pytest.raises(PolicyError, match="requested key size"):
-        policy.check_open(rule, "lr.host.open", lr_open)
+        policy.check_request(rule, "lr.host.open", lr_open)
     with pytest.raises(PolicyError, match="not allowed"):
         policy.peer("eve")
     with pytest.raises(PolicyError, match="may not run"):
@@ -309,9 +309,9 @@ def test_policy_can_refuse_lbfgs_and_its_inner_products():
         )
 
     with pytest.raises(PolicyError, match="optimizer='lbfgs'.*not allowed"):
-        strict.check_open(rule, "lr.host.open", lr_open("lbfgs"))
-    strict.check_open(rule, "lr.host.open", lr_open("adam"))
-    Policy(peers={"bank": PeerRule("bank")}).check_open(rule, "lr.host.open", lr_open("lbfgs"))
+        strict.check_request(rule, "lr.host.open", lr_open("lbfgs"))
+    strict.check_request(rule, "lr.host.open", lr_open("adam"))
+    Policy(peers={"bank": PeerRule("bank")}).check_request(rule, "lr.host.open", lr_open("lbfgs"))
 
 
 def test_config_file_is_read_and_checked(tmp_path, certs):

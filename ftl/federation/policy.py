@@ -272,9 +272,6 @@ class Policy:
             for key in batch:
                 self._check_key(rule, key)
 
-    #: The name used before every request's keys were checked.
-    check_open = check_request
-
     def _plaintext(self, rule: PeerRule, what: str) -> None:
         if not self.allow_plaintext:
             raise PolicyError(

@@ -106,7 +106,6 @@ def peer_view(party: Party, rule: PeerRule, policy: Policy) -> DerivedParty:
     view = DerivedParty(party, _ColumnView(np.array([names.index(c) for c in keep]), keep), keep)
     # Read by the protocol roles, which enforce the budget themselves.
     view.guard = HostGuard.from_policy(policy, rule.identity)
-    view.min_intersection = policy.min_intersection
     return view
 
 
