@@ -1,7 +1,7 @@
 """Plotting helpers: training progress, ROC curves and transcript volume.
 
 matplotlib is imported inside the functions, so ``import ftl`` does not need it
-(install it with ``pip install matplotlib``; it is part of the ``docs`` extra).
+(install it with ``pip install 'ftl[plot]'``).
 Figures are created with :class:`matplotlib.figure.Figure`, never through
 pyplot's global state, so the helpers are safe with any backend (including
 Agg on a server) and never call ``show``. Every function returns the Axes it
@@ -10,6 +10,7 @@ drew on; save it with ``ax.figure.savefig(path)``.
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +41,7 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "ftl.plot needs matplotlib: pip install matplotlib (or the 'docs' extra)"
+            "ftl.plot needs matplotlib: pip install 'ftl[plot]' (or pip install matplotlib)"
         ) from exc
     fig = Figure(figsize=figsize, layout="constrained")
     return fig.add_subplot()
@@ -61,7 +62,9 @@ def plot_training(
         Axes to draw on; a new figure is created when omitted.
     show_tol : bool, default=True
         Also draw the stopping threshold ``clf.tol`` as a dashed horizontal
-        line (one extra line in ``ax.lines``); only for the weight change.
+        line (one extra line in ``ax.lines``); only for the weight change, and
+        only where ``tol`` is a number that applies to it (not ``"auto"``, and
+        not for L-BFGS, which stops on the gradient norm).
     metric : {"relative_change", "loss"}, default="relative_change"
         What to draw: the relative weight change (log scale), or the training
         loss -- the secure epoch log-loss of a logistic regression fitted with
@@ -123,7 +126,11 @@ def plot_training(
         ax.grid(True, alpha=0.3)
         ax.legend()
         return ax
-    if show_tol and tol:
+    # tol="auto" (the default) resolves to a threshold per optimiser, and L-BFGS
+    # stops on the gradient norm rather than the weight change: only a number the
+    # user gave for this very criterion is drawn.
+    stops_on_change = getattr(clf, "optimizer", None) != "lbfgs"
+    if show_tol and stops_on_change and isinstance(tol, numbers.Real) and tol > 0:
         ax.axhline(float(tol), color="0.4", linestyle="--", linewidth=1, label=f"tol = {tol:g}")
     ax.set_yscale("log")
     ax.set_ylabel(r"relative weight change $\|w_t - w_{t-1}\| / \|w_t\|$")

@@ -51,11 +51,28 @@ def test_import_ftl_does_not_import_matplotlib():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_plot_training_with_default_tol_and_adam_tol_line(breast):
+    """Every LR left at tol="auto" used to crash (float("auto")); a numeric tol of
+    an optimiser that stops on the weight change is drawn."""
+    X, y = breast
+    Xs, ys = X[:N_ROWS], y[:N_ROWS]
+    default = ftl.FederatedLogisticRegression(encryption=None, max_iter=3, random_state=0)
+    assert default.tol == "auto"
+    assert len(plot_training(default.fit(Xs, ys)).lines) == 1
+    adam = ftl.FederatedLogisticRegression(
+        encryption=None, optimizer="adam", tol=1e-4, max_iter=3, random_state=0
+    )
+    ax = plot_training(adam.fit(Xs, ys))
+    assert len(ax.lines) == 2  # the model and the tol line
+    assert ax.lines[1].get_ydata()[0] == 1e-4
+
+
 def test_plot_training_one_line_per_model(fitted, multiclass, tmp_path):
     clf, _, _ = fitted
     ax = plot_training(clf)
     assert ax.get_yscale() == "log"
-    assert len(ax.lines) == 2  # the binary model and the tol line
+    # L-BFGS stops on the gradient norm: no tol line on the weight-change plot
+    assert len(ax.lines) == 1
     xs, ys = ax.lines[0].get_data()
     assert list(xs) == list(range(1, clf.n_iter_[0] + 1))
     np.testing.assert_allclose(ys, [e["relative_change"] for e in clf.history_[0]])
