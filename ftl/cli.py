@@ -77,16 +77,34 @@ def demo(args: argparse.Namespace) -> int:
     print("\n== report ==")
     print(f"intersection size           {len(X)}")
     print(f"test AUC, federated         {auc_fed:.4f}")
-    print(f"test AUC, sklearn on pooled {auc_pooled:.4f}  (gap {auc_pooled - auc_fed:+.4f})")
+    gap = auc_fed - auc_pooled
+    print(f"test AUC, sklearn on pooled {auc_pooled:.4f}")
+    print(
+        f"gap, federated - pooled     {gap:+.4f}  "
+        f"({_gap_meaning(gap)}; the pooled model is what ftl must not need)"
+    )
     print(
         f"bytes exchanged (fit+pred)  {transcript.total_bytes / 1e6:.1f} MB "
         f"in {len(transcript)} messages"
     )
     kinds = ", ".join(f"{k}: {v}" for k, v in sorted(transcript.messages_by_kind().items()))
     print(f"messages by value kind      {kinds}")
+    print(
+        "                            (a message is counted once per kind of value it "
+        "carries, so these add up to more than the messages)"
+    )
     print(f"full transcript             {path.resolve()}")
+    print(f"                            read it with: ftl report {path}")
     print(f"total time                  {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _gap_meaning(gap: float) -> str:
+    """What the sign of ``federated - pooled`` AUC says, in words."""
+    if abs(gap) < 5e-5:
+        return "as good as pooling the data"
+    side = "below" if gap < 0 else "above"
+    return f"federated {abs(gap):.4f} {side} pooling the data"
 
 
 def report(args: argparse.Namespace) -> int:

@@ -27,7 +27,16 @@ def test_demo_runs_end_to_end_on_real_key_size(tmp_path, capsys):
 def test_demo_plaintext_mode_says_so(tmp_path, capsys):
     path = tmp_path / "demo.jsonl"
     assert main(["demo", "--rows", "800", "--encryption", "none", "--transcript", str(path)]) == 0
-    assert "PLAINTEXT" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "PLAINTEXT" in out
+    # the gap is federated - pooled, with its sign explained in words
+    fed = float(out.split("test AUC, federated")[1].split()[0])
+    pooled = float(out.split("test AUC, sklearn on pooled")[1].split()[0])
+    gap_line = out.split("gap, federated - pooled")[1].splitlines()[0]
+    assert float(gap_line.split()[0]) == pytest.approx(fed - pooled, abs=1.5e-4)
+    assert ("below" in gap_line) == (fed < pooled - 5e-5)
+    assert "add up to more than the messages" in out
+    assert f"ftl report {path}" in out
 
 
 def test_python_dash_m_ftl_runs_the_cli():
