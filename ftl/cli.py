@@ -132,7 +132,12 @@ def serve(args: argparse.Namespace) -> int:
     from ftl.federation.config import load_config
     from ftl.federation.server import PartyServer
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+        party = config.load_party()
+    except ValueError as exc:  # a config or data error of the operator's: one line
+        print(f"ftl serve: error: {exc}", file=sys.stderr)
+        return 2
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if config.log_file is not None:
         handlers.append(logging.FileHandler(config.log_file, encoding="utf-8"))
@@ -141,7 +146,6 @@ def serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         handlers=handlers,
     )
-    party = config.load_party()
     server = PartyServer(
         party,
         config.policy,
@@ -162,7 +166,9 @@ def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    logging.getLogger("ftl.serve").info("stopping: finishing open calls (up to 5 s)")
     grpc_server.stop(grace=5).wait()
+    logging.getLogger("ftl.serve").info("stopped")
     return 0
 
 

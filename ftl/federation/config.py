@@ -131,11 +131,17 @@ class ServeConfig:
         except (OSError, ValueError, ImportError) as exc:
             raise ValueError(f"cannot read the party's data {str(self.data)!r}: {exc}") from None
         if self.id_column not in frame.columns:
-            raise ValueError(f"id_column {self.id_column!r} is not a column of {self.data}")
+            raise ValueError(
+                f"id_column {self.id_column!r} is not a column of {self.data}; "
+                f"its columns: {_listing(frame.columns)}"
+            )
         if self.columns is not None:
             missing = sorted(set(self.columns) - set(frame.columns))
             if missing:
-                raise ValueError(f"[party] columns not in {self.data}: {missing}")
+                raise ValueError(
+                    f"[party] columns not in {self.data}: {missing}; "
+                    f"its columns: {_listing(frame.columns)}"
+                )
             frame = frame[[self.id_column, *self.columns]]
         return Party(self.name, frame, id_column=self.id_column, allow_missing=self.allow_missing)
 
@@ -236,3 +242,11 @@ def _positive(table: Mapping[str, Any], key: str, default: Any, kind: type) -> A
     if not value > 0:
         raise ValueError(f"config [server]: {key} must be > 0, got {value!r}")
     return kind(value)
+
+
+def _listing(columns, limit: int = 30) -> str:
+    """The column names of a data file, for an error message (the host's own file:
+    its operator reads this, no peer does)."""
+    names = [str(c) for c in columns]
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
