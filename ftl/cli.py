@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ftl.crypto.keys import DEFAULT_KEY_SIZE
+
 __all__ = ["main"]
 
 
@@ -108,7 +110,7 @@ def _gap_meaning(gap: float) -> str:
 
 
 def report(args: argparse.Namespace) -> int:
-    from ftl._report import report as render
+    from ftl.reporting import report as render
 
     fmt = args.format
     if fmt is None:
@@ -129,12 +131,13 @@ def serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from ftl.data.party import Party
     from ftl.federation.config import load_config
     from ftl.federation.server import PartyServer
 
     try:
         config = load_config(args.config)
-        party = config.load_party()
+        party = Party.from_file(**config.party_settings())
     except ValueError as exc:  # a config or data error of the operator's: one line
         print(f"ftl serve: error: {exc}", file=sys.stderr)
         return 2
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="two simulated organisations on the bundled credit data")
     p.add_argument("--encryption", choices=["paillier", "none"], default="paillier")
-    p.add_argument("--key-size", type=int, default=2048)
+    p.add_argument("--key-size", type=int, default=DEFAULT_KEY_SIZE)
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--rows", type=int, default=None, help="use only the first N shared rows")
     p.add_argument(

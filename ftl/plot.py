@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ftl._report import KIND_ORDER, _human_bytes, as_transcript, payload_kind
+from ftl.reporting import KIND_ORDER, as_transcript, human_bytes, payload_kind
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -216,7 +216,7 @@ def plot_transcript(transcript_or_clf: Any, ax: Axes | None = None, *, log: bool
     Each message's bytes are attributed to its payload kind, the most sensitive
     value kind it carries (``plaintext`` > ``ciphertext`` > ``masked`` >
     ``own_result`` > ``public``; ``none`` for messages without fields), see
-    ``ftl._report.payload_kind``. A message type whose messages have several
+    ``ftl.reporting.payload_kind``. A message type whose messages have several
     payload kinds gets one stacked segment per kind.
 
     Parameters
@@ -264,7 +264,7 @@ def plot_transcript(transcript_or_clf: Any, ax: Axes | None = None, *, log: bool
         left += widths
     for pos, total in zip(positions, left, strict=True):
         ax.annotate(
-            _human_bytes(total),
+            human_bytes(total),
             (total, pos),
             xytext=(3, 0),
             textcoords="offset points",
@@ -279,7 +279,7 @@ def plot_transcript(transcript_or_clf: Any, ax: Axes | None = None, *, log: bool
     elif len(names):
         ax.set_xlim(right=left.max() * 1.15)
     ax.set_xlabel("bytes" + (" (log scale)" if log else ""))
-    ax.set_title(f"{len(transcript):,} messages, {_human_bytes(transcript.total_bytes)}")
+    ax.set_title(f"{len(transcript):,} messages, {human_bytes(transcript.total_bytes)}")
     if kinds:
         ax.legend(title="value kind", loc="lower right", fontsize="small")
     return ax

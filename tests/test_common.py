@@ -1,11 +1,16 @@
-"""scikit-learn conformance of FederatedLogisticRegression (the estimator checks).
+"""scikit-learn conformance of every registered estimator (the estimator checks).
 
-Given a plain array, the estimator splits its columns into a simulated guest and
-``simulated_hosts`` hosts and runs the real protocol over the in-process channel,
-so every check below exercises the federated code path, not a shortcut.
+The estimators come from the protocol registry (:mod:`ftl.federation.protocols`):
+each protocol's :class:`~ftl.federation.protocols.EstimatorSpec` names the
+instances to check (fast settings, e.g. ``encryption=None``) and the checks it is
+expected to fail, with the reason. Given a plain array, a federated estimator
+splits its columns into a simulated guest and hosts and runs the real protocol
+over the in-process channel, so every check exercises the federated code path,
+not a shortcut; a per-party transformer is the scikit-learn transformer it runs.
 
-* All checks run on the plaintext protocol (``encryption=None``) with one host,
-  and again with two hosts (host-to-host cross terms relayed by the guest).
+* All checks run on the instances each spec names (for logistic regression the
+  plaintext protocol with one host, and again with two hosts: host-to-host cross
+  terms relayed by the guest).
 * A handful of checks run with Paillier (512-bit keys, tests only), where
   fixed-point encoding and masking could break exactness or pickling.
 """
@@ -30,49 +35,29 @@ from sklearn.utils.estimator_checks import (
 
 from ftl import FederatedLogisticRegression, FederatedTransferClassifier
 from ftl.data.simulate import column_blocks, simulate_federation
-from ftl.preprocessing import FederatedSimpleImputer, FederatedStandardScaler, PerParty
+from ftl.federation.protocols import EstimatorSpec, estimator_spec, load_protocols
 from tests.conftest import SMALL_KEY
 
-PLAIN_ESTIMATORS = [
-    FederatedLogisticRegression(encryption=None, random_state=0),
-    FederatedLogisticRegression(encryption=None, random_state=0, simulated_hosts=2),
-]
-TRANSFER_ESTIMATORS = [FederatedTransferClassifier(encryption=None, random_state=0)]
-#: Given a plain array (local data, no party boundary) the per-party transformers are
-#: the scikit-learn transformers they run at each party; the checks hold them to that.
-TRANSFORMERS = [
-    FederatedStandardScaler(),
-    FederatedSimpleImputer(),
-    PerParty(StandardScaler()),
-]
+#: Every registered estimator and pipeline step (built-ins and installed plug-ins).
+SPECS: list[EstimatorSpec] = [e for spec in load_protocols() for e in spec.estimators]
 
-#: The transfer model scores a row both parties hold from the *target's* features
-#: only (that is what it is for: the target's customers). In a simulated federation
-#: the target holds the second half of the columns; on the check's 2-feature blobs
-#: that is one column, and even sklearn's LogisticRegression on that column alone
-#: reaches 0.78 < the check's 0.83 accuracy threshold.
-TRANSFER_EXPECTED_FAILED_CHECKS: dict[str, str] = {
-    "check_classifiers_train": "scores shared rows from the target's columns only; "
-    "LogisticRegression on those columns of the check's blobs reaches 0.78 < 0.83",
-}
-
-#: Check name -> why it cannot pass. Currently every applicable check passes, so
-#: this is empty; entries are strict xfails, so a check that starts passing again
-#: fails the run until its entry is removed. Checks that sklearn does not even
-#: generate for this estimator are not listed: the sample-weight checks
-#: (``fit`` has no ``sample_weight``, which the protocol does not support) and
-#: the class-weight checks (no ``class_weight`` parameter).
-EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+PLAIN_ESTIMATORS = estimator_spec("FederatedLogisticRegression").instances()
 
 
 def _expected_failed_checks(estimator) -> dict[str, str]:
-    if isinstance(estimator, FederatedTransferClassifier):
-        return TRANSFER_EXPECTED_FAILED_CHECKS
-    return EXPECTED_FAILED_CHECKS
+    """Check name -> why it cannot pass, as the estimator's spec declares it.
+
+    Entries are strict xfails, so a check that starts passing again fails the run
+    until its entry is removed. Checks that sklearn does not even generate for an
+    estimator are not listed (for logistic regression: the sample-weight checks --
+    ``fit`` has no ``sample_weight``, which the protocol does not support -- and
+    the class-weight checks: no ``class_weight`` parameter).
+    """
+    return dict(estimator_spec(type(estimator).__name__).expected_failed_checks)
 
 
 @parametrize_with_checks(
-    PLAIN_ESTIMATORS + TRANSFER_ESTIMATORS + TRANSFORMERS,
+    [instance for spec in SPECS for instance in spec.instances()],
     expected_failed_checks=_expected_failed_checks,
     xfail_strict=True,
 )
@@ -80,17 +65,16 @@ def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 
 
-def test_expected_failures_name_real_checks():
-    for table in (EXPECTED_FAILED_CHECKS, TRANSFER_EXPECTED_FAILED_CHECKS):
-        unknown = [name for name in table if not hasattr(estimator_checks, name)]
-        assert not unknown, f"not sklearn estimator checks: {unknown}"
-        assert all(reason.strip() for reason in table.values())
+@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
+def test_expected_failures_name_real_checks(spec):
+    unknown = [name for name in spec.expected_failed_checks if not hasattr(estimator_checks, name)]
+    assert not unknown, f"not sklearn estimator checks: {unknown}"
+    assert all(reason.strip() for reason in spec.expected_failed_checks.values())
 
 
 def test_transfer_expected_failure_reason_holds():
     from sklearn.datasets import make_blobs
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     X, y = make_blobs(n_samples=300, random_state=0)
     X = StandardScaler().fit_transform(X)

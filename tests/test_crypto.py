@@ -202,18 +202,20 @@ def test_default_tables_are_small_and_cheap_for_2048_bit_keys():
 
 
 def test_workers_keep_few_keys_tables_and_drop_them_before_building(monkeypatch):
-    from ftl.crypto import scheme
+    from collections import OrderedDict
+
+    from ftl.crypto import workers
 
     kept = []
-    monkeypatch.setattr(scheme, "_WORKER_ENCRYPTORS", scheme.OrderedDict())
+    monkeypatch.setattr(workers, "_WORKER_ENCRYPTORS", OrderedDict())
 
     class Recorder:
         def __init__(self, n, p, q, hs):
-            kept.append(len(scheme._WORKER_ENCRYPTORS))  # tables alive while building
+            kept.append(len(workers._WORKER_ENCRYPTORS))  # tables alive while building
 
-    monkeypatch.setattr(scheme, "CRTEncryptor", Recorder)
+    monkeypatch.setattr(workers, "CRTEncryptor", Recorder)
     for n in [1, 2, 3, 4, 1, 5, 5, 2]:
-        scheme._worker_encryptor(n, 0, 0, 7)
-    assert max(kept) < scheme._WORKER_KEYS_KEPT
-    assert len(scheme._WORKER_ENCRYPTORS) == scheme._WORKER_KEYS_KEPT
-    assert list(scheme._WORKER_ENCRYPTORS) == [(1, 7), (5, 7), (2, 7)]  # least recent first
+        workers.worker_encryptor(n, 0, 0, 7)
+    assert max(kept) < workers.WORKER_KEYS_KEPT
+    assert len(workers._WORKER_ENCRYPTORS) == workers.WORKER_KEYS_KEPT
+    assert list(workers._WORKER_ENCRYPTORS) == [(1, 7), (5, 7), (2, 7)]  # least recent first

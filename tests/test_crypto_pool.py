@@ -120,7 +120,7 @@ def test_capacity_is_respected():
 
 
 def test_off_switch_and_automatic_setting(monkeypatch):
-    from ftl.crypto import scheme
+    from ftl.crypto import paillier
 
     off = _key(0, n_jobs=2)
     assert off.randomness_pool is None
@@ -131,7 +131,7 @@ def test_off_switch_and_automatic_setting(monkeypatch):
     assert auto.randomness_pool.capacity == pool.DEFAULT_CAPACITY
     auto.randomness_pool.close()
     # under a non-local joblib backend (dask) the encryptions go to the cluster
-    monkeypatch.setattr(scheme, "_local_joblib_backend", lambda: False)
+    monkeypatch.setattr(paillier, "local_joblib_backend", lambda: False)
     assert auto.randomness_pool is None
     assert _key(8, n_jobs=2).randomness_pool is not None  # an explicit capacity wins
 
@@ -139,11 +139,11 @@ def test_off_switch_and_automatic_setting(monkeypatch):
 def test_local_backend_detection():
     import joblib
 
-    from ftl.crypto.scheme import _local_joblib_backend
+    from ftl.crypto.workers import local_joblib_backend
 
-    assert _local_joblib_backend()
+    assert local_joblib_backend()
     with joblib.parallel_config(backend="threading"):
-        assert _local_joblib_backend()
+        assert local_joblib_backend()
 
 
 def test_close_and_shutdown():

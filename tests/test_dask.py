@@ -18,7 +18,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 import ftl  # noqa: E402
-from ftl.crypto.scheme import VALUE_FRAC_BITS, _chunks, make_own_key  # noqa: E402
+from ftl.crypto.scheme import VALUE_FRAC_BITS, make_own_key  # noqa: E402
+from ftl.crypto.workers import split_work  # noqa: E402
 
 FIT = dict(
     key_size=512,
@@ -70,7 +71,7 @@ def test_fit_runs_its_loops_on_the_cluster_and_matches_a_local_fit(client):
         client, lambda: ftl.FederatedLogisticRegression(**FIT).fit(X, y)
     )
     names = _task_names(tasks)
-    for function in ("_encrypt_in_worker", "column_multiexp", "_rerandomize_chunk"):
+    for function in ("encrypt_in_worker", "column_multiexp", "rerandomize_chunk"):
         assert any(f"batch_of_{function}_" in name for name in names), (function, names)
     # both worker processes did some of the work, and nothing ran elsewhere
     assert {t["worker"] for t in tasks} == set(client.scheduler_info()["workers"])
@@ -93,8 +94,8 @@ def test_encrypt_and_decrypt_on_the_cluster(client):
     decrypted, tasks = _run_on_cluster(client, roundtrip)
     np.testing.assert_allclose(decrypted.astype(float), values, rtol=0, atol=2.0**-30)
     names = _task_names(tasks)
-    assert any("batch_of__encrypt_in_worker_" in name for name in names), names
-    assert any("batch_of__decrypt_chunk_" in name for name in names), names
+    assert any("batch_of_encrypt_in_worker_" in name for name in names), names
+    assert any("batch_of_decrypt_chunk_" in name for name in names), names
 
 
 def test_chunks_follow_the_clusters_size_not_the_local_cpus():
@@ -104,6 +105,6 @@ def test_chunks_follow_the_clusters_size_not_the_local_cpus():
     ) as three:
         with joblib.parallel_config(backend="dask", client=three):
             assert joblib.effective_n_jobs(-1) == 3
-            chunks = _chunks(list(range(10_000)), n_jobs=-1)
+            chunks = split_work(list(range(10_000)), n_jobs=-1)
     assert len(chunks) == 2 * 3  # two chunks per worker thread
     assert sum(chunks, []) == list(range(10_000))

@@ -12,7 +12,9 @@ import pytest
 
 import ftl
 from ftl.crypto.scheme import PaillierOwnKey, PlainOwnKey
-from ftl.persistence import MODEL_VERSION, SHARD_VERSION, _key_from_json, _key_to_json
+from ftl.federation.json_forms import key_from_json as _key_from_json
+from ftl.federation.json_forms import key_to_json as _key_to_json
+from ftl.persistence import MODEL_VERSION, SHARD_VERSION
 from tests.conftest import SMALL_KEY, aligned_by_id
 
 FAST = dict(max_iter=3, random_state=0)

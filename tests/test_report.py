@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import html
+import json
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
 import ftl
-from ftl._report import FTL_PROTOCOL, report
 from ftl.cli import main
 from ftl.federation import FieldRecord, Transcript, TranscriptRecord
+from ftl.federation.disclosure import Disclosure, Framing, Leakage, Para, Section
 from ftl.federation.messages import schema_for
+from ftl.federation.protocols import ProtocolSpec, register_protocol, unregister_protocol
+from ftl.reporting import report
+from ftl.transfer._disclosure import FTL_PROTOCOL
 from tests.conftest import SMALL_KEY
 
 PLAINTEXT_WARNING = "WARNING: plaintext values crossed party boundaries"
@@ -193,7 +198,9 @@ def test_cli_report_writes_output(tmp_path, capsys, encrypted_clf):
     assert str(out) in capsys.readouterr().out
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# ftl privacy report") and "lr.contribution" in text
-    assert "not recorded" in text  # a bare file holds no key parameters
+    # a bare file holds no key parameters, but the width of every ciphertext
+    assert "| Key size | 512-bit Paillier modulus for every party, read from" in text
+    assert "| Key size ≥ 2048 bits | FAIL | 512 bits |" in text
 
     page = tmp_path / "report.html"
     assert main(["report", str(path), "--output", str(page)]) == 0  # html by suffix
@@ -297,7 +304,8 @@ def test_transfer_report_from_file_and_html(tmp_path, capsys, transfer_clf):
     assert main(["report", str(path)]) == 0
     text = capsys.readouterr().out
     assert "| `hospital` | source (labelled, runs the driver) |" in text
-    assert "not recorded" in text and "| Protocol |" in text
+    assert "| Protocol |" in text
+    assert "512-bit Paillier modulus for every key (each party's training key" in text
     assert "| PASS |" in _row(text, "| No ciphertext sent back to its key owner |")
     assert "| yes |" in _row(text, "| prediction | Target rows scored by id")
     page = report(transfer_clf, format="html")
@@ -340,3 +348,150 @@ def test_transfer_scores_to_another_party_fail():
     text = report(Transcript([*base, stray]))
     owner = _row(text, "| No ciphertext sent back to its key owner |")
     assert "| FAIL |" in owner and "`ftl.scores.values (tgt → src)`" in owner
+
+
+# ---------------------------------------------------------------- key sizes, old imports
+def _ciphertexts(width: int, key_id: str = "k1"):
+    from ftl.federation.messages import CiphertextArray, Message
+
+    values = np.empty((3, 1), dtype=object)
+    values[:] = 12345
+    return Message(
+        "lr.contribution",
+        {"owner": "g", "values": CiphertextArray(values, key_id, width)},
+    )
+
+
+def test_key_size_is_read_from_the_recorded_ciphertext_width():
+    """Issue 18: a transcript records each ciphertext field's width (bytes per
+    ciphertext on the wire), both in process and from an encoded message's
+    header (a served party's audit log), so a bare transcript's key size is known."""
+    from ftl.federation.messages import encode
+
+    t = Transcript()
+    t.record("s", "g", "h", _ciphertexts(512), nbytes=100)
+    t.record_encoded("s", "g", "h", encode(_ciphertexts(512)))
+    assert [r.fields[1].width for r in t] == [512, 512]
+    text = report(t)
+    assert "| Key size | 2048-bit Paillier modulus for every party, read from" in text
+    assert "| Key size ≥ 2048 bits | PASS | 2048 bits |" in text
+
+    t.record("s", "g", "h", _ciphertexts(128, key_id="k2"), nbytes=100)  # a 512-bit key
+    text = report(t)
+    assert "512-bit and 2048-bit Paillier moduli" in text
+    assert "| Key size ≥ 2048 bits | FAIL | 512 bits |" in text and "WARNING: weak keys" in text
+
+
+def test_transcripts_without_widths_still_load_and_say_not_recorded(tmp_path):
+    t = Transcript()
+    t.record("s", "g", "h", _ciphertexts(512), nbytes=100)
+    path = t.to_jsonl(tmp_path / "t.jsonl")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for line in lines:  # as written before widths were recorded
+        for f in line["fields"]:
+            del f["width"]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    text = report(path)
+    assert "not recorded (a bare transcript holds no key parameters)" in text
+
+
+def test_old_import_paths_keep_working():
+    import ftl._report as old
+    from ftl.crypto.keys import MIN_SECURE_KEY_SIZE
+    from ftl.reporting import KIND_ORDER, as_transcript, human_bytes, payload_kind
+
+    assert old.report is report is ftl.report
+    assert (old.as_transcript, old.payload_kind, old.KIND_ORDER) == (
+        as_transcript,
+        payload_kind,
+        KIND_ORDER,
+    )
+    assert old._human_bytes is human_bytes and human_bytes(1500) == "1.5 kB"
+    assert old.MIN_SECURE_KEY_SIZE == MIN_SECURE_KEY_SIZE and old.FTL_PROTOCOL == FTL_PROTOCOL
+
+
+# ---------------------------------------------------------------- a protocol's own disclosure
+TOY = Disclosure(
+    name="toy protocol (tests)",
+    owner_types=frozenset({"toyreport.terms"}),
+    leakages=(
+        Leakage("training", "The helper learns the toy's sum.", "toy.md", lambda a: True),
+        Leakage("prediction", "Nothing is predicted.", "§9.9", lambda a: False),
+    ),
+    plaintext_values=" (toy terms)",
+    framing=Framing(
+        roles=("toy driver", "toy helper"),
+        parties_note="Toy roles.",
+        key_scope="every toy key",
+        leakage_intro="Toy leakages.",
+    ),
+    section=lambda a: Section("Toy protocol", [Para(f"{a.n_hosts} helper(s).")]),
+    category_note=lambda key, a: " Toy rows are public." if key == "unprotected" else "",
+    estimator_facts=lambda est: [("Toy fact", "42")],
+)
+
+
+@pytest.fixture
+def toy_protocol():
+    spec = register_protocol(
+        ProtocolSpec(family="toyreport", title="toy", message_prefix="toyreport.", report=TOY)
+    )
+    yield spec
+    unregister_protocol(spec.family)
+
+
+def test_a_registered_protocol_is_reported_from_its_disclosure(toy_protocol):
+    """The report names no protocol: a new one appears through its declaration."""
+    rows = FieldRecord("rows", "public", "array", (5,), True)
+    terms = FieldRecord("values", "ciphertext", "encrypted", (5,), True, key_id="kt")
+    t = Transcript(
+        [
+            _record(0, "d", "h", "toyreport.open", [rows]),
+            _record(1, "d", "h", "toyreport.terms", [terms]),
+            _record(2, "h", "d", "toyreport.terms", [terms]),  # back to its key owner
+        ]
+    )
+    text = report(t)
+    assert "| Protocol | toy protocol (tests) |" in text
+    assert "| `d` | toy driver |" in text and "| `h` | toy helper |" in text
+    assert "Toy roles." in text and "Toy leakages." in text
+    assert "## Toy protocol\n\n1 helper(s)." in text
+    assert "| training | The helper learns the toy's sum. | yes | toy.md |" in text
+    assert "| prediction | Nothing is predicted. | no | `docs/protocols.md` §9.9 |" in text
+    assert (
+        "Row-level values outside PSI that are not ciphertexts or masked values. Toy rows" in text
+    )
+    owner = _row(text, "| No ciphertext sent back to its key owner |")
+    assert "| FAIL |" in owner and "`toyreport.terms.values (h → d)`" in owner
+    # PSI (listed always) is there; logistic regression's rows are not (a framed report)
+    assert "| PSI | Set sizes are revealed" in text and "X_Hᵀ (residual)" not in text
+
+
+def test_estimator_facts_come_from_the_estimator_s_protocol(toy_protocol, plaintext_clf):
+    """Summary rows an estimator's own protocol declares (logistic regression: the
+    effective sigmoid; no toy fact, which belongs to another protocol)."""
+    text = report(plaintext_clf)
+    assert "| Sigmoid approximation | auto (→ poly) |" in text
+    assert "| L-BFGS iterations per binary model | 2 |" in text and "Toy fact" not in text
+
+
+def test_the_report_package_names_no_protocol():
+    """Every protocol-specific word comes from a protocol's own declaration: no
+    string in ``ftl.reporting`` starts with a registered message prefix or names
+    a registered estimator."""
+    import pathlib
+
+    import ftl.reporting
+    from ftl.federation.protocols import load_protocols
+
+    sources = {
+        path.name: path.read_text(encoding="utf-8")
+        for path in pathlib.Path(ftl.reporting.__file__).parent.glob("*.py")
+    }
+    for spec in load_protocols():
+        for name, source in sources.items():
+            for quote in "\"'":
+                assert quote + spec.message_prefix not in source, (name, spec.family)
+            for est in spec.estimators:
+                code = [line for line in source.splitlines() if ">>>" not in line]
+                assert est.cls.__name__ not in "\n".join(code), (name, est.cls.__name__)

@@ -341,7 +341,7 @@ columns = ["a"]
     path = tmp_path / "shop.toml"
     path.write_text(good)
     config = load_config(path)
-    assert config.load_party().feature_names == ["a", "b"]
+    assert ftl.Party.from_file(**config.party_settings()).feature_names == ["a", "b"]
     assert config.policy.peers["bank"].columns == ("a",)
     for bad, match in [
         (good.replace("[tls]", "[tls]\ncolour = 1"), "unknown setting"),
@@ -392,7 +392,7 @@ class _LostReply(grpc.RpcError):
 def test_retry_after_a_lost_reply_does_not_run_the_operation_twice(certs, served):
     server, address = served
     remote = ftl.RemoteParty("shop", address, tls=tls_for(certs, "bank"))
-    conn = remote._conn()
+    conn = remote._client.connection()
     real_call, dropped = conn.call, []
 
     def flaky_call(requests, **kw):
@@ -422,7 +422,7 @@ def test_a_driver_gives_up_after_its_retries(certs, served):
         calls.append(1)
         raise _LostReply()
 
-    remote._conn().call = always_down
+    remote._client.connection().call = always_down
     guest = ftl.Party("bank", np.zeros((20, 1)), ids=np.arange(20), labels=np.zeros(20))
     with pytest.raises(ftl.federation.PartyUnavailableError, match="did not answer"):
         ftl.align(guest, remote)

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ftl.exceptions import FixedPointOverflowError
+
 __all__ = ["FixedPointOverflowError", "decode", "encode"]
-
-
-class FixedPointOverflowError(OverflowError):
-    """A value does not fit the fixed-point range of the key."""
 
 
 def encode(values: np.ndarray, frac_bits: int) -> np.ndarray:

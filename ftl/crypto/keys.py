@@ -6,6 +6,8 @@ import hashlib
 
 import phe
 
+from ftl.exceptions import InsecureKeyError
+
 __all__ = [
     "DEFAULT_KEY_SIZE",
     "MIN_SECURE_KEY_SIZE",
@@ -21,10 +23,6 @@ DEFAULT_KEY_SIZE = 2048
 MIN_SECURE_KEY_SIZE = 2048
 
 
-class InsecureKeyError(ValueError):
-    """A key smaller than :data:`MIN_SECURE_KEY_SIZE` was asked for outside tests."""
-
-
 def check_key_size(key_size: int, insecure_for_tests: bool = False) -> int:
     """Validate a Paillier modulus size and return it.
 
@@ -33,7 +31,8 @@ def check_key_size(key_size: int, insecure_for_tests: bool = False) -> int:
     key_size : int
         Requested modulus size in bits.
     insecure_for_tests : bool, default=False
-        Allow sizes below 2048 bits (never for real data: such keys can be factored).
+        Allow sizes below :data:`MIN_SECURE_KEY_SIZE` bits (never for real data: such keys
+        can be factored).
     """
     if not isinstance(key_size, int) or isinstance(key_size, bool):
         raise TypeError(f"key_size must be an int, got {type(key_size).__name__}")

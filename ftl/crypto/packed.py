@@ -34,15 +34,10 @@ import numpy as np
 from gmpy2 import mpz
 
 from ftl.crypto import fixedpoint
-from ftl.crypto.scheme import (
-    MASK_SLACK_BITS,
-    MaskState,
-    PaillierOwnKey,
-    PaillierPeerKey,
-    object_array,
-    parallel_columns,
-)
-from ftl.federation.messages import CiphertextArray, PlainArray
+from ftl.crypto.arrays import CiphertextArray, PlainArray, object_array
+from ftl.crypto.masking import MASK_SLACK_BITS, MaskState
+from ftl.crypto.paillier import PaillierOwnKey, PaillierPeerKey
+from ftl.crypto.workers import parallel_columns
 
 __all__ = [
     "EXP_FRAC_BITS",

@@ -15,7 +15,8 @@ import numpy as np
 from ftl.data.handles import Alignment, VerticalData
 from ftl.federation.channel import Channel
 from ftl.federation.transcript import Transcript
-from ftl.psi.guest import DEFAULT_BATCH_SIZE, PROTOCOL, intersection_size, run_psi
+from ftl.psi.cardinality import intersection_size
+from ftl.psi.guest import DEFAULT_BATCH_SIZE, PROTOCOL, run_psi
 
 __all__ = ["align"]
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,33 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ftl.data.stores import ModelStore, TransformerStore
 from ftl.federation.service import PartyService
 
 __all__ = ["DerivedParty", "Party"]
-
-#: Serialises changes of the transformer stores (``ftl serve`` fits in threads).
-_STORE_LOCK = threading.RLock()
-
-
-class _Held:
-    """A fitted transformer kept at a party, and when it was last used."""
-
-    __slots__ = ("transform", "last_used")
-
-    def __init__(self, transform: Callable, now: float):
-        self.transform = transform
-        self.last_used = now
-
-    def touch(self, now: float | None = None) -> None:
-        self.last_used = time.monotonic() if now is None else now
-
-
-def _in_use(party: Party) -> bool:
-    """Whether a derived party is needed: a model shard, a chained transformer, a session."""
-    service = party._service
-    return bool(party._models or party._transformers) or (
-        service is not None and service.open_sessions > 0
-    )
 
 
 def _clean_ids(ids: Any, name: str) -> np.ndarray:
@@ -100,6 +75,14 @@ def _check_features(frame: pd.DataFrame, name: str, allow_missing: bool = False)
     return values
 
 
+def _listing(columns, limit: int = 30) -> str:
+    """The column names of a data file, for an error message (the party's own file:
+    its operator reads this, no peer does)."""
+    names = [str(c) for c in columns]
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
 def _refuse_missing(name: str, features: np.ndarray) -> None:
     """Protocols train on complete rows only: say how to get there."""
     if np.isnan(features).any():
@@ -109,7 +92,7 @@ def _refuse_missing(name: str, features: np.ndarray) -> None:
         )
 
 
-class Party:
+class Party(ModelStore, TransformerStore):
     """One organisation's data: ids, feature columns and optionally labels.
 
     The data stays inside this object; protocols reach it only through the
@@ -203,10 +186,65 @@ class Party:
         # guest's random start and label noise: ftl.linear_model.guest.guest_secret)
         self._secret = secrets.token_bytes(32)
         self._alignments: dict[str, np.ndarray] = {}
-        self._models: dict[str, dict] = {}
-        self._transformers: dict[str, Any] = {}
-        self._derived: dict[str, DerivedParty] = {}
-        self._service: PartyService | None = None
+        self._empty_stores()
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        name: str,
+        id_column: str,
+        *,
+        columns: Sequence[str] | None = None,
+        allow_missing: bool = False,
+    ) -> Party:
+        """Read a party's table from a CSV (or Parquet) file; features only.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A ``.csv`` file, or a ``.parquet``/``.pq`` file (needs pyarrow).
+        name : str
+            Name of the organisation.
+        id_column : str
+            Column holding the join key.
+        columns : sequence of str, optional
+            Load only these feature columns (default: every other column).
+        allow_missing : bool, default=False
+            Accept missing feature values (see :class:`Party`).
+
+        Returns
+        -------
+        Party
+
+        Raises
+        ------
+        ValueError
+            If the file cannot be read, or lacks ``id_column`` or one of
+            ``columns`` (the error lists the file's columns: it goes to the
+            party's own operator).
+        """
+        path = Path(path)
+        try:
+            if path.suffix.lower() in (".parquet", ".pq"):
+                frame = pd.read_parquet(path)
+            else:
+                frame = pd.read_csv(path)
+        except (OSError, ValueError, ImportError) as exc:
+            raise ValueError(f"cannot read the party's data {str(path)!r}: {exc}") from None
+        if id_column not in frame.columns:
+            raise ValueError(
+                f"id_column {id_column!r} is not a column of {path}; "
+                f"its columns: {_listing(frame.columns)}"
+            )
+        if columns is not None:
+            missing = sorted(set(columns) - set(frame.columns))
+            if missing:
+                raise ValueError(
+                    f"columns not in {path}: {missing}; its columns: {_listing(frame.columns)}"
+                )
+            frame = frame[[id_column, *columns]]
+        return cls(name, frame, id_column=id_column, allow_missing=allow_missing)
 
     @staticmethod
     def _as_frame(data: Any, feature_names: Sequence[str] | None) -> pd.DataFrame:
@@ -284,85 +322,6 @@ class Party:
     def remember_alignment(self, alignment_id: str, local_rows: np.ndarray) -> None:
         self._alignments[alignment_id] = np.asarray(local_rows, dtype=np.int64)
 
-    def store_model(self, model_id: str, shard: dict) -> None:
-        """Keep this party's shard of a fitted model (weights, own key) locally."""
-        self._models[model_id] = shard
-
-    def load_model(self, model_id: str) -> dict:
-        try:
-            return self._models[model_id]
-        except KeyError:
-            raise ValueError(
-                f"party {self.name!r} holds no model {model_id!r}; if it was saved, load "
-                "this party's shard with Party.import_model first"
-            ) from None
-
-    def model_ids(self) -> list[str]:
-        """Ids of the model shards this party holds (one per binary model trained).
-
-        Returns
-        -------
-        list of str
-        """
-        return list(self._models)
-
-    def export_model(self, model_id: str, path: str | os.PathLike) -> Path:
-        """Save this party's own shard of a fitted model to a JSON file.
-
-        The file holds only this party's shard: format and version, the model
-        id, this party's weight block, the encryption scheme and this party's
-        own key pair (public ``n`` and ``hs``, private ``p`` and ``q``). The key
-        pair is this party's secret: the file is written with mode ``0o600``
-        and must be protected like a private key. See :mod:`ftl.persistence`.
-
-        Parameters
-        ----------
-        model_id : str
-            Id of the model (``clf.models_[k]["model_id"]`` at the guest; see
-            also :meth:`model_ids`).
-        path : str or path-like
-            Where to write the file (replaced if it exists).
-
-        Returns
-        -------
-        pathlib.Path
-            The written path.
-
-        Raises
-        ------
-        ValueError
-            If this party holds no model ``model_id``.
-        """
-        from ftl.persistence import export_shard
-
-        return export_shard(self, model_id, path)
-
-    def import_model(self, path: str | os.PathLike) -> str:
-        """Load a shard written by :meth:`export_model` (by a party of this name).
-
-        Afterwards this party serves predictions for the model as it did right
-        after training.
-
-        Parameters
-        ----------
-        path : str or path-like
-            A file written by :meth:`export_model`.
-
-        Returns
-        -------
-        str
-            The model id of the imported shard.
-
-        Raises
-        ------
-        ValueError
-            If the file is corrupted, has another format or version, belongs to
-            a party of another name, or does not fit this party's features.
-        """
-        from ftl.persistence import import_shard
-
-        return import_shard(self, path)
-
     def rows_for_ids(self, ids: Any) -> np.ndarray:
         """Local row numbers of the given ids (all must exist).
 
@@ -394,197 +353,29 @@ class Party:
         return PartyRows(self, rows)
 
     # -- preprocessing: transformers fitted here, and the party seen through them --
-    def store_transformer(self, transformer_id: str, transform: Callable) -> None:
-        """Keep a transformer fitted on this party's rows (it never leaves the party).
-
-        ``transform`` maps raw feature rows to new feature rows and names its
-        output in ``transform.feature_names_out``. The party remembers when it
-        was last used (stored, derived, or named by a request), for
-        :meth:`expire_transformers`.
-        """
-        with _STORE_LOCK:
-            if transformer_id in self._transformers:
-                raise ValueError(
-                    f"party {self.name!r} already holds transformer {transformer_id!r}"
-                )
-            held = _Held(transform, time.monotonic())
-            # copy on write: the server's threads iterate these dicts without the lock
-            self._transformers = {**self._transformers, transformer_id: held}
-
-    def load_transformer(self, transformer_id: str) -> Callable:
-        held = self._transformers.get(transformer_id)
-        if held is None:
-            raise ValueError(
-                f"party {self.name!r} holds no fitted transformer {transformer_id!r}; fit "
-                "the transformer on a handle over this party first (a served party drops "
-                "a transformer that no kept model needs once it is unused for its session "
-                "time-out)"
-            )
-        return held.transform
-
-    def derive(self, transformer_id: str) -> DerivedParty:
-        """This party seen through a transformer fitted here (built once, then reused).
-
-        Reusing one derived party per fitted transformer lets a model trained on
-        transformed training rows find its shard again when test rows are
-        transformed by the same transformer.
-        """
-        with _STORE_LOCK:
-            transform = self.load_transformer(transformer_id)
-            self._transformers[transformer_id].touch()
-            derived = self._derived.get(transformer_id)
-            if derived is None:
-                derived = DerivedParty(self, transform, transform.feature_names_out)
-                self._derived = {**self._derived, transformer_id: derived}
-            return derived
-
-    def derived(self, transformer_id: str) -> DerivedParty:
-        """The party derived by :meth:`derive` (for the driver, after the protocol ran).
-
-        Every request a served party answers through a fitted transformer looks
-        it up here, which marks the transformer as in use.
-        """
-        derived = self._derived.get(transformer_id)
-        held = self._transformers.get(transformer_id)
-        if derived is None or held is None:
-            raise ValueError(
-                f"party {self.name!r} has not derived its rows through transformer "
-                f"{transformer_id!r} (or dropped it: a served party drops a transformer "
-                "that no kept model needs once it is unused for its session time-out; fit "
-                "it again)"
-            )
-        held.touch()
-        return derived
-
-    def transformer_ids(self) -> list[str]:
-        """Ids of the fitted transformers this party holds (not those of derived parties).
-
-        Returns
-        -------
-        list of str
-        """
-        return list(self._transformers)
-
-    def drop_transformer(self, transformer_id: str) -> bool:
-        """Forget a fitted transformer, the party derived through it and all beyond.
+    def view(self, transform: Callable, feature_names: Sequence[str]) -> DerivedParty:
+        """This party's rows seen through ``transform``, computed here when read.
 
         Parameters
         ----------
-        transformer_id : str
-            The transformer's id.
+        transform : callable
+            Maps an array of this party's raw feature rows to the viewed rows.
+        feature_names : sequence of str
+            Names of the viewed features.
 
         Returns
         -------
-        bool
-            Whether this party held it.
+        DerivedParty
+            A new party that shares this party's ids, labels and alignments.
         """
-        with _STORE_LOCK:
-            if transformer_id not in self._transformers:
-                return False
-            self._transformers = {
-                k: v for k, v in self._transformers.items() if k != transformer_id
-            }
-            self._derived = {k: v for k, v in self._derived.items() if k != transformer_id}
-            return True
+        return DerivedParty(self, transform, feature_names)
 
-    def expire_transformers(self, ttl: float, now: float | None = None) -> list[str]:
-        """Drop the fitted transformers a peer no longer uses (``ftl serve`` calls this).
-
-        A transformer is kept while the party derived through it holds a model
-        shard (the model needs it to serve predictions), a transformer chained
-        after it is kept, or a protocol session is open there; otherwise it is
-        dropped once it has not been used -- fitted, derived, or named by a
-        request -- for ``ttl`` seconds. Runs down the chain of derived parties.
-
-        Parameters
-        ----------
-        ttl : float
-            Seconds without use after which an unneeded transformer is dropped
-            (the server's session time-out).
-        now : float, optional
-            The current :func:`time.monotonic` time.
-
-        Returns
-        -------
-        list of str
-            The dropped transformers, as ``/``-joined paths from this party.
-        """
-        now = time.monotonic() if now is None else now
-        dropped = []
-        for transformer_id, held in list(self._transformers.items()):
-            derived = self._derived.get(transformer_id)
-            if derived is not None:
-                deeper = derived.expire_transformers(ttl, now)
-                dropped.extend(f"{transformer_id}/{d}" for d in deeper)
-                if _in_use(derived):
-                    held.touch(now)
-                    continue
-            if now - held.last_used > ttl and self.drop_transformer(transformer_id):
-                dropped.append(transformer_id)
-        return dropped
-
-    def export_transformer(self, transformer_id: str, path: str | os.PathLike) -> Path:
-        """Save a transformer fitted at this party to a JSON file (no pickle).
-
-        The file holds the transformer's allowlisted class, its parameters and
-        the statistics it learned from this party's rows (see
-        :func:`ftl.persistence.export_transformer`); it is written with mode
-        ``0o600``. The second transformer of a pipeline is held by the derived
-        party: ``party.derive(first_id).export_transformer(second_id, path)``.
-        To save a party's whole share of a fitted pipeline in one file, use
-        :func:`ftl.persistence.export_party`.
-
-        Parameters
-        ----------
-        transformer_id : str
-            The transformer's id (``step.transformer_id_`` at the driver; see
-            also :meth:`transformer_ids`).
-        path : str or path-like
-            Where to write the file (replaced if it exists).
-
-        Returns
-        -------
-        pathlib.Path
-            The written path.
-
-        Raises
-        ------
-        ValueError
-            If this party holds no transformer ``transformer_id`` or it cannot
-            be saved faithfully.
-        """
-        from ftl.persistence import export_transformer
-
-        return export_transformer(self, transformer_id, path)
-
-    def import_transformer(self, path: str | os.PathLike) -> str:
-        """Load a transformer written by :meth:`export_transformer` (by this party).
-
-        Afterwards :meth:`derive` serves this party's rows through it as right
-        after fitting, and a model shard trained on those rows can be loaded
-        with ``party.derive(transformer_id).import_model(shard_path)``.
-
-        Parameters
-        ----------
-        path : str or path-like
-            A file written by :meth:`export_transformer`.
-
-        Returns
-        -------
-        str
-            The transformer id.
-
-        Raises
-        ------
-        ValueError
-            If the file is corrupted, has another format or version, belongs to
-            a party of another name, takes other features than this party's
-            columns, names a class that is not allowlisted, or this party
-            already holds a transformer of that id.
-        """
-        from ftl.persistence import import_transformer
-
-        return import_transformer(self, path)
+    def _empty_stores(self) -> None:
+        """No model shards, no transformers, no open protocol sessions yet."""
+        self._models: dict[str, dict] = {}
+        self._transformers = {}
+        self._derived: dict[str, DerivedParty] = {}
+        self._service: PartyService | None = None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -625,10 +416,7 @@ class DerivedParty(Party):
         # base (also one made later) holds for the derived party too
         self._alignments = base._alignments
         self._has_missing = True  # unknown until rows are transformed: always check
-        self._models = {}
-        self._transformers = {}
-        self._derived = {}
-        self._service = None
+        self._empty_stores()
 
     @property
     def base(self) -> Party:

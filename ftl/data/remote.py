@@ -5,55 +5,24 @@ driver's code: ``ftl.align(bank, shop)`` and every estimator run unchanged,
 because protocols only ever talk to a party through its ``endpoint``, with
 encoded messages. The remote endpoint sends each encoded message in chunks to
 the host, which checks it against its policy and its session state before any
-protocol code sees it (see :mod:`ftl.federation.server`).
+protocol code sees it (see :mod:`ftl.federation.transport.grpc.server`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import threading
-import time
 from typing import Any
 
 import numpy as np
 
-from ftl.federation.certs import (
-    certificate_names,
-    describe_certificate,
-    party_names,
-    party_server_name,
-)
-from ftl.federation.channel import PartyUnavailableError
-from ftl.federation.messages import FORMAT_VERSION, MAX_MESSAGE_BYTES, MessageError
-from ftl.federation.policy import PolicyError
-from ftl.federation.service import ProtocolError
-from ftl.federation.tls import PeerIdentityError, TLSConfig
+from ftl.exceptions import MessageError
+from ftl.federation.codec import FORMAT_VERSION, MAX_MESSAGE_BYTES
+from ftl.federation.identity import load_identity, party_server_name
 from ftl.federation.transcript import Transcript
-from ftl.federation.wire import CALL, CLIENT_OPTIONS, ERROR_KEY, INFO, chunks, import_grpc
+from ftl.federation.transport.grpc.client import PartyClient
+from ftl.federation.transport.grpc.tls import TLSConfig
 
 __all__ = ["RemoteParty"]
-
-_RETRY_BACKOFF = (0.25, 1.0, 3.0)
-
-
-class _Connection:
-    """One gRPC channel per process (gRPC channels do not survive a fork).
-
-    TLS verifies the server's certificate against ``server_name`` instead of the
-    host name dialled: the party's pinned name, so the handshake fails, before
-    any request, unless the certificate names that party.
-    """
-
-    def __init__(self, address: str, tls: TLSConfig, server_name: str):
-        grpc = import_grpc()
-
-        options = [*CLIENT_OPTIONS, ("grpc.ssl_target_name_override", server_name)]
-        self.pid = os.getpid()
-        self.channel = grpc.secure_channel(address, tls.channel_credentials(), options=options)
-        self.call = self.channel.stream_stream(CALL)
-        self.info = self.channel.unary_unary(INFO)
 
 
 class RemoteParty:
@@ -151,18 +120,23 @@ class RemoteParty:
         self.retries = int(retries)
         self.audit_log = audit_log
         self._path = tuple(_path)
-        self._state_lock = threading.Lock()
-        self._connection: _Connection | None = None
-        self._seq: dict[str, int] = {}
+        self._client = PartyClient(
+            name,
+            address,
+            tls,
+            self.server_name,
+            self._path,
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            retries=self.retries,
+        )
         self._derived: dict[str, RemoteParty] = {}
         self._transcript = Transcript(log_path=audit_log) if audit_log else None
         self._identity = None
         if audit_log:
-            from ftl.federation.certs import load_identity
-
             # The driver's own log names it as the host's log does: by its certificate.
             self._identity = load_identity(tls.cert)
-        self._info = _info if _info is not None else self._fetch_info()
+        self._info = _info if _info is not None else self._client.info()
         if self._info.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"party {name!r} speaks message format {self._info.get('format_version')!r}, "
@@ -200,7 +174,7 @@ class RemoteParty:
         ``used`` count and the ``limit``, and under ``"limits"`` every budget key
         (see docs/howto/deploy.md, *The privacy budget*).
         """
-        budget = self._fetch_info().get("budget")
+        budget = self._client.info().get("budget")
         if not isinstance(budget, dict):
             raise MessageError(f"party {self.name!r} announced no privacy budget")
         return budget
@@ -268,64 +242,6 @@ class RemoteParty:
             raise ValueError("ids must be one-dimensional")
         return PartyRows(self, np.arange(len(ids)), ids)
 
-    # -- transport -------------------------------------------------------------------
-    def _conn(self) -> _Connection:
-        with self._state_lock:
-            if self._connection is None or self._connection.pid != os.getpid():
-                self._connection = _Connection(self.address, self.tls, self.server_name)
-                self._seq = {}
-            return self._connection
-
-    def _metadata(self, **extra: str) -> list[tuple[str, str]]:
-        return [("ftl-path", "/".join(self._path)), *extra.items()]
-
-    def _fetch_info(self) -> dict:
-        conn = self._conn()
-        try:
-            raw = self._with_retries(
-                "info",
-                lambda: conn.info(b"", metadata=self._metadata(), timeout=self.connect_timeout),
-            )
-        except PartyUnavailableError:
-            # A certificate that does not name the party fails the TLS handshake, which
-            # gRPC reports like an unreachable host: say which it was.
-            mismatch = self._identity_mismatch()
-            if mismatch is not None:
-                raise mismatch from None
-            raise
-        try:
-            info = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise MessageError(f"party {self.name!r} sent malformed public facts") from None
-        if not isinstance(info, dict) or not isinstance(info.get("feature_names"), list):
-            raise MessageError(f"party {self.name!r} sent malformed public facts")
-        return info
-
-    def _identity_mismatch(self) -> PeerIdentityError | None:
-        """Why the party's certificate was refused, if that is why connecting failed."""
-        cert = self.tls.peer_certificate(self.address, self.server_name, self.connect_timeout)
-        if cert is None:
-            return None  # unreachable, or not even signed by our CA: not an identity question
-        if certificate_names(cert, self.server_name):
-            return None  # it does name the party; the connection failed for another reason
-        where = f"the server at {self.address} (party {self.name!r})"
-        seen = describe_certificate(cert)
-        others = party_names(cert)
-        if others or self.server_name != party_server_name(self.name):
-            claimed = f"for {others[0]!r}" if others else "that does not name it"
-            return PeerIdentityError(
-                f"{where} presented a certificate {claimed} ({seen}), not one naming "
-                f"{self.server_name!r}: refused before sending any request. Check the address, "
-                "and the certificate the party serves with"
-            )
-        return PeerIdentityError(
-            f"{where} presented a certificate that names no ftl party ({seen}), so it cannot "
-            f"prove to be {self.name!r}: refused before sending any request. Certificates made "
-            f"before ftl pinned party identities lack the name {self.server_name!r}: re-issue "
-            "them with `ftl certs`, or pass RemoteParty(..., server_name=...) with a DNS name "
-            "that only this party's certificate carries"
-        )
-
     def handle(self, session: str, op: str, payload: bytes) -> bytes:
         """Send one encoded request to the party's operation ``op``; return its reply."""
         if len(payload) > self.max_message_bytes:
@@ -333,87 +249,9 @@ class RemoteParty:
                 f"{op}: request of {len(payload)} bytes exceeds the host's limit of "
                 f"{self.max_message_bytes}"
             )
-        conn = self._conn()
-        with self._state_lock:
-            key = session
-            seq = self._seq.get(key, 0)
-            self._seq[key] = seq + 1  # consumed even on failure: the host may have run it
-        metadata = self._metadata(
-            **{
-                "ftl-session": session,
-                "ftl-op": op,
-                "ftl-seq": str(seq),
-                "ftl-length": str(len(payload)),
-                "ftl-digest": hashlib.sha256(payload).hexdigest(),
-            }
-        )
         if self._transcript is not None:
             self._transcript.record_encoded(session, self._identity, self.name, payload)
-
-        def attempt() -> bytes:
-            reply = bytearray()
-            for chunk in conn.call(chunks(payload), metadata=metadata, timeout=self.timeout):
-                reply += chunk
-                if len(reply) > self.max_message_bytes:
-                    raise MessageError(f"{op}: reply exceeds {self.max_message_bytes} bytes")
-            return bytes(reply)
-
-        reply = self._with_retries(op, attempt)
+        reply = self._client.call(session, op, payload, self.max_message_bytes)
         if self._transcript is not None:
             self._transcript.record_encoded(session, self.name, self._identity, reply)
         return reply
-
-    def _with_retries(self, what: str, attempt) -> Any:
-        grpc = import_grpc()
-
-        for tries in range(self.retries + 1):
-            try:
-                return attempt()
-            except grpc.RpcError as exc:
-                code = exc.code()
-                if code == grpc.StatusCode.UNAVAILABLE and tries < self.retries:
-                    time.sleep(_RETRY_BACKOFF[min(tries, len(_RETRY_BACKOFF) - 1)])
-                    continue
-                raise self._error(what, exc) from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _error(self, what: str, exc) -> Exception:
-        grpc = import_grpc()
-
-        code = exc.code()
-        details = exc.details() or code.name
-        trailer = dict(exc.trailing_metadata() or ()).get(ERROR_KEY)
-        where = f"party {self.name!r} ({self.address}) refused {what!r}: {details}"
-        if code in (
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            grpc.StatusCode.CANCELLED,
-        ):
-            return PartyUnavailableError(
-                f"party {self.name!r} ({self.address}) did not answer {what!r}: {details}"
-            )
-        if code == grpc.StatusCode.PERMISSION_DENIED or trailer == "PolicyError":
-            return PolicyError(where)
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            return PolicyError(where)
-        if trailer == "MessageError":
-            return MessageError(where)
-        if code == grpc.StatusCode.FAILED_PRECONDITION:
-            return ProtocolError(where)
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            return ValueError(where)
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return MessageError(where)
-        return RuntimeError(where)
-
-    # -- pickling (joblib workers reconnect on their own) ---------------------------------
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_connection"] = None
-        state["_seq"] = {}
-        state["_state_lock"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._state_lock = threading.Lock()

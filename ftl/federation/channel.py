@@ -11,14 +11,12 @@ from __future__ import annotations
 import uuid
 from typing import Protocol
 
-from ftl.federation.messages import MAX_MESSAGE_BYTES, Message, decode, encode
+from ftl.exceptions import PartyUnavailableError
+from ftl.federation.codec import MAX_MESSAGE_BYTES, decode, encode
+from ftl.federation.schema import Message
 from ftl.federation.transcript import Transcript
 
 __all__ = ["Channel", "Endpoint", "PartyUnavailableError", "new_session_id"]
-
-
-class PartyUnavailableError(RuntimeError):
-    """A party stopped answering (crashed, disconnected or timed out) mid-protocol."""
 
 
 class Endpoint(Protocol):

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from ftl.federation.policy import Policy
-from ftl.federation.tls import TLSConfig
+from ftl.federation.transport.grpc.tls import TLSConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -116,34 +116,15 @@ class ServeConfig:
             "idle_session_ttl": self.idle_session_ttl,
         }
 
-    def load_party(self):
-        """Read the data file into an :class:`ftl.Party` (features only)."""
-        import pandas as pd
-
-        from ftl.data.party import Party
-
-        suffix = self.data.suffix.lower()
-        try:
-            if suffix in (".parquet", ".pq"):
-                frame = pd.read_parquet(self.data)
-            else:
-                frame = pd.read_csv(self.data)
-        except (OSError, ValueError, ImportError) as exc:
-            raise ValueError(f"cannot read the party's data {str(self.data)!r}: {exc}") from None
-        if self.id_column not in frame.columns:
-            raise ValueError(
-                f"id_column {self.id_column!r} is not a column of {self.data}; "
-                f"its columns: {_listing(frame.columns)}"
-            )
-        if self.columns is not None:
-            missing = sorted(set(self.columns) - set(frame.columns))
-            if missing:
-                raise ValueError(
-                    f"[party] columns not in {self.data}: {missing}; "
-                    f"its columns: {_listing(frame.columns)}"
-                )
-            frame = frame[[self.id_column, *self.columns]]
-        return Party(self.name, frame, id_column=self.id_column, allow_missing=self.allow_missing)
+    def party_settings(self) -> dict[str, Any]:
+        """The arguments of :meth:`ftl.Party.from_file` that read the served party."""
+        return {
+            "path": self.data,
+            "name": self.name,
+            "id_column": self.id_column,
+            "columns": self.columns,
+            "allow_missing": self.allow_missing,
+        }
 
 
 def _table(raw: Mapping[str, Any], name: str, required: bool = True) -> Mapping[str, Any]:
@@ -242,11 +223,3 @@ def _positive(table: Mapping[str, Any], key: str, default: Any, kind: type) -> A
     if not value > 0:
         raise ValueError(f"config [server]: {key} must be > 0, got {value!r}")
     return kind(value)
-
-
-def _listing(columns, limit: int = 30) -> str:
-    """The column names of a data file, for an error message (the host's own file:
-    its operator reads this, no peer does)."""
-    names = [str(c) for c in columns]
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

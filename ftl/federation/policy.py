@@ -7,8 +7,10 @@ driver:
 
 - **peers**: only listed certificate identities (the common name of the peer's
   TLS client certificate) may open sessions;
-- **protocols**: which protocol families a peer may run (``psi``, ``lr``,
-  ``transfer``, ``preprocessing``);
+- **protocols**: which protocol families a peer may run (every family in the
+  protocol registry, :mod:`ftl.federation.protocols`: the built-in ones and
+  ``ftl.protocols`` plug-ins), and each family's own settings and checks of the
+  parameters a peer opens a session with;
 - **columns**: which feature columns a peer's protocols see (the others do not
   exist for that peer);
 - **encryption**: minimum Paillier key size for every key in a session, and no
@@ -28,36 +30,61 @@ returns it to the driver, where it is raised again as a :class:`PolicyError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftl.crypto.keys import MIN_SECURE_KEY_SIZE
 from ftl.exceptions import PolicyError
 from ftl.federation.budget import BudgetLedger, BudgetLimits
 from ftl.federation.messages import Message
+from ftl.federation.protocols import RegistryError, load_protocols, protocol, protocol_of_role
 
 __all__ = ["PROTOCOL_ROLES", "PeerRule", "Policy", "PolicyError"]
 
+
+class _ProtocolRoles(Mapping):
+    """Protocol family -> the party-side roles it opens, read from the registry."""
+
+    def __getitem__(self, family: str) -> frozenset[str]:
+        load_protocols()
+        try:
+            return protocol(family).role_names
+        except RegistryError:
+            raise KeyError(family) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_families())
+
+    def __len__(self) -> int:
+        return len(_families())
+
+
 #: Protocol families a policy names, and the party-side roles each one opens.
-PROTOCOL_ROLES: dict[str, frozenset[str]] = {
-    "psi": frozenset({"psi.host"}),
-    "lr": frozenset({"lr.host", "lr.predict"}),
-    "transfer": frozenset({"ftl.target", "ftl.target_predict"}),
-    "preprocessing": frozenset({"prep.party"}),
-}
-#: Settings of the ``[policy]`` table that are not part of the budget.
+PROTOCOL_ROLES: Mapping[str, frozenset[str]] = _ProtocolRoles()
+
+#: Settings of the ``[policy]`` table that are neither a protocol's nor the budget's.
 _POLICY_KEYS = {
     "min_key_size",
     "max_key_size",
     "allow_plaintext",
     "min_intersection",
-    "allow_lbfgs",
     "n_jobs",
     "protocols",
     "columns",
     "peers",
 }
+
+
+def _families() -> tuple[str, ...]:
+    """Every registered protocol family (the built-ins and plug-ins loaded first)."""
+    return tuple(spec.family for spec in load_protocols())
+
+
+def _protocol_settings() -> dict[str, Any]:
+    """Every registered protocol's policy settings, with their defaults."""
+    return {k: v for spec in load_protocols() for k, v in spec.policy_settings.items()}
 
 
 def _integer(value: Any, what: str) -> int:
@@ -83,8 +110,9 @@ class PeerRule:
     ----------
     identity : str
         Common name of the peer's TLS client certificate.
-    protocols : tuple of str
-        Protocol families the peer may run (keys of :data:`PROTOCOL_ROLES`).
+    protocols : tuple of str, optional
+        Protocol families the peer may run; by default every registered family
+        (:func:`ftl.federation.protocols.protocols`).
     columns : tuple of str or None
         Feature columns the peer's protocols may use; None means all.
     budget : BudgetLimits
@@ -93,21 +121,23 @@ class PeerRule:
     """
 
     identity: str
-    protocols: tuple[str, ...] = tuple(PROTOCOL_ROLES)
+    protocols: tuple[str, ...] = field(default_factory=_families)
     columns: tuple[str, ...] | None = None
     budget: BudgetLimits = field(default_factory=BudgetLimits)
 
     def __post_init__(self):
-        unknown = sorted(set(self.protocols) - set(PROTOCOL_ROLES))
+        known = _families()
+        unknown = sorted(set(self.protocols) - set(known))
         if unknown:
             raise ValueError(
                 f"policy for {self.identity!r}: unknown protocol(s) {unknown}; "
-                f"known: {sorted(PROTOCOL_ROLES)}"
+                f"known: {sorted(known)}"
             )
 
     @property
     def roles(self) -> frozenset[str]:
-        return frozenset().union(*(PROTOCOL_ROLES[p] for p in self.protocols))
+        """The roles the peer may open: those of its families that are registered."""
+        return frozenset().union(*(PROTOCOL_ROLES.get(p, ()) for p in self.protocols))
 
 
 @dataclass
@@ -130,11 +160,11 @@ class Policy:
         with insecure test keys. Never in production.
     min_intersection : int, default=100
         Smallest intersection the PSI host accepts; 0 disables the check.
-    allow_lbfgs : bool, default=True
-        Accept logistic-regression training with ``optimizer="lbfgs"``, in which the
-        host reveals per iteration the inner products of its own weight and gradient
-        changes (docs/protocols.md §3.8). ``False`` admits only the mini-batch
-        optimisers, which reveal two weight norms per epoch.
+    settings : dict, optional
+        The registered protocols' own settings (each protocol's
+        ``policy_settings``, e.g. ``allow_lbfgs``); unset ones take the
+        protocol's default. Read with :meth:`setting` or as attributes
+        (``policy.allow_lbfgs``).
     n_jobs : int or None, default=1
         The host's own parallelism for every session (joblib's meaning); the
         ``n_jobs`` a driver passes is not used at the host.
@@ -143,27 +173,62 @@ class Policy:
     """
 
     peers: dict[str, PeerRule] = field(default_factory=dict)
-    min_key_size: int = 2048
+    min_key_size: int = MIN_SECURE_KEY_SIZE
     max_key_size: int = 4096
     allow_plaintext: bool = False
     min_intersection: int = 100
-    allow_lbfgs: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
     n_jobs: int | None = 1
     state_path: str | Path | None = None
 
     def __post_init__(self):
+        known = _protocol_settings()
+        for name, value in self.settings.items():
+            if name not in known:
+                raise ValueError(
+                    f"policy: unknown protocol setting {name!r}; known: {sorted(known)}"
+                )
+            default = known[name]
+            if type(value) is not type(default) and not (
+                isinstance(value, int) and type(default) is float
+            ):
+                raise ValueError(
+                    f"policy: {name} must be of type {type(default).__name__} like its "
+                    f"default {default!r}, got {value!r}"
+                )
         self.ledger = BudgetLedger(self.state_path)
+
+    def setting(self, name: str) -> Any:
+        """The value of a registered protocol's policy setting ``name``."""
+        values = self.protocol_settings()
+        if name not in values:
+            raise KeyError(f"no registered protocol has the policy setting {name!r}")
+        return values[name]
+
+    def protocol_settings(self) -> dict[str, Any]:
+        """Every registered protocol's policy setting: its value here, or its default."""
+        return {**_protocol_settings(), **self.settings}
+
+    def __getattr__(self, name: str) -> Any:
+        # only for names that are no attribute: the protocols' settings
+        if name.startswith("_") or name == "settings":
+            raise AttributeError(name)
+        try:
+            return self.setting(name)
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}") from None
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any], state_path: str | Path | None = None) -> Policy:
         """Build a policy from the ``[policy]`` table of a configuration file."""
         budget_keys = set(BudgetLimits.keys())
-        known = _POLICY_KEYS | budget_keys
+        setting_keys = set(_protocol_settings())
+        known = _POLICY_KEYS | budget_keys | setting_keys
         extra = sorted(set(table) - known)
         if extra:
             raise ValueError(f"policy: unknown setting(s) {extra}; known: {sorted(known)}")
         defaults = {
-            "protocols": _names(table.get("protocols", list(PROTOCOL_ROLES)), "protocols"),
+            "protocols": _names(table.get("protocols", list(_families())), "protocols"),
             "columns": (
                 _names(table["columns"], "columns") if table.get("columns") is not None else None
             ),
@@ -196,11 +261,11 @@ class Policy:
             raise ValueError("policy: n_jobs must be a non-zero integer (joblib's meaning)")
         policy = cls(
             peers=peers,
-            min_key_size=_integer(table.get("min_key_size", 2048), "min_key_size"),
+            min_key_size=_integer(table.get("min_key_size", MIN_SECURE_KEY_SIZE), "min_key_size"),
             max_key_size=_integer(table.get("max_key_size", 4096), "max_key_size"),
             allow_plaintext=bool(table.get("allow_plaintext", False)),
             min_intersection=_integer(table.get("min_intersection", 100), "min_intersection"),
-            allow_lbfgs=bool(table.get("allow_lbfgs", True)),
+            settings={k: table[k] for k in setting_keys if k in table},
             n_jobs=n_jobs,
             state_path=state_path,
         )
@@ -241,12 +306,7 @@ class Policy:
                 self._plaintext(rule, "encryption=None")
             if params.get("insecure_for_tests"):
                 self._plaintext(rule, "insecure test keys")
-            if params.get("optimizer") == "lbfgs" and not self.allow_lbfgs:
-                raise PolicyError(
-                    "optimizer='lbfgs' (the host reveals inner products of its weight and "
-                    "gradient changes every iteration) is not allowed by this host's policy "
-                    f"(peer {rule.identity!r}); train with optimizer='adam' or 'sgd'"
-                )
+            self._check_protocol_params(rule, op, params)
             if params.get("encryption") is not None and "key_size" in params:
                 size = params["key_size"]
                 # "2048" or 2048.0 must not slip past a numeric comparison
@@ -271,6 +331,15 @@ class Policy:
             batch = keys.values() if name == "public_keys" else [keys]
             for key in batch:
                 self._check_key(rule, key)
+
+    def _check_protocol_params(self, rule: PeerRule, op: str, params: Mapping) -> None:
+        """The checks of the parameters that the protocol of ``op`` declares."""
+        try:
+            spec = protocol_of_role(op.rpartition(".")[0])
+        except RegistryError:  # no such role: check_operation refuses it
+            return
+        if spec.check_params is not None:
+            spec.check_params(params, self, rule)
 
     def _plaintext(self, rule: PeerRule, what: str) -> None:
         if not self.allow_plaintext:

@@ -1,7 +1,9 @@
-"""The party side of the channel: registered protocol roles and their operations.
+"""The party side of the channel: protocol roles and their operations.
 
-A party answers only operations that a protocol role registered here; a peer can
-name an operation but never send code. Each protocol run is a *session* with its
+A party answers only operations of a role that a registered protocol lists
+(:mod:`ftl.federation.protocols`; :func:`role` marks a class as a role, the
+protocol's spec makes it servable); a peer can name an operation but never send
+code. Each protocol run is a *session* with its
 own role state (keys, weights, optimiser), opened by ``<role>.open`` and removed by
 ``<role>.close``.
 
@@ -11,7 +13,7 @@ party decode megabytes of ciphertexts under an operation that takes a counter):
 ``@operation(accepts=("lr.batch",))`` on a method, ``@role(name, opens=("lr.open",))``
 for the session-opening request; ``<role>.close`` takes ``ack`` only. Where a role
 declares nothing, an operation accepts ``ack`` and the message types of its own
-protocol (those whose name starts with the operation's first component, e.g.
+protocol (those whose name starts with the protocol's message prefix, e.g.
 ``lr.`` for ``lr.host.update``).
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ftl.exceptions import ProtocolError
 from ftl.federation.messages import (
     MAX_MESSAGE_BYTES,
     Header,
@@ -33,6 +36,12 @@ from ftl.federation.messages import (
     registered_types,
     schema_for,
 )
+from ftl.federation.protocols import (
+    RegistryError,
+    load_protocols,
+    protocol_of_role,
+    role_class,
+)
 
 __all__ = [
     "PartyService",
@@ -43,18 +52,15 @@ __all__ = [
     "role",
 ]
 
-_ROLES: dict[str, type] = {}
-
-
-class ProtocolError(RuntimeError):
-    """A protocol operation was called out of order or on an unknown session."""
-
 
 def role(name: str, *, opens: Iterable[str] | None = None) -> Callable[[type], type]:
-    """Register a class as the party-side implementation of protocol role ``name``.
+    """Mark a class as the party-side implementation of protocol role ``name``.
 
     The class is constructed as ``cls(party, open_message)`` and its methods marked
-    with :func:`operation` become callable as ``"<name>.<method>"``.
+    with :func:`operation` become callable as ``"<name>.<method>"`` once a
+    registered :class:`~ftl.federation.protocols.ProtocolSpec` lists the class
+    (a role name listed twice is a
+    :class:`~ftl.federation.protocols.RegistryError`).
 
     Parameters
     ----------
@@ -66,7 +72,6 @@ def role(name: str, *, opens: Iterable[str] | None = None) -> Callable[[type], t
     """
 
     def decorate(cls: type) -> type:
-        _ROLES[name] = cls
         cls.role_name = name
         cls._ftl_opens = None if opens is None else frozenset(opens)
         return cls
@@ -93,9 +98,10 @@ def operation(fn: Callable | None = None, *, accepts: Iterable[str] | None = Non
 def _resolve(op: str) -> tuple[type, str, str]:
     """The role class, role name and method of ``op``; ``ProtocolError`` if unknown."""
     role_name, _, method = op.rpartition(".")
-    cls = _ROLES.get(role_name)
-    if cls is None:
-        raise ProtocolError(f"unknown protocol role {role_name!r}")
+    try:
+        cls = role_class(role_name)
+    except RegistryError:
+        raise ProtocolError(f"unknown protocol role {role_name!r}") from None
     if method not in ("open", "close"):
         fn = getattr(cls, method, None)
         if fn is None or not getattr(fn, "_ftl_operation", False):
@@ -111,7 +117,7 @@ def accepted_types(op: str) -> frozenset[str]:
     ProtocolError
         If ``op`` is not a registered operation.
     """
-    cls, _, method = _resolve(op)
+    cls, role_name, method = _resolve(op)
     if method == "close":
         return frozenset({"ack"})
     declared = (
@@ -121,7 +127,7 @@ def accepted_types(op: str) -> frozenset[str]:
     )
     if declared is not None:
         return declared
-    prefix = op.partition(".")[0] + "."
+    prefix = protocol_of_role(role_name).message_prefix
     return frozenset(t for t in registered_types() if t == "ack" or t.startswith(prefix))
 
 
@@ -135,9 +141,14 @@ def request_limit(op: str, max_message_bytes: int = MAX_MESSAGE_BYTES) -> int:
 
 
 class PartyService:
-    """Dispatches encoded requests to the sessions of one local party."""
+    """Dispatches encoded requests to the sessions of one local party.
+
+    It serves the roles of every registered protocol: the built-in ones and the
+    ``ftl.protocols`` plug-ins are loaded when the first service is made.
+    """
 
     def __init__(self, party: Any, max_message_bytes: int = MAX_MESSAGE_BYTES):
+        load_protocols()
         self.party = party
         self.name = party.name
         self.max_message_bytes = max_message_bytes

@@ -7,15 +7,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ftl.federation.messages import (
-    CiphertextArray,
-    Header,
-    Message,
-    PlainArray,
-    ValueKind,
-    read_header,
-    schema_for,
-)
+from ftl.crypto.arrays import CiphertextArray, PlainArray
+from ftl.federation.codec import Header, read_header
+from ftl.federation.schema import Message, ValueKind, schema_for
 
 __all__ = [
     "ACCEPTED",
@@ -46,7 +40,10 @@ class FieldRecord:
     ``kind`` is the declared value kind (``"ciphertext"``, ``"masked"``,
     ``"public"``, ``"own_result"``, or ``"plaintext"`` for values sent with
     ``encryption=None``); ``per_sample`` says whether the field runs over data
-    rows; ``key_id`` is the key fingerprint of a ciphertext field.
+    rows; ``key_id`` is the key fingerprint of a ciphertext field and ``width``
+    its bytes per ciphertext on the wire (a Paillier ciphertext is below n², so
+    a modulus of k bits, k divisible by 4, gives ``width = k / 4``; ``None`` in
+    transcripts written before widths were recorded).
     """
 
     name: str
@@ -55,6 +52,7 @@ class FieldRecord:
     shape: tuple[int, ...]
     per_sample: bool
     key_id: str | None = None
+    width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +155,7 @@ class Transcript:
                 shape=_field_shape(message.fields[name]),
                 per_sample=spec.per_sample,
                 key_id=getattr(message.fields[name], "key_id", None),
+                width=getattr(message.fields[name], "width", None),
             )
             for name, spec in sorted(schema.fields.items())
         )
@@ -331,6 +330,7 @@ def _header_fields(header: Header) -> tuple[FieldRecord, ...]:
             shape=layouts[name].shape or (),
             per_sample=spec.per_sample,
             key_id=layouts[name].meta.get("key_id"),
+            width=layouts[name].meta.get("width") if "key_id" in layouts[name].meta else None,
         )
         for name, spec in sorted(header.schema.fields.items())
     )

@@ -1,9 +1,9 @@
 """Message types of the vertical logistic regression protocol (see docs/protocols)."""
 
+from ftl.federation.messages import MAX_ROWS as _MAX_ROWS
 from ftl.federation.messages import FieldSpec, ValueKind, register
 
 _PUBLIC = ValueKind.PUBLIC
-_MAX_ROWS = 50_000_000
 
 # Key exchange and session set-up: parameters, public keys, row positions.
 OPEN = register(

@@ -1,46 +1,36 @@
 """Save and load fitted federated models: one JSON file per party, no pickle.
 
-A fitted vertical model is split across its parties: the guest holds its own
-weight block, the intercept and *references* to the hosts' blocks (model ids
-and the hosts' public keys); every host holds its own weight block and the
-Paillier key pair it trained with. Persistence keeps that split:
+A fitted federated model is split across its parties: the driver's party holds
+its own part and *references* to the others' (model ids, public keys); every
+other party holds its own shard. Persistence keeps that split. It writes and
+checks each file's envelope -- format, version, the party's role, the model id
+-- and leaves the fields of an estimator or of a shard to the codecs its
+protocol declares in the protocol registry (:mod:`ftl.federation.protocols`):
 
-* :func:`~ftl.save_model` / :func:`~ftl.load_model` -- the **guest's** file
-  (format ``"ftl-model"``). It holds the estimator's class and parameters, and
-  the guest's fitted attributes (``classes_``, ``coef_``, ``intercept_``,
-  ``n_features_in_``, ``feature_names_in_``, ``party_names_``, ``n_iter_``,
-  ``history_`` and ``models_`` with the hosts' *public* keys). It never holds a
-  host's weights or any private key.
+* :func:`~ftl.save_model` / :func:`~ftl.load_model` -- the **driver's** file
+  (format ``"ftl-model"``): the estimator's class name, the driver's role, its
+  parameters and the driver's fitted attributes. It never holds another
+  party's weights or any private key. For a
+  :class:`~ftl.FederatedLogisticRegression` (role ``"guest"``): ``classes_``,
+  ``coef_`` (the guest's block), ``intercept_``, ``n_features_in_``,
+  ``feature_names_in_``, ``party_names_``, ``n_iter_``, ``history_`` and
+  ``models_`` with the hosts' *public* keys. For a
+  :class:`~ftl.FederatedTransferClassifier` (role ``"source"``): ``classes_``,
+  ``prototypes_``, the source's own network (hidden layers and output layer),
+  ``model_id_``, the names, ``n_iter_`` and ``history_``.
 * :meth:`ftl.Party.export_model` / :meth:`ftl.Party.import_model` (implemented
-  here by :func:`export_shard` / :func:`import_shard`) -- a **host's** file
-  (format ``"ftl-model-shard"``) with that host's shard of one binary model:
-  the model id, its weight block, the encryption scheme and its own key pair
-  (public ``n`` and DJN base ``hs``, private primes ``p`` and ``q``). The key
-  pair is the host's own secret and is needed to serve predictions (it encrypts
-  the host's margins and decrypts the guest's masked values); the file is
-  written with mode ``0o600`` (readable by its owner only) and must be
-  protected like any private key. A multiclass model has one binary model --
-  and so one shard file per host -- per class.
-
-A fitted :class:`~ftl.FederatedTransferClassifier` is split the same way
-between its *source* (the labelled party, which runs the driver) and its
-*target*:
-
-* :func:`~ftl.save_model` / :func:`~ftl.load_model` -- the **source's** file (same format,
-  ``"role": "source"``, ``"estimator": "FederatedTransferClassifier"``): the
-  parameters, ``classes_``, ``prototypes_``, the source's own network (hidden
-  layers and output layer), ``model_id_``, ``party_names_``,
-  ``n_features_in_``, ``feature_names_in_``, ``n_iter_`` and ``history_``. It
-  never holds the target's weights.
-* :meth:`ftl.Party.export_model` / :meth:`ftl.Party.import_model` -- the
-  **target's** shard (same shard format, ``"kind": "ftl.target"``): its hidden
-  layers and output layer. The transfer protocol keeps no key with the shard
-  (prediction uses a fresh key of the source per request), so this file holds
-  no key -- but it is the target's private model and is written with mode
-  ``0o600`` too.
+  here by :func:`export_shard` / :func:`import_shard`) -- a **party's shard**
+  (format ``"ftl-model-shard"``, with the shard's ``kind``). A
+  logistic-regression host's (kind ``"lr"``, one per binary model, so one per
+  class of a multiclass model) holds its weight block, the encryption scheme
+  and its own key pair (public ``n`` and DJN base ``hs``, private primes ``p``
+  and ``q``), which it needs to serve predictions: protect the file like any
+  private key. A transfer target's (kind ``"ftl.target"``) holds its network
+  and no key (prediction uses a fresh key of the source per request). Shard
+  files are written with mode ``0o600`` (readable by their owner only).
 
 A fitted :class:`~sklearn.pipeline.Pipeline` of per-party preprocessing
-(:mod:`ftl.preprocessing`) in front of either estimator is split the same way:
+(:mod:`ftl.preprocessing`) in front of an estimator is split the same way:
 the fitted transformers live at the parties that fitted them.
 
 * :func:`~ftl.save_model` / :func:`~ftl.load_model` -- the **guest's** file
@@ -66,9 +56,9 @@ are written with Python's shortest round-trip representation, so reloaded
 weights are bit-identical and so are predictions.
 
 Nothing is ever unpickled and no class is looked up by a name read from a file:
-the estimator and pipeline step classes must be among the known classes, and a
-saved transformer (also one nested in another, like a PowerTransformer's
-scaler) must be of an allowlisted scikit-learn class
+the estimator and pipeline step classes must be among those of the registered
+protocols, and a saved transformer (also one nested in another, like a
+PowerTransformer's scaler) must be of an allowlisted scikit-learn class
 (:data:`ftl.preprocessing.ALLOWED_TRANSFORMERS`).
 
 Models fitted on a plain array (a *simulated* federation, where every "host"
@@ -106,8 +96,6 @@ from ftl.persistence._formats import (
     TRANSFORMER_FORMAT,
     TRANSFORMER_VERSION,
 )
-from ftl.persistence._keys import _key_from_json as _key_from_json
-from ftl.persistence._keys import _key_to_json as _key_to_json
 from ftl.persistence._party import export_party, import_party
 from ftl.persistence._save_load import load_model, save_model
 from ftl.persistence._shard import export_shard, import_shard

@@ -1,8 +1,8 @@
-"""Shared JSON helpers of every file format.
+"""The envelope every file format shares: atomic owner-only writes of strict
+JSON, reads that check a file's format and version, and estimator parameters.
 
-Strict JSON (non-finite floats as ``"nan"``, ``"inf"``, ``"-inf"``), ndarrays as
-``{"dtype", "shape", "data"}``, estimator parameters, atomic owner-only writes,
-and reads that check a file's format and version.
+The JSON forms of the values inside (floats, ndarrays, histories, key pairs)
+are :mod:`ftl.federation.json_forms`'s, which the protocols' codecs use too.
 """
 
 from __future__ import annotations
@@ -19,82 +19,6 @@ import numpy as np
 from ftl.persistence._formats import _FORMAT_HINTS
 
 PathLike = str | os.PathLike
-
-
-def _float_to_json(x: float) -> float | str:
-    x = float(x)
-    if math.isfinite(x):
-        return x
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-
-
-def _float_from_json(x: Any) -> float:
-    if isinstance(x, str):
-        if x not in ("nan", "inf", "-inf"):
-            raise ValueError(f"invalid float {x!r}")
-        return float(x)
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ValueError(f"invalid float {x!r}")
-    return float(x)
-
-
-def _encode_array(arr: Any) -> dict:
-    """An ndarray as ``{"dtype", "shape", "data"}`` (data flattened, C order)."""
-    arr = np.asarray(arr)
-    kind = arr.dtype.kind
-    flat = arr.reshape(-1)
-    if kind == "f":
-        data: list = [_float_to_json(v) for v in flat.tolist()]
-    elif kind in "biuU":
-        data = flat.tolist()
-    elif kind == "S":
-        data = [v.decode("latin-1") for v in flat.tolist()]
-    elif kind == "O":
-        data = []
-        for v in flat.tolist():
-            if isinstance(v, np.generic):
-                v = v.item()
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError("cannot save non-finite floats in object arrays")
-            if v is not None and not isinstance(v, (str, int, float, bool)):
-                raise ValueError(
-                    f"cannot save values of type {type(v).__name__} (only str, int, float, "
-                    "bool and None are supported in object arrays)"
-                )
-            data.append(v)
-    else:
-        raise ValueError(f"cannot save arrays of dtype {arr.dtype}")
-    return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": data}
-
-
-def _decode_array(obj: Any, what: str) -> np.ndarray:
-    try:
-        if not isinstance(obj["dtype"], str):
-            raise ValueError("dtype must be a string")
-        dtype = np.dtype(obj["dtype"])
-        if dtype.itemsize > 1 << 16:
-            raise ValueError(f"dtype {dtype} is too wide")
-        shape = tuple(int(s) for s in obj["shape"])
-        data = obj["data"]
-        if not isinstance(data, list) or len(data) != math.prod(shape):
-            raise ValueError("data does not match shape")
-        if dtype.kind == "f":
-            data = [_float_from_json(v) for v in data]
-        elif dtype.kind == "S":
-            data = [v.encode("latin-1") for v in data]
-        elif dtype.kind == "O":
-            if any(v is not None and not isinstance(v, (str, int, float, bool)) for v in data):
-                raise ValueError("object arrays hold only str, int, float, bool or null")
-        elif dtype.kind in "biuU":
-            if any(isinstance(v, (list, dict)) for v in data):
-                raise ValueError("nested values in a flat array")
-        else:
-            raise ValueError(f"unsupported dtype {dtype}")
-        arr = np.empty(len(data), dtype=dtype)
-        arr[:] = data
-        return arr.reshape(shape)
-    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
-        raise ValueError(f"invalid array {what!r} in model file: {exc}") from None
 
 
 def _write_private_json(obj: dict, path: PathLike) -> Path:

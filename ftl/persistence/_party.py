@@ -9,16 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sklearn.pipeline import Pipeline
-
 from ftl.data.party import DerivedParty
-from ftl.linear_model import FederatedLogisticRegression
 from ftl.persistence._formats import (
-    _ESTIMATORS,
     PARTY_FORMAT,
     PARTY_VERSION,
     SHARD_FORMAT,
     SHARD_VERSION,
+    _model_spec_of,
+    _model_specs,
 )
 from ftl.persistence._json import PathLike, _check_format, _field, _read_json, _write_private_json
 from ftl.persistence._pipeline import _is_passthrough, _pipeline_parts
@@ -28,7 +26,6 @@ from ftl.persistence._transformer import (
     _transformer_document,
     _transformer_from_document,
 )
-from ftl.transfer import FederatedTransferClassifier
 
 if TYPE_CHECKING:
     from ftl.data.party import Party
@@ -37,17 +34,7 @@ if TYPE_CHECKING:
 _PARTY_KEYS = frozenset({"format", "version", "party", "estimator", "transformers", "models"})
 
 
-def _model_ids(clf: Any) -> list[str]:
-    if isinstance(clf, FederatedTransferClassifier):
-        return [str(clf.model_id_)]
-    return [str(m["model_id"]) for m in clf.models_]
-
-
-def export_party(
-    party: Party,
-    model: FederatedLogisticRegression | FederatedTransferClassifier | Pipeline,
-    path: PathLike,
-) -> Path:
+def export_party(party: Party, model: Any, path: PathLike) -> Path:
     """Write ``party``'s whole share of a fitted pipeline (or model) to one JSON file.
 
     Every party of a fitted pipeline -- the guest too -- calls this with its
@@ -58,9 +45,9 @@ def export_party(
     :func:`export_transformer` writes it; a pipeline of two ftl.preprocessing
     steps gives a chain ``party.derive(t1).derive(t2)``), then this party's
     shards of the estimator (as :func:`export_shard` writes them), taken from
-    the party at the end of its chain. For the guest of a logistic regression
-    or the source of a transfer model there is no shard (its part of the model
-    is in the driver's file from :func:`~ftl.save_model`). Nothing of any other
+    the party at the end of its chain. For the driver's party (the guest)
+    there is no shard (its part of the model is in the driver's file from
+    :func:`~ftl.save_model`). Nothing of any other
     party is in it. A host's shard holds its private key: the file is written
     atomically with mode ``0o600`` and must be protected like one.
 
@@ -68,9 +55,10 @@ def export_party(
     ----------
     party : ftl.Party
         One of the parties the model was fitted over.
-    model : Pipeline, FederatedLogisticRegression or FederatedTransferClassifier
+    model : Pipeline or estimator
         The fitted pipeline (ftl.preprocessing steps, then the estimator) or a
-        fitted estimator alone.
+        fitted estimator alone (of a registered protocol, such as
+        :class:`~ftl.FederatedLogisticRegression`).
     path : str or path-like
         Where to write the file (replaced if it exists).
 
@@ -127,7 +115,7 @@ def export_party(
         current = current.derive(step.transformer_id_)
     held = set(current.model_ids())
     models = []
-    for model_id in _model_ids(estimator):
+    for model_id in _model_spec_of(estimator).shard_ids(estimator):
         if model_id in held:
             models.append(_shard_document(current, model_id))
         elif party.name != parties[0]:  # the driver keeps its part in its own file
@@ -192,7 +180,7 @@ def import_party(party: Party, path: PathLike) -> dict[str, list[str]]:
         set(doc) != _PARTY_KEYS
         or not isinstance(doc["transformers"], list)
         or not isinstance(doc["models"], list)
-        or doc["estimator"] not in _ESTIMATORS
+        or doc["estimator"] not in _model_specs()
     ):
         raise ValueError(
             f"{path} is corrupted: a party file holds exactly {sorted(_PARTY_KEYS)}, with "

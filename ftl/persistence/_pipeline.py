@@ -14,17 +14,16 @@ from sklearn.utils.validation import check_is_fitted
 
 from ftl.federation.transcript import Transcript
 from ftl.persistence._formats import (
-    _DRIVER_ROLE,
-    _ESTIMATORS,
     MODEL_FORMAT,
     MODEL_VERSION,
     PIPELINE_FORMAT,
     PIPELINE_VERSION,
+    _model_spec_of,
+    _pipeline_steps,
 )
 from ftl.persistence._json import PathLike, _check_format, _read_json, _str_list
-from ftl.persistence._model import _model_document, _model_from_document
+from ftl.persistence._model import _check_federated, _model_document, _model_from_document
 from ftl.persistence._transformer import _transformer_id
-from ftl.preprocessing import FederatedSimpleImputer, FederatedStandardScaler, PerParty
 from ftl.preprocessing._spec import (
     _json_columns,
     build_transformer,
@@ -32,13 +31,6 @@ from ftl.preprocessing._spec import (
     encode_param,
     transformer_spec,
 )
-
-#: Pipeline steps a guest's pipeline file may name (never imported by name).
-_STEPS: dict[str, type] = {
-    "FederatedSimpleImputer": FederatedSimpleImputer,
-    "FederatedStandardScaler": FederatedStandardScaler,
-    "PerParty": PerParty,
-}
 
 _PIPELINE_KEYS = frozenset(
     {"format", "version", "role", "params", "unsaved_params", "steps", "estimator"}
@@ -68,27 +60,23 @@ def _pipeline_parts(model: Any) -> tuple[list[tuple[str, Any]], Any]:
     else:
         head, last = [], model
     steps = [(n, s) for n, s in head if not _is_passthrough(s)]
+    known = _pipeline_steps()
     for step_name, step in steps:
-        if _STEPS.get(type(step).__name__) is not type(step):
+        if known.get(type(step).__name__) is not type(step):
             raise TypeError(
                 f"cannot save pipeline step {step_name!r}, a {type(step).__name__}; supported: "
-                f"{sorted(_STEPS)} (ftl.preprocessing) or 'passthrough'"
+                f"{sorted(known)} (ftl.preprocessing) or 'passthrough'"
             )
-    name = type(last).__name__
-    if _ESTIMATORS.get(name) is not type(last):
-        raise TypeError(f"cannot save a {name}; supported: {sorted(_ESTIMATORS)}")
+    _model_spec_of(last)
     check_is_fitted(last)
     for _, step in steps:
         check_is_fitted(step)
-    simulated = (
-        getattr(last, "_sim_hosts", None) is not None
-        or getattr(last, "_simulated", None) is not None
-        or any(not hasattr(step, "transformer_id_") for _, step in steps)
-    )
-    if simulated or getattr(last, "party_names_", None) is None:
+    _check_federated(last)
+    if any(not hasattr(step, "transformer_id_") for _, step in steps):
         raise ValueError(
-            "this model was fitted on a plain array (a simulated federation), so it cannot "
-            "be saved as one file per party; fit it on a handle from ftl.align(...) instead"
+            "this pipeline was fitted on a plain array (a simulated federation), so it "
+            "cannot be saved as one file per party; fit it on a handle from ftl.align(...) "
+            "instead"
         )
     return head, last
 
@@ -150,7 +138,7 @@ def _pipeline_document(pipe: Pipeline) -> dict:
     return {
         "format": PIPELINE_FORMAT,
         "version": PIPELINE_VERSION,
-        "role": _DRIVER_ROLE[type(estimator).__name__],
+        "role": _model_spec_of(estimator).driver_role,
         "params": {
             "verbose": bool(pipe.verbose),
             "transform_input": encode_param(transform_input, "transform_input"),
@@ -175,9 +163,10 @@ def _step_from_document(doc: Any, where: str) -> Any:
         if set(doc) != {"name", "class"}:
             raise ValueError(f"{where}: a passthrough step has only a name")
         return "passthrough"
-    cls = _STEPS.get(name) if isinstance(name, str) else None
+    known = _pipeline_steps()
+    cls = known.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise ValueError(f"{where}: unknown step class {name!r}; supported: {sorted(_STEPS)}")
+        raise ValueError(f"{where}: unknown step class {name!r}; supported: {sorted(known)}")
     if set(doc) != {"name", "class", "params", "attributes"}:
         raise ValueError(f"{where}: a step has exactly name, class, params and attributes")
     params = doc["params"]
@@ -242,7 +231,7 @@ def _load_pipeline(path: PathLike, estimator: type | None) -> Pipeline:
         where = f"{path} (estimator)"
         _check_format(final_doc["model"], where, MODEL_FORMAT, MODEL_VERSION)
         final = _model_from_document(final_doc["model"], where)
-        if doc["role"] != _DRIVER_ROLE[type(final).__name__]:
+        if doc["role"] != _model_spec_of(final).driver_role:
             raise ValueError(f"role {doc['role']!r} for a {type(final).__name__}")
         seen: set = set()
         steps = []

@@ -7,35 +7,29 @@ Dispatches an estimator to ``_model`` (format ``"ftl-model"``) and a pipeline to
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sklearn.pipeline import Pipeline
 
-from ftl.linear_model import FederatedLogisticRegression
 from ftl.persistence._formats import MODEL_FORMAT, MODEL_VERSION, PIPELINE_FORMAT
 from ftl.persistence._json import PathLike, _peek_format, _read_json, _write_private_json
 from ftl.persistence._model import _model_document, _model_from_document
 from ftl.persistence._pipeline import _load_pipeline, _pipeline_document
-from ftl.transfer import FederatedTransferClassifier
 
 
-def save_model(
-    clf: FederatedLogisticRegression | FederatedTransferClassifier | Pipeline, path: PathLike
-) -> Path:
+def save_model(clf: Any, path: PathLike) -> Path:
     """Save the driver's part of a fitted federated model as one JSON file.
 
-    For a :class:`~ftl.FederatedLogisticRegression` the file holds the
-    estimator's class and parameters and the guest's fitted attributes -- its
-    own weight block, the intercept, the classes and, for every binary model,
-    the model id and the hosts' public keys. It holds no host weights and no
-    private key: each host saves its own shard with
-    :meth:`ftl.Party.export_model`.
-
-    For a :class:`~ftl.FederatedTransferClassifier` it holds the parameters and
-    the source's fitted attributes -- the classes, the prototypes, the source's
-    own network (``_source_model``: hidden layers and output layer), the id of
-    the target's shard, the party and feature names, ``n_iter_`` and
-    ``history_``. It holds none of the target's weights: the target saves its
-    shard with :meth:`ftl.Party.export_model` (``clf.model_id_``).
+    For an estimator of a registered protocol (format ``"ftl-model"``) the
+    file holds the estimator's class name, the driver's role, the parameters
+    and the driver's fitted attributes as the protocol's codec writes them
+    (:class:`~ftl.federation.protocols.EstimatorSpec`): for a
+    :class:`~ftl.FederatedLogisticRegression` the guest's own weight block,
+    the intercept, the classes and, per binary model, the model id and the
+    hosts' *public* keys; for a :class:`~ftl.FederatedTransferClassifier` the
+    classes, the prototypes, the source's own network and the id of the
+    target's shard. It holds no other party's weights and no private key:
+    every other party saves its own shard with :meth:`ftl.Party.export_model`.
 
     For a :class:`~sklearn.pipeline.Pipeline` of ftl.preprocessing transformers
     (:class:`~ftl.preprocessing.FederatedStandardScaler`,
@@ -52,8 +46,9 @@ def save_model(
 
     Parameters
     ----------
-    clf : FederatedLogisticRegression, FederatedTransferClassifier or Pipeline
-        A model (or pipeline) fitted on a handle from :func:`ftl.align`.
+    clf : estimator or Pipeline
+        A model of a registered protocol (or a pipeline ending in one) fitted
+        on a handle from :func:`ftl.align`.
     path : str or path-like
         Where to write the file (replaced if it exists).
 
@@ -86,9 +81,7 @@ def save_model(
     return _write_private_json(_model_document(clf), path)
 
 
-def load_model(
-    path: PathLike, *, estimator: type | None = None
-) -> FederatedLogisticRegression | FederatedTransferClassifier | Pipeline:
+def load_model(path: PathLike, *, estimator: type | None = None) -> Any:
     """Load a driver's model file written by :func:`save_model`.
 
     The returned estimator predicts on a handle from :func:`ftl.align` over
@@ -103,14 +96,13 @@ def load_model(
     path : str or path-like
         A file written by :func:`save_model`.
     estimator : class, optional
-        The estimator class the file must hold
-        (:class:`~ftl.FederatedLogisticRegression`,
-        :class:`~ftl.FederatedTransferClassifier` or
+        The estimator class the file must hold (e.g.
+        :class:`~ftl.FederatedLogisticRegression` or
         :class:`~sklearn.pipeline.Pipeline`); by default, whichever it holds.
 
     Returns
     -------
-    FederatedLogisticRegression, FederatedTransferClassifier or Pipeline
+    estimator or Pipeline
         A fitted estimator (or pipeline) with empty transcripts.
 
     Raises

@@ -22,7 +22,7 @@ Examples
 ... ])
 """
 
-from ftl.preprocessing import party as _party  # noqa: F401 - registers the prep.party role
+from ftl.preprocessing import _protocol  # noqa: F401 - registers the "preprocessing" protocol
 from ftl.preprocessing._spec import ALLOWED_TRANSFORMERS
 from ftl.preprocessing._transformers import (
     FederatedSimpleImputer,

@@ -1,9 +1,9 @@
 """Message types of per-party preprocessing: public metadata only, in both directions."""
 
+from ftl.federation.messages import MAX_ROWS as _MAX_ROWS
 from ftl.federation.messages import FieldSpec, ValueKind, register
 
 _PUBLIC = ValueKind.PUBLIC
-_MAX_ROWS = 50_000_000
 
 OPEN = register(
     "prep.open",

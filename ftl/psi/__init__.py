@@ -6,9 +6,10 @@ package registers the PSI message types and the ``psi.host`` role, which every
 party that answers PSI requests needs.
 """
 
-from ftl.psi import messages  # noqa: F401  (registers message types)
+from ftl.psi import _protocol, messages  # noqa: F401  (registers the protocol and its messages)
+from ftl.psi.cardinality import intersection_size
 from ftl.psi.curve import canonical_ids, hash_to_curve
-from ftl.psi.guest import DEFAULT_BATCH_SIZE, PROTOCOL, PSIPlan, intersection_size, run_psi
+from ftl.psi.guest import DEFAULT_BATCH_SIZE, PROTOCOL, PSIPlan, run_psi
 from ftl.psi.host import PSIHost
 
 __all__ = [

@@ -8,17 +8,16 @@ step 1 opens the session):
    host keeps ``b*a*P(x)`` and acknowledges with a count only;
 3. host -> guest: ``b*P(y)`` for the host's ids in the host's secret order (only
    once every guest point is in);
-4. guest -> host: ``a*b*P(y)`` in the host's order; in cardinality mode instead
-   the tags ``T(a*b*P(y))`` (:func:`~ftl.psi.host.cardinality_tags`) of all host
-   points under one secret shuffle, after every host point has arrived;
-5. host -> guest: ``b*a*P(x)`` in the order the guest sent them (cardinality
-   mode: under one secret shuffle) -- only now, when the host holds both sides'
-   doubly blinded values (or tags) and has checked that the intersection reaches
-   its minimum size.
+4. guest -> host: ``a*b*P(y)`` in the host's order;
+5. host -> guest: ``b*a*P(x)`` in the order the guest sent them -- only now, when
+   the host holds both sides' doubly blinded values and has checked that the
+   intersection reaches its minimum size.
 
 Each side then holds the doubly blinded value of each of its own rows and the set
 of the other side's, and the shared rows are the common values. All lists are
-sent in batches so memory stays bounded.
+sent in batches so memory stays bounded. The cardinality mode, in which the
+guest learns only how many ids are shared, changes steps 4 and 5
+(:mod:`ftl.psi.cardinality`).
 
 Every cross-party value goes through :meth:`ftl.federation.Channel.call`, so the
 transcript records it. Hosts are reached only through the ``Endpoint`` protocol
@@ -38,7 +37,6 @@ from tqdm import tqdm
 
 from ftl.federation.channel import Channel, Endpoint
 from ftl.federation.messages import Message
-from ftl.federation.transcript import Transcript
 from ftl.psi import host as _host  # noqa: F401  (registers the psi.host role)
 from ftl.psi.curve import (
     POINT_BYTES,
@@ -55,7 +53,7 @@ from ftl.psi.curve import (
     random_scalar,
     secret_permutation,
 )
-from ftl.psi.host import ORDERS, cardinality_tags, id_order
+from ftl.psi.host import ORDERS, id_order
 from ftl.psi.messages import MAX_BATCH, MAX_POINTS
 
 __all__ = [
@@ -67,7 +65,6 @@ __all__ = [
     "close_host",
     "exchange",
     "open_host",
-    "intersection_size",
     "run_psi",
 ]
 
@@ -289,44 +286,6 @@ def _fetch_host_points(
     return doubles
 
 
-def _send_tags(
-    channel: Channel,
-    host: HostInfo,
-    host_doubles: np.ndarray,
-    salt: bytes,
-    batch_size: int,
-    bar: Any,
-) -> None:
-    """Cardinality mode, step 4: tags of all ``a*b*P(y)``, under one secret shuffle.
-
-    The host needs them to count the intersection itself (and refuse below its
-    minimum) before the guest can count. One permutation over the whole list, drawn
-    after every host point has arrived: a per-batch shuffle would tell the host
-    which of its batches hold the matches. Tags, not the points: a point would let
-    a deviating host trace its own points through the shuffle by their algebraic
-    relations (``Q`` and ``c*Q`` come back as ``a*Q`` and ``c*a*Q``).
-    """
-    shuffled = cardinality_tags(host_doubles, salt)[secret_permutation(len(host_doubles))]
-    for start, stop in batches(len(shuffled), batch_size):
-        ack = channel.call(
-            host.endpoint,
-            "psi.host.tags",
-            Message("psi.host_tags", {"start": start, "tags": shuffled[start:stop]}),
-        )
-        if _expect(ack, "psi.received", host.name)["count"] != stop:
-            raise ValueError(f"PSI: host {host.name!r} acknowledged a wrong count")
-        bar.update(1)
-
-
-def _fetch_shuffled(
-    channel: Channel, host: HostInfo, n: int, batch_size: int, bar: Any
-) -> np.ndarray:
-    """Cardinality mode, step 5: the host's shuffled ``b*a*P(x)``, batch by batch."""
-    return _fetch_doubles(
-        channel, host, "psi.host.shuffled", "psi.shuffled_doubles", n, batch_size, bar
-    )
-
-
 def exchange(
     channel: Channel,
     host: HostInfo,
@@ -531,92 +490,3 @@ def run_psi(
         # Always drop host session state, also after a failure (close is idempotent).
         for endpoint in attempted:
             close_host(channel, endpoint)
-
-
-def intersection_size(
-    guest: Any,
-    host: Any,
-    *,
-    salt: bytes | str | None = None,
-    transcript: Transcript | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    verbose: bool = False,
-) -> int:
-    """Number of ids two parties share, without revealing which (PSI cardinality).
-
-    The guest commits to its set, fetches the host's points and returns their
-    tags under one secret shuffle; the host counts the intersection from those and
-    the guest's points, refuses if the count is below its minimum intersection
-    size, and only then returns the doubly blinded guest values under one secret
-    shuffle. So each side learns ``|A & B|`` and the other's set size, and
-    neither learns which ids are shared. Nothing is stored.
-
-    Parameters
-    ----------
-    guest : ftl.Party
-        The local party that runs the driver and learns the count.
-    host : ftl.Party or object with an ``endpoint``
-        The other party, reached through ``host.endpoint``.
-    salt : bytes or hex str, optional
-        32-byte public salt; fresh random by default.
-    transcript : ftl.federation.Transcript, optional
-        Records every message.
-    batch_size : int
-        Points per message.
-    verbose : bool
-        Show a progress bar over batches.
-
-    Returns
-    -------
-    int
-        The size of the intersection.
-
-    Raises
-    ------
-    ftl.PolicyError
-        If the host refuses: the run is over its alignments per day, or the
-        guest's set or the intersection is smaller than its minimum intersection
-        size (the refusal does not say by how much).
-
-    Notes
-    -----
-    The host learns the count first: it must, to enforce its minimum. The count
-    is over the set the host presents, which the guest cannot check, so a
-    deviating host that presents one real customer among random points learns
-    whether the guest has that customer -- one bit per run, and only in runs the
-    guest starts. It cannot link the shuffled tags to its rows. (The default mode
-    tells every host its whole intersection with the guest anyway.)
-
-    Examples
-    --------
-    >>> n = ftl.psi.intersection_size(bank, shop)  # doctest: +SKIP
-    """
-    if getattr(guest, "name", None) == getattr(host, "name", None):
-        raise ValueError("guest and host must be different parties (names are equal)")
-    salt = _check_salt(salt)
-    batch_size = _check_batch_size(batch_size)
-    endpoint = host.endpoint
-    channel = Channel(guest.name, transcript=transcript)
-    ids = np.asarray(guest.local_ids())
-    try:
-        info = open_host(
-            channel,
-            endpoint,
-            salt=salt,
-            n_guest=len(ids),
-            mode="cardinality",
-            how="inner",
-            n_hosts=1,
-            batch_size=batch_size,
-        )
-        total = 2 * _n_batches(len(ids), batch_size) + 2 * _n_batches(info.n_rows, batch_size)
-        alpha = random_scalar()
-        with _progress(total, verbose, "PSI cardinality") as bar:
-            _send_guest_points(channel, info, ids, salt, alpha, batch_size, bar)
-            host_doubles = _fetch_host_points(channel, info, alpha, batch_size, bar, False)
-            _send_tags(channel, info, host_doubles, salt, batch_size, bar)
-            guest_doubles = _fetch_shuffled(channel, info, len(ids), batch_size, bar)
-            check_distinct(guest_doubles, f"reply of host {info.name!r}")
-        return int(np.isin(point_keys(guest_doubles), point_keys(host_doubles)).sum())
-    finally:
-        close_host(channel, endpoint)

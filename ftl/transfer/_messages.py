@@ -1,9 +1,9 @@
 """Message types of the federated transfer protocol (see docs/transfer.md)."""
 
+from ftl.federation.messages import MAX_ROWS as _MAX_ROWS
 from ftl.federation.messages import FieldSpec, ValueKind, register
 
 _PUBLIC = ValueKind.PUBLIC
-_MAX_ROWS = 50_000_000
 _MAX_CTS = 1_000_000
 
 OPEN = register(

@@ -32,10 +32,10 @@ import ftl.psi  # noqa: F401
 import ftl.transfer  # noqa: F401
 from ftl.federation import CiphertextArray, Message, MessageError, PlainArray, decode, encode
 from ftl.federation.budget import BudgetLimits
-from ftl.federation.messages import _REGISTRY, FieldSpec, schema_for
-from ftl.federation.service import _ROLES
+from ftl.federation.messages import FieldSpec, registered_types, schema_for
+from ftl.federation.protocols import roles
 
-SCHEMAS = sorted(name for name in _REGISTRY if not name.startswith("test."))
+SCHEMAS = sorted(name for name in registered_types() if not name.startswith("test."))
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck))
 
 
@@ -222,7 +222,7 @@ def test_every_schema_roundtrips_and_survives_mutation(name, data):
 # -- the server --------------------------------------------------------------------------
 def registered_operations() -> list[str]:
     ops = []
-    for role_name, cls in sorted(_ROLES.items()):
+    for role_name, cls in sorted(roles().items()):
         ops += [f"{role_name}.open", f"{role_name}.close"]
         ops += [
             f"{role_name}.{attr}"
@@ -337,4 +337,4 @@ def test_every_operation_accepts_registered_types_only():
 
     for op in OPERATIONS:
         types = accepted_types(op)
-        assert types and types <= set(_REGISTRY), op
+        assert types and types <= set(registered_types()), op

@@ -223,10 +223,11 @@ def test_the_audit_log_says_which_requests_were_refused(certs, tmp_path):
     assert "psi" in ftl.report(str(log))
 
 
-def test_declared_request_types_are_checked_before_decoding():
+def test_declared_request_types_are_checked_before_decoding(request):
     """A role that declares what each operation takes (``@operation(accepts=...)``)
     refuses every other type from the header; small types get a small limit."""
     from ftl.federation import FieldSpec, PartyService, ValueKind, encode, register
+    from ftl.federation.protocols import ProtocolSpec, register_protocol, unregister_protocol
     from ftl.federation.service import accepted_types, operation, request_limit, role
 
     register("zz.open", note=FieldSpec("str", ValueKind.PUBLIC, max_len=8))
@@ -248,6 +249,9 @@ def test_declared_request_types_are_checked_before_decoding():
         def anything(self, request):
             return request
 
+    # a role is served once a registered protocol lists it
+    register_protocol(ProtocolSpec("zz", "test", "zz.", roles=(_Host,)))
+    request.addfinalizer(lambda: unregister_protocol("zz"))
     from ftl.federation import Message
 
     assert accepted_types("zz.host.tally") == {"zz.count"}

@@ -1,0 +1,256 @@
+"""The driver's side of the gRPC transport: one served party's connection.
+
+:class:`PartyClient` sends a party's public-facts request (``Info``) and each
+encoded protocol request (``Call``) in chunks, with the metadata the server checks
+first -- session, operation, party path, sequence number, length, digest -- and
+turns the server's refusals back into the exceptions an in-process run raises.
+:class:`ftl.RemoteParty` is the party-shaped object built on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from typing import Any
+
+from ftl.exceptions import (
+    MessageError,
+    PartyUnavailableError,
+    PeerIdentityError,
+    PolicyError,
+    ProtocolError,
+)
+from ftl.federation.identity import (
+    certificate_names,
+    describe_certificate,
+    party_names,
+    party_server_name,
+)
+from ftl.federation.transport.grpc.tls import TLSConfig
+from ftl.federation.transport.grpc.wire import (
+    CALL,
+    CLIENT_OPTIONS,
+    ERROR_KEY,
+    INFO,
+    chunks,
+    import_grpc,
+)
+
+__all__ = ["Connection", "PartyClient"]
+
+_RETRY_BACKOFF = (0.25, 1.0, 3.0)
+
+
+class Connection:
+    """One gRPC channel per process (gRPC channels do not survive a fork).
+
+    TLS verifies the server's certificate against ``server_name`` instead of the
+    host name dialled: the party's pinned name, so the handshake fails, before
+    any request, unless the certificate names that party.
+    """
+
+    def __init__(self, address: str, tls: TLSConfig, server_name: str):
+        grpc = import_grpc()
+
+        options = [*CLIENT_OPTIONS, ("grpc.ssl_target_name_override", server_name)]
+        self.pid = os.getpid()
+        self.channel = grpc.secure_channel(address, tls.channel_credentials(), options=options)
+        self.call = self.channel.stream_stream(CALL)
+        self.info = self.channel.unary_unary(INFO)
+
+
+class PartyClient:
+    """Requests to one served party (seen through the fitted transformers ``path``).
+
+    Parameters
+    ----------
+    name : str
+        The party's name, for error messages.
+    address : str
+        ``host:port`` of the party's ``ftl serve``.
+    tls : TLSConfig
+        This driver's certificate and key, and the CA it trusts.
+    server_name : str
+        The DNS name the party's certificate must carry.
+    path : tuple of str
+        The fitted transformers to see the party through.
+    timeout, connect_timeout : float
+        Seconds to wait for one operation's reply, and for the public facts.
+    retries : int
+        Retries after a transport failure (gRPC ``UNAVAILABLE``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        tls: TLSConfig,
+        server_name: str,
+        path: tuple[str, ...],
+        *,
+        timeout: float,
+        connect_timeout: float,
+        retries: int,
+    ):
+        self.name = name
+        self.address = address
+        self.tls = tls
+        self.server_name = server_name
+        self.path = tuple(path)
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.retries = int(retries)
+        self._lock = threading.Lock()
+        self._connection: Connection | None = None
+        self._seq: dict[str, int] = {}
+
+    def connection(self) -> Connection:
+        """This process's connection (a new one, with fresh sequence numbers, after a
+        fork)."""
+        with self._lock:
+            if self._connection is None or self._connection.pid != os.getpid():
+                self._connection = Connection(self.address, self.tls, self.server_name)
+                self._seq = {}
+            return self._connection
+
+    def _metadata(self, **extra: str) -> list[tuple[str, str]]:
+        return [("ftl-path", "/".join(self.path)), *extra.items()]
+
+    def info(self) -> dict:
+        """The party's public facts (name, rows, columns, announced policy, budget)."""
+        conn = self.connection()
+        try:
+            raw = self._with_retries(
+                "info",
+                lambda: conn.info(b"", metadata=self._metadata(), timeout=self.connect_timeout),
+            )
+        except PartyUnavailableError:
+            # A certificate that does not name the party fails the TLS handshake, which
+            # gRPC reports like an unreachable host: say which it was.
+            mismatch = self._identity_mismatch()
+            if mismatch is not None:
+                raise mismatch from None
+            raise
+        try:
+            info = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise MessageError(f"party {self.name!r} sent malformed public facts") from None
+        if not isinstance(info, dict) or not isinstance(info.get("feature_names"), list):
+            raise MessageError(f"party {self.name!r} sent malformed public facts")
+        return info
+
+    def _identity_mismatch(self) -> PeerIdentityError | None:
+        """Why the party's certificate was refused, if that is why connecting failed."""
+        cert = self.tls.peer_certificate(self.address, self.server_name, self.connect_timeout)
+        if cert is None:
+            return None  # unreachable, or not even signed by our CA: not an identity question
+        if certificate_names(cert, self.server_name):
+            return None  # it does name the party; the connection failed for another reason
+        where = f"the server at {self.address} (party {self.name!r})"
+        seen = describe_certificate(cert)
+        others = party_names(cert)
+        if others or self.server_name != party_server_name(self.name):
+            claimed = f"for {others[0]!r}" if others else "that does not name it"
+            return PeerIdentityError(
+                f"{where} presented a certificate {claimed} ({seen}), not one naming "
+                f"{self.server_name!r}: refused before sending any request. Check the address, "
+                "and the certificate the party serves with"
+            )
+        return PeerIdentityError(
+            f"{where} presented a certificate that names no ftl party ({seen}), so it cannot "
+            f"prove to be {self.name!r}: refused before sending any request. Certificates made "
+            f"before ftl pinned party identities lack the name {self.server_name!r}: re-issue "
+            "them with `ftl certs`, or pass RemoteParty(..., server_name=...) with a DNS name "
+            "that only this party's certificate carries"
+        )
+
+    def call(self, session: str, op: str, payload: bytes, max_reply_bytes: int) -> bytes:
+        """Send one encoded request to operation ``op`` in ``session``; return the reply.
+
+        The request carries the next sequence number of its session, consumed even
+        if the call fails (the host may have run it); a retry after a transport
+        failure resends the same number and digest, so the host answers it from the
+        stored reply instead of running it twice.
+        """
+        conn = self.connection()
+        with self._lock:
+            seq = self._seq.get(session, 0)
+            self._seq[session] = seq + 1
+        metadata = self._metadata(
+            **{
+                "ftl-session": session,
+                "ftl-op": op,
+                "ftl-seq": str(seq),
+                "ftl-length": str(len(payload)),
+                "ftl-digest": hashlib.sha256(payload).hexdigest(),
+            }
+        )
+
+        def attempt() -> bytes:
+            reply = bytearray()
+            for chunk in conn.call(chunks(payload), metadata=metadata, timeout=self.timeout):
+                reply += chunk
+                if len(reply) > max_reply_bytes:
+                    raise MessageError(f"{op}: reply exceeds {max_reply_bytes} bytes")
+            return bytes(reply)
+
+        return self._with_retries(op, attempt)
+
+    def _with_retries(self, what: str, attempt) -> Any:
+        grpc = import_grpc()
+
+        for tries in range(self.retries + 1):
+            try:
+                return attempt()
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.UNAVAILABLE and tries < self.retries:
+                    time.sleep(_RETRY_BACKOFF[min(tries, len(_RETRY_BACKOFF) - 1)])
+                    continue
+                raise self._error(what, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(self, what: str, exc) -> Exception:
+        """The exception an in-process run would raise for the server's refusal."""
+        grpc = import_grpc()
+
+        code = exc.code()
+        details = exc.details() or code.name
+        trailer = dict(exc.trailing_metadata() or ()).get(ERROR_KEY)
+        where = f"party {self.name!r} ({self.address}) refused {what!r}: {details}"
+        if code in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.CANCELLED,
+        ):
+            return PartyUnavailableError(
+                f"party {self.name!r} ({self.address}) did not answer {what!r}: {details}"
+            )
+        if code == grpc.StatusCode.PERMISSION_DENIED or trailer == "PolicyError":
+            return PolicyError(where)
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return PolicyError(where)
+        if trailer == "MessageError":
+            return MessageError(where)
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return ProtocolError(where)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return ValueError(where)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return MessageError(where)
+        return RuntimeError(where)
+
+    # -- pickling (joblib workers reconnect on their own) ---------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_connection"] = None
+        state["_seq"] = {}
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()

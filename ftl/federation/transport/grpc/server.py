@@ -1,0 +1,580 @@
+"""``ftl serve``: a party's protocol roles behind gRPC with mutual TLS and a policy.
+
+The server answers exactly what :class:`~ftl.federation.PartyService` answers in
+a simulation -- registered operations of registered protocol roles, on typed
+messages -- and adds what a boundary between organisations needs:
+
+- **authentication**: mutual TLS; the peer's identity is the common name of its
+  client certificate, and every session belongs to the identity that opened it;
+- **policy** (:class:`~ftl.federation.policy.Policy`): which peers, protocols
+  and columns, minimum key size, no plaintext mode, minimum intersection,
+  alignments per day -- checked before a request touches any state;
+- **sessions** (:mod:`ftl.federation.sessions`): one per protocol run (the
+  driver's channel session id), several at once, each with an expected sequence
+  number: a replayed or out-of-order request is refused; an exact retransmission
+  of the last request gets the stored reply again (so a driver may retry after a
+  network error); idle sessions expire and their state is freed;
+- **bounded messages**: chunked streaming with a declared length and digest,
+  refused as soon as it exceeds the limit; the declared length is checked
+  against the operation's own limit (small for operations whose request types
+  carry no per-row data) and the message's header against the operation's
+  request types and the schema's bounds as soon as its first bytes arrive, so a
+  request is refused before its body is read, and never decoded unchecked;
+- **bounded resources**: a peer may have at most ``max_streams_per_peer`` calls in
+  flight (so it cannot hold every worker thread), a request must arrive (and a
+  reply be taken) within a read deadline, a refused first request leaves no
+  session behind, and sessions that hold no protocol state are forgotten after
+  ``idle_session_ttl`` seconds (at most ``4 * max_sessions_per_peer`` per peer);
+- **audit** (:mod:`ftl.federation.audit`): every request is appended, with its
+  operation and outcome (accepted, repeated, or refused and why), to a JSON-lines
+  transcript together with every reply (the same records as ``transcript_``),
+  which ``ftl report`` reads.
+
+Each peer sees the party through its own view (:mod:`ftl.federation.views`):
+only its allowed columns, and its own fitted transformers and model shards, which
+``model_dir`` keeps across restarts (:mod:`ftl.federation.model_store`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import traceback
+from concurrent import futures
+from functools import partial
+from pathlib import Path
+
+from ftl.exceptions import (
+    MessageError,
+    PolicyError,
+    ProtocolError,
+    ReplayError,
+    SessionLimitError,
+)
+from ftl.federation.audit import AuditLog, RequestRecord
+from ftl.federation.budget import guard_of
+from ftl.federation.codec import FORMAT_VERSION, Header, header_size
+from ftl.federation.identity import certificate_identity
+from ftl.federation.model_store import ModelDirectory
+from ftl.federation.policy import PeerRule, Policy
+from ftl.federation.schema import max_encoded_bytes
+from ftl.federation.service import request_limit
+from ftl.federation.sessions import SessionKey, SessionTable, StreamCounter, TransportSession
+from ftl.federation.transport.grpc.tls import TLSConfig
+from ftl.federation.transport.grpc.wire import (
+    ERROR_KEY,
+    SERVER_OPTIONS,
+    SERVICE,
+    check_metadata,
+    chunks,
+    describe_call,
+    import_grpc,
+    parse_path,
+)
+from ftl.federation.views import ServedParty, peer_view, through, with_derived
+
+__all__ = ["PartyServer", "ReplayError"]
+
+log = logging.getLogger("ftl.serve")
+
+#: Transfer deadlines scale with the size above this (``read_timeout`` per 64 MiB).
+_DEADLINE_UNIT = 64 << 20
+
+
+class _Abort(Exception):
+    """Ends a call with a gRPC status and the ``ftl-error`` trailer naming the error."""
+
+    def __init__(self, code, error: str, message: str):
+        super().__init__(message)
+        self.code, self.error, self.message = code, error, message
+
+
+class _Deadline:
+    """Cancels a call that has not finished a transfer in time.
+
+    A request iterator blocks while the peer sends nothing; cancelling the call
+    makes it raise, which frees the worker thread.
+    """
+
+    def __init__(self, context):
+        self._context = context
+        self._timer: threading.Timer | None = None
+        self.expired = False
+
+    def arm(self, seconds: float) -> None:
+        self.disarm()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._context.cancel()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class PartyServer:
+    """The gRPC servicer of one party (see the module docstring).
+
+    Parameters
+    ----------
+    party : ftl.Party
+        The served party (features only: a host or transfer target); anything
+        with the methods of :class:`~ftl.federation.views.ServedParty`.
+    policy : ftl.federation.policy.Policy
+        The data-use policy enforced for every request.
+    max_message_bytes : int, default=512 MiB
+        Largest request or reply accepted. Operations whose request types carry
+        no per-row data accept at most
+        :data:`~ftl.federation.schema.SMALL_MESSAGE_BYTES` (1 MiB).
+    session_ttl : float, default=3600
+        Seconds of inactivity after which a session's state is freed.
+    max_sessions_per_peer : int, default=16
+        Open sessions one peer may hold at once.
+    idle_session_ttl : float, default=60
+        Seconds after which a session that holds no protocol state (closed, or
+        never opened) is forgotten; a peer keeps at most
+        ``4 * max_sessions_per_peer`` of them (the oldest go first).
+    read_timeout : float, default=120
+        Seconds within which a request must arrive completely, and a reply be
+        taken, per 64 MiB (at least this long for smaller messages): a stalled or
+        trickling stream is cancelled after that and frees its worker thread.
+    max_streams_per_peer : int, optional
+        Calls one peer may have in flight at once; more are refused with
+        ``RESOURCE_EXHAUSTED``. Default: half of :meth:`start`'s ``max_workers``,
+        between 1 and 4, so that one peer never holds every worker thread.
+    audit_log : path, optional
+        JSON-lines file every request (with its operation and outcome: accepted,
+        repeated, or refused and why) and every reply is appended to.
+    model_dir : path, optional
+        Where the party keeps its shards of models trained by each peer (one
+        JSON file per model, under a folder per peer identity, written with
+        :meth:`ftl.Party.export_model`) and reloads them from at start-up, so
+        that a restarted host still serves predictions. A model trained on
+        preprocessed rows is kept with the fitted transformers it needs.
+    """
+
+    def __init__(
+        self,
+        party: ServedParty,
+        policy: Policy,
+        *,
+        max_message_bytes: int = 512 << 20,
+        session_ttl: float = 3600.0,
+        max_sessions_per_peer: int = 16,
+        idle_session_ttl: float = 60.0,
+        read_timeout: float = 120.0,
+        max_streams_per_peer: int | None = None,
+        audit_log=None,
+        model_dir=None,
+    ):
+        if party.has_labels:
+            raise ValueError(
+                f"party {party.name!r} has labels; a served party holds features only "
+                "(the labelled party runs the driver)"
+            )
+        self.party = party
+        self.policy = policy
+        self.max_message_bytes = int(max_message_bytes)
+        self.session_ttl = float(session_ttl)
+        self.max_sessions_per_peer = int(max_sessions_per_peer)
+        self.idle_session_ttl = float(idle_session_ttl)
+        self.read_timeout = float(read_timeout)
+        self.max_streams_per_peer = max_streams_per_peer
+        self._streams = StreamCounter(int(max_streams_per_peer or 4))
+        if min(self.read_timeout, self.idle_session_ttl, self._streams.cap) <= 0:
+            raise ValueError("read_timeout, idle_session_ttl and max_streams_per_peer must be > 0")
+        self.audit = AuditLog(party.name, audit_log)
+        self._views: dict[str, ServedParty] = {}
+        self._sessions = SessionTable(
+            session_ttl=self.session_ttl,
+            idle_session_ttl=self.idle_session_ttl,
+            max_sessions_per_peer=self.max_sessions_per_peer,
+            active_sessions=self._active_sessions,
+            expired=self._free_expired,
+        )
+        self.model_dir = None if model_dir is None else Path(model_dir)
+        self._kept = None if model_dir is None else ModelDirectory(model_dir)
+        for rule in policy.peers.values():  # fail at start-up on a bad column list
+            view = self._view(rule)
+            if self._kept is not None:
+                self._kept.reload(rule.identity, view)
+
+    @property
+    def transcript(self):
+        """The audit transcript (:class:`~ftl.federation.transcript.Transcript`)."""
+        return self.audit.transcript
+
+    # -- gRPC plumbing -------------------------------------------------------------
+    def handlers(self):
+        grpc = import_grpc()
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Call": grpc.stream_stream_rpc_method_handler(self._call),
+                "Info": grpc.unary_unary_rpc_method_handler(self._info),
+            },
+        )
+
+    def start(self, address: str, tls: TLSConfig, max_workers: int = 8):
+        """Start serving on ``address`` (``host:port``; port 0 picks a free one).
+
+        ``max_workers`` threads serve calls; each peer may use at most
+        ``max_streams_per_peer`` of them at once.
+
+        Returns
+        -------
+        server : grpc.Server
+            The running server (``server.stop(grace)`` stops it).
+        port : int
+            The bound port.
+        """
+        grpc = import_grpc()
+
+        if self.max_streams_per_peer is None:
+            self._streams.cap = max(1, min(4, max_workers // 2))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ftl-serve"),
+            handlers=[self.handlers()],
+            options=SERVER_OPTIONS,
+            # calls beyond this wait for no thread: they are refused at once
+            maximum_concurrent_rpcs=4 * max_workers,
+        )
+        port = server.add_secure_port(address, tls.server_credentials())
+        if port == 0:
+            raise OSError(f"cannot listen on {address!r}")
+        server.start()
+        return server, port
+
+    @staticmethod
+    def _identity(context) -> str | None:
+        # The identity from the whole verified certificate, not gRPC's first common
+        # name: a certificate claiming two identities is nobody.
+        pems = context.auth_context().get("x509_pem_cert") or []
+        if len(pems) != 1:
+            return None
+        try:
+            return certificate_identity(pems[0])
+        except ValueError as exc:
+            log.warning("refused a peer certificate: %s", exc)
+            return None
+
+    def _fail(self, context, exc: _Abort, identity: str | None, what: str):
+        log.warning("refused %s from %s: %s", what, identity or "<unknown>", exc.message)
+        context.set_trailing_metadata(((ERROR_KEY, exc.error),))
+        context.abort(exc.code, exc.message)
+
+    # -- Info --------------------------------------------------------------------------
+    def _info(self, request: bytes, context) -> bytes:
+        identity = self._identity(context)
+        try:
+            rule = self._rule(identity)
+            party = self._resolve(rule, parse_path(dict(context.invocation_metadata())))
+        except _Abort as exc:
+            self._fail(context, exc, identity, "info")
+        except ValueError as exc:
+            self._fail(context, self._abort_for(exc), identity, "info")
+        info = {
+            "format_version": FORMAT_VERSION,
+            "name": party.name,
+            "n_rows": party.n_rows,
+            "feature_names": list(party.feature_names),
+            "protocols": list(rule.protocols),
+            "min_key_size": self.policy.min_key_size,
+            "allow_plaintext": self.policy.allow_plaintext,
+            "min_intersection": self.policy.min_intersection,
+            "allow_lbfgs": self.policy.allow_lbfgs,
+            # the peer may know its own budget (and plan its work within it)
+            "budget": guard_of(party).readings(),
+            "max_message_bytes": self.max_message_bytes,
+        }
+        return json.dumps(info).encode("utf-8")
+
+    # -- Call ----------------------------------------------------------------------------
+    def _call(self, request_iterator, context):
+        identity = self._identity(context)
+        request = RequestRecord()
+        deadline = _Deadline(context)
+        peer = None
+        try:
+            try:
+                rule = self._rule(identity)
+                peer = self._take_stream(rule.identity)
+                reply = self._serve_call(
+                    rule, dict(context.invocation_metadata()), request_iterator, deadline, request
+                )
+            except _Abort as exc:
+                if deadline.expired:
+                    exc = _Abort(
+                        exc.code,
+                        "TimeoutError",
+                        f"request not received within {self._transfer_seconds(request.nbytes):g} "
+                        "s; cancelled",
+                    )
+                self._audit(identity, request, exc)
+                self._fail(context, exc, identity, "a request")
+            # a peer that does not take its reply holds the thread no longer than this
+            deadline.arm(self._transfer_seconds(len(reply)))
+            yield from chunks(reply)
+        finally:
+            deadline.disarm()
+            if peer is not None:
+                self._streams.release(peer)
+
+    def _take_stream(self, identity: str) -> str:
+        """Count a call of ``identity`` in flight; refuse it above the per-peer cap."""
+        try:
+            return self._streams.take(identity)
+        except SessionLimitError as exc:
+            raise self._abort_for(exc) from None
+
+    def _transfer_seconds(self, nbytes: int) -> float:
+        """The deadline to receive a request (or have a reply taken) of ``nbytes``."""
+        return self.read_timeout * max(1.0, nbytes / _DEADLINE_UNIT)
+
+    def _audit(
+        self,
+        identity: str | None,
+        request: RequestRecord,
+        exc: _Abort | None = None,
+        *,
+        repeated: bool = False,
+    ) -> None:
+        """Log a request with its outcome (refused: ``exc``) in the audit log; after
+        an admitted run, the peer's budget readings too (the budget moved)."""
+        view = self._views.get(identity or "")
+        admitted = exc is None and not repeated and view is not None and request.op
+        opened = admitted and request.op.endswith(".open")
+        self.audit.request(
+            identity,
+            request,
+            None if exc is None else f"{exc.error}: {exc.message}",
+            repeated=repeated,
+            budget=guard_of(view).readings() if opened else None,
+        )
+
+    def _serve_call(
+        self,
+        rule: PeerRule,
+        metadata: dict,
+        request_iterator,
+        deadline: _Deadline,
+        request: RequestRecord,
+    ) -> bytes:
+        request.session, request.op, request.nbytes = describe_call(metadata)
+        try:
+            head = check_metadata(metadata, self.max_message_bytes)
+            self.policy.check_operation(rule, head["op"])
+            party = self._resolve(rule, head["path"])
+            self._admit(party, head)
+            payload, request.header = self._receive(request_iterator, head, party, deadline)
+        except (ValueError, PolicyError, ProtocolError) as exc:
+            raise self._abort_for(exc) from None
+        key = (rule.identity, head["session"], head["path"])
+        while True:
+            state = self._session(key, head)
+            with state.lock:
+                if state.removed:
+                    continue  # a concurrent first request was refused and dropped it
+                try:
+                    cached = state.check_sequence(head)
+                except ReplayError as exc:
+                    raise self._abort_for(exc) from None
+                if cached is not None:
+                    # an exact retransmission: same reply, no state change
+                    self._audit(rule.identity, request, None, repeated=True)
+                    self.audit.reply(head["session"], party.name, rule.identity, cached)
+                    return cached
+                try:
+                    reply = self._dispatch(rule, party, head, payload, request)
+                except _Abort:
+                    if state.expected_seq == 0:
+                        self._sessions.drop(key, state)  # a refused first request leaves nothing
+                    raise
+                state.answered(head, reply, party.endpoint.has_session(head["session"]))
+            if not state.holds_state:
+                self._sessions.evict_idle(rule.identity)
+            return reply
+
+    def _session(self, key: SessionKey, head: dict) -> TransportSession:
+        try:
+            return self._sessions.session(key, head)
+        except (ProtocolError, SessionLimitError) as exc:
+            raise self._abort_for(exc) from None
+
+    def _admit(self, party: ServedParty, head: dict) -> None:
+        """Checks before the request is read: the operation exists, its session holds
+        the role's state (but for open and close), the declared length fits the
+        operation's limit."""
+        party.endpoint.admit(head["session"], head["op"])
+        limit = request_limit(head["op"], self.max_message_bytes)
+        if head["length"] > limit:
+            raise MessageError(
+                f"{head['op']} takes requests of at most {limit} bytes, this one declares "
+                f"{head['length']}; refused before reading it"
+            )
+
+    def _rule(self, identity: str | None) -> PeerRule:
+        try:
+            return self.policy.peer(identity)
+        except PolicyError as exc:
+            raise self._abort_for(exc) from None
+
+    def _view(self, rule: PeerRule) -> ServedParty:
+        with self._sessions.lock:
+            view = self._views.get(rule.identity)
+            if view is None:
+                view = peer_view(self.party, rule, self.policy)
+                self._views[rule.identity] = view
+            return view
+
+    def _resolve(self, rule: PeerRule, path: tuple[str, ...]) -> ServedParty:
+        """The peer's view, seen through the fitted transformers named by ``path``."""
+        return through(self._view(rule), path)
+
+    def _receive(
+        self, request_iterator, head: dict, party: ServedParty, deadline: _Deadline
+    ) -> tuple[bytearray, Header]:
+        """Reassemble the chunked request within its deadline; refuse it as soon as it
+        is too long, or as soon as its header is in and not one the operation takes."""
+        grpc = import_grpc()
+
+        deadline.arm(self._transfer_seconds(head["length"]))
+        buffer = bytearray()
+        header = None
+        try:
+            for chunk in request_iterator:
+                if len(buffer) + len(chunk) > head["length"]:
+                    raise MessageError(
+                        f"request longer than its declared {head['length']} bytes; refused"
+                    )
+                buffer += chunk
+                if header is None:
+                    size = header_size(buffer)
+                    # check as soon as the header is in (or cannot fit the length)
+                    if size is not None and (size <= len(buffer) or size > head["length"]):
+                        header = self._check_header(bytes(buffer[:size]), head, party)
+        except grpc.RpcError:  # cancelled: the deadline passed, or the peer left
+            code = (
+                grpc.StatusCode.DEADLINE_EXCEEDED if deadline.expired else grpc.StatusCode.CANCELLED
+            )
+            raise _Abort(code, "TimeoutError", "request stream cancelled") from None
+        finally:
+            deadline.disarm()
+        if len(buffer) != head["length"]:
+            raise MessageError(
+                f"request of {len(buffer)} bytes, declared {head['length']}; truncated?"
+            )
+        if hashlib.sha256(buffer).hexdigest() != head["digest"]:
+            raise MessageError("request digest does not match its content")
+        if header is None:
+            header = self._check_header(buffer, head, party)
+        return buffer, header
+
+    def _check_header(self, data, head: dict, party: ServedParty) -> Header:
+        """The request's header, checked against its schema, the declared length and
+        the operation (``MessageError`` otherwise)."""
+        header = party.endpoint.read_request_header(head["op"], data, length=head["length"])
+        limit = max_encoded_bytes(header.schema)
+        if limit is not None and header.length > limit:
+            raise MessageError(f"{header.type} messages are at most {limit} bytes")
+        return header
+
+    def _active_sessions(self, identity: str) -> set[str]:
+        """Sessions of a peer that hold protocol state (table lock held)."""
+        view = self._views.get(identity)
+        if view is None:
+            return set()
+        return set().union(*(p.endpoint.session_ids() for p in with_derived(view)))
+
+    def _free_expired(self, stale: list[tuple[SessionKey, TransportSession]], now: float):
+        """Free the protocol state of expired sessions, then the transformers no peer
+        uses any more (table lock held)."""
+        for (identity, session, path), state in stale:
+            view = self._views.get(identity)
+            if view is None or not state.holds_state:
+                continue
+            try:
+                party = through(view, path)
+            except ValueError:
+                continue
+            dropped = party.endpoint.end_session(session)
+            log.info(
+                "session %s of %s expired (%d role state(s) freed)", session, identity, dropped
+            )
+        # Fitted transformers are leased: dropped once unused for the TTL unless a kept
+        # model, a later transformer or an open session still needs them.
+        for identity, view in self._views.items():
+            for path in view.expire_transformers(self.session_ttl, now):
+                log.info(
+                    "transformer %s of %s expired (unused; no kept model needs it)", path, identity
+                )
+
+    def _dispatch(
+        self,
+        rule: PeerRule,
+        party: ServedParty,
+        head: dict,
+        payload: bytes,
+        request: RequestRecord,
+    ) -> bytes:
+        grpc = import_grpc()
+
+        session, op = head["session"], head["op"]
+        try:
+            # every request passes the policy first (decoded once, by the service)
+            check = partial(self.policy.check_request, rule)
+            reply = party.endpoint.handle(session, op, payload, check=check)
+            if len(reply) > self.max_message_bytes:
+                raise MessageError(f"reply of {len(reply)} bytes exceeds the limit")
+        except (PolicyError, MessageError, ProtocolError, ValueError) as exc:
+            if op.endswith(".open"):
+                # A refused open leaves no role state behind.
+                party.endpoint.end_session(session)
+            raise self._abort_for(exc) from None
+        except Exception as exc:  # noqa: BLE001 - reported, never leaked in detail
+            log.error("internal error in %s for %s:\n%s", op, rule.identity, traceback.format_exc())
+            raise _Abort(
+                grpc.StatusCode.INTERNAL,
+                "RuntimeError",
+                f"internal error in {op} ({type(exc).__name__}); see the host's log",
+            ) from None
+        self._audit(rule.identity, request)
+        self.audit.reply(session, party.name, rule.identity, reply)
+        if op.endswith(".finish") and self._kept is not None:
+            self._kept.keep(rule.identity, self._view(rule), party, head["path"])
+        return reply
+
+    @staticmethod
+    def _abort_for(exc: Exception) -> _Abort:
+        """The gRPC status and ``ftl-error`` name a refusal travels with."""
+        grpc = import_grpc()
+
+        if isinstance(exc, SessionLimitError):
+            return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "PolicyError", str(exc))
+        if isinstance(exc, PolicyError):
+            return _Abort(grpc.StatusCode.PERMISSION_DENIED, "PolicyError", str(exc))
+        if isinstance(exc, ProtocolError):
+            return _Abort(grpc.StatusCode.FAILED_PRECONDITION, type(exc).__name__, str(exc))
+        if isinstance(exc, MessageError):
+            return _Abort(grpc.StatusCode.INVALID_ARGUMENT, "MessageError", str(exc))
+        return _Abort(grpc.StatusCode.INVALID_ARGUMENT, "ValueError", str(exc))
+
+    # -- what tests and operators may look at -----------------------------------------
+    @property
+    def open_sessions(self) -> int:
+        """Transport sessions currently held (not yet closed or expired)."""
+        return len(self._sessions)
+
+    def role_states(self) -> int:
+        """Protocol role states held over all peers' views (and derived parties)."""
+        with self._sessions.lock:
+            views = list(self._views.values())
+        return sum(p.endpoint.open_sessions for view in views for p in with_derived(view))

@@ -1,0 +1,158 @@
+"""Logistic regression's model-file fields: the guest's fitted attributes and a
+host's shard (kind ``"lr"``), as JSON.
+
+The guest's attributes never hold a host's weights or any private key: only
+the hosts' *public* keys, per binary model. A host's shard holds its weight
+block and its own Paillier key pair (which it needs to serve predictions).
+:mod:`ftl.persistence` adds the files' envelopes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ftl.federation.json_forms import (
+    decode_array,
+    encode_array,
+    history_from_json,
+    history_to_json,
+    key_from_json,
+    key_to_json,
+    names_from_json,
+    names_to_json,
+)
+from ftl.federation.transcript import Transcript
+
+#: The ``"kind"`` of the shard a host keeps (``LogisticHost.finish``).
+HOST_SHARD_KIND = "lr"
+
+#: The public fields of a host's key that the guest keeps with each binary model.
+_PUBLIC_KEY_FIELDS = ("scheme", "n", "hs", "key_id")
+
+
+def attributes_to_json(clf: Any) -> dict:
+    """The guest's fitted attributes of a :class:`~ftl.FederatedLogisticRegression`."""
+    models = []
+    for model in clf.models_:
+        keys = {}
+        for host, pub in model["host_public_keys"].items():
+            # public fields only, big ints as decimal strings
+            keys[str(host)] = {
+                k: (str(int(v)) if k in ("n", "hs") else str(v))
+                for k, v in pub.items()
+                if k in _PUBLIC_KEY_FIELDS
+            }
+        models.append({"model_id": str(model["model_id"]), "host_public_keys": keys})
+    return {
+        "classes_": encode_array(clf.classes_),
+        "coef_": encode_array(np.asarray(clf.coef_, dtype=np.float64)),
+        "intercept_": encode_array(np.asarray(clf.intercept_, dtype=np.float64)),
+        **names_to_json(clf),
+        "n_iter_": [int(i) for i in clf.n_iter_],
+        "history_": [history_to_json(run) for run in getattr(clf, "history_", [])],
+        "models_": models,
+    }
+
+
+def attributes_from_json(clf: Any, attrs: dict, path: Any) -> None:
+    """Set the fitted attributes :func:`attributes_to_json` wrote, checked to fit
+    together (``path`` names the file in errors)."""
+    classes = decode_array(attrs["classes_"], "classes_")
+    coef = decode_array(attrs["coef_"], "coef_").astype(np.float64)
+    intercept = decode_array(attrs["intercept_"], "intercept_").astype(np.float64)
+    n_models = 1 if len(classes) == 2 else len(classes)
+    models = attrs["models_"]
+    if (
+        classes.ndim != 1
+        or len(classes) < 2
+        or coef.ndim != 2
+        or coef.shape[0] != n_models
+        or intercept.shape != (n_models,)
+        or not isinstance(models, list)
+        or len(models) != n_models
+    ):
+        raise ValueError(
+            f"{path} is corrupted: {len(classes)} classes, coef_ {coef.shape}, "
+            f"intercept_ {intercept.shape} and {len(models)} models do not fit together"
+        )
+    if "prototypes_" in attrs:
+        raise ValueError(f"{path} is corrupted: transfer attributes in a logistic-regression file")
+    names = names_from_json(attrs, path)
+    if coef.shape[1] >= names["n_features_in_"]:
+        raise ValueError(f"{path} is corrupted: feature or party names do not fit the model")
+    clean_models = []
+    for model in models:
+        keys = model["host_public_keys"]
+        if not isinstance(keys, dict) or sorted(keys) != sorted(names["party_names_"][1:]):
+            raise ValueError(f"{path} is corrupted: host public keys do not match the parties")
+        clean_models.append(
+            {
+                "model_id": str(model["model_id"]),
+                "host_public_keys": {
+                    str(h): {str(k): str(v) for k, v in pub.items()} for h, pub in keys.items()
+                },
+            }
+        )
+    n_iter = np.asarray([int(i) for i in attrs["n_iter_"]], dtype=np.int64)
+    history = [history_from_json(run) for run in attrs.get("history_", [])]
+    fitted = {
+        "classes_": classes,
+        "coef_": coef,
+        "intercept_": intercept,
+        **names,
+        "n_iter_": n_iter,
+        "history_": history,
+        "models_": clean_models,
+        "transcript_": Transcript(),
+        "_sim_hosts": None,
+    }
+    for name, value in fitted.items():
+        setattr(clf, name, value)
+
+
+def shard_ids(clf: Any) -> list[str]:
+    """The ids of the hosts' shards: one per binary model."""
+    return [str(m["model_id"]) for m in clf.models_]
+
+
+def host_shard_to_json(shard: dict) -> dict:
+    """A host's shard (as :meth:`LogisticHost.finish` stores it): weight block,
+    scheme and own key pair -- private: protect the file like a private key."""
+    n_jobs = shard.get("n_jobs")
+    fields = {
+        "scheme": str(shard["scheme"]),
+        "insecure": bool(shard.get("insecure", False)),
+        "n_jobs": None if n_jobs is None else int(n_jobs),
+        "coef": encode_array(np.asarray(shard["coef"], dtype=np.float64)),
+        "own_key": key_to_json(shard["own_key"]),
+    }
+    if fields["own_key"]["scheme"] != fields["scheme"]:
+        raise ValueError("shard key and scheme disagree")
+    return fields
+
+
+def host_shard_from_json(fields: dict, party: Any) -> dict:
+    """The inverse of :func:`host_shard_to_json`, checked against ``party``'s features."""
+    scheme = fields["scheme"]
+    insecure = fields["insecure"]
+    n_jobs = fields["n_jobs"]
+    if scheme not in ("paillier", "plain") or not isinstance(insecure, bool):
+        raise ValueError("bad scheme or insecure flag")
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)):
+        raise ValueError("n_jobs must be an int or null")
+    coef = decode_array(fields["coef"], "coef").astype(np.float64)
+    if coef.ndim != 1 or coef.shape[0] != party.n_features:
+        raise ValueError(f"coef has shape {coef.shape}, the party has {party.n_features} features")
+    own = key_from_json(fields["own_key"], insecure, n_jobs)
+    if own.scheme != scheme:
+        raise ValueError("key and scheme disagree")
+    return {
+        "kind": HOST_SHARD_KIND,
+        "coef": coef,
+        "own_key": own,
+        "scheme": scheme,
+        "insecure": insecure,
+        "n_jobs": n_jobs,
+    }

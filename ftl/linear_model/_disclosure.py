@@ -1,0 +1,130 @@
+"""What vertical logistic regression declares about itself to the audit report.
+
+Its leakages are those of docs/protocols.md §3-5; the fitted estimator adds the
+sigmoid approximation it trained with and its iteration counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from ftl.federation.disclosure import Disclosure, Findings, Leakage
+
+__all__ = ["DISCLOSURE", "effective_sigmoid", "estimator_facts"]
+
+
+def _training(a: Findings) -> bool:
+    return bool(a.type_set & {"lr.open", "lr.contribution"})
+
+
+def _prediction(a: Findings) -> bool:
+    return bool(a.type_set & {"lr.predict_open", "lr.masked_margin"})
+
+
+def effective_sigmoid(est) -> str:
+    """The ``sigmoid`` parameter, with the approximation it resolved to for the
+    fitted number of hosts when that differs (``"auto (→ poly)"``)."""
+    names = getattr(est, "party_names_", None)
+    n_hosts = len(names) - 1 if names else est.simulated_hosts
+    try:
+        effective = est._sigmoid_for(n_hosts)
+    except ValueError:  # a parameter the fit would refuse
+        return str(est.sigmoid)
+    return str(est.sigmoid) if effective == est.sigmoid else f"{est.sigmoid} (→ {effective})"
+
+
+def estimator_facts(est) -> Iterator[tuple[str, str]]:
+    """Summary rows of a fitted :class:`~ftl.FederatedLogisticRegression`: the
+    sigmoid approximation, and the iterations of each binary model (one per
+    class in one-vs-rest) with the optimiser that ran them."""
+    yield "Sigmoid approximation", effective_sigmoid(est)
+    n_iter = getattr(est, "n_iter_", None)
+    if n_iter is not None:
+        unit = "L-BFGS iterations" if est.optimizer == "lbfgs" else "Epochs"
+        yield f"{unit} per binary model", ", ".join(str(int(n)) for n in np.ravel(n_iter))
+        yield "Optimiser", f"`{est.optimizer}`"
+
+
+DISCLOSURE = Disclosure(
+    listed="unless_framed",
+    name="vertical logistic regression (docs/protocols.md §3)",
+    owner_types=frozenset({"lr.contribution"}),
+    plaintext_values=" (labels and margins inside per-row columns, cross terms)",
+    leakages=(
+        Leakage(
+            "training",
+            "Hosts learn the public training parameters (penalty, `alpha = 1/(C n)`, "
+            "optimiser, learning rate, sigmoid approximation, key size, encryption mode), "
+            "every party's block width, the number of epochs and of classes.",
+            "§4, §5.4",
+            applies=_training,
+        ),
+        Leakage(
+            "training",
+            "Hosts learn which of their customers are training rows and which are in each "
+            "batch (row positions).",
+            "§4, §5.4",
+            applies=_training,
+        ),
+        Leakage(
+            "training",
+            "Labels to every host: per batch a host learns its gradient term "
+            "`X_Hᵀ (residual)`; in the first batch this is exactly `X_Hᵀ y` for the batch, "
+            "which recovers every label of the batch when the host has at least as many "
+            "columns as the batch has rows. No defence (noise, clipping) is implemented.",
+            "§5.2",
+            applies=_training,
+        ),
+        Leakage(
+            "training",
+            "Host margins to the guest: per batch and host the guest learns an aggregate of "
+            "the host's margin weighted by its own features (`X_Gᵀ u_H` or the polynomial "
+            "analogue), solvable for the margins when the guest has at least as many columns "
+            "as the batch has rows.",
+            "§5.2",
+            applies=_training,
+        ),
+        Leakage(
+            "training",
+            "Several hosts: each host learns `X_Hᵀ u_O` for every other host `O`.",
+            "§5.2",
+            applies=lambda a: _training(a) and a.n_hosts > 1,
+        ),
+        Leakage(
+            "training",
+            "Per epoch (iteration) each host reveals `‖Δw_H‖²` and `‖w_H‖²` (two scalars) "
+            "to the guest for the stopping rule.",
+            "§5.3",
+            applies=_training,
+        ),
+        Leakage(
+            "training",
+            "optimizer='lbfgs': per iteration each party reveals to the driver the inner "
+            "products of its own blocks of the last weight changes, gradient changes and "
+            "gradient (a Gram matrix of at most 32 x 32 scalars) and per pass `g_H · d_H`; "
+            "the hosts learn the direction's coefficients and the step length. Sums over "
+            "features, never per-sample values; they fix the host's vectors only up to a "
+            "rotation of its feature space.",
+            "§3.8, §5.3",
+            applies=lambda a: "lr.gram" in a.type_set,
+        ),
+        Leakage(
+            "training",
+            "Verbose runs: per epoch the guest learns the epoch's total training log-loss "
+            "(of the sigmoid approximation; one scalar), decrypted by the host from a masked "
+            "sum over all the epoch's rows.",
+            "§3.8",
+            applies=lambda a: "lr.loss_term" in a.type_set,
+        ),
+        Leakage(
+            "prediction",
+            "The guest learns each host's margin `u_H` on every scored row; hosts learn which "
+            "of their customers are scored, how many, and how often.",
+            "§4, §5.1, §5.4",
+            applies=_prediction,
+        ),
+    ),
+    estimator_facts=estimator_facts,
+)
