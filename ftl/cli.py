@@ -171,6 +171,9 @@ def serve(args: argparse.Namespace) -> int:
     stop.wait()
     logging.getLogger("ftl.serve").info("stopping: finishing open calls (up to 5 s)")
     grpc_server.stop(grace=5).wait()
+    from ftl.crypto.lifecycle import end_worker_processes
+
+    end_worker_processes()  # the pool's and joblib's workers end with the server
     logging.getLogger("ftl.serve").info("stopped")
     return 0
 

@@ -38,6 +38,8 @@ from functools import partial
 
 from joblib.externals.loky import BrokenProcessPool, ProcessPoolExecutor
 
+from ftl.crypto.lifecycle import stop_on_exit
+
 __all__ = ["DEFAULT_CAPACITY", "MAX_TASKS_IN_FLIGHT", "RandomnessPool", "shutdown"]
 
 #: Factors a key's pool holds when its capacity is not set (2 MB at 2048 bits).
@@ -102,11 +104,6 @@ class RandomnessPool:
         self._futures.clear()  # in a child, copies of the parent's futures: dead
         self._in_flight = 0
         self._pid = os.getpid()
-        old = getattr(self, "_finalizer", None)
-        if old is not None:
-            old.detach()
-        # cancel queued work when the pool goes away (holds no reference to it)
-        self._finalizer = weakref.finalize(self, _cancel, self._futures, self._pid)
 
     def _check_owner(self) -> None:
         if self._pid != os.getpid():  # forked by a path that skipped the fork hook
@@ -153,13 +150,18 @@ class RandomnessPool:
             return len(self._items) >= self.capacity
 
     def close(self) -> None:
-        """Cancel queued work, drop stored values and stop refilling."""
+        """Drop stored values and stop refilling.
+
+        Work already queued (at most :data:`MAX_TASKS_IN_FLIGHT` chunks) is left to
+        finish and its values are dropped: cancelling a queued loky task can make
+        the executor's manager thread fail when the executor shuts down (loky sets
+        an exception on every pending future then), leaving its worker running.
+        """
         self._check_owner()
         with self._lock:
             self._closed = True
             self._items.clear()
             self._changed.notify_all()
-        _cancel(self._futures, self._pid)
 
     @property
     def closed(self) -> bool:
@@ -201,13 +203,6 @@ def _deliver(pool_ref: weakref.ref, size: int, future) -> None:
         pool._receive(future, size)
 
 
-def _cancel(futures: set, pid: int) -> None:
-    # tuple() copies the set in one C call, safe against the executor's thread
-    if os.getpid() == pid:
-        for future in tuple(futures):
-            future.cancel()
-
-
 def _lower_priority() -> None:
     """Background process initializer: take only CPU time nobody else wants."""
     if hasattr(os, "nice"):
@@ -220,6 +215,7 @@ def _lower_priority() -> None:
 def _get_executor(replace: bool = False) -> ProcessPoolExecutor:
     """This process's single background worker (loky: no fork of this process)."""
     global _executor, _executor_pid
+    stop_on_exit()  # the background process ends with this one, child or not
     with _executor_lock:
         if replace and _executor is not None and _executor_pid == os.getpid():
             _executor.shutdown(wait=False, kill_workers=True)
@@ -251,6 +247,8 @@ def shutdown(wait: bool = True) -> None:
     with _executor_lock:
         executor, _executor = _executor, None
     if executor is not None and _executor_pid == os.getpid():
+        # No queued task was cancelled (see RandomnessPool.close): loky's manager
+        # thread then shuts the worker down cleanly.
         executor.shutdown(wait=wait, kill_workers=True)
 
 

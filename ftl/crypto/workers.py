@@ -18,6 +18,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from joblib.parallel import BACKENDS, get_active_backend
 
 from ftl.crypto.engine import CRTEncryptor, column_multiexp, random_unit
+from ftl.crypto.lifecycle import stop_on_exit
 
 __all__ = [
     "CHUNK",
@@ -112,6 +113,7 @@ def parallel_columns(cts: list[mpz], exps: np.ndarray, modulus: mpz, n_jobs: int
     if not n_jobs or n_jobs == 1 or n_cols < 2 or len(cts) < CHUNK:
         return column_multiexp(cts, exps, modulus)
     groups = np.array_split(np.arange(n_cols), min(n_cols, n_workers(n_jobs)))
+    stop_on_exit(uses_loky=local_joblib_backend())
     parts = Parallel(n_jobs=n_jobs)(
         delayed(column_multiexp)(cts, exps[:, g], modulus) for g in groups if len(g)
     )
@@ -120,5 +122,6 @@ def parallel_columns(cts: list[mpz], exps: np.ndarray, modulus: mpz, n_jobs: int
 
 def run_chunks(function, chunks: list[list], n_jobs: int | None, *args) -> list:
     """``function(*args, chunk)`` over ``chunks`` in joblib workers, results joined."""
+    stop_on_exit(uses_loky=local_joblib_backend())
     parts = Parallel(n_jobs=n_jobs)(delayed(function)(*args, c) for c in chunks)
     return [x for part in parts for x in part]
