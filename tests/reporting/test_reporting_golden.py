@@ -1,6 +1,6 @@
 """The report package renders what the single-module report of ftl 0.1.0 rendered.
 
-``tests/data/report_v1/`` holds transcripts and the Markdown and HTML reports the
+``tests/fixtures/report_v1/`` holds transcripts and the Markdown and HTML reports the
 old ``ftl/_report.py`` made of them (``generate.py`` there says how). Reports of
 estimators are asked for again from an estimator rebuilt with the same parameters
 and fitted attributes, so the protocols' estimator hooks are exercised too.
@@ -20,7 +20,7 @@ import ftl
 from ftl.federation import Transcript
 from ftl.preprocessing import FederatedStandardScaler
 
-DATA = Path(__file__).resolve().parent / "data" / "report_v1"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "report_v1"
 CASES = sorted(p.stem for p in DATA.glob("*.json"))
 ESTIMATORS = {
     cls.__name__: cls

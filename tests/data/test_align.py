@@ -18,7 +18,7 @@ from ftl.data.party import Party
 from ftl.federation import Transcript, decode, encode
 from ftl.psi import curve
 
-DATA = Path(__file__).resolve().parents[1] / "ftl" / "datasets" / "data"
+DATA = Path(__file__).resolve().parents[2] / "ftl" / "datasets" / "data"
 
 
 def make_party(name, ids, labels=False, n_features=2):

@@ -1,6 +1,6 @@
 """The gRPC server in this process: what it refuses, and that refusals change nothing.
 
-``tests/test_remote.py`` runs ``ftl serve`` as a subprocess end to end; here the
+``tests/data/test_remote.py`` runs ``ftl serve`` as a subprocess end to end; here the
 server runs in a thread so that its session and role state can be inspected
 after every malformed, oversized, replayed or out-of-order request.
 """

@@ -1,6 +1,6 @@
 """Model files written by the previous version of ftl still load and predict alike.
 
-``tests/data/persistence_v1/`` holds files written once by the code before the
+``tests/fixtures/persistence_v1/`` holds files written once by the code before the
 protocol registry (commit c537791: estimator encoding inside ``ftl.persistence``),
 with the predictions that code made (``expected.json``): a logistic regression
 with Paillier (512-bit test key) and one with three classes in plaintext, a
@@ -21,7 +21,7 @@ import ftl
 from ftl.persistence import export_party, import_party
 from tests.conftest import aligned_by_id
 
-DATA = Path(__file__).parent / "data" / "persistence_v1"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "persistence_v1"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
 
 

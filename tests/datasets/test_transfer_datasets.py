@@ -10,7 +10,7 @@ import pytest
 
 import ftl
 
-DATA = Path(__file__).resolve().parents[1] / "ftl" / "datasets" / "data"
+DATA = Path(__file__).resolve().parents[2] / "ftl" / "datasets" / "data"
 
 LOADERS = {
     "credit": (ftl.datasets.load_credit_transfer, 500, 30_000),
