@@ -21,6 +21,7 @@ __all__ = [
     "RegistryError",
     "ReplayError",
     "SessionLimitError",
+    "TLSHandshakeError",
 ]
 
 
@@ -63,6 +64,12 @@ class ReplayError(ProtocolError):
 
 class PartyUnavailableError(FTLError, RuntimeError):
     """A party stopped answering (crashed, disconnected or timed out) mid-protocol."""
+
+
+class TLSHandshakeError(PartyUnavailableError):
+    """The TLS handshake with a party failed: the party refused this driver's
+    certificate, or this driver's CA did not verify the party's (the message says
+    which)."""
 
 
 # -- a party's own protection ---------------------------------------------------------

@@ -42,7 +42,11 @@ class RemoteParty:
         ``host:port`` of the party's ``ftl serve``.
     tls : TLSConfig
         This driver's certificate and key, and the CA it trusts for the host.
-        The host knows this driver by the certificate's common name.
+        The host knows this driver by the certificate's common name. A failed
+        TLS handshake raises :class:`~ftl.exceptions.TLSHandshakeError` (a
+        :class:`~ftl.federation.PartyUnavailableError`) saying which side
+        refused which certificate; an address where nothing listens says
+        "cannot reach" (see docs/howto/deploy.md, *When the connection fails*).
     timeout : float, default=600
         Seconds to wait for one operation's reply (a host that died or is cut
         off gives :class:`~ftl.federation.PartyUnavailableError` after at most

@@ -9,12 +9,17 @@ turns the server's refusals back into the exceptions an in-process run raises.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from ftl.exceptions import (
     MessageError,
@@ -22,6 +27,7 @@ from ftl.exceptions import (
     PeerIdentityError,
     PolicyError,
     ProtocolError,
+    TLSHandshakeError,
 )
 from ftl.federation.identity import (
     certificate_names,
@@ -29,7 +35,7 @@ from ftl.federation.identity import (
     party_names,
     party_server_name,
 )
-from ftl.federation.transport.grpc.tls import TLSConfig
+from ftl.federation.transport.grpc.tls import HandshakeOutcome, HandshakeProbe, TLSConfig
 from ftl.federation.transport.grpc.wire import (
     CALL,
     CLIENT_OPTIONS,
@@ -42,6 +48,23 @@ from ftl.federation.transport.grpc.wire import (
 __all__ = ["Connection", "PartyClient"]
 
 _RETRY_BACKOFF = (0.25, 1.0, 3.0)
+#: Longest the TLS probe that explains an unavailable party may take per step.
+_PROBE_SECONDS = 5.0
+
+
+def _issuer_and_expiry(cert_path) -> tuple[str, datetime.datetime | None]:
+    """Who issued the certificate in ``cert_path`` (its common name), and when it
+    expired if it has: what a host that refused it may have objected to."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except (OSError, ValueError):
+        return "an unreadable certificate", None
+    names = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    issuer = ", ".join(repr(n.value) for n in names) or repr(cert.issuer.rfc4514_string())
+    # not_valid_after_utc appeared in cryptography 42; the naive one is UTC too.
+    utc = datetime.timezone.utc
+    end = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=utc)
+    return issuer, (end if end < datetime.datetime.now(utc) else None)
 
 
 class Connection:
@@ -122,18 +145,10 @@ class PartyClient:
     def info(self) -> dict:
         """The party's public facts (name, rows, columns, announced policy, budget)."""
         conn = self.connection()
-        try:
-            raw = self._with_retries(
-                "info",
-                lambda: conn.info(b"", metadata=self._metadata(), timeout=self.connect_timeout),
-            )
-        except PartyUnavailableError:
-            # A certificate that does not name the party fails the TLS handshake, which
-            # gRPC reports like an unreachable host: say which it was.
-            mismatch = self._identity_mismatch()
-            if mismatch is not None:
-                raise mismatch from None
-            raise
+        raw = self._with_retries(
+            "info",
+            lambda: conn.info(b"", metadata=self._metadata(), timeout=self.connect_timeout),
+        )
         try:
             info = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -142,11 +157,44 @@ class PartyClient:
             raise MessageError(f"party {self.name!r} sent malformed public facts")
         return info
 
-    def _identity_mismatch(self) -> PeerIdentityError | None:
-        """Why the party's certificate was refused, if that is why connecting failed."""
-        cert = self.tls.peer_certificate(self.address, self.server_name, self.connect_timeout)
-        if cert is None:
-            return None  # unreachable, or not even signed by our CA: not an identity question
+    def _unavailable(
+        self, what: str, details: str, probe: HandshakeProbe | None
+    ) -> PartyUnavailableError | PeerIdentityError:
+        """The error for a party that did not answer, saying why if ``probe`` (a TLS
+        connection of our own, see :meth:`TLSConfig.probe`) found out."""
+        where = f"party {self.name!r} ({self.address})"
+        outcome = None if probe is None else probe.outcome
+        if outcome is HandshakeOutcome.UNREACHABLE:
+            details = f"cannot reach {self.address} ({probe.reason}): is `ftl serve` running there?"
+        if probe is not None and probe.certificate is not None:
+            # gRPC checks the server's name before the server judges ours: so do we.
+            mismatch = self._identity_mismatch(probe.certificate)
+            if mismatch is not None:
+                return mismatch
+        if outcome is HandshakeOutcome.CERTIFICATE_REFUSED:
+            issuer, expired = _issuer_and_expiry(self.tls.cert)
+            question = (
+                f"it expired on {expired:%Y-%m-%d %H:%M} UTC: renew it"
+                if expired is not None
+                else "does the host trust your CA?"
+            )
+            return TLSHandshakeError(
+                f"TLS handshake failed: {where} refused your certificate ({self.tls.cert}, "
+                f"issued by {issuer}; {probe.reason}): {question}"
+            )
+        if outcome is HandshakeOutcome.SERVER_NOT_VERIFIED:
+            verdict = (
+                f"is not signed by your CA ({self.tls.ca}): {probe.reason}; is that the CA "
+                "that issued the host's certificate?"
+                if probe.signed_by_another_ca
+                else f"does not verify against your CA ({self.tls.ca}): {probe.reason}"
+            )
+            return TLSHandshakeError(f"TLS handshake failed: the certificate of {where} {verdict}")
+        return PartyUnavailableError(f"{where} did not answer {what!r}: {details}")
+
+    def _identity_mismatch(self, cert) -> PeerIdentityError | None:
+        """Why the party's verified certificate ``cert`` was refused, if it does not
+        name the party."""
         if certificate_names(cert, self.server_name):
             return None  # it does name the party; the connection failed for another reason
         where = f"the server at {self.address} (party {self.name!r})"
@@ -226,9 +274,13 @@ class PartyClient:
             grpc.StatusCode.DEADLINE_EXCEEDED,
             grpc.StatusCode.CANCELLED,
         ):
-            return PartyUnavailableError(
-                f"party {self.name!r} ({self.address}) did not answer {what!r}: {details}"
-            )
+            # gRPC reports a host that is down and a failed TLS handshake alike: a
+            # probe of our own tells them apart, once per failure.
+            probe = None
+            if code == grpc.StatusCode.UNAVAILABLE:
+                seconds = min(self.connect_timeout, _PROBE_SECONDS)
+                probe = self.tls.probe(self.address, self.server_name, seconds)
+            return self._unavailable(what, details, probe)
         if code == grpc.StatusCode.PERMISSION_DENIED or trailer == "PolicyError":
             return PolicyError(where)
         if code == grpc.StatusCode.UNAUTHENTICATED:

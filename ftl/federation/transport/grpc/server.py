@@ -28,7 +28,9 @@ messages -- and adds what a boundary between organisations needs:
 - **audit** (:mod:`ftl.federation.audit`): every request is appended, with its
   operation and outcome (accepted, repeated, or refused and why), to a JSON-lines
   transcript together with every reply (the same records as ``transcript_``),
-  which ``ftl report`` reads.
+  which ``ftl report`` reads; a connection that makes no call (most likely a
+  failed TLS handshake, which gRPC does not report) is logged with its client
+  address (:mod:`~ftl.federation.transport.grpc.handshakes`).
 
 Each peer sees the party through its own view (:mod:`ftl.federation.views`):
 only its allowed columns, and its own fitted transformers and model shards, which
@@ -62,6 +64,7 @@ from ftl.federation.policy import PeerRule, Policy
 from ftl.federation.schema import max_encoded_bytes
 from ftl.federation.service import request_limit
 from ftl.federation.sessions import SessionKey, SessionTable, StreamCounter, TransportSession
+from ftl.federation.transport.grpc.handshakes import HandshakeWatcher
 from ftl.federation.transport.grpc.tls import TLSConfig
 from ftl.federation.transport.grpc.wire import (
     ERROR_KEY,
@@ -158,6 +161,12 @@ class PartyServer:
         :meth:`ftl.Party.export_model`) and reloads them from at start-up, so
         that a restarted host still serves predictions. A model trained on
         preprocessed rows is kept with the fitted transformers it needs.
+
+    Attributes
+    ----------
+    handshakes : HandshakeWatcher
+        Logs connections that made no call within ``handshakes.grace`` seconds
+        (10): most likely failed TLS handshakes.
     """
 
     def __init__(
@@ -191,6 +200,7 @@ class PartyServer:
         if min(self.read_timeout, self.idle_session_ttl, self._streams.cap) <= 0:
             raise ValueError("read_timeout, idle_session_ttl and max_streams_per_peer must be > 0")
         self.audit = AuditLog(party.name, audit_log)
+        self.handshakes = HandshakeWatcher(log)
         self._views: dict[str, ServedParty] = {}
         self._sessions = SessionTable(
             session_ttl=self.session_ttl,
@@ -247,9 +257,11 @@ class PartyServer:
             # calls beyond this wait for no thread: they are refused at once
             maximum_concurrent_rpcs=4 * max_workers,
         )
-        port = server.add_secure_port(address, tls.server_credentials())
+        credentials = tls.server_credentials(on_connection=self.handshakes.connection_started)
+        port = server.add_secure_port(address, credentials)
         if port == 0:
             raise OSError(f"cannot listen on {address!r}")
+        self.handshakes.port = port
         server.start()
         return server, port
 
@@ -273,6 +285,7 @@ class PartyServer:
 
     # -- Info --------------------------------------------------------------------------
     def _info(self, request: bytes, context) -> bytes:
+        self.handshakes.call_from(context.peer())
         identity = self._identity(context)
         try:
             rule = self._rule(identity)
@@ -299,6 +312,7 @@ class PartyServer:
 
     # -- Call ----------------------------------------------------------------------------
     def _call(self, request_iterator, context):
+        self.handshakes.call_from(context.peer())
         identity = self._identity(context)
         request = RequestRecord()
         deadline = _Deadline(context)
