@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import make_pipeline
 
 import ftl
+from ftl.preprocessing import FederatedStandardScaler
 
 #: Logic tests use small keys through the explicit insecure switch; at least one test
 #: per protocol runs on the default 2048-bit key (marked slow).
@@ -28,6 +33,20 @@ def aligned_by_id(guest, host):
     X, y = ftl.align(guest, host)
     order = np.argsort(X.ids)
     return X[order], y[order]
+
+
+def fit_transfer_pipeline(**params):
+    """A FederatedStandardScaler and a plaintext FederatedTransferClassifier with
+    ``params``, fitted on the breast transfer data (the short fit's
+    ConvergenceWarning silenced); the pipeline, the data and the aligned handle."""
+    data = ftl.datasets.load_breast_transfer()
+    X, y = ftl.align(data.source, data.target, how="left")
+    clf = ftl.FederatedTransferClassifier(encryption=None, random_state=0, **params)
+    pipe = make_pipeline(FederatedStandardScaler(), clf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pipe.fit(X, y)
+    return pipe, data, X
 
 
 @pytest.fixture(scope="session")

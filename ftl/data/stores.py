@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ftl._docstrings import WRITTEN_FILE, fill_doc
+
 __all__ = [
     "ModelStore",
     "PartyFiles",
@@ -111,6 +113,7 @@ class ModelStore:
         """
         return list(self._models)
 
+    @fill_doc(written_file=WRITTEN_FILE)
     def export_model(self, model_id: str, path: str | os.PathLike) -> Path:
         """Save this party's own shard of a fitted model to a JSON file.
 
@@ -124,13 +127,7 @@ class ModelStore:
         model_id : str
             Id of the model (``clf.models_[k]["model_id"]`` at the guest; see
             also :meth:`model_ids`).
-        path : str or path-like
-            Where to write the file (replaced if it exists).
-
-        Returns
-        -------
-        pathlib.Path
-            Where the shard was written.
+        %(written_file)s
         """
         return party_files().export_shard(self, model_id, path)
 
@@ -301,6 +298,7 @@ class TransformerStore:
                 dropped.append(transformer_id)
         return dropped
 
+    @fill_doc(written_file=WRITTEN_FILE)
     def export_transformer(self, transformer_id: str, path: str | os.PathLike) -> Path:
         """Save a transformer fitted at this party to a JSON file (no pickle).
 
@@ -317,13 +315,7 @@ class TransformerStore:
         transformer_id : str
             The transformer's id (``step.transformer_id_`` at the driver; see
             also :meth:`transformer_ids`).
-        path : str or path-like
-            Where to write the file (replaced if it exists).
-
-        Returns
-        -------
-        pathlib.Path
-            Where the transformer was written.
+        %(written_file)s
         """
         return party_files().export_transformer(self, transformer_id, path)
 

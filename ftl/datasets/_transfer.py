@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ftl._docstrings import fill_doc
 from ftl.data.party import Party
 from ftl.datasets._loaders import _read
 
@@ -85,31 +86,80 @@ def _zscore(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame((values - mean) / std, columns=frame.columns, index=frame.index)
 
 
-def _bunch(
+def _transfer_pair(
+    names: tuple[str, str],
     *,
-    source: Party,
-    target: Party,
-    target_labels: pd.Series,
-    overlap_ids: np.ndarray,
-    source_only_ids: np.ndarray,
-    target_only_ids: np.ndarray,
-    source_features: list[str],
-    target_features: list[str],
+    ids: np.ndarray,
+    labels: np.ndarray,
+    shared: np.ndarray,
+    in_source: np.ndarray,
+    in_target: np.ndarray,
+    source_features: pd.DataFrame,
+    target_features: pd.DataFrame,
     descr: str,
 ) -> Bunch:
+    """The two parties and the facts a loader returns about them.
+
+    ``ids`` and ``labels`` run over all rows of the table; ``shared``, ``in_source``
+    and ``in_target`` mark its rows that both parties, the source and the target
+    hold; ``source_features`` and ``target_features`` are each party's feature
+    columns of its own rows, in table order.
+    """
+    src = source_features.copy()
+    src.insert(0, "id", ids[in_source])
+    src["y"] = labels[in_source]
+    tgt = target_features.copy()
+    tgt.insert(0, "id", ids[in_target])
     return Bunch(
-        source=source,
-        target=target,
-        target_labels=target_labels,
-        overlap_ids=np.sort(overlap_ids),
-        source_only_ids=np.sort(source_only_ids),
-        target_only_ids=np.sort(target_only_ids),
-        source_features=list(source_features),
-        target_features=list(target_features),
+        source=Party(names[0], src.reset_index(drop=True), id_column="id", label_column="y"),
+        target=Party(names[1], tgt.reset_index(drop=True), id_column="id"),
+        target_labels=pd.Series(
+            labels[in_target], index=pd.Index(ids[in_target], name="id"), name="y"
+        ),
+        overlap_ids=np.sort(ids[shared]),
+        source_only_ids=np.sort(ids[in_source & ~shared]),
+        target_only_ids=np.sort(ids[in_target & ~shared]),
+        source_features=list(source_features.columns),
+        target_features=list(target_features.columns),
         DESCR=descr,
     )
 
 
+def _returns(
+    *, source: str, label: str, source_features: list, target: str, target_features: list, rows: str
+) -> str:
+    """The Returns section of a loader's docstring (``rows``: what a row is)."""
+    return f"""\
+data : sklearn.utils.Bunch
+    With fields
+
+    source : Party
+        ``"{source}"``, ``id_column="id"``, ``label_column="y"``
+        ({label}), {len(source_features)} features.
+    target : Party
+        ``"{target}"``, ``id_column="id"``, {len(target_features)} features, no labels.
+    target_labels : pandas.Series
+        True labels of all target rows, indexed by target id, in the
+        target's row order. For scoring only: a real target has no labels.
+    overlap_ids, source_only_ids, target_only_ids : numpy.ndarray
+        Sorted ids of the shared {rows}, of the source's own and of the
+        target's own {rows}.
+    source_features, target_features : list of str
+        Feature column names of each party.
+    DESCR : str
+        Description, rationale and attribution."""
+
+
+@fill_doc(
+    returns=_returns(
+        source="card_issuer",
+        label="1 = default next month",
+        source_features=_CREDIT_SOURCE_FEATURES,
+        target="collector",
+        target_features=_CREDIT_TARGET_FEATURES,
+        rows="customers",
+    )
+)
 def load_credit_transfer(
     overlap: int = 1000, random_state: int | np.random.Generator | None = 0
 ) -> Bunch:
@@ -141,24 +191,7 @@ def load_credit_transfer(
 
     Returns
     -------
-    data : sklearn.utils.Bunch
-        With fields
-
-        source : Party
-            ``"card_issuer"``, ``id_column="id"``, ``label_column="y"``
-            (1 = default next month), 16 features.
-        target : Party
-            ``"collector"``, ``id_column="id"``, 7 features, no labels.
-        target_labels : pandas.Series
-            True labels of all target rows, indexed by target id, in the
-            target's row order. For scoring only: a real target has no labels.
-        overlap_ids, source_only_ids, target_only_ids : numpy.ndarray
-            Sorted ids of the shared customers, of the source's own and of the
-            target's own customers.
-        source_features, target_features : list of str
-            Feature column names of each party.
-        DESCR : str
-            Description, rationale and attribution.
+    %(returns)s
 
     Raises
     ------
@@ -190,17 +223,6 @@ def load_credit_transfer(
     in_target = shared | ~source_pop
     labels = table[_CREDIT_LABEL].to_numpy().astype(np.int64)
 
-    src = _zscore(table.loc[in_source, _CREDIT_SOURCE_FEATURES])
-    src.insert(0, "id", ids[in_source])
-    src["y"] = labels[in_source]
-    tgt = _zscore(table.loc[in_target, _CREDIT_TARGET_FEATURES])
-    tgt.insert(0, "id", ids[in_target])
-
-    source = Party("card_issuer", src.reset_index(drop=True), id_column="id", label_column="y")
-    target = Party("collector", tgt.reset_index(drop=True), id_column="id")
-    target_labels = pd.Series(
-        labels[in_target], index=pd.Index(ids[in_target], name="id"), name="y"
-    )
     n_src, n_tgt = int(in_source.sum()), int(in_target.sum())
     descr = (
         "Credit-card default, transfer-learning split (derived from UCI_Credit_Card.csv).\n\n"
@@ -217,19 +239,29 @@ def load_credit_transfer(
         "own rows. target_labels are for scoring only; a real target has no labels.\n\n"
         f"Source: {_CITATION_CREDIT}"
     )
-    return _bunch(
-        source=source,
-        target=target,
-        target_labels=target_labels,
-        overlap_ids=ids[shared],
-        source_only_ids=ids[in_source & ~shared],
-        target_only_ids=ids[in_target & ~shared],
-        source_features=_CREDIT_SOURCE_FEATURES,
-        target_features=_CREDIT_TARGET_FEATURES,
+    return _transfer_pair(
+        ("card_issuer", "collector"),
+        ids=ids,
+        labels=labels,
+        shared=shared,
+        in_source=in_source,
+        in_target=in_target,
+        source_features=_zscore(table.loc[in_source, _CREDIT_SOURCE_FEATURES]),
+        target_features=_zscore(table.loc[in_target, _CREDIT_TARGET_FEATURES]),
         descr=descr,
     )
 
 
+@fill_doc(
+    returns=_returns(
+        source="hospital",
+        label="1 = benign",
+        source_features=_BREAST_SOURCE_FEATURES,
+        target="lab",
+        target_features=_BREAST_TARGET_FEATURES,
+        rows="patients",
+    )
+)
 def load_breast_transfer(
     overlap: int = 150, random_state: int | np.random.Generator | None = 0
 ) -> Bunch:
@@ -259,24 +291,7 @@ def load_breast_transfer(
 
     Returns
     -------
-    data : sklearn.utils.Bunch
-        With fields
-
-        source : Party
-            ``"hospital"``, ``id_column="id"``, ``label_column="y"``
-            (1 = benign), 10 features.
-        target : Party
-            ``"lab"``, ``id_column="id"``, 20 features, no labels.
-        target_labels : pandas.Series
-            True labels of all target rows, indexed by target id, in the
-            target's row order. For scoring only: a real target has no labels.
-        overlap_ids, source_only_ids, target_only_ids : numpy.ndarray
-            Sorted ids of the shared patients, of the source's own and of the
-            target's own patients.
-        source_features, target_features : list of str
-            Feature column names of each party.
-        DESCR : str
-            Description, rationale and attribution.
+    %(returns)s
 
     Raises
     ------
@@ -311,17 +326,6 @@ def load_breast_transfer(
 
     g_features = [c for c in guest.columns if c not in ("id", "y")]
     h_features = [c for c in host.columns if c != "id"]
-    src = guest.loc[in_source, g_features].set_axis(_BREAST_SOURCE_FEATURES, axis=1)
-    src.insert(0, "id", ids[in_source])
-    src["y"] = labels[in_source]
-    tgt = host.loc[in_target, h_features].set_axis(_BREAST_TARGET_FEATURES, axis=1)
-    tgt.insert(0, "id", ids[in_target])
-
-    source = Party("hospital", src.reset_index(drop=True), id_column="id", label_column="y")
-    target = Party("lab", tgt.reset_index(drop=True), id_column="id")
-    target_labels = pd.Series(
-        labels[in_target], index=pd.Index(ids[in_target], name="id"), name="y"
-    )
     descr = (
         "Breast cancer (Wisconsin diagnostic), transfer-learning split (derived from FATE's "
         "breast_hetero_guest.csv and breast_hetero_host.csv).\n\n"
@@ -335,14 +339,14 @@ def load_breast_transfer(
         "scoring only; a real target has no labels.\n\n"
         f"Source: {_CITATION_BREAST}"
     )
-    return _bunch(
-        source=source,
-        target=target,
-        target_labels=target_labels,
-        overlap_ids=ids[shared],
-        source_only_ids=ids[source_only],
-        target_only_ids=ids[in_target & ~shared],
-        source_features=_BREAST_SOURCE_FEATURES,
-        target_features=_BREAST_TARGET_FEATURES,
+    return _transfer_pair(
+        ("hospital", "lab"),
+        ids=ids,
+        labels=labels,
+        shared=shared,
+        in_source=in_source,
+        in_target=in_target,
+        source_features=guest.loc[in_source, g_features].set_axis(_BREAST_SOURCE_FEATURES, axis=1),
+        target_features=host.loc[in_target, h_features].set_axis(_BREAST_TARGET_FEATURES, axis=1),
         descr=descr,
     )

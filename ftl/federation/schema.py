@@ -37,8 +37,12 @@ from ftl.crypto.arrays import CiphertextArray, PlainArray
 from ftl.exceptions import MessageError, MissingFieldError
 
 __all__ = [
+    "ALIGNED_POSITIONS",
     "ALLOWED_DTYPES",
     "MAX_ROWS",
+    "PUBLIC_INT",
+    "PUBLIC_JSON",
+    "PUBLIC_STR",
     "SMALL_MESSAGE_BYTES",
     "FieldSpec",
     "Message",
@@ -92,6 +96,20 @@ class FieldSpec:
     dtypes: tuple[str, ...] = ()
     per_sample: bool = False
     max_len: int | None = None
+
+
+# The fields most protocols declare alike.
+#: A public integer: a count, a size, a slot width.
+PUBLIC_INT = FieldSpec("int", ValueKind.PUBLIC)
+#: A public string: the id of an alignment or a model, a party's name.
+PUBLIC_STR = FieldSpec("str", ValueKind.PUBLIC)
+#: Public JSON: parameters, public keys, feature names.
+PUBLIC_JSON = FieldSpec("json", ValueKind.PUBLIC)
+#: Which aligned rows a step uses: their positions in the alignment (which rows,
+#: never what they hold).
+ALIGNED_POSITIONS = FieldSpec(
+    "array", ValueKind.PUBLIC, ndim=1, dtypes=("int64",), max_len=MAX_ROWS
+)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,15 @@
 """Message types of the vertical logistic regression protocol (see docs/protocols)."""
 
+from ftl.federation.messages import (
+    ALIGNED_POSITIONS,
+    PUBLIC_INT,
+    PUBLIC_JSON,
+    PUBLIC_STR,
+    FieldSpec,
+    ValueKind,
+    register,
+)
 from ftl.federation.messages import MAX_ROWS as _MAX_ROWS
-from ftl.federation.messages import FieldSpec, ValueKind, register
 
 _PUBLIC = ValueKind.PUBLIC
 
@@ -9,56 +17,56 @@ _PUBLIC = ValueKind.PUBLIC
 OPEN = register(
     "lr.open",
     "Driver opens a host session: public training parameters and the guest's public key.",
-    params=FieldSpec("json", _PUBLIC),
-    public_keys=FieldSpec("json", _PUBLIC),
-    alignment=FieldSpec("str", _PUBLIC),
-    positions=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=_MAX_ROWS),
+    params=PUBLIC_JSON,
+    public_keys=PUBLIC_JSON,
+    alignment=PUBLIC_STR,
+    positions=ALIGNED_POSITIONS,
 )
 OPENED = register(
     "lr.opened",
     "Host's public key and feature count.",
-    public_key=FieldSpec("json", _PUBLIC),
-    n_features=FieldSpec("int", _PUBLIC),
+    public_key=PUBLIC_JSON,
+    n_features=PUBLIC_INT,
 )
 PEER_KEYS = register(
     "lr.peer_keys",
     "Public keys of all parties, so each can compute on the others' ciphertexts.",
-    public_keys=FieldSpec("json", _PUBLIC),
+    public_keys=PUBLIC_JSON,
 )
 BATCH = register(
     "lr.batch",
     "Which aligned rows (positions inside the training rows) form the next batch.",
-    batch=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=_MAX_ROWS),
+    batch=ALIGNED_POSITIONS,
 )
 CONTRIBUTION = register(
     "lr.contribution",
     "A party's per-sample columns of the residual (rows x pieces), under its own key.",
-    owner=FieldSpec("str", _PUBLIC),
+    owner=PUBLIC_STR,
     values=FieldSpec("encrypted", ValueKind.CIPHERTEXT, ndim=2, per_sample=True, max_len=_MAX_ROWS),
 )
 CROSS_TERM = register(
     "lr.cross_term",
     "sum_k (X_P * w_k).T @ [[c_Q,k]] + mask, packed `count` values per slot_bits-bit "
     "slots, under Q's key, for Q to decrypt.",
-    owner=FieldSpec("str", _PUBLIC),
-    requester=FieldSpec("str", _PUBLIC),
+    owner=PUBLIC_STR,
+    requester=PUBLIC_STR,
     values=FieldSpec("encrypted", ValueKind.MASKED, ndim=1, max_len=4_096),
-    slot_bits=FieldSpec("int", _PUBLIC),
-    count=FieldSpec("int", _PUBLIC),
+    slot_bits=PUBLIC_INT,
+    count=PUBLIC_INT,
 )
 MASKED_VALUES = register(
     "lr.masked_values",
     "Decrypted but still masked cross term, returned to the party that masked it.",
-    requester=FieldSpec("str", _PUBLIC),
+    requester=PUBLIC_STR,
     values=FieldSpec("bigints", ValueKind.MASKED, ndim=2, max_len=1),
 )
 UPDATE = register(
     "lr.update",
     "The masked cross terms a host asked for, one row per peer; owners[i] decrypted row i.",
-    owners=FieldSpec("json", _PUBLIC),
+    owners=PUBLIC_JSON,
     values=FieldSpec("bigints", ValueKind.MASKED, ndim=2, max_len=4_096),
 )
-EPOCH_END = register("lr.epoch_end", "Driver closes an epoch.", epoch=FieldSpec("int", _PUBLIC))
+EPOCH_END = register("lr.epoch_end", "Driver closes an epoch.", epoch=PUBLIC_INT)
 WEIGHT_CHANGE = register(
     "lr.weight_change",
     "Squared norms of a host's weight change over the epoch and of its weights (for tol).",
@@ -74,8 +82,8 @@ SLOPE = register(
 ACCEPT = register(
     "lr.accept",
     "lbfgs: the trial point is the new base point; keep its (s, y) pair or clear the memory.",
-    keep_pair=FieldSpec("int", _PUBLIC),
-    clear_memory=FieldSpec("int", _PUBLIC),
+    keep_pair=PUBLIC_INT,
+    clear_memory=PUBLIC_INT,
 )
 GRAM = register(
     "lr.gram",
@@ -95,8 +103,8 @@ LOSS_TERM = register(
     "verbose only: the epoch's log-loss terms on the host's ciphertexts, summed over all "
     "rows of the epoch under the host's key and masked, for the host to decrypt.",
     values=FieldSpec("encrypted", ValueKind.MASKED, ndim=1, max_len=1),
-    slot_bits=FieldSpec("int", _PUBLIC),
-    count=FieldSpec("int", _PUBLIC),
+    slot_bits=PUBLIC_INT,
+    count=PUBLIC_INT,
 )
 MASKED_LOSS = register(
     "lr.masked_loss",
@@ -107,23 +115,23 @@ MASKED_LOSS = register(
 FINISH = register(
     "lr.finish",
     "Training done: keep the weights as a model shard.",
-    model_id=FieldSpec("str", _PUBLIC),
+    model_id=PUBLIC_STR,
 )
 PREDICT_OPEN = register(
     "lr.predict_open",
     "Open a prediction session on a stored model shard for some aligned rows.",
-    model_id=FieldSpec("str", _PUBLIC),
-    public_keys=FieldSpec("json", _PUBLIC),
-    alignment=FieldSpec("str", _PUBLIC),
-    positions=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=_MAX_ROWS),
+    model_id=PUBLIC_STR,
+    public_keys=PUBLIC_JSON,
+    alignment=PUBLIC_STR,
+    positions=ALIGNED_POSITIONS,
 )
 MASKED_MARGIN = register(
     "lr.masked_margin",
     "Prediction: [[u_host + r]] under the host's key, r known only to the guest, "
     "`count` values packed in slot_bits-bit slots.",
     values=FieldSpec("encrypted", ValueKind.MASKED, ndim=1, per_sample=True, max_len=_MAX_ROWS),
-    slot_bits=FieldSpec("int", _PUBLIC),
-    count=FieldSpec("int", _PUBLIC),
+    slot_bits=PUBLIC_INT,
+    count=PUBLIC_INT,
 )
 MASKED_MARGIN_VALUES = register(
     "lr.masked_margin_values",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftl._docstrings import WRITTEN_FILE, fill_doc
 from ftl.data.party import DerivedParty
 from ftl.persistence._formats import (
     PARTY_FORMAT,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 _PARTY_KEYS = frozenset({"format", "version", "party", "estimator", "transformers", "models"})
 
 
+@fill_doc(written_file=WRITTEN_FILE)
 def export_party(party: Party, model: Any, path: PathLike) -> Path:
     """Write ``party``'s whole share of a fitted pipeline (or model) to one JSON file.
 
@@ -59,13 +61,7 @@ def export_party(party: Party, model: Any, path: PathLike) -> Path:
         The fitted pipeline (ftl.preprocessing steps, then the estimator) or a
         fitted estimator alone (of a registered protocol, such as
         :class:`~ftl.FederatedLogisticRegression`).
-    path : str or path-like
-        Where to write the file (replaced if it exists).
-
-    Returns
-    -------
-    pathlib.Path
-        The written path.
+    %(written_file)s
 
     Raises
     ------

@@ -11,12 +11,14 @@ from typing import Any
 
 from sklearn.pipeline import Pipeline
 
+from ftl._docstrings import WRITTEN_FILE, fill_doc
 from ftl.persistence._formats import MODEL_FORMAT, MODEL_VERSION, PIPELINE_FORMAT
 from ftl.persistence._json import PathLike, _peek_format, _read_json, _write_private_json
 from ftl.persistence._model import _model_document, _model_from_document
 from ftl.persistence._pipeline import _load_pipeline, _pipeline_document
 
 
+@fill_doc(written_file=WRITTEN_FILE)
 def save_model(clf: Any, path: PathLike) -> Path:
     """Save the driver's part of a fitted federated model as one JSON file.
 
@@ -49,13 +51,7 @@ def save_model(clf: Any, path: PathLike) -> Path:
     clf : estimator or Pipeline
         A model of a registered protocol (or a pipeline ending in one) fitted
         on a handle from :func:`ftl.align`.
-    path : str or path-like
-        Where to write the file (replaced if it exists).
-
-    Returns
-    -------
-    pathlib.Path
-        The written path.
+    %(written_file)s
 
     Raises
     ------

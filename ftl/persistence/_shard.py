@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftl._docstrings import WRITTEN_FILE, fill_doc
 from ftl.federation.protocols import RegistryError, ShardCodec, load_protocols, shard_codec
 from ftl.persistence._formats import SHARD_FORMAT, SHARD_VERSION
 from ftl.persistence._json import PathLike, _field, _read_json, _write_private_json
@@ -32,6 +33,7 @@ def _codec_of(kind: Any) -> ShardCodec | None:
         return None
 
 
+@fill_doc(written_file=WRITTEN_FILE)
 def export_shard(party: Party, model_id: str, path: PathLike) -> Path:
     """Write ``party``'s own shard of model ``model_id`` to a JSON file.
 
@@ -51,13 +53,7 @@ def export_shard(party: Party, model_id: str, path: PathLike) -> Path:
     model_id : str
         Id of the model (as the driver's estimator names it, e.g.
         ``clf.models_[k]["model_id"]``).
-    path : str or path-like
-        Where to write the file (replaced if it exists).
-
-    Returns
-    -------
-    pathlib.Path
-        The written path.
+    %(written_file)s
 
     Raises
     ------

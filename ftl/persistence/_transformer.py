@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ftl._docstrings import WRITTEN_FILE, fill_doc
 from ftl.persistence._formats import TRANSFORMER_FORMAT, TRANSFORMER_VERSION
 from ftl.persistence._json import (
     PathLike,
@@ -156,6 +157,7 @@ def _legacy_names(party: Party) -> list[str] | None:
     return getattr(getattr(party, "_transform", None), "legacy_names_out", None)
 
 
+@fill_doc(written_file=WRITTEN_FILE)
 def export_transformer(party: Party, transformer_id: str, path: PathLike) -> Path:
     """Write ``party``'s fitted transformer ``transformer_id`` to a JSON file.
 
@@ -176,13 +178,7 @@ def export_transformer(party: Party, transformer_id: str, path: PathLike) -> Pat
         pipeline: ``party.derive(first_id)``).
     transformer_id : str
         Its id (``step.transformer_id_`` of a fitted ftl.preprocessing step).
-    path : str or path-like
-        Where to write the file (replaced if it exists).
-
-    Returns
-    -------
-    pathlib.Path
-        The written path.
+    %(written_file)s
 
     Raises
     ------

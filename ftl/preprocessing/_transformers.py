@@ -14,6 +14,7 @@ from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils._set_output import _wrap_data_with_container
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
+from ftl._docstrings import fill_doc
 from ftl.data.handles import PartyRows, VerticalData
 from ftl.federation.channel import Channel
 from ftl.federation.transcript import Transcript
@@ -218,26 +219,28 @@ class _PartyTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         )
 
 
+#: The attributes every per-party transformer has (with a handle: at the parties).
 _HANDLE_ATTRIBUTES = """\
-    transformer_id_ : str
-        With a handle: the id under which every party keeps its fitted
-        transformer (the fitted statistics stay at the parties).
-    transformed_parties_ : list of str
-        With a handle: the parties that fitted a transformer.
-    party_names_ : list of str
-        With a handle: its parties (guest first).
-    party_feature_names_out_ : dict of str to list of str
-        With a handle: each party's output feature names (public metadata).
-    transcript_ : Transcript
-        With a handle: every message of fit and transform (public metadata only).
-    n_features_in_ : int
-        Number of features seen during fit (over all parties of a handle).
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features seen during fit (of a DataFrame, or of the handle)."""
+transformer_id_ : str
+    With a handle: the id under which every party keeps its fitted
+    transformer (the fitted statistics stay at the parties).
+transformed_parties_ : list of str
+    With a handle: the parties that fitted a transformer.
+party_names_ : list of str
+    With a handle: its parties (guest first).
+party_feature_names_out_ : dict of str to list of str
+    With a handle: each party's output feature names (public metadata).
+transcript_ : Transcript
+    With a handle: every message of fit and transform (public metadata only).
+n_features_in_ : int
+    Number of features seen during fit (over all parties of a handle).
+feature_names_in_ : ndarray of shape (`n_features_in_`,)
+    Names of the features seen during fit (of a DataFrame, or of the handle)."""
 
 
+@fill_doc(handle_attributes=_HANDLE_ATTRIBUTES)
 class FederatedStandardScaler(_PartyTransformer):
-    __doc__ = f"""Standardise features where they are: each party scales its own columns.
+    """Standardise features where they are: each party scales its own columns.
 
     Each party fits :class:`sklearn.preprocessing.StandardScaler` on its own rows
     of the handle it is given and keeps the means and variances; a transformed
@@ -264,7 +267,7 @@ class FederatedStandardScaler(_PartyTransformer):
         Plain arrays only.
     transformer_ : StandardScaler
         Plain arrays only: the fitted scikit-learn scaler.
-{_HANDLE_ATTRIBUTES}
+    %(handle_attributes)s
 
     See Also
     --------
@@ -300,8 +303,9 @@ class FederatedStandardScaler(_PartyTransformer):
         self.n_samples_seen_ = fitted.n_samples_seen_
 
 
+@fill_doc(handle_attributes=_HANDLE_ATTRIBUTES)
 class FederatedSimpleImputer(_PartyTransformer):
-    __doc__ = f"""Fill missing values where they are: each party imputes its own columns.
+    """Fill missing values where they are: each party imputes its own columns.
 
     Each party fits :class:`sklearn.impute.SimpleImputer` on its own rows of the
     handle (a party built with ``ftl.Party(..., allow_missing=True)`` may hold
@@ -312,7 +316,7 @@ class FederatedSimpleImputer(_PartyTransformer):
 
     Parameters
     ----------
-    strategy : {{"mean", "median", "most_frequent", "constant"}}, default="mean"
+    strategy : {"mean", "median", "most_frequent", "constant"}, default="mean"
         The statistic of each column's observed values that fills its gaps
         (``"constant"``: ``fill_value``).
     fill_value : float, str or None, default=None
@@ -324,7 +328,7 @@ class FederatedSimpleImputer(_PartyTransformer):
         Plain arrays only: the fill value of each feature.
     transformer_ : SimpleImputer
         Plain arrays only: the fitted scikit-learn imputer.
-{_HANDLE_ATTRIBUTES}
+    %(handle_attributes)s
 
     See Also
     --------
@@ -359,8 +363,9 @@ class FederatedSimpleImputer(_PartyTransformer):
         self.statistics_ = fitted.statistics_
 
 
+@fill_doc(handle_attributes=_HANDLE_ATTRIBUTES)
 class PerParty(_PartyTransformer):
-    __doc__ = f"""Run a scikit-learn transformer where the data is: at one party or at each.
+    """Run a scikit-learn transformer where the data is: at one party or at each.
 
     Each selected party fits its own copy of ``transformer`` on its own rows of
     the handle (optionally only on some of its columns; the others pass through
@@ -401,7 +406,7 @@ class PerParty(_PartyTransformer):
     transformer_ : transformer
         Plain arrays only: the fitted transformer (a
         :class:`~sklearn.compose.ColumnTransformer` when ``columns`` is given).
-{_HANDLE_ATTRIBUTES}
+    %(handle_attributes)s
 
     See Also
     --------

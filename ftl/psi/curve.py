@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import rbcl
 
+from ftl._docstrings import fill_doc
 from ftl.federation.messages import MessageError
 
 __all__ = [
@@ -86,6 +87,16 @@ _SCALAR_BYTES = rbcl.crypto_core_ristretto255_SCALARBYTES  # 32
 _MIN_PER_WORKER = 256
 # Chunks per thread in a parallel map (load balancing on a shared machine).
 _CHUNKS_PER_WORKER = 16
+
+# Parameters of the functions that check what a peer sent.
+_RECEIVED_POINTS = """\
+points : Any
+    The received value; must be a ``uint8`` array of shape ``(n, 32)``."""
+_WHAT_EXPECTED = """\
+what : str
+    Description used in error messages.
+expected : int, optional
+    Required number of points."""
 
 
 def _drop_rbcl_library_file() -> None:
@@ -307,17 +318,14 @@ def _refuse(what: str, ok: np.ndarray, canonical: np.ndarray) -> None:
     )
 
 
+@fill_doc(received_points=_RECEIVED_POINTS, what_expected=_WHAT_EXPECTED)
 def check_points(points: Any, what: str, expected: int | None = None) -> np.ndarray:
     """Validate points received from a peer.
 
     Parameters
     ----------
-    points : Any
-        The received value; must be a ``uint8`` array of shape ``(n, 32)``.
-    what : str
-        Description used in error messages.
-    expected : int, optional
-        Required number of points.
+    %(received_points)s
+    %(what_expected)s
 
     Returns
     -------
@@ -345,6 +353,7 @@ def check_points(points: Any, what: str, expected: int | None = None) -> np.ndar
     return points
 
 
+@fill_doc(received_points=_RECEIVED_POINTS, what_expected=_WHAT_EXPECTED)
 def check_and_blind(
     points: Any, scalar: bytes, what: str, expected: int | None = None
 ) -> np.ndarray:
@@ -361,14 +370,10 @@ def check_and_blind(
 
     Parameters
     ----------
-    points : Any
-        The received value; must be a ``uint8`` array of shape ``(n, 32)``.
+    %(received_points)s
     scalar : bytes
         A scalar from :func:`random_scalar` (never zero).
-    what : str
-        Description used in error messages.
-    expected : int, optional
-        Required number of points.
+    %(what_expected)s
 
     Returns
     -------

@@ -10,7 +10,12 @@ carries an id, a hash of an id or a local row number.
 
 from __future__ import annotations
 
-from ftl.federation.messages import FieldSpec, ValueKind, register
+from ftl.federation.messages import (
+    PUBLIC_INT,
+    FieldSpec,
+    ValueKind,
+    register,
+)
 
 __all__ = ["MAX_POINTS", "MAX_BATCH"]
 
@@ -22,22 +27,12 @@ MAX_BATCH = 5_000_000
 _PUBLIC = ValueKind.PUBLIC
 
 
-def _points() -> FieldSpec:
-    # (n, 32) uint8: one ristretto255 element encoding per row.
-    return FieldSpec(
-        "array", _PUBLIC, ndim=2, dtypes=("uint8",), per_sample=True, max_len=MAX_POINTS
-    )
-
-
-def _tags() -> FieldSpec:
-    # (n, 32) uint8: one SHA-256 tag of a doubly blinded point per row.
-    return FieldSpec(
-        "array", _PUBLIC, ndim=2, dtypes=("uint8",), per_sample=True, max_len=MAX_POINTS
-    )
-
-
-def _int() -> FieldSpec:
-    return FieldSpec("int", _PUBLIC)
+#: (n, 32) uint8: one ristretto255 element encoding per row.
+_POINTS = FieldSpec(
+    "array", _PUBLIC, ndim=2, dtypes=("uint8",), per_sample=True, max_len=MAX_POINTS
+)
+#: (n, 32) uint8 as well: one SHA-256 tag of a doubly blinded point per row.
+_TAGS = _POINTS
 
 
 def _str(max_len: int = 64) -> FieldSpec:
@@ -51,24 +46,24 @@ register(
         "aligned order, number of hosts, batch size)."
     ),
     salt=FieldSpec("bytes", _PUBLIC, max_len=64),
-    n_guest=_int(),
+    n_guest=PUBLIC_INT,
     mode=_str(),
     how=_str(),
     order=_str(),
-    n_hosts=_int(),
-    batch_size=_int(),
+    n_hosts=PUBLIC_INT,
+    batch_size=PUBLIC_INT,
 )
 register(
     "psi.opened",
     doc="Host -> guest: host set size and its public column names.",
-    n_rows=_int(),
+    n_rows=PUBLIC_INT,
     feature_names=FieldSpec("json", _PUBLIC, max_len=1_000_000),
 )
 register(
     "psi.guest_points",
     doc="Guest -> host: a batch of a*P(a) in the guest's secret order (stored only).",
-    start=_int(),
-    points=_points(),
+    start=PUBLIC_INT,
+    points=_POINTS,
 )
 register(
     "psi.guest_points_blinded",
@@ -77,26 +72,26 @@ register(
         "[start, stop), in the order the guest sent them; only after the host has "
         "every point and has checked its minimum intersection size."
     ),
-    start=_int(),
-    points=_points(),
+    start=PUBLIC_INT,
+    points=_POINTS,
 )
 register(
     "psi.fetch",
     doc="Guest -> host: request points [start, stop) of a host-side list.",
-    start=_int(),
-    stop=_int(),
+    start=PUBLIC_INT,
+    stop=PUBLIC_INT,
 )
 register(
     "psi.host_points",
     doc="Host -> guest: a batch of b*P(b) in the host's secret order.",
-    start=_int(),
-    points=_points(),
+    start=PUBLIC_INT,
+    points=_POINTS,
 )
 register(
     "psi.host_points_reblinded",
     doc="Guest -> host (default mode only): a*b*P(b) in the host's order.",
-    start=_int(),
-    points=_points(),
+    start=PUBLIC_INT,
+    points=_POINTS,
 )
 register(
     "psi.host_tags",
@@ -105,8 +100,8 @@ register(
         "all host points under one secret shuffle, so the host can count the "
         "intersection (and check its minimum) without learning which of its rows match."
     ),
-    start=_int(),
-    tags=_tags(),
+    start=PUBLIC_INT,
+    tags=_TAGS,
 )
 register(
     "psi.shuffled_doubles",
@@ -115,13 +110,13 @@ register(
         "shuffled; only after the host has every tag and has checked its minimum "
         "intersection size."
     ),
-    start=_int(),
-    points=_points(),
+    start=PUBLIC_INT,
+    points=_POINTS,
 )
 register(
     "psi.received",
     doc="Acknowledgement with the number of points received so far.",
-    count=_int(),
+    count=PUBLIC_INT,
 )
 register(
     "psi.assign",
@@ -130,11 +125,11 @@ register(
         "the aligned positions they occupy and the number of aligned rows."
     ),
     alignment_id=_str(),
-    points=_points(),
+    points=_POINTS,
     positions=FieldSpec(
         "array", _PUBLIC, ndim=1, dtypes=("int64",), per_sample=True, max_len=MAX_POINTS
     ),
-    n_rows=_int(),
+    n_rows=PUBLIC_INT,
 )
 register(
     "psi.commit",

@@ -10,7 +10,6 @@ from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_is_fitted,
     check_random_state,
@@ -18,9 +17,11 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ftl._docstrings import ENCRYPTION_PARAMETERS, N_JOBS_PARAMETER, fill_doc
 from ftl.crypto import packed
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
 from ftl.data.handles import PartyRows, VerticalData
+from ftl.data.labels import class_labels
 from ftl.data.simulate import simulate_federation
 from ftl.federation.channel import Channel
 from ftl.federation.transcript import Transcript
@@ -33,6 +34,7 @@ __all__ = ["FederatedTransferClassifier"]
 _FLAT = 0.98
 
 
+@fill_doc(encryption_parameters=ENCRYPTION_PARAMETERS, n_jobs_parameter=N_JOBS_PARAMETER)
 class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
     """Secure federated transfer learning to customers the labelled party never saw.
 
@@ -89,14 +91,8 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         Each party's own optimiser for its own weights.
     pretrain_epochs : int, default=30
         Epochs of the local pre-training of the hidden layers.
-    encryption : {"paillier"} or None, default="paillier"
-        ``None`` runs the same protocol in plaintext (fast tuning; never for real
-        data).
-    key_size : int, default=2048
-    insecure_for_tests : bool, default=False
-        Allow keys below 2048 bits (tests only).
-    n_jobs : int, default=None
-        joblib workers for encryption and encrypted products.
+    %(encryption_parameters)s
+    %(n_jobs_parameter)s
     random_state : int, RandomState instance or None, default=None
     verbose : bool, default=False
         Show a tqdm progress bar with the source-side loss and the weight change.
@@ -297,7 +293,7 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("X has 0 rows; at least 1 is required")
         if y.ndim != 1 or len(y) != len(handle):
             raise ValueError(f"y must be 1-d with {len(handle)} labels, got shape {y.shape}")
-        check_classification_targets(y)
+        class_labels(y, "FederatedTransferClassifier", "one prototype and score column per class")
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(

@@ -243,7 +243,7 @@ def test_transfer_classifier_runs_against_a_remote_target(certs_dir):
     # scoring rows by raw id is off unless the target's policy allows it (score_ids)
     host = Host(certs_dir, "lab", csv, PLAINTEXT_POLICY + "    score_ids = true\n").start()
     try:
-        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
+        remote = remote_lab(certs_dir, host)
         X, y = ftl.align(data.source, remote, how="left")
         clf = ftl.FederatedTransferClassifier(
             encryption=None, max_iter=3, pretrain_epochs=3, random_state=0
@@ -341,7 +341,7 @@ def test_the_pinned_server_name_can_be_set_per_party(certs_dir, lab):
 
 def test_policy_columns_protocols_plaintext_and_key_size(certs_dir, strict_lab, breast_parties):
     guest = breast_parties[0]
-    remote = ftl.RemoteParty("lab", strict_lab.address, tls=tls(certs_dir, "hospital"))
+    remote = remote_lab(certs_dir, strict_lab)
     assert remote.feature_names == ["x0", "x1", "x2", "x3", "x4"]  # the rest do not exist
     X, y = ftl.align(guest, remote)
     assert X.shape[1] == guest.n_features + 5
@@ -363,7 +363,7 @@ def test_min_intersection_stops_membership_probing(certs_dir, strict_lab, breast
         ids=guest.local_ids()[:5],
         labels=np.array([0, 1, 0, 1, 0]),
     )
-    remote = ftl.RemoteParty("lab", strict_lab.address, tls=tls(certs_dir, "hospital"))
+    remote = remote_lab(certs_dir, strict_lab)
     with pytest.raises(ftl.PolicyError, match="100"):
         ftl.align(few, remote)
 
@@ -382,13 +382,13 @@ def test_alignments_per_day_are_limited_and_survive_a_restart(certs_dir, breast_
     )
     host.start()
     try:
-        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
+        remote = remote_lab(certs_dir, host)
         ftl.align(guest, remote)
         with pytest.raises(ftl.PolicyError, match="alignment"):
             ftl.align(guest, remote)
         host.stop()
         host.start()
-        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
+        remote = remote_lab(certs_dir, host)
         with pytest.raises(ftl.PolicyError, match="alignment"):
             ftl.align(guest, remote)
     finally:
@@ -407,7 +407,7 @@ def test_killed_host_mid_fit_gives_clean_error_and_restarted_host_serves(certs_d
     )
     host.start()
     try:
-        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"), timeout=30)
+        remote = remote_lab(certs_dir, host, timeout=30)
         X, y = ftl.align(guest, remote)
         killer = threading.Timer(1.5, host.kill)
         killer.start()
@@ -417,12 +417,21 @@ def test_killed_host_mid_fit_gives_clean_error_and_restarted_host_serves(certs_d
         assert time.perf_counter() - t0 < 30
         killer.join()
         host.start()  # a fresh process: alignments are gone, the next fit aligns again
-        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
+        remote = remote_lab(certs_dir, host)
         X, y = ftl.align(guest, remote)
         clf = ftl.FederatedLogisticRegression(encryption=None, max_iter=3).fit(X, y)
         assert clf.score(X, y) > 0.9
     finally:
         host.stop()
+
+
+def scores_after_a_restart(certs_dir, host, guest, path):
+    """Restart ``host``, re-align with it and reload the driver's file ``path``: the
+    reloaded model's scores of the first 20 rows (by id)."""
+    host.stop()
+    host.start()
+    X, _ = ftl.align(guest, remote_lab(certs_dir, host), order="id")
+    return ftl.load_model(path).decision_function(X[:20])
 
 
 def host_keeping_models(certs_dir, tmp_path, config_name: str) -> Host:
@@ -442,19 +451,15 @@ def test_host_keeps_model_shards_across_a_restart(certs_dir, breast_parties, tmp
     guest = breast_parties[0]
     host = host_keeping_models(certs_dir, tmp_path, "models-lab")
     try:
-        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
+        remote = remote_lab(certs_dir, host)
         X, y = ftl.align(guest, remote, order="id")
         clf = ftl.FederatedLogisticRegression(random_state=0, max_iter=3, **SMALL_KEY).fit(X, y)
         before = clf.decision_function(X[:20])
         ftl.save_model(clf, tmp_path / "hospital.json")
         shard = tmp_path / "models" / "hospital" / f"{clf.models_[0]['model_id']}.json"
         assert shard.exists() and shard.stat().st_mode & 0o077 == 0
-        host.stop()
-        host.start()
-        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
-        X2, _ = ftl.align(guest, remote, order="id")
-        reloaded = ftl.load_model(tmp_path / "hospital.json")
-        np.testing.assert_allclose(reloaded.decision_function(X2[:20]), before, atol=1e-6)
+        after = scores_after_a_restart(certs_dir, host, guest, tmp_path / "hospital.json")
+        np.testing.assert_allclose(after, before, atol=1e-6)
     finally:
         host.stop()
 
@@ -464,7 +469,7 @@ def test_remote_fit_on_default_2048_bit_keys_under_a_strict_policy(
     certs_dir, strict_lab, breast_parties
 ):
     guest = breast_parties[0]
-    remote = ftl.RemoteParty("lab", strict_lab.address, tls=tls(certs_dir, "hospital"))
+    remote = remote_lab(certs_dir, strict_lab)
     X, y = ftl.align(guest, remote)
     clf = ftl.FederatedLogisticRegression(max_iter=2, random_state=0).fit(X, y)
     assert clf.score(X, y) > 0.9
@@ -484,19 +489,15 @@ def test_host_keeps_a_pipeline_model_and_its_transformer_across_a_restart(
     guest = breast_parties[0]
     host = host_keeping_models(certs_dir, tmp_path, "pipeline-lab")
     try:
-        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
+        remote = remote_lab(certs_dir, host)
         X, y = ftl.align(guest, remote, order="id")
         pipe = make_pipeline(
             ftl.preprocessing.FederatedStandardScaler(),
             ftl.FederatedLogisticRegression(encryption=None, random_state=0, max_iter=3),
         ).fit(X, y)
         before = pipe.decision_function(X[:20])
-        ftl.save_model(pipe, tmp_path / "hospital-pipeline.json")
-        host.stop()
-        host.start()
-        remote = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
-        X2, _ = ftl.align(guest, remote, order="id")
-        reloaded = ftl.load_model(tmp_path / "hospital-pipeline.json")
-        np.testing.assert_allclose(reloaded.decision_function(X2[:20]), before, atol=1e-9)
+        path = ftl.save_model(pipe, tmp_path / "hospital-pipeline.json")
+        after = scores_after_a_restart(certs_dir, host, guest, path)
+        np.testing.assert_allclose(after, before, atol=1e-9)
     finally:
         host.stop()

@@ -266,36 +266,14 @@ def test_bad_host(tmp_path):
         make_certificates(tmp_path, ["a"], hosts=["localhost", ""])
 
 
-def test_load_identity_rejects_certificate_without_cn(tmp_path):
+def _self_signed(common_names, dns=None, organization=None):
+    """A self-signed certificate with these common names (and organisation) in its
+    subject and, when ``dns`` is given, these DNS alternative names."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no cn")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp_path / "x.crt"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    with pytest.raises(ValueError, match="common name"):
-        load_identity(str(path))
-
-
-@pytest.mark.parametrize("host", ["shop.ftl", "X.FTL", "a.b.ftl.", "*.ftl", "*.example.org", "*"])
-def test_hosts_that_could_name_a_party_are_refused(tmp_path, host):
-    with pytest.raises(ValueError, match="reserved for party identities|wildcards"):
-        make_certificates(tmp_path, ["a"], hosts=[host])
-    assert not any(tmp_path.iterdir())
-
-
-def _self_signed(common_names, dns=None):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in common_names])
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in common_names]
+    if organization is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    name = x509.Name(attributes)
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
@@ -311,6 +289,21 @@ def _self_signed(common_names, dns=None):
             x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False
         )
     return builder.sign(key, hashes.SHA256())
+
+
+def test_load_identity_rejects_certificate_without_cn(tmp_path):
+    cert = _self_signed([], organization="no cn")
+    path = tmp_path / "x.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(ValueError, match="common name"):
+        load_identity(str(path))
+
+
+@pytest.mark.parametrize("host", ["shop.ftl", "X.FTL", "a.b.ftl.", "*.ftl", "*.example.org", "*"])
+def test_hosts_that_could_name_a_party_are_refused(tmp_path, host):
+    with pytest.raises(ValueError, match="reserved for party identities|wildcards"):
+        make_certificates(tmp_path, ["a"], hosts=[host])
+    assert not any(tmp_path.iterdir())
 
 
 def test_certificate_identity_is_the_one_common_name(tmp_path):
@@ -396,54 +389,59 @@ def tls_server(tmp_path):
         server.stop(None)
 
 
-def _echo(port, creds, payload=b"ping"):
+def _credentials(ca, client=None):
+    """Channel credentials trusting the CA certificate file ``ca``; with ``client`` (a
+    :class:`CertificatePaths`) presenting its certificate and key."""
+    import grpc
+
+    if client is None:
+        return grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes(),
+        private_key=client.key.read_bytes(),
+        certificate_chain=client.cert.read_bytes(),
+    )
+
+
+def _echo(port, creds, server_name=None):
     import grpc
 
     # A private subchannel pool keeps one test's TLS connection from serving another.
     options = [("grpc.use_local_subchannel_pool", 1)]
+    if server_name is not None:
+        options.append(("grpc.ssl_target_name_override", server_name))
     with grpc.secure_channel(f"localhost:{port}", creds, options=options) as channel:
-        return channel.unary_unary("/t.T/Echo")(payload, timeout=10)
+        return channel.unary_unary("/t.T/Echo")(b"ping", timeout=10)
+
+
+def _handshake_fails(port, creds, server_name=None):
+    """Whether the echo fails as a failed TLS handshake does (the server never runs it)."""
+    import grpc
+
+    with pytest.raises(grpc.RpcError) as err:
+        _echo(port, creds, server_name)
+    return err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_grpc_mutual_tls_identifies_client_by_common_name(tls_server):
-    import grpc
-
     port, paths, seen = tls_server
     bank = paths["bank"]
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=bank.ca.read_bytes(),
-        private_key=bank.key.read_bytes(),
-        certificate_chain=bank.cert.read_bytes(),
-    )
-    assert _echo(port, creds) == b"ping"
+    assert _echo(port, _credentials(bank.ca, bank)) == b"ping"
     assert seen == [[b"bank"]]
 
 
 def test_grpc_rejects_client_without_certificate(tls_server):
-    import grpc
-
     port, paths, seen = tls_server
-    creds = grpc.ssl_channel_credentials(root_certificates=paths["bank"].ca.read_bytes())
-    with pytest.raises(grpc.RpcError) as err:
-        _echo(port, creds)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert _handshake_fails(port, _credentials(paths["bank"].ca))
     assert seen == []
 
 
 def test_grpc_rejects_client_certificate_from_another_ca(tls_server, tmp_path):
-    import grpc
-
     port, paths, seen = tls_server
     # Same party name and same CA common name, but a different CA key.
     rogue = make_certificates(tmp_path / "b", ["bank"])["bank"]
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=paths["bank"].ca.read_bytes(),  # the client does trust the server
-        private_key=rogue.key.read_bytes(),
-        certificate_chain=rogue.cert.read_bytes(),
-    )
-    with pytest.raises(grpc.RpcError) as err:
-        _echo(port, creds)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    # the client does trust the server
+    assert _handshake_fails(port, _credentials(paths["bank"].ca, rogue))
     assert seen == []
 
 
@@ -452,38 +450,18 @@ def test_grpc_client_rejects_server_from_another_ca(tls_server, tmp_path):
 
     port, paths, seen = tls_server
     other_ca = make_certificates(tmp_path / "c", ["bank"])["bank"].ca
-    bank = paths["bank"]
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=other_ca.read_bytes(),
-        private_key=bank.key.read_bytes(),
-        certificate_chain=bank.cert.read_bytes(),
-    )
     with pytest.raises(grpc.RpcError):
-        _echo(port, creds)
+        _echo(port, _credentials(other_ca, paths["bank"]))
     assert seen == []
 
 
 def test_grpc_pins_the_server_to_its_party_name(tls_server):
     """TLS itself checks the party name: the bank reaches the insurer only as the
     insurer, and another party's name fails the handshake (the echo never runs)."""
-    import grpc
-
     port, paths, seen = tls_server
     bank = paths["bank"]
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=bank.ca.read_bytes(),
-        private_key=bank.key.read_bytes(),
-        certificate_chain=bank.cert.read_bytes(),
-    )
-
-    def echo_as(name):
-        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.ssl_target_name_override", name)]
-        with grpc.secure_channel(f"localhost:{port}", creds, options=options) as channel:
-            return channel.unary_unary("/t.T/Echo")(b"ping", timeout=10)
-
-    assert echo_as(party_server_name("insurer")) == b"ping"
+    creds = _credentials(bank.ca, bank)
+    assert _echo(port, creds, party_server_name("insurer")) == b"ping"
     for other in (party_server_name("bank"), "insurer", "ftl"):
-        with pytest.raises(grpc.RpcError) as err:
-            echo_as(other)
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert _handshake_fails(port, creds, other)
     assert seen == [[b"bank"]]

@@ -18,93 +18,40 @@ from hypothesis import strategies as st
 
 import ftl
 from ftl.federation import Message, encode
-from ftl.federation.certs import make_certificates
 from ftl.federation.config import load_config
 from ftl.federation.policy import PeerRule, Policy, PolicyError
 from ftl.federation.server import PartyServer
-from ftl.federation.wire import CHUNK_BYTES, import_grpc
-
-pytest.importorskip("grpc")
-grpc = import_grpc()
+from ftl.federation.wire import CHUNK_BYTES
+from tests.security._serving import (
+    RawClient,
+    grpc,
+    make_certs,
+    metadata,
+    outcome,
+    psi_open,
+    start_server,
+    tls_for,
+)
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("serve") / "certs"
-    make_certificates(out, ["bank", "shop", "eve"])
-    return out
-
-
-def tls_for(certs, name):
-    return ftl.TLSConfig(ca=certs / "ca.crt", cert=certs / f"{name}.crt", key=certs / f"{name}.key")
-
-
-def shop_party(n=300):
-    rng = np.random.default_rng(0)
-    return ftl.Party(
-        "shop", rng.normal(size=(n, 3)), ids=np.arange(n), feature_names=["a", "b", "c"]
-    )
+    return make_certs(tmp_path_factory.mktemp("serve") / "certs")
 
 
 @pytest.fixture
 def served(certs):
-    """A fresh in-process server for the shop, and a factory of clients."""
-    policy = Policy(
-        peers={"bank": PeerRule("bank")},
-        min_key_size=512,
-        allow_plaintext=True,
-        min_intersection=0,
-    )
-    server = PartyServer(shop_party(), policy, max_message_bytes=4 << 20, session_ttl=60)
-    grpc_server, port = server.start("127.0.0.1:0", tls_for(certs, "shop"))
-    address = f"localhost:{port}"
+    """A fresh in-process server for the shop, and its address."""
+    server, grpc_server, address = start_server(certs, max_message_bytes=4 << 20, session_ttl=60)
     yield server, address
     grpc_server.stop(0)
 
 
-def psi_open(n_guest=50, batch_size=1000) -> bytes:
-    return encode(
-        Message(
-            "psi.open",
-            {
-                "salt": bytes(32),
-                "n_guest": n_guest,
-                "mode": "full",
-                "how": "inner",
-                "order": "blinded",
-                "n_hosts": 1,
-                "batch_size": batch_size,
-            },
-        )
-    )
-
-
-class RawClient:
-    """Sends hand-made requests, metadata included, to the ``Call`` method."""
-
-    def __init__(self, certs, address, name="bank"):
-        self.channel = grpc.secure_channel(address, tls_for(certs, name).channel_credentials())
-        self.call = self.channel.stream_stream("/ftl.Party/Call")
-
-    def send(self, payload: bytes, *, session="a" * 32, op="psi.host.open", seq=0, **override):
-        meta = {
-            "ftl-session": session,
-            "ftl-op": op,
-            "ftl-seq": str(seq),
-            "ftl-path": "",
-            "ftl-length": str(len(payload)),
-            "ftl-digest": hashlib.sha256(payload).hexdigest(),
-            **override,
-        }
-        pieces = [payload[i : i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)]
-        return b"".join(self.call(iter(pieces or [b""]), metadata=list(meta.items()), timeout=20))
-
-
 def status(call) -> tuple:
-    with pytest.raises(grpc.RpcError) as err:
-        call()
-    trailer = dict(err.value.trailing_metadata() or ()).get("ftl-error")
-    return err.value.code(), trailer, err.value.details()
+    """(status code, ``ftl-error`` trailer, details) of a call that must be refused."""
+    refused = outcome(call)
+    assert refused[0] != grpc.StatusCode.OK, "the call was accepted"
+    return refused
 
 
 def test_replayed_and_out_of_order_requests_are_refused_without_state_change(certs, served):
@@ -168,15 +115,7 @@ def test_malformed_metadata_is_refused_before_the_payload_is_read(certs, served,
     server, address = served
     client = RawClient(certs, address)
     payload = psi_open()
-    valid = {
-        "ftl-session": "b" * 32,
-        "ftl-op": "psi.host.open",
-        "ftl-seq": "0",
-        "ftl-length": str(len(payload)),
-        "ftl-digest": hashlib.sha256(payload).hexdigest(),
-        "ftl-path": "",
-    }
-    if value == valid[key]:
+    if value == dict(metadata(payload, session="c" * 32))[key]:
         return
     try:
         client.send(payload, session="c" * 32, **{key: value})
@@ -232,11 +171,9 @@ def test_large_messages_stream_in_chunks(certs, served):
 
 
 def test_idle_sessions_expire_and_free_their_state(certs):
-    policy = Policy(peers={"bank": PeerRule("bank")}, allow_plaintext=True, min_intersection=0)
-    server = PartyServer(shop_party(), policy, session_ttl=0.3)
-    grpc_server, port = server.start("127.0.0.1:0", tls_for(certs, "shop"))
+    server, grpc_server, address = start_server(certs, session_ttl=0.3)
     try:
-        client = RawClient(certs, f"localhost:{port}")
+        client = RawClient(certs, address)
         client.send(psi_open())
         assert server.role_states() == 1
         time.sleep(0.5)
@@ -250,11 +187,9 @@ def test_idle_sessions_expire_and_free_their_state(certs):
 
 
 def test_sessions_per_peer_are_limited(certs):
-    policy = Policy(peers={"bank": PeerRule("bank")}, allow_plaintext=True, min_intersection=0)
-    server = PartyServer(shop_party(), policy, max_sessions_per_peer=2)
-    grpc_server, port = server.start("127.0.0.1:0", tls_for(certs, "shop"))
+    server, grpc_server, address = start_server(certs, max_sessions_per_peer=2)
     try:
-        client = RawClient(certs, f"localhost:{port}")
+        client = RawClient(certs, address)
         client.send(psi_open(), session="1" * 32)
         client.send(psi_open(), session="2" * 32)
         code, trailer, details = status(lambda: client.send(psi_open(), session="3" * 32))

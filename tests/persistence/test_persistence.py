@@ -16,6 +16,11 @@ from ftl.federation.json_forms import key_from_json as _key_from_json
 from ftl.federation.json_forms import key_to_json as _key_to_json
 from ftl.persistence import MODEL_VERSION, SHARD_VERSION
 from tests.conftest import SMALL_KEY, aligned_by_id
+from tests.persistence._round_trip import (
+    assert_each_change_refused,
+    assert_same_scores,
+    rewrite,
+)
 
 FAST = dict(max_iter=3, random_state=0)
 
@@ -62,11 +67,7 @@ def test_round_trip_identical_predictions(tmp_path, params):
     assert imported == [m["model_id"] for m in clf.models_]
     assert host2.model_ids() == imported
     np.testing.assert_array_equal(X2.ids, X.ids)
-    got = clf2.predict_proba(X2)
-    if params.get("encryption", "paillier") is None:
-        np.testing.assert_array_equal(got, expected)
-    else:
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    assert_same_scores(clf2.predict_proba(X2), expected, params, atol=1e-9)
     np.testing.assert_array_equal(clf2.predict(X2), clf.predict(X))
 
     # the fitted attributes and parameters came back exactly
@@ -156,30 +157,28 @@ def test_multiclass_and_string_labels_round_trip(tmp_path):
     np.testing.assert_array_equal(clf2.predict_proba(X2), expected)
 
 
+def _assert_other_versions_and_formats_refused(save_driver_file, export_shard, party):
+    """A driver's file and a shard file (each written afresh by the given function) of
+    another version are refused, naming both versions, and so is each given to the
+    other's reader, naming both formats; ``party`` imports the shards."""
+    with pytest.raises(ValueError, match=r"version 99.*reads only version 1"):
+        ftl.load_model(rewrite(save_driver_file(), lambda d: d.update(version=99)))
+    with pytest.raises(ValueError, match=r"version 0.*reads only version 1"):
+        party.import_model(rewrite(export_shard(), lambda d: d.update(version=0)))
+    with pytest.raises(ValueError, match=r"'ftl-model-shard', expected 'ftl-model'"):
+        ftl.load_model(export_shard())
+    with pytest.raises(ValueError, match=r"'ftl-model', expected 'ftl-model-shard'"):
+        party.import_model(save_driver_file())
+
+
 def test_version_and_format_mismatch(tmp_path):
     clf, _, host = _fit(dict(encryption=None, **FAST))
-    guest_file, (shard_file,) = _save_all(clf, host, tmp_path)
-
-    doc = json.loads(guest_file.read_text())
-    doc["version"] = 99
-    guest_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match=r"version 99.*reads only version 1"):
-        ftl.load_model(guest_file)
-
-    doc = json.loads(shard_file.read_text())
-    doc["version"] = 0
-    shard_file.write_text(json.dumps(doc))
     _, fresh_host = ftl.datasets.load_breast_cancer()
-    with pytest.raises(ValueError, match=r"version 0.*reads only version 1"):
-        fresh_host.import_model(shard_file)
-
-    # a shard given to load_model (and vice versa) names both formats
-    _, (shard_file,) = _save_all(clf, host, tmp_path)
-    with pytest.raises(ValueError, match=r"'ftl-model-shard', expected 'ftl-model'"):
-        ftl.load_model(shard_file)
-    guest_file = ftl.save_model(clf, tmp_path / "guest.json")
-    with pytest.raises(ValueError, match=r"'ftl-model', expected 'ftl-model-shard'"):
-        fresh_host.import_model(guest_file)
+    _assert_other_versions_and_formats_refused(
+        lambda: ftl.save_model(clf, tmp_path / "guest.json"),
+        lambda: host.export_model(clf.models_[0]["model_id"], tmp_path / "lab-0.json"),
+        fresh_host,
+    )
 
 
 def test_corrupted_files(tmp_path):
@@ -197,37 +196,29 @@ def test_corrupted_files(tmp_path):
     with pytest.raises(ValueError, match="expected a JSON object"):
         ftl.load_model(guest_file)
 
-    doc = json.loads(text)
-    doc["attributes"]["coef_"]["data"] = doc["attributes"]["coef_"]["data"][:-1]
-    guest_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="coef_"):
-        ftl.load_model(guest_file)
-    doc = json.loads(text)
-    del doc["attributes"]["models_"]
-    guest_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="corrupted"):
-        ftl.load_model(guest_file)
-    doc = json.loads(text)
-    doc["estimator"] = "os.system"
-    guest_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="unknown estimator"):
-        ftl.load_model(guest_file)
-    doc = json.loads(text)
-    doc["params"]["C"] = -1
-    guest_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="invalid parameters"):
-        ftl.load_model(guest_file)
+    guest_file.write_text(text)
+    assert_each_change_refused(
+        guest_file,
+        ftl.load_model,
+        [
+            (lambda d: d["attributes"]["coef_"]["data"].pop(), "coef_"),
+            (lambda d: d["attributes"].pop("models_"), "corrupted"),
+            (lambda d: d.update(estimator="os.system"), "unknown estimator"),
+            (lambda d: d["params"].update(C=-1), "invalid parameters"),
+        ],
+    )
 
     _, fresh_host = ftl.datasets.load_breast_cancer()
     shard_text = shard_file.read_text()
     shard_file.write_text(shard_text[:-10])
     with pytest.raises(ValueError, match="corrupted JSON"):
         fresh_host.import_model(shard_file)
-    doc = json.loads(shard_text)
-    doc["coef"]["data"][0] = "not a number"
-    shard_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="coef"):
-        fresh_host.import_model(shard_file)
+    shard_file.write_text(shard_text)
+    assert_each_change_refused(
+        shard_file,
+        fresh_host.import_model,
+        [(lambda d: d["coef"]["data"].__setitem__(0, "not a number"), "coef")],
+    )
     assert fresh_host.model_ids() == []
 
 
@@ -363,11 +354,7 @@ def test_transfer_round_trip_identical_predictions(tmp_path, params):
     assert fresh.target.model_ids() == [clf.model_id_]
     clf2 = ftl.load_model(source_file, estimator=ftl.FederatedTransferClassifier)
     assert type(clf2) is ftl.FederatedTransferClassifier
-    got = clf2.predict_proba(fresh.target.select(ids))
-    if params.get("encryption", "paillier") is None:
-        np.testing.assert_array_equal(got, expected)
-    else:
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    assert_same_scores(clf2.predict_proba(fresh.target.select(ids)), expected, params, atol=1e-9)
     np.testing.assert_array_equal(
         clf2.predict(fresh.target.select(ids)), clf.predict(target.select(ids))
     )
@@ -465,30 +452,14 @@ def test_transfer_version_and_estimator_mismatch(tmp_path):
     with pytest.raises(ValueError, match="logistic-regression attributes in a transfer file"):
         ftl.load_model(lr_file)
 
-    # versions
-    source_file = ftl.save_model(clf, tmp_path / "source.json")
-    doc = json.loads(source_file.read_text())
-    doc["version"] = 99
-    source_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match=r"version 99.*reads only version 1"):
-        ftl.load_model(source_file)
-    doc = json.loads(shard_file.read_text())
-    doc["version"] = 0
-    shard_file.write_text(json.dumps(doc))
     fresh = ftl.datasets.load_breast_transfer()
-    with pytest.raises(ValueError, match=r"version 0.*reads only version 1"):
-        fresh.target.import_model(shard_file)
-    # a shard given to load_model, and a model file given to import_model
-    shard_file = target.export_model(clf.model_id_, tmp_path / "target.json")
-    with pytest.raises(ValueError, match=r"'ftl-model-shard', expected 'ftl-model'"):
-        ftl.load_model(shard_file)
-    source_file = ftl.save_model(clf, tmp_path / "source.json")
-    with pytest.raises(ValueError, match=r"'ftl-model', expected 'ftl-model-shard'"):
-        fresh.target.import_model(source_file)
+    _assert_other_versions_and_formats_refused(
+        lambda: ftl.save_model(clf, tmp_path / "source.json"),
+        lambda: target.export_model(clf.model_id_, tmp_path / "target.json"),
+        fresh.target,
+    )
     # a transfer shard that claims to be a logistic-regression host's
-    doc = json.loads(shard_file.read_text())
-    doc["role"] = "host"
-    shard_file.write_text(json.dumps(doc))
+    rewrite(shard_file, lambda d: d.update(role="host"))
     with pytest.raises(ValueError, match="role 'host' in a shard of kind 'ftl.target'"):
         fresh.target.import_model(shard_file)
     assert fresh.target.model_ids() == []
@@ -497,46 +468,37 @@ def test_transfer_version_and_estimator_mismatch(tmp_path):
 def test_transfer_corrupted_or_mismatched_files(tmp_path):
     clf, target, _ = _fit_transfer(encryption=None)
     source_file, shard_file = _save_transfer(clf, target, tmp_path)
-    text, shard_text = source_file.read_text(), shard_file.read_text()
+    shard_text = shard_file.read_text()
 
-    doc = json.loads(text)
-    doc["attributes"]["prototypes_"]["shape"] = [1, 3]
-    doc["attributes"]["prototypes_"]["data"] = doc["attributes"]["prototypes_"]["data"][:3]
-    source_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="do not fit together"):
-        ftl.load_model(source_file)
-    doc = json.loads(text)
-    doc["params"]["hidden_layer_sizes"] = [5]
-    source_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="do not fit together"):
-        ftl.load_model(source_file)
-    doc = json.loads(text)
-    doc["attributes"]["n_iter_"] = [2]
-    source_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="n_iter_"):
-        ftl.load_model(source_file)
-    doc = json.loads(text)
-    del doc["attributes"]["source_model"]
-    source_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="corrupted"):
-        ftl.load_model(source_file)
+    def three_prototype_values(doc):
+        prototypes = doc["attributes"]["prototypes_"]
+        prototypes.update(shape=[1, 3], data=prototypes["data"][:3])
+
+    assert_each_change_refused(
+        source_file,
+        ftl.load_model,
+        [
+            (three_prototype_values, "do not fit together"),
+            (lambda d: d["params"].update(hidden_layer_sizes=[5]), "do not fit together"),
+            (lambda d: d["attributes"].update(n_iter_=[2]), "n_iter_"),
+            (lambda d: d["attributes"].pop("source_model"), "corrupted"),
+        ],
+    )
 
     fresh = ftl.datasets.load_breast_transfer()
-    doc = json.loads(shard_text)
-    doc["output"]["shape"] = [5, 4]  # 20 values, but not (n_components, hidden + 1)
-    shard_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="output layer has shape"):
-        fresh.target.import_model(shard_file)
-    doc = json.loads(shard_text)
-    doc["hidden"]["activation"] = "os.system"
-    shard_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="activation"):
-        fresh.target.import_model(shard_file)
-    doc = json.loads(shard_text)
-    doc["own_key"] = {"scheme": "plain"}
-    shard_file.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="exactly hidden, output, has_hidden"):
-        fresh.target.import_model(shard_file)
+    assert_each_change_refused(
+        shard_file,
+        fresh.target.import_model,
+        [
+            # 20 values, but not (n_components, hidden + 1)
+            (lambda d: d["output"].update(shape=[5, 4]), "output layer has shape"),
+            (lambda d: d["hidden"].update(activation="os.system"), "activation"),
+            (
+                lambda d: d.update(own_key={"scheme": "plain"}),
+                "exactly hidden, output, has_hidden",
+            ),
+        ],
+    )
     assert fresh.target.model_ids() == []
     # a shard of the right party name but other features
     shard_file.write_text(shard_text)

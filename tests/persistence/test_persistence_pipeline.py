@@ -12,220 +12,29 @@ import json
 import os
 import stat
 import sys
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import (
-    Binarizer,
-    FunctionTransformer,
-    KBinsDiscretizer,
-    MaxAbsScaler,
-    MinMaxScaler,
-    Normalizer,
-    OneHotEncoder,
-    OrdinalEncoder,
-    PolynomialFeatures,
-    PowerTransformer,
-    QuantileTransformer,
-    RobustScaler,
-    StandardScaler,
-)
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 import ftl
 from ftl.persistence import (
     PARTY_VERSION,
     PIPELINE_VERSION,
     TRANSFORMER_VERSION,
-    decode_transformer,
-    encode_transformer,
     export_party,
     import_party,
 )
-from ftl.preprocessing import (
-    ALLOWED_TRANSFORMERS,
-    FederatedSimpleImputer,
-    FederatedStandardScaler,
-    PerParty,
-)
+from ftl.preprocessing import FederatedSimpleImputer, FederatedStandardScaler, PerParty
 from ftl.preprocessing._spec import build_transformer, transformer_spec
 from ftl.preprocessing.party import FittedTransform
-from tests.conftest import SMALL_KEY
+from tests.conftest import SMALL_KEY, fit_transfer_pipeline
+from tests.persistence._round_trip import assert_same_scores, rewrite
 
 LR = dict(encryption=None, max_iter=5, random_state=0)
-
-
-# --------------------------------------------------------------------------- codec
-def _frame(n: int, seed: int, unseen: bool = False) -> pd.DataFrame:
-    """Two numeric columns (one strictly positive) and a categorical one (codes 1-4)."""
-    rng = np.random.default_rng(seed)
-    codes = rng.integers(1, 5, size=n).astype(float)
-    if unseen:
-        codes[:3] = 7.0  # a category never seen in fit
-    return pd.DataFrame({"a": rng.normal(size=n), "b": rng.gamma(2.0, size=n) + 0.1, "c": codes})
-
-
-#: (transformer, columns, gaps): one case per allowlisted class, with parameters that
-#: exercise its private fitted helpers, plus the forms a party builds with ``columns``
-CASES = {
-    "SimpleImputer": (SimpleImputer(strategy="median", add_indicator=True), None, True),
-    "Binarizer": (Binarizer(threshold=0.2), None, False),
-    "KBinsDiscretizer": (KBinsDiscretizer(n_bins=4, encode="onehot"), ["a", "b"], False),
-    "MaxAbsScaler": (MaxAbsScaler(), None, False),
-    "MinMaxScaler": (MinMaxScaler(feature_range=(-1, 1), clip=True), None, False),
-    "Normalizer": (Normalizer(norm="l1"), None, False),
-    "OneHotEncoder": (
-        OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=30, drop="first"),
-        ["c"],
-        False,
-    ),
-    "OrdinalEncoder": (
-        OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
-        ["c"],
-        False,
-    ),
-    "PolynomialFeatures": (PolynomialFeatures(degree=2, interaction_only=True), None, False),
-    "PowerTransformer": (PowerTransformer(method="box-cox"), ["b"], False),
-    "QuantileTransformer": (
-        QuantileTransformer(n_quantiles=50, output_distribution="normal"),
-        None,
-        False,
-    ),
-    "RobustScaler": (RobustScaler(quantile_range=(10.0, 90.0)), None, False),
-    "StandardScaler": (StandardScaler(), None, False),
-    # the same classes as a party holds them on all columns / with other options
-    "OneHotEncoder-dense-ignore": (
-        OneHotEncoder(sparse_output=False, handle_unknown="ignore"),
-        ["c"],
-        False,
-    ),
-    "KBinsDiscretizer-ordinal": (KBinsDiscretizer(n_bins=3, encode="ordinal"), None, False),
-    "PowerTransformer-yeo-johnson": (PowerTransformer(), None, False),
-    "SimpleImputer-constant": (SimpleImputer(strategy="constant", fill_value=-1.0), ["a"], True),
-}
-
-
-def test_cases_cover_the_allowlist():
-    covered = {type(t) for t, _, _ in CASES.values()}
-    assert covered == set(ALLOWED_TRANSFORMERS.values())
-
-
-def _fit_like_a_party(transformer, columns, gaps):
-    """Build from the JSON spec and fit on a DataFrame, as a party does (which names
-    the columns by position: the transformer sees placeholder column names)."""
-    data = _frame(200, 0)
-    if gaps:
-        data.loc[::9, "a"] = np.nan
-    if columns is not None:
-        columns = [list(data.columns).index(c) for c in columns]
-    built = build_transformer(transformer_spec(transformer, columns))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return FittedTransform.fit(built, data.to_numpy(), list(data.columns))
-
-
-@pytest.mark.filterwarnings("ignore:Found unknown categories:UserWarning")
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_codec_round_trip_is_bit_exact(case):
-    transformer, columns, gaps = CASES[case]
-    fitted = _fit_like_a_party(transformer, columns, gaps)
-
-    doc = encode_transformer(fitted.transformer)
-    text = json.dumps(doc, allow_nan=False)  # strict JSON: no NaN literals, no objects
-    for marker in ("pickle", "__reduce__", "py/object", "builtins"):
-        assert marker not in text
-    assert doc["probe"] is not None  # a check of the loaded copy is stored
-    back = decode_transformer(json.loads(text))
-
-    assert type(back) is type(fitted.transformer)
-    assert set(vars(back)) == set(vars(fitted.transformer))
-    assert list(back.get_feature_names_out()) == list(fitted.transformer.get_feature_names_out())
-    new = _frame(60, 1, unseen=case.startswith(("OneHot", "Ordinal")))
-    if gaps:
-        new.loc[::4, "a"] = np.nan
-    copy = FittedTransform(back, fitted.input_names, fitted.feature_names_out)
-    expected, got = fitted(new.to_numpy()), copy(new.to_numpy())
-    assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
-
-
-def test_codec_keeps_numpy_types_and_nested_helpers():
-    fitted = _fit_like_a_party(PowerTransformer(), None, False).transformer
-    back = decode_transformer(json.loads(json.dumps(encode_transformer(fitted))))
-    assert type(back._scaler) is StandardScaler  # a nested allowlisted estimator
-    np.testing.assert_array_equal(back._scaler.mean_, fitted._scaler.mean_)
-    assert type(back._scaler.n_samples_seen_) is type(fitted._scaler.n_samples_seen_)
-    encoder = _fit_like_a_party(*CASES["OneHotEncoder"]).transformer
-    back = decode_transformer(json.loads(json.dumps(encode_transformer(encoder))))
-    assert isinstance(back, ColumnTransformer)
-    inner, original = back.transformers_[0][1], encoder.transformers_[0][1]
-    assert inner.drop_idx_.dtype == original.drop_idx_.dtype == object
-    assert inner._infrequent_enabled is True
-    assert back.output_indices_ == encoder.output_indices_  # slices round-trip
-
-
-def _doc(case="PowerTransformer"):
-    fitted = _fit_like_a_party(*CASES[case])
-    return json.loads(json.dumps(encode_transformer(fitted.transformer)))
-
-
-def test_codec_refuses_classes_outside_the_allowlist():
-    with pytest.raises(ValueError, match="only allowlisted"):
-        encode_transformer(FunctionTransformer(np.log1p).fit(np.ones((3, 2))))
-    two = ColumnTransformer([("a", StandardScaler(), [0]), ("b", MinMaxScaler(), [1])])
-    with pytest.raises(ValueError, match="only a ColumnTransformer built by ftl"):
-        encode_transformer(two.fit(np.random.default_rng(0).normal(size=(5, 2))))
-
-    doc = _doc()  # a PowerTransformer on one column: a ColumnTransformer at the party
-    for name in ("sklearn.preprocessing.FunctionTransformer", "os.system", "builtins.eval"):
-        bad = json.loads(json.dumps(doc))
-        bad["spec"]["class"] = name
-        with pytest.raises(ValueError, match="only allowlisted"):
-            decode_transformer(bad)
-        bad = json.loads(json.dumps(doc))
-        fitted_inner = bad["state"]["transformers_"][0]["__tuple__"][1]
-        fitted_inner["__estimator__"]["class"] = name
-        with pytest.raises(ValueError, match="not an allowlisted transformer class"):
-            decode_transformer(bad)
-
-    # a nested estimator: the PowerTransformer's scaler, inside the ColumnTransformer
-    whole = _doc("PowerTransformer-yeo-johnson")
-    scaler = whole["state"]["_scaler"]["__estimator__"]
-    for name in ("sklearn.preprocessing.FunctionTransformer", "subprocess.Popen"):
-        scaler["class"] = name
-        with pytest.raises(ValueError, match="not an allowlisted transformer class"):
-            decode_transformer(whole)
-
-
-def test_codec_refuses_tampered_or_malformed_state():
-    doc = _doc("StandardScaler")
-    bad = json.loads(json.dumps(doc))
-    bad["state"]["mean_"]["__ndarray__"]["data"][0] += 1.0
-    with pytest.raises(ValueError, match="SHA-256 does not match"):
-        decode_transformer(bad)
-    bad = json.loads(json.dumps(doc))
-    bad["probe"]["output"]["__ndarray__"]["data"][0] += 1.0
-    with pytest.raises(ValueError, match="does not reproduce its saved output"):
-        decode_transformer(bad)
-    for key, value in [
-        ("transform", None),  # would shadow a method
-        ("__class__", None),
-        ("with_mean", False),  # a parameter
-        ("scale_", {"__call__": "os.system"}),  # not a tag
-        ("scale_", {"__ndarray__": {"dtype": "|V8", "shape": [1], "data": [0]}}),
-        ("scale_", {"__ndarray__": {"dtype": "<f8", "shape": [5], "data": [0.0]}}),
-        ("scale_", {"__dtype_type__": "|O"}),
-    ]:
-        bad = json.loads(json.dumps(doc))
-        bad["state"][key] = value
-        with pytest.raises(ValueError):
-            decode_transformer(bad)
-    with pytest.raises(ValueError, match="exactly the keys"):
-        decode_transformer({"spec": doc["spec"], "state": doc["state"]})
 
 
 # --------------------------------------------------------------------------- data
@@ -265,17 +74,24 @@ def _reload_everything(guest_file, files, parties):
     return ftl.load_model(guest_file), imported
 
 
+def _breast_pipeline(*transformers, params=LR, n_rows=None):
+    """``transformers`` then a logistic regression, fitted on the first ``n_rows``
+    (by id) of freshly loaded breast-cancer parties; the pipeline, the parties, X."""
+    guest, host = ftl.datasets.load_breast_cancer()
+    X, y = ftl.align(guest, host, order="id")
+    pipe = make_pipeline(*transformers, ftl.FederatedLogisticRegression(**params))
+    pipe.fit(X[:n_rows], y[:n_rows])
+    return pipe, (guest, host), X
+
+
 # --------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize(
     "params", [dict(LR), dict(max_iter=3, random_state=0, **SMALL_KEY)], ids=["plain", "paillier"]
 )
 def test_scaled_pipeline_round_trip(tmp_path, params):
-    guest, host = ftl.datasets.load_breast_cancer()
-    X, y = ftl.align(guest, host, order="id")
-    pipe = make_pipeline(FederatedStandardScaler(), ftl.FederatedLogisticRegression(**params))
-    pipe.fit(X[:300], y[:300])
+    pipe, parties, X = _breast_pipeline(FederatedStandardScaler(), params=params, n_rows=300)
     expected = pipe.decision_function(X)
-    guest_file, files = _save_everything(pipe, (guest, host), tmp_path)
+    guest_file, files = _save_everything(pipe, parties, tmp_path)
 
     guest2, host2 = ftl.datasets.load_breast_cancer()
     pipe2, imported = _reload_everything(guest_file, files, (guest2, host2))
@@ -291,11 +107,7 @@ def test_scaled_pipeline_round_trip(tmp_path, params):
 
     X2, _ = ftl.align(guest2, host2, order="id")
     np.testing.assert_array_equal(X2.ids, X.ids)
-    got = pipe2.decision_function(X2)
-    if params.get("encryption", "paillier") is None:
-        np.testing.assert_array_equal(got, expected)
-    else:
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert_same_scores(pipe2.decision_function(X2), expected, params, atol=1e-6)
     np.testing.assert_array_equal(pipe2.predict(X2), pipe.predict(X))
     # the reloaded guest file kept only public metadata of the scaler
     assert pipe2[0].party_feature_names_out_ == pipe[0].party_feature_names_out_
@@ -304,10 +116,7 @@ def test_scaled_pipeline_round_trip(tmp_path, params):
 
 
 def test_guest_pipeline_file_holds_no_statistic_of_any_party(tmp_path):
-    guest, host = ftl.datasets.load_breast_cancer()
-    X, y = ftl.align(guest, host, order="id")
-    pipe = make_pipeline(FederatedStandardScaler(), ftl.FederatedLogisticRegression(**LR))
-    pipe.fit(X, y)
+    pipe, (guest, host), _ = _breast_pipeline(FederatedStandardScaler())
     guest_file, files = _save_everything(pipe, (guest, host), tmp_path)
     doc = json.loads(guest_file.read_text())
     assert (doc["format"], doc["version"]) == ("ftl-pipeline", PIPELINE_VERSION)
@@ -341,10 +150,7 @@ def test_guest_pipeline_file_holds_no_statistic_of_any_party(tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 def test_party_and_transformer_files_are_owner_only(tmp_path):
-    guest, host = ftl.datasets.load_breast_cancer()
-    X, y = ftl.align(guest, host, order="id")
-    pipe = make_pipeline(FederatedStandardScaler(), ftl.FederatedLogisticRegression(**LR))
-    pipe.fit(X, y)
+    pipe, (guest, host), _ = _breast_pipeline(FederatedStandardScaler())
     guest_file, files = _save_everything(pipe, (guest, host), tmp_path)
     single = host.export_transformer(pipe[0].transformer_id_, tmp_path / "t.json")
     for path in (guest_file, single, *files.values()):
@@ -399,15 +205,7 @@ def test_one_hot_imputer_and_scaler_chain_round_trip(tmp_path, education_frames)
 
 
 def test_transfer_pipeline_round_trip(tmp_path):
-    data = ftl.datasets.load_breast_transfer()
-    X, y = ftl.align(data.source, data.target, how="left")
-    clf = ftl.FederatedTransferClassifier(
-        encryption=None, random_state=0, n_components=4, hidden_layer_sizes=(4,), max_iter=3
-    )
-    pipe = make_pipeline(FederatedStandardScaler(), clf)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        pipe.fit(X, y)
+    pipe, data, _ = fit_transfer_pipeline(n_components=4, hidden_layer_sizes=(4,), max_iter=3)
     ids = data.target_only_ids
     expected = pipe.predict_proba(data.target.select(ids))
     guest_file, files = _save_everything(pipe, (data.source, data.target), tmp_path)
@@ -453,7 +251,7 @@ def test_export_and_import_one_transformer_then_a_shard(tmp_path, education_fram
         _parties(education_frames)[0].import_transformer(files["shop"])
     with pytest.raises(ValueError, match="holds no fitted transformer"):
         shop2.export_transformer("nope", tmp_path / "x.json")
-    _rewrite(files["bank"], lambda d: d.update(version=TRANSFORMER_VERSION + 1))
+    rewrite(files["bank"], lambda d: d.update(version=TRANSFORMER_VERSION + 1))
     with pytest.raises(ValueError, match="ftl-transformer version 2, but .* reads only version 1"):
         _parties(education_frames)[0].import_transformer(files["bank"])
 
@@ -529,33 +327,23 @@ def test_transformer_files_of_the_previous_version_still_load(tmp_path, educatio
 # --------------------------------------------------------------------------- refusals
 @pytest.fixture
 def saved(tmp_path):
-    guest, host = ftl.datasets.load_breast_cancer()
-    X, y = ftl.align(guest, host, order="id")
-    pipe = make_pipeline(
-        FederatedStandardScaler(), PerParty(MinMaxScaler()), ftl.FederatedLogisticRegression(**LR)
-    ).fit(X, y)
-    guest_file, files = _save_everything(pipe, (guest, host), tmp_path)
+    pipe, parties, _ = _breast_pipeline(FederatedStandardScaler(), PerParty(MinMaxScaler()))
+    guest_file, files = _save_everything(pipe, parties, tmp_path)
     return pipe, guest_file, files
-
-
-def _rewrite(path, change):
-    doc = json.loads(path.read_text())
-    change(doc)
-    path.write_text(json.dumps(doc))
 
 
 def test_version_mismatch_is_refused(saved, tmp_path):
     _, guest_file, files = saved
-    _rewrite(files["lab"], lambda d: d.update(version=PARTY_VERSION + 1))
+    rewrite(files["lab"], lambda d: d.update(version=PARTY_VERSION + 1))
     _, host = ftl.datasets.load_breast_cancer()
     with pytest.raises(ValueError, match=r"ftl-party version 2, but .* reads only version 1"):
         import_party(host, files["lab"])
-    _rewrite(files["hospital"], lambda d: d["transformers"][0].update(version=99))
+    rewrite(files["hospital"], lambda d: d["transformers"][0].update(version=99))
     guest, _ = ftl.datasets.load_breast_cancer()
     with pytest.raises(ValueError, match=r"transformer 0\) is ftl-transformer version 99"):
         import_party(guest, files["hospital"])
     assert guest.transformer_ids() == []
-    _rewrite(guest_file, lambda d: d.update(version=PIPELINE_VERSION + 1))
+    rewrite(guest_file, lambda d: d.update(version=PIPELINE_VERSION + 1))
     with pytest.raises(ValueError, match="ftl-pipeline version 2"):
         ftl.load_model(guest_file)
 
@@ -581,7 +369,7 @@ def test_file_of_another_party_is_refused(saved):
     guest, host = ftl.datasets.load_breast_cancer()
     with pytest.raises(ValueError, match="file of party 'hospital'.*into party 'lab'"):
         import_party(host, files["hospital"])
-    _rewrite(files["lab"], lambda d: d.update(party="hospital"))
+    rewrite(files["lab"], lambda d: d.update(party="hospital"))
     with pytest.raises(ValueError, match=r"transformer 0\) holds a transformer of party 'lab'"):
         import_party(guest, files["lab"])
     assert guest.transformer_ids() == []
@@ -593,7 +381,7 @@ def test_tampered_class_name_is_refused_and_nothing_is_kept(saved):
     def tamper(doc):  # the second transformer: PerParty(MinMaxScaler) at the lab
         doc["transformers"][1]["transformer"]["spec"]["class"] = "sklearn.pipeline.Pipeline"
 
-    _rewrite(files["lab"], tamper)
+    rewrite(files["lab"], tamper)
     _, host = ftl.datasets.load_breast_cancer()
     with pytest.raises(ValueError, match="only allowlisted"):
         import_party(host, files["lab"])
@@ -603,10 +391,10 @@ def test_tampered_class_name_is_refused_and_nothing_is_kept(saved):
         step = doc["steps"][1]["params"]["transformer"]
         step["class"] = "sklearn.preprocessing.FunctionTransformer"
 
-    _rewrite(guest_file, tamper_step)
+    rewrite(guest_file, tamper_step)
     with pytest.raises(ValueError, match="only allowlisted"):
         ftl.load_model(guest_file)
-    _rewrite(guest_file, lambda d: d["steps"][0].update({"class": "os.system"}))
+    rewrite(guest_file, lambda d: d["steps"][0].update({"class": "os.system"}))
     with pytest.raises(ValueError, match="unknown step class 'os.system'"):
         ftl.load_model(guest_file)
 
@@ -614,7 +402,7 @@ def test_tampered_class_name_is_refused_and_nothing_is_kept(saved):
 def test_corrupted_files_are_refused(saved):
     pipe, guest_file, files = saved
     _, host = ftl.datasets.load_breast_cancer()
-    _rewrite(files["lab"], lambda d: d["transformers"][0]["transformer"]["state"].pop("mean_"))
+    rewrite(files["lab"], lambda d: d["transformers"][0]["transformer"]["state"].pop("mean_"))
     with pytest.raises(ValueError, match="corrupted or invalid"):
         import_party(host, files["lab"])
     assert host.transformer_ids() == []
@@ -623,7 +411,7 @@ def test_corrupted_files_are_refused(saved):
         doc["steps"][1]["attributes"]["feature_names_in_"].pop()
         doc["steps"][1]["attributes"]["n_features_in_"] -= 1
 
-    _rewrite(guest_file, drop_feature)
+    rewrite(guest_file, drop_feature)
     with pytest.raises(ValueError, match="takes other features than it is given"):
         ftl.load_model(guest_file)
     guest_file.write_text("{not json")

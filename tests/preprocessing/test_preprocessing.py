@@ -4,13 +4,11 @@ public metadata crosses (the transformer as an allowlisted JSON spec)."""
 from __future__ import annotations
 
 import pickle
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
@@ -29,7 +27,7 @@ from ftl.federation.channel import Channel
 from ftl.federation.messages import Message
 from ftl.preprocessing import FederatedSimpleImputer, FederatedStandardScaler, PerParty
 from ftl.preprocessing._spec import build_transformer, decode_param, encode_param
-from tests.conftest import SMALL_KEY
+from tests.conftest import SMALL_KEY, fit_transfer_pipeline
 
 LR = dict(encryption=None, random_state=0)
 
@@ -398,15 +396,9 @@ def test_plain_arrays_behave_like_sklearn():
 
 # --------------------------------------------------------------------------- transfer
 def test_transfer_pipeline_scores_target_rows():
-    data = ftl.datasets.load_breast_transfer()
-    X, y = ftl.align(data.source, data.target, how="left")
-    clf = ftl.FederatedTransferClassifier(
-        encryption=None, random_state=0, n_components=8, hidden_layer_sizes=(8,), pretrain_epochs=5
+    pipe, data, X = fit_transfer_pipeline(
+        n_components=8, hidden_layer_sizes=(8,), pretrain_epochs=5
     )
-    pipe = make_pipeline(FederatedStandardScaler(), clf)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        pipe.fit(X, y)
     scaler = pipe[0]
     # the target fitted on the rows it shares with the source only
     shared = int(np.asarray(X.alignment.overlap).sum())

@@ -1,4 +1,5 @@
-"""Helpers of the wire attack tests: an in-process ``ftl serve`` and a raw client.
+"""An in-process ``ftl serve`` and a raw client: for the wire attack tests here, and
+for the server's own tests (``tests/federation/test_serve.py``).
 
 The attacks talk to the server the way a deviating peer would: hand-made
 metadata and hand-made bytes on the ``Call`` stream, not through

@@ -24,30 +24,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _serving import grpc, make_certs, policy, tls_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import ftl
-from ftl.federation.certs import make_certificates
-from ftl.federation.policy import PeerRule, Policy
+from ftl.federation.policy import Policy
 from ftl.federation.server import PartyServer
-from ftl.federation.wire import SERVER_OPTIONS, import_grpc
-
-pytest.importorskip("grpc")
-grpc = import_grpc()
+from ftl.federation.wire import SERVER_OPTIONS
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("identity") / "certs"
-    make_certificates(out, ["bank", "shop", "eve"])
-    return out
-
-
-def tls_for(certs: Path, name: str) -> ftl.TLSConfig:
-    return ftl.TLSConfig(ca=certs / "ca.crt", cert=certs / f"{name}.crt", key=certs / f"{name}.key")
+    return make_certs(tmp_path_factory.mktemp("identity") / "certs")
 
 
 def mint(certs: Path, common_names: list[str], dns: list[str], out_name: str) -> ftl.TLSConfig:
@@ -108,10 +99,10 @@ class Outcome:
     error: Exception | None = None
 
 
-def serve(policy: Policy, server_tls: ftl.TLSConfig):
+def serve(host_policy: Policy, server_tls: ftl.TLSConfig):
     """An in-process ``PartyServer`` for "shop" that records every RPC reaching it."""
     reached: list[str] = []
-    inner = PartyServer(shop_data(), policy, max_message_bytes=4 << 20).handlers()
+    inner = PartyServer(shop_data(), host_policy, max_message_bytes=4 << 20).handlers()
 
     class Recorder(grpc.GenericRpcHandler):
         def service(self, handler_call_details):
@@ -126,31 +117,28 @@ def serve(policy: Policy, server_tls: ftl.TLSConfig):
     return server, f"localhost:{port}", reached
 
 
-def bank_policy() -> Policy:
-    return Policy(
-        peers={"bank": PeerRule("bank")},
-        min_key_size=512,
-        allow_plaintext=True,
-        min_intersection=0,
-    )
-
-
-def bank_connects_to_shop(certs: Path, server_tls: ftl.TLSConfig) -> Outcome:
-    """The attack: a server presenting ``server_tls`` answers as "shop"; the bank's
-    driver connects to party "shop" and aligns with it."""
-    server, address, reached = serve(bank_policy(), server_tls)
+def connect_to_shop(server_tls: ftl.TLSConfig, client_tls: ftl.TLSConfig, learn) -> Outcome:
+    """A server presenting ``server_tls`` answers as "shop" and serves only the bank; a
+    driver presenting ``client_tls`` connects to party "shop" and ``learn(shop)`` runs."""
+    server, address, reached = serve(policy("bank"), server_tls)
     outcome = Outcome(reached=reached)
     try:
-        shop = ftl.RemoteParty(
-            "shop", address, tls=tls_for(certs, "bank"), connect_timeout=10, retries=0
-        )
-        X, _ = ftl.align(bank_data(), shop)
-        outcome.learned = len(X)  # the attacker ran PSI on the bank's ids
+        shop = ftl.RemoteParty("shop", address, tls=client_tls, connect_timeout=10, retries=0)
+        outcome.learned = learn(shop)
     except Exception as exc:  # noqa: BLE001 - the refusal is the expected outcome
         outcome.error = exc
     finally:
         server.stop(0)
     return outcome
+
+
+def bank_connects_to_shop(certs: Path, server_tls: ftl.TLSConfig) -> Outcome:
+    """The attack: a server presenting ``server_tls`` answers as "shop"; the bank's
+    driver connects to party "shop" and aligns with it (what it learns: the attacker
+    ran PSI on the bank's ids)."""
+    return connect_to_shop(
+        server_tls, tls_for(certs, "bank"), lambda shop: len(ftl.align(bank_data(), shop)[0])
+    )
 
 
 def test_another_partys_certificate_cannot_serve_as_shop(certs):
@@ -181,17 +169,9 @@ def test_the_real_shop_is_reached(certs):
 def eve_connects_with_two_names(certs: Path, common_names: list[str]) -> Outcome:
     """The attack on the host: eve presents a certificate whose subject carries two
     common names, one of them the bank's, to a shop that serves only the bank."""
-    server, address, reached = serve(bank_policy(), tls_for(certs, "shop"))
-    outcome = Outcome(reached=reached)
     forged = mint(certs, common_names, ["eve.ftl"], "eve-two-names")
-    try:
-        shop = ftl.RemoteParty("shop", address, tls=forged, connect_timeout=10, retries=0)
-        outcome.learned = shop.feature_names  # the bank's view of the shop
-    except Exception as exc:  # noqa: BLE001 - the refusal is the expected outcome
-        outcome.error = exc
-    finally:
-        server.stop(0)
-    return outcome
+    # what eve learns if served: the bank's view of the shop
+    return connect_to_shop(tls_for(certs, "shop"), forged, lambda shop: shop.feature_names)
 
 
 def test_a_client_certificate_with_two_identities_is_refused(certs):

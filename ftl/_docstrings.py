@@ -1,0 +1,95 @@
+"""Docstring text that several public functions and classes share, written once.
+
+A docstring names a shared fragment on a line of its own, ``%(name)s`` indented
+as the text it stands for; :func:`fill_doc` replaces that line with the fragment,
+every line of it indented alike. ``help()``, :func:`inspect.getdoc` and Sphinx
+then read the docstring as if it had been written out in full.
+
+The fragments below are numpydoc text written from column 0; a fragment that only
+one package needs lives in that package.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = [
+    "ENCRYPTION_PARAMETERS",
+    "N_JOBS_PARAMETER",
+    "WRITTEN_FILE",
+    "fill_doc",
+]
+
+_T = TypeVar("_T")
+_PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.MULTILINE)
+
+#: ``path`` and the return value of a function that writes one JSON file.
+WRITTEN_FILE = """\
+path : str or path-like
+    Where to write the file (replaced if it exists).
+
+Returns
+-------
+pathlib.Path
+    The written path."""
+
+#: The crypto parameters every federated estimator takes.
+ENCRYPTION_PARAMETERS = """\
+encryption : {"paillier"} or None, default="paillier"
+    ``None`` runs the same protocol in plaintext (for debugging, tuning and
+    measuring what encryption costs; never for real data).
+key_size : int, default=2048
+    Paillier modulus bits of every party's key.
+insecure_for_tests : bool, default=False
+    Allow keys below 2048 bits (tests only)."""
+
+#: joblib parallelism of a federated estimator's encrypted arithmetic.
+N_JOBS_PARAMETER = """\
+n_jobs : int, default=None
+    joblib workers for encryption and encrypted products."""
+
+
+def fill_doc(**fragments: str) -> Callable[[_T], _T]:
+    """Decorate a function or class: put ``fragments`` into its docstring.
+
+    Parameters
+    ----------
+    **fragments : str
+        The text of each placeholder ``%(name)s`` in the docstring, written from
+        column 0.
+
+    Returns
+    -------
+    callable
+        The decorator; it returns the object it is given, with its docstring
+        filled in.
+
+    Raises
+    ------
+    KeyError
+        If the docstring names a fragment that is not given.
+    ValueError
+        If a fragment is given that the docstring does not name (a typo would
+        otherwise leave text out silently).
+    """
+
+    def decorate(obj: _T) -> _T:
+        used: set[str] = set()
+
+        def fragment(match: re.Match) -> str:
+            indent, name = match.groups()
+            used.add(name)
+            lines = fragments[name].splitlines()
+            return "\n".join(indent + line if line else line for line in lines)
+
+        doc = obj.__doc__ or ""
+        filled = _PLACEHOLDER.sub(fragment, doc)
+        unused = sorted(set(fragments) - used)
+        if unused:
+            raise ValueError(f"{obj.__qualname__}'s docstring names no fragment {unused}")
+        obj.__doc__ = filled
+        return obj
+
+    return decorate

@@ -1,0 +1,45 @@
+"""The guest's labels as a classifier sees them: refused when they are not classes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+
+__all__ = ["MANY_CLASSES", "class_labels"]
+
+#: Above this many distinct integer labels a classifier warns that the label looks
+#: like a count or a grade (a regression target), at that many times the cost.
+MANY_CLASSES = 10
+
+_REGRESSORS = "ftl.linear_model.FederatedLinearRegression (or FederatedPoissonRegressor for counts)"
+
+
+def class_labels(y: np.ndarray, estimator: str, cost: str) -> np.ndarray:
+    """The sorted classes of ``y`` for classifier ``estimator``.
+
+    A continuous ``y`` is refused with an error that names the regressors (the
+    message starts as scikit-learn's, ``Unknown label type: ...``). Integer labels
+    with more than :data:`MANY_CLASSES` values are accepted with a warning that
+    says what ``cost`` they incur (e.g. one binary model per class).
+    """
+    try:
+        check_classification_targets(y)
+    except ValueError:
+        kind = type_of_target(y)
+        raise ValueError(
+            f"Unknown label type: {kind}. {estimator} is a classifier, and these labels "
+            f"are not classes; for a numeric target use {_REGRESSORS}"
+        ) from None
+    classes = np.unique(y)
+    numeric = np.issubdtype(classes.dtype, np.number)
+    if numeric and len(classes) > MANY_CLASSES:
+        warnings.warn(
+            f"y has {len(classes)} distinct integer values, so {estimator} treats it as "
+            f"{len(classes)} classes ({cost.format(k=len(classes))}); if y is a count, a "
+            f"grade or another quantity, use {_REGRESSORS}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return classes
