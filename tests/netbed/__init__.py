@@ -1,0 +1,1 @@
+"""The network test bed: two namespaces, ``ftl serve``, a fault-injecting proxy."""
