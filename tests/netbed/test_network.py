@@ -216,8 +216,8 @@ def test_partition_longer_than_the_timeout_fails_cleanly_and_the_lab_stays_healt
     result = drive(bed, deployment, lab, "long-partition", script)
     assert "did not answer" in result["error"]
     # the call in flight waits out its timeout, then the fit's best-effort close of
-    # the session waits out another one: the error reaches the driver after about
-    # 2 * timeout (not retried: a deadline is not a transport failure)
+    # the session waits at most min(timeout, connect_timeout): the error reaches the
+    # driver after at most about 2 * timeout (a deadline is not retried)
     assert timeout <= result["error_after"] <= 2 * timeout + 2.0
     # the same driver fits again after the partition, on the same alignment
     assert_same_model(result)

@@ -237,9 +237,13 @@ class PartyClient:
             }
         )
 
+        # A close only frees the host's session state (which its TTL frees anyway):
+        # after a failure it must not make the driver wait out a second timeout.
+        timeout = min(self.timeout, self.connect_timeout) if op.endswith(".close") else self.timeout
+
         def attempt() -> bytes:
             reply = bytearray()
-            for chunk in conn.call(chunks(payload), metadata=metadata, timeout=self.timeout):
+            for chunk in conn.call(chunks(payload), metadata=metadata, timeout=timeout):
                 reply += chunk
                 if len(reply) > max_reply_bytes:
                     raise MessageError(f"{op}: reply exceeds {max_reply_bytes} bytes")
