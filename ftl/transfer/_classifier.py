@@ -20,8 +20,8 @@ from sklearn.utils.validation import (
 from ftl._docstrings import ENCRYPTION_PARAMETERS, N_JOBS_PARAMETER, fill_doc
 from ftl.crypto import packed
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
+from ftl.data.fit_checks import class_labels, show_progress
 from ftl.data.handles import PartyRows, VerticalData
-from ftl.data.labels import class_labels
 from ftl.data.simulate import simulate_federation
 from ftl.federation.channel import Channel
 from ftl.federation.transcript import Transcript
@@ -94,8 +94,10 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
     %(encryption_parameters)s
     %(n_jobs_parameter)s
     random_state : int, RandomState instance or None, default=None
-    verbose : bool, default=False
-        Show a tqdm progress bar with the source-side loss and the weight change.
+    verbose : bool or "auto", default="auto"
+        Show a tqdm progress bar (batches against ``max_iter`` epochs) with the
+        source-side loss and the weight change: ``"auto"`` for encrypted fits, which
+        take minutes; ``True`` always; ``False`` never.
 
     Attributes
     ----------
@@ -152,7 +154,7 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         "insecure_for_tests": ["boolean"],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        "verbose": ["verbose", StrOptions({"auto"})],
     }
 
     def __init__(
@@ -174,7 +176,7 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         insecure_for_tests=False,
         n_jobs=None,
         random_state=None,
-        verbose=False,
+        verbose="auto",
     ):
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -319,7 +321,7 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
             params,
             channel,
             np.random.default_rng(rng.randint(2**31 - 1)),
-            verbose=self.verbose,
+            verbose=show_progress(self.verbose, self.encryption),
         )
         result = source.fit(self.max_iter, self.tol, batch_size)
         self.prototypes_ = result.prototypes

@@ -1,4 +1,4 @@
-"""The guest's labels as a classifier sees them: refused when they are not classes."""
+"""What a fit checks of its guest-side settings: labels that are classes, and progress."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
-__all__ = ["MANY_CLASSES", "class_labels"]
+__all__ = ["MANY_CLASSES", "class_labels", "show_progress"]
 
 #: Above this many distinct integer labels a classifier warns that the label looks
 #: like a count or a grade (a regression target), at that many times the cost.
@@ -43,3 +43,12 @@ def class_labels(y: np.ndarray, estimator: str, cost: str) -> np.ndarray:
             stacklevel=3,
         )
     return classes
+
+
+def show_progress(verbose, encryption) -> bool:
+    """Whether a fit shows its progress bar: ``verbose="auto"`` (the estimators'
+    default) shows it for encrypted fits, which take minutes, and not for plaintext
+    ones; ``True``/``False`` (or an int, scikit-learn style) decide outright."""
+    if isinstance(verbose, str):  # "auto"
+        return encryption is not None
+    return bool(verbose)
