@@ -18,7 +18,9 @@ __version__ = "0.1.0"
 
 #: Where each public name lives (a module, or the name's own subpackage).
 _EXPORTS = {
+    "FederatedLinearRegression": "ftl.linear_model",
     "FederatedLogisticRegression": "ftl.linear_model",
+    "FederatedPoissonRegressor": "ftl.linear_model",
     "FederatedTransferClassifier": "ftl.transfer",
     "Party": "ftl.data.party",
     "PartyRows": "ftl.data.handles",

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
-__all__ = ["MANY_CLASSES", "class_labels", "show_progress"]
+__all__ = ["MANY_CLASSES", "class_labels", "show_progress", "tracks_loss"]
 
 #: Above this many distinct integer labels a classifier warns that the label looks
 #: like a count or a grade (a regression target), at that many times the cost.
@@ -52,3 +52,10 @@ def show_progress(verbose, encryption) -> bool:
     if isinstance(verbose, str):  # "auto"
         return encryption is not None
     return bool(verbose)
+
+
+def tracks_loss(verbose) -> bool:
+    """Whether a fit computes its secure training loss: only when asked for
+    outright (``verbose=True`` or a positive int), never by ``"auto"`` -- the loss
+    is an extra disclosure (one masked scalar per pass), the bar is not."""
+    return not isinstance(verbose, str) and bool(verbose)

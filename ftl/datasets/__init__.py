@@ -13,6 +13,7 @@ from ftl.datasets._loaders import (
     load_ionosphere,
     load_vehicle,
 )
+from ftl.datasets._regression import load_dvisits, load_motor, load_student
 from ftl.datasets._transfer import load_breast_transfer, load_credit_transfer
 
 __all__ = [
@@ -20,6 +21,9 @@ __all__ = [
     "load_breast_transfer",
     "load_credit_transfer",
     "load_default_credit",
+    "load_dvisits",
     "load_ionosphere",
+    "load_motor",
+    "load_student",
     "load_vehicle",
 ]

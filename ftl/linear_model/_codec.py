@@ -34,17 +34,6 @@ _PUBLIC_KEY_FIELDS = ("scheme", "n", "hs", "key_id")
 
 def attributes_to_json(clf: Any) -> dict:
     """The guest's fitted attributes of a :class:`~ftl.FederatedLogisticRegression`."""
-    models = []
-    for model in clf.models_:
-        keys = {}
-        for host, pub in model["host_public_keys"].items():
-            # public fields only, big ints as decimal strings
-            keys[str(host)] = {
-                k: (str(int(v)) if k in ("n", "hs") else str(v))
-                for k, v in pub.items()
-                if k in _PUBLIC_KEY_FIELDS
-            }
-        models.append({"model_id": str(model["model_id"]), "host_public_keys": keys})
     return {
         "classes_": encode_array(clf.classes_),
         "coef_": encode_array(np.asarray(clf.coef_, dtype=np.float64)),
@@ -52,8 +41,85 @@ def attributes_to_json(clf: Any) -> dict:
         **names_to_json(clf),
         "n_iter_": [int(i) for i in clf.n_iter_],
         "history_": [history_to_json(run) for run in getattr(clf, "history_", [])],
-        "models_": models,
+        "models_": _models_to_json(clf.models_),
     }
+
+
+def _models_to_json(models: list) -> list:
+    """Each model's id and its hosts' *public* keys (big ints as decimal strings)."""
+    out = []
+    for model in models:
+        keys = {
+            str(host): {
+                k: (str(int(v)) if k in ("n", "hs") else str(v))
+                for k, v in pub.items()
+                if k in _PUBLIC_KEY_FIELDS
+            }
+            for host, pub in model["host_public_keys"].items()
+        }
+        out.append({"model_id": str(model["model_id"]), "host_public_keys": keys})
+    return out
+
+
+def _models_from_json(models: list, hosts: list, path: Any) -> list:
+    """The inverse of :func:`_models_to_json`, checked against the host names."""
+    clean = []
+    for model in models:
+        keys = model["host_public_keys"]
+        if not isinstance(keys, dict) or sorted(keys) != sorted(hosts):
+            raise ValueError(f"{path} is corrupted: host public keys do not match the parties")
+        clean.append(
+            {
+                "model_id": str(model["model_id"]),
+                "host_public_keys": {
+                    str(h): {str(k): str(v) for k, v in pub.items()} for h, pub in keys.items()
+                },
+            }
+        )
+    return clean
+
+
+def regressor_attributes_to_json(reg: Any) -> dict:
+    """The guest's fitted attributes of a federated regressor (one model)."""
+    return {
+        "coef_": encode_array(np.asarray(reg.coef_, dtype=np.float64)),
+        "intercept_": float(reg.intercept_),
+        **names_to_json(reg),
+        "n_iter_": int(reg.n_iter_),
+        "history_": history_to_json(getattr(reg, "history_", [])),
+        "models_": _models_to_json(reg.models_),
+    }
+
+
+def regressor_attributes_from_json(reg: Any, attrs: dict, path: Any) -> None:
+    """Set the attributes :func:`regressor_attributes_to_json` wrote, checked."""
+    coef = decode_array(attrs["coef_"], "coef_").astype(np.float64)
+    intercept = attrs["intercept_"]
+    models = attrs["models_"]
+    if (
+        coef.ndim != 1
+        or isinstance(intercept, bool)
+        or not isinstance(intercept, (int, float))
+        or not isinstance(models, list)
+        or len(models) != 1
+        or "classes_" in attrs
+    ):
+        raise ValueError(f"{path} is corrupted: not the attributes of a federated regressor")
+    names = names_from_json(attrs, path)
+    if coef.shape[0] >= names["n_features_in_"]:
+        raise ValueError(f"{path} is corrupted: feature or party names do not fit the model")
+    fitted = {
+        "coef_": coef,
+        "intercept_": float(intercept),
+        **names,
+        "n_iter_": int(attrs["n_iter_"]),
+        "history_": history_from_json(attrs.get("history_", [])),
+        "models_": _models_from_json(models, names["party_names_"][1:], path),
+        "transcript_": Transcript(),
+        "_sim_hosts": None,
+    }
+    for name, value in fitted.items():
+        setattr(reg, name, value)
 
 
 def attributes_from_json(clf: Any, attrs: dict, path: Any) -> None:
@@ -82,19 +148,7 @@ def attributes_from_json(clf: Any, attrs: dict, path: Any) -> None:
     names = names_from_json(attrs, path)
     if coef.shape[1] >= names["n_features_in_"]:
         raise ValueError(f"{path} is corrupted: feature or party names do not fit the model")
-    clean_models = []
-    for model in models:
-        keys = model["host_public_keys"]
-        if not isinstance(keys, dict) or sorted(keys) != sorted(names["party_names_"][1:]):
-            raise ValueError(f"{path} is corrupted: host public keys do not match the parties")
-        clean_models.append(
-            {
-                "model_id": str(model["model_id"]),
-                "host_public_keys": {
-                    str(h): {str(k): str(v) for k, v in pub.items()} for h, pub in keys.items()
-                },
-            }
-        )
+    clean_models = _models_from_json(models, names["party_names_"][1:], path)
     n_iter = np.asarray([int(i) for i in attrs["n_iter_"]], dtype=np.int64)
     history = [history_from_json(run) for run in attrs.get("history_", [])]
     fitted = {

@@ -35,10 +35,24 @@ def effective_sigmoid(est) -> str:
     return str(est.sigmoid) if effective == est.sigmoid else f"{est.sigmoid} (→ {effective})"
 
 
+#: What the report says of a regressor's link (both exact: nothing approximated).
+_LINKS = {
+    "identity": "identity: linear (ridge) regression, exact",
+    "log": "log: Poisson regression, exact (the host encrypts exp(u_host))",
+}
+
+
 def estimator_facts(est) -> Iterator[tuple[str, str]]:
     """Summary rows of a fitted :class:`~ftl.FederatedLogisticRegression`: the
     sigmoid approximation, and the iterations of each binary model (one per
-    class in one-vs-rest) with the optimiser that ran them."""
+    class in one-vs-rest) with the optimiser that ran them; of a federated
+    regressor: its link and its L-BFGS iterations."""
+    link = getattr(est, "_link", "")
+    if link:  # a regressor: an exact link, one model fitted by L-BFGS
+        yield "Link", _LINKS[link]
+        if getattr(est, "n_iter_", None) is not None:
+            yield "L-BFGS iterations", str(int(est.n_iter_))
+        return
     yield "Sigmoid approximation", effective_sigmoid(est)
     n_iter = getattr(est, "n_iter_", None)
     if n_iter is not None:

@@ -8,31 +8,27 @@ import numpy as np
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    check_is_fitted,
     check_random_state,
-    column_or_1d,
-    validate_data,
 )
 
+from ftl._docstrings import ENCRYPTION_PARAMETERS, N_JOBS_PARAMETER, fill_doc
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
+from ftl.data.fit_checks import class_labels, tracks_loss
 from ftl.data.handles import VerticalData
-from ftl.data.simulate import simulate_federation
-from ftl.federation.channel import Channel
-from ftl.federation.transcript import Transcript
+from ftl.linear_model._base import AlignedLinearModel
 from ftl.linear_model._label_privacy import (
     debiased_targets,
     randomized_response,
     response_probabilities,
     row_noise,
 )
-from ftl.linear_model.guest import LogisticGuest, guest_secret, predict_margin, start_seed
 
 __all__ = ["FederatedLogisticRegression"]
 
 
-class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
+@fill_doc(encryption_parameters=ENCRYPTION_PARAMETERS, n_jobs_parameter=N_JOBS_PARAMETER)
+class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstimator):
     """Logistic regression trained across parties that hold different features.
 
     The guest (the party with labels, which runs this code) and one or more hosts
@@ -68,7 +64,10 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         L-BFGS stops when the norm of the gradient over all parties' weights is at
         most ``tol``; Adam and SGD stop when the relative change of all weights over
         an epoch, ``||w_t - w_{t-1}|| / ||w_t||``, falls below ``tol``. "auto" is
-        1e-4 for L-BFGS and 1e-2 for Adam and SGD.
+        1e-2 for Adam and SGD; for L-BFGS it stops once L-BFGS estimates that at
+        most 5e-5 of the objective (mean log-loss) is left to gain, from the inner
+        products it already has (docs/protocols.md §3.8): independent of how the
+        features are scaled, and about half the passes of ``tol=1e-4``.
     batch_size : int, "auto" or None, default="auto"
         Adam and SGD: rows per gradient step; ``None`` means full batch; "auto"
         uses ``clip(n_samples // 16, 32, 1024)``, raised to the guest's minimum.
@@ -101,31 +100,26 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         applies to its own weights, disclosing only two weight norms per epoch.
     sigmoid : {"auto", "poly", "taylor"}, default="auto"
         How ``sigmoid(u_guest + u_host)`` is approximated in the residual.
-        ``"poly"`` (two parties only): the host encrypts powers ``s, ..., s**K`` of
-        its smoothly clipped, scaled margin ``s = c(u_host) / R`` in ``[-1, 1]``
-        (``c`` is the identity up to ``|u| = R - 1`` and ``±R`` beyond ``R + 1``,
-        continuously differentiable), and the guest
-        fits, per row, the least-squares polynomial in ``s`` of
-        ``sigmoid(u_guest + R s)``; costs about ``K + 1`` times the encryptions of
-        "taylor". ``"taylor"``: ``sigmoid(z) ~= 1/2 + z/4`` (FATE's hetero LR),
-        linear in every margin, for any number of hosts. ``"auto"``: "poly" with
-        one host, "taylor" with several.
-    sigmoid_degree : int, default=5
-        ``K`` for ``sigmoid="poly"``.
-    sigmoid_radius : float, default=5.0
+        ``"poly"`` (two parties only): the host encrypts ``K`` fixed polynomials
+        ``phi_1(s), ..., phi_K(s)`` of its smoothly clipped, scaled margin
+        ``s = c(u_host) / R`` in ``[-1, 1]`` (``c`` is the identity up to
+        ``|u| = R - 1`` and ``±R`` beyond ``R + 1``, continuously differentiable),
+        the ``K`` that approximate every ``s -> sigmoid(u + R s)`` best; the guest
+        fits, per row, the least-squares combination of ``1, phi_1, ..., phi_K``
+        closest to ``sigmoid(u_guest + R s)``; costs about ``K + 1/2`` times the
+        encryptions of "taylor". ``"taylor"``: ``sigmoid(z) ~= 1/2 + z/4``
+        (FATE's hetero LR), linear in every margin, for any number of hosts.
+        ``"auto"``: "poly" with one host, "taylor" with several.
+    sigmoid_degree : int, default=4
+        ``K`` for ``sigmoid="poly"``: the host's encrypted columns per row.
+    sigmoid_radius : float, default=4.0
         ``R`` for ``sigmoid="poly"``: host margins are clipped (smoothly) to
         ``[-R, R]``; the model trained is ``sigmoid(u_guest + c(u_host))``.
-    encryption : {"paillier"} or None, default="paillier"
-        ``None`` runs the same protocol in plaintext (never for real data).
-    key_size : int, default=2048
-        Paillier modulus bits of every party's key.
-    insecure_for_tests : bool, default=False
-        Allow keys below 2048 bits (tests only).
+    %(encryption_parameters)s
     simulated_hosts : int, default=1
         When ``fit`` gets a plain array, its columns are split into a guest block
         and this many host blocks (a simulated federation).
-    n_jobs : int, default=None
-        joblib workers for encryption and encrypted matrix products.
+    %(n_jobs_parameter)s
     label_privacy : float or None, default=None
         Label differential privacy towards the hosts: ``epsilon > 0``. Before
         training, the guest replaces each training label by a ``k``-ary randomized
@@ -147,9 +141,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         same guest party are reproducible (L-BFGS fits on the same rows are the
         same run whatever ``random_state``). With a plain array (a simulated
         federation) the start comes from ``random_state`` alone.
-    verbose : bool, default=False
-        Show a tqdm progress bar with the relative weight change per epoch and,
-        with one host, the epoch's mean training log-loss. The loss is computed
+    verbose : bool or "auto", default="auto"
+        ``"auto"`` shows a tqdm progress bar for encrypted fits (iterations or
+        epochs against ``max_iter``, passes or batches, the relative weight
+        change); ``False`` shows nothing. ``True`` always shows it and, with one
+        host, also the mean training log-loss of each pass. The loss is computed
         securely: the guest sums its loss coefficients times the host's encrypted
         margin columns over the pass (under the host's key), masks the total,
         and the host decrypts it; the guest learns only that one scalar per pass
@@ -216,7 +212,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         "n_jobs": [Integral, None],
         "label_privacy": [Interval(Real, 0, None, closed="neither"), None],
         "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        "verbose": ["verbose", StrOptions({"auto"})],
     }
 
     def __init__(
@@ -232,8 +228,8 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         learning_rate_schedule="adaptive",
         optimizer="lbfgs",
         sigmoid="auto",
-        sigmoid_degree=5,
-        sigmoid_radius=5.0,
+        sigmoid_degree=4,
+        sigmoid_radius=4.0,
         encryption="paillier",
         key_size=DEFAULT_KEY_SIZE,
         insecure_for_tests=False,
@@ -241,7 +237,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         n_jobs=None,
         label_privacy=None,
         random_state=None,
-        verbose=False,
+        verbose="auto",
     ):
         self.penalty = penalty
         self.C = C
@@ -265,67 +261,6 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
-
-    # ------------------------------------------------------------------ helpers
-    def _as_handle(self, X, y=None, *, fitting: bool):
-        """The aligned handle for ``X`` (simulating a federation for a plain array).
-
-        When fitting, returns ``(handle, y)`` with ``y`` validated as 1-d labels.
-        """
-        if isinstance(X, VerticalData):
-            if fitting:
-                self._sim_hosts = None
-                self.n_features_in_ = X.shape[1]
-                self.feature_names_in_ = np.asarray(X.feature_names, dtype=object)
-            elif X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                    f"{self.n_features_in_} features as input"
-                )
-            if len(X) == 0:
-                raise ValueError("X has 0 rows; at least 1 is required")
-            self._check_parties(X, fitting)
-            if fitting:
-                # a column vector is accepted with a DataConversionWarning, as in sklearn
-                y = np.asarray(y)
-                return X, column_or_1d(y, warn=True) if y.ndim == 2 else y
-            return X
-        if fitting:
-            X, y = validate_data(self, X, y, dtype=np.float64)
-            handle = simulate_federation(X, y, self.simulated_hosts)
-            self._sim_hosts = handle.alignment.hosts
-            self.party_names_ = None
-            return handle, y
-        else:
-            if self._sim_hosts is None:
-                raise ValueError(
-                    "this model was fitted on an aligned data handle (ftl.align); predict "
-                    "on a handle over the same parties, not on a plain array"
-                )
-            X = validate_data(self, X, dtype=np.float64, reset=False)
-            handle = simulate_federation(X, None, self.simulated_hosts)
-            for new, old in zip(handle.alignment.hosts, self._sim_hosts, strict=False):
-                new._models = old._models
-        return handle
-
-    def _check_parties(self, X: VerticalData, fitting: bool) -> None:
-        names = [p.name for p in X.parties]
-        if fitting:
-            self.party_names_ = names
-        elif self.party_names_ is None:
-            raise ValueError(
-                "this model was fitted on a plain array (a simulated federation); "
-                "predict on a plain array too"
-            )
-        elif names != self.party_names_:
-            raise ValueError(
-                f"X is aligned over parties {names}, the model over {self.party_names_}"
-            )
-
     def _sigmoid_for(self, n_hosts: int) -> str:
         if self.sigmoid == "auto":
             return "poly" if n_hosts == 1 else "taylor"
@@ -341,6 +276,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             "sigmoid": self._sigmoid_for(n_hosts),
             "sigmoid_degree": int(self.sigmoid_degree),
             "sigmoid_radius": float(self.sigmoid_radius),
+            "sigmoid_basis": "kernel",
             "schedule": self.learning_rate_schedule,
             "penalty": self.penalty,
             "alpha": 1.0 / (self.C * n_train),
@@ -354,19 +290,13 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             "n_jobs": self.n_jobs,
             # With one host, a verbose run also computes its epoch's training loss
             # securely (the guest learns that one scalar per epoch; see verbose).
-            "track_loss": bool(self.verbose) and n_hosts == 1,
+            "track_loss": tracks_loss(self.verbose) and n_hosts == 1,
         }
 
-    def _tol(self) -> float:
-        if self.tol == "auto":
-            return 1e-4 if self.optimizer == "lbfgs" else 1e-2
+    def _tol(self) -> float | str:
+        if self.tol == "auto":  # L-BFGS resolves "auto" itself (linear_model/_lbfgs.py)
+            return "auto" if self.optimizer == "lbfgs" else 1e-2
         return float(self.tol)
-
-    def _secret(self, handle: VerticalData) -> int | None:
-        """The guest's secret, or None for a simulated federation (no other party)."""
-        if self._sim_hosts is not None:
-            return None
-        return guest_secret(handle.alignment.guest)
 
     def _targets(self, handle: VerticalData, y: np.ndarray, secret, seed: int) -> list:
         """The binary target of every model: one for two classes, else one per class.
@@ -431,59 +361,33 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         handle, y = self._as_handle(X, y, fitting=True)
         if y.ndim != 1 or len(y) != len(handle):
             raise ValueError(f"y must be 1-d with {len(handle)} labels, got shape {y.shape}")
-        check_classification_targets(y)
-        self.classes_ = np.unique(y)
+        self.classes_ = class_labels(
+            y, "FederatedLogisticRegression", "one-vs-rest: {k} binary models, {k}x the cost of one"
+        )
         if len(self.classes_) < 2:
             raise ValueError(
                 f"This solver needs samples of at least 2 classes in the data, but the data "
                 f"contains only one class: {self.classes_[0]!r}"
             )
-        alignment = handle.alignment
         rng = check_random_state(self.random_state)
         seeds = [
             rng.randint(2**31 - 1)
             for _ in range(1 if len(self.classes_) == 2 else len(self.classes_))
         ]
-        secret = self._secret(handle)
-        targets = self._targets(handle, y, secret, seeds[0])
-        rows = (
-            None if secret is None else alignment.guest.aligned_rows(alignment.id, handle.positions)
-        )
+        targets = self._targets(handle, y, self._secret(handle), seeds[0])
         # L-BFGS is deterministic given its start: a start drawn from the guest's secret
         # and the training rows alone (not random_state) makes every L-BFGS fit on these
         # rows the same run, so repeated fits give a host no second sample of the start
         # to average away. Adam's and SGD's batch orders follow random_state, and so
         # do their starts.
-        varies = self.optimizer != "lbfgs" or secret is None
-        self.transcript_ = Transcript()
-        coefs, intercepts, models, n_iter, history = [], [], [], [], []
-        for k, (target, seed) in enumerate(zip(targets, seeds, strict=True)):
-            channel = Channel(alignment.guest.name, self.transcript_)
-            guest = LogisticGuest(
-                alignment.guest,
-                alignment.hosts,
-                alignment.id,
-                handle.positions,
-                target,
-                self._params(len(handle), len(alignment.hosts)),
-                channel,
-                np.random.default_rng(seed),
-                verbose=self.verbose,
-                start=start_seed(secret, k, seed if varies else None, rows),
-            )
-            result = guest.fit(self.max_iter, self._tol(), self.batch_size)
-            coefs.append(result.coef)
-            intercepts.append(result.intercept)
-            models.append(
-                {"model_id": result.model_id, "host_public_keys": result.host_public_keys}
-            )
-            n_iter.append(result.n_iter)
-            history.append(result.history)
-        self.coef_ = np.vstack(coefs)
-        self.intercept_ = np.asarray(intercepts)
-        self.models_ = models
-        self.n_iter_ = np.asarray(n_iter)
-        self.history_ = history
+        results = self._train(handle, targets, seeds, varies=self.optimizer != "lbfgs")
+        self.coef_ = np.vstack([r.coef for r in results])
+        self.intercept_ = np.asarray([r.intercept for r in results])
+        self.models_ = [
+            {"model_id": r.model_id, "host_public_keys": r.host_public_keys} for r in results
+        ]
+        self.n_iter_ = np.asarray([r.n_iter for r in results])
+        self.history_ = [r.history for r in results]
         return self
 
     def decision_function(self, X):
@@ -499,28 +403,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,) or (n_samples, n_classes)
         """
-        check_is_fitted(self)
-        handle = self._as_handle(X, fitting=False)
-        alignment = handle.alignment
-        scores = []
-        for k, model in enumerate(self.models_):
-            channel = Channel(alignment.guest.name, self.transcript_)
-            scores.append(
-                predict_margin(
-                    alignment.guest,
-                    alignment.hosts,
-                    alignment.id,
-                    handle.positions,
-                    self.coef_[k],
-                    self.intercept_[k],
-                    model["model_id"],
-                    model["host_public_keys"],
-                    self.encryption,
-                    channel,
-                    self.insecure_for_tests,
-                )
-            )
-        scores = np.column_stack(scores)
+        scores = self._margins(X)
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict_proba(self, X):

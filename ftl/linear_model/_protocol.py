@@ -6,7 +6,7 @@ optimiser a guest asks for, the guest's model-file codec and the host's shard.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ftl.exceptions import PolicyError
@@ -14,6 +14,7 @@ from ftl.federation.protocols import EstimatorSpec, ProtocolSpec, ShardCodec, re
 from ftl.linear_model import _codec
 from ftl.linear_model._disclosure import DISCLOSURE
 from ftl.linear_model._logistic import FederatedLogisticRegression
+from ftl.linear_model._regression import FederatedLinearRegression, FederatedPoissonRegressor
 from ftl.linear_model.host import LogisticHost, LogisticHostPredictor
 
 
@@ -40,6 +41,18 @@ def _check_instances() -> list:
     ]
 
 
+def _regressor_spec(cls: type, instances: Callable[[], list]) -> EstimatorSpec:
+    """A federated regressor: same protocol and host shard, one model per fit."""
+    return EstimatorSpec(
+        cls,
+        driver_role="guest",
+        to_json=_codec.regressor_attributes_to_json,
+        from_json=_codec.regressor_attributes_from_json,
+        shard_ids=_codec.shard_ids,
+        check_instances=instances,
+    )
+
+
 SPEC = register_protocol(
     ProtocolSpec(
         family="lr",
@@ -58,6 +71,17 @@ SPEC = register_protocol(
                 from_json=_codec.attributes_from_json,
                 shard_ids=_codec.shard_ids,
                 check_instances=_check_instances,
+            ),
+            _regressor_spec(
+                FederatedLinearRegression,
+                lambda: [
+                    FederatedLinearRegression(encryption=None, random_state=0),
+                    FederatedLinearRegression(encryption=None, random_state=0, simulated_hosts=2),
+                ],
+            ),
+            _regressor_spec(
+                FederatedPoissonRegressor,
+                lambda: [FederatedPoissonRegressor(encryption=None, random_state=0)],
             ),
         ),
         shards=(

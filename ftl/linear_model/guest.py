@@ -6,7 +6,8 @@ host columns ``H`` (see ``_sigmoid.py``: Taylor-1, or the two-party per-row
 polynomial). Per batch (see docs/protocols.md):
 
 1. every host H sends its columns encrypted under its own key (``[[u_H]]_H``, or
-   ``[[s]]_H, ..., [[s**K]]_H``); the guest encrypts its columns under its key;
+   ``[[phi_1(s)]]_H, ..., [[phi_K(s)]]_H``); the guest encrypts its columns under
+   its key;
 2. guest gradient: for each host, the guest computes the masked sum of its
    weighted cross terms ``[[sum_k (X_G * w_k).T h_k + r]]_H``, the host decrypts
    it, the guest removes ``r``;
@@ -18,126 +19,59 @@ polynomial). Per batch (see docs/protocols.md):
    assembles the next direction from the parties' Gram matrices (``_fit_lbfgs``).
 
 No party holds another's private key; there is no arbiter.
+
+The guest's other parts live beside it: its secret and random start
+(``_start.py``), its minimum batch sizes (``_batching.py``), the L-BFGS driver
+(``_lbfgs.py``), the progress bar (``_progress.py``) and prediction
+(``_prediction.py``); their names are importable from here as before.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from ftl.crypto.scheme import (
     column,
     expected_slot_bits,
     make_own_key,
     packing_of,
-    peer_key_from_public,
     public_key_json,
     row,
     stack_rows,
 )
 from ftl.federation.channel import Channel
 from ftl.federation.messages import Message
+from ftl.linear_model import _lbfgs
 from ftl.linear_model import _messages as msg
+from ftl.linear_model._batching import (
+    MIN_BATCH_ROWS,
+    MIN_BATCH_ROWS_PER_HOST_COLUMN,
+    batch_rows,
+    min_batch_rows,
+)
 from ftl.linear_model._block import WeightBlock
-from ftl.linear_model._optim import LBFGS_MEMORY, basis_size, lbfgs_coefficients
-from ftl.linear_model._sigmoid import make_approximation
+from ftl.linear_model._links import make_link
+from ftl.linear_model._prediction import predict_margin
+from ftl.linear_model._progress import FitProgress
+from ftl.linear_model._start import START_MARGIN_SPREAD, guest_secret, random_start, start_seed
 from ftl.linear_model.host import _peer_keys
 
-#: L-BFGS: trial points per iteration before the memory is cleared.
-_MAX_LINE_SEARCH = 8
-
-#: Fewest rows of a mini-batch the guest sends (a full batch may be smaller, then the
-#: per-column minimum below still holds). Protects the guest's labels: each batch
-#: gives every host its gradient, ``p_H`` equations in the batch's residuals.
-MIN_BATCH_ROWS = 32
-#: Rows every batch (also a full batch) needs per host column, summed over the
-#: hosts (colluding hosts pool their equations). With ``b <= p_H`` rows a host
-#: solves its gradient for every row's residual ``sigmoid(z) - y``, whose sign is
-#: the label; twice ``p_H`` leaves as many unknowns as equations.
-MIN_BATCH_ROWS_PER_HOST_COLUMN = 2
-#: Standard deviation of the guest's secret starting margins over the training rows
-#: (docs/protocols.md §5.2): of the order of the label signal ``sigmoid(u) - y``,
-#: small enough that the optimiser starts near the usual region.
-START_MARGIN_SPREAD = 1.0
-#: Streams of the guest's secret: one per binary model's start.
-_START_STREAM = 0x53545254  # "STRT"
-
-
-def min_batch_rows(host_widths) -> int:
-    """The guest's minimum rows per batch given the hosts' block widths."""
-    return max(MIN_BATCH_ROWS, MIN_BATCH_ROWS_PER_HOST_COLUMN * int(sum(host_widths)))
-
-
-def guest_secret(party) -> int:
-    """The guest party's secret (256 bits from the OS when the party was created).
-
-    It never leaves the guest. It seeds the random start and randomized response,
-    so a host that knows or guesses ``random_state`` cannot reproduce them; a guest
-    that fits again on the same :class:`~ftl.Party` gets the same start and noise.
-    """
-    base = party
-    while getattr(base, "_base", None) is not None:  # a preprocessed view of the party
-        base = base._base
-    secret = base.__dict__.get("_secret")
-    if secret is None:  # a party unpickled from an older version: make one now
-        secret = base._secret = secrets.token_bytes(32)
-    return int.from_bytes(secret, "big")
-
-
-def start_seed(
-    secret: int | None, model: int, seed: int | None = None, rows: np.ndarray | None = None
-) -> np.random.SeedSequence:
-    """Seed of binary model ``model``'s random start.
-
-    Drawn from the guest's secret and the set of training rows (the guest's own row
-    numbers ``rows``), and from ``seed`` (the fit's, from ``random_state``) if given.
-    Without ``seed`` the start is a fixed function of the rows: a deterministic
-    optimiser (L-BFGS) then repeats exactly the same run on the same rows, so
-    repeated fits show a host nothing it could average the start away with; other
-    rows give an independent start. ``secret=None`` (a simulated federation, whose
-    driver holds every party's data) uses ``seed`` alone.
-    """
-    if secret is None:
-        entropy = [int(seed or 0)]
-    else:
-        canonical = np.sort(np.asarray(rows, dtype=np.int64)).astype("<i8").tobytes()
-        digest = int.from_bytes(hashlib.sha256(canonical).digest(), "big")
-        entropy = [int(secret), digest] + ([] if seed is None else [int(seed)])
-    return np.random.SeedSequence(entropy=entropy, spawn_key=(_START_STREAM, int(model)))
-
-
-def random_start(features: np.ndarray, fit_intercept: bool, rng: np.random.Generator) -> np.ndarray:
-    """The guest's secret starting weights (and intercept, last).
-
-    A random direction of the guest's columns, scaled so that the starting margins
-    ``u_G = X_G w + b`` spread with standard deviation :data:`START_MARGIN_SPREAD`
-    over the training rows, centred on a random offset (``N(0, 1/4)``). From a zero
-    start every party's first gradient would be ``X_P.T (sigmoid(u_H) - y)`` with
-    ``u_H`` known to the host, so the host's first gradient would be a known
-    function of the labels (docs/protocols.md §5.2); with ``u_G`` secret per row it
-    is not. The objective is convex, so L-BFGS reaches the same optimum from here.
-    """
-    features = np.asarray(features, dtype=np.float64)
-    weights = rng.standard_normal(features.shape[1])
-    margins = features @ weights
-    spread = float(np.std(margins)) if len(margins) else 0.0
-    if spread > 0:
-        weights *= START_MARGIN_SPREAD / spread
-        margins *= START_MARGIN_SPREAD / spread
-    else:  # constant or no columns: only an intercept can move the margins
-        weights[:] = 0.0
-        margins[:] = 0.0
-    if not fit_intercept:
-        return weights
-    offset = 0.5 * START_MARGIN_SPREAD * rng.standard_normal()
-    intercept = offset - (float(np.mean(margins)) if len(margins) else 0.0)
-    return np.append(weights, intercept)
+__all__ = [
+    "MIN_BATCH_ROWS",
+    "MIN_BATCH_ROWS_PER_HOST_COLUMN",
+    "START_MARGIN_SPREAD",
+    "LogisticGuest",
+    "TrainingResult",
+    "guest_secret",
+    "min_batch_rows",
+    "predict_margin",
+    "random_start",
+    "start_seed",
+]
 
 
 @dataclass
@@ -179,6 +113,9 @@ class LogisticGuest:
     start : numpy.random.SeedSequence, optional
         Seed of the guest's secret random start (:func:`random_start`), derived
         from the guest's secret; ``None`` draws it from the OS.
+    model : tuple of (int, int), optional
+        ``(k, n)``: this run trains binary model ``k`` (from 1) of ``n``
+        (one-vs-rest), for the progress bar.
     """
 
     def __init__(
@@ -193,6 +130,7 @@ class LogisticGuest:
         random_state: np.random.Generator,
         verbose: bool = False,
         start: np.random.SeedSequence | None = None,
+        model: tuple[int, int] | None = None,
     ):
         self.guest = guest
         self.hosts = list(hosts)
@@ -203,6 +141,7 @@ class LogisticGuest:
         self.channel = channel
         self.rng = random_state
         self.verbose = verbose
+        self.model = model
         self.name = guest.name
         rows = guest.aligned_rows(alignment_id, self.positions)
         features = guest.local_features(rows)
@@ -224,7 +163,7 @@ class LogisticGuest:
             widths[host.name] = host.n_features
         p = {**p, "widths": widths, "guest": self.name}
         self.widths = widths
-        self.approx = make_approximation(p)
+        self.approx = make_link(p)
         self.params = p
         self.track_loss = bool(p.get("track_loss", False))
         self.lbfgs = p["optimizer"] == "lbfgs"
@@ -380,51 +319,27 @@ class LogisticGuest:
 
     # ------------------------------------------------------------------ training loop
     def batch_rows(self, batch_size: int | str | None) -> int:
-        """Rows per batch for ``batch_size`` (int, ``"auto"`` or ``None``: all rows).
-
-        The guest protects its labels itself: it refuses a mini-batch of fewer than
-        :data:`MIN_BATCH_ROWS` rows and any batch (a full one too) of fewer than
-        :data:`MIN_BATCH_ROWS_PER_HOST_COLUMN` rows per host column; ``"auto"``
-        (``n // 16`` clipped to 32..1024) is raised to that minimum. Raises
-        ``ValueError`` before any message is sent.
-        """
-        n = len(self.positions)
-        widths = [int(h.n_features) for h in self.hosts]
-        floor = min_batch_rows(widths)
-        if batch_size is None or self.params["optimizer"] == "lbfgs":
-            rows = n
-        elif batch_size == "auto":
-            rows = min(max(int(np.clip(n // 16, 32, 1024)), floor), n)
-        else:
-            rows = min(int(batch_size), n)
-        if rows < n and rows < MIN_BATCH_ROWS:
-            raise ValueError(
-                f"batch_size={batch_size} is below the guest's minimum of {MIN_BATCH_ROWS} "
-                "rows per mini-batch (small batches let a host solve its gradient for the "
-                "batch's labels); use a larger batch_size or None (full batch)"
-            )
-        if rows < MIN_BATCH_ROWS_PER_HOST_COLUMN * sum(widths):
-            what = "training set" if rows == n else f"batch_size={batch_size}"
-            raise ValueError(
-                f"the {what} has {rows} rows, fewer than {MIN_BATCH_ROWS_PER_HOST_COLUMN} per "
-                f"host column ({sum(widths)} host columns): from batches that small a host "
-                "could solve its gradient for every row's residual, hence label; use "
-                f"batches of at least {floor} rows" + (" (more training rows)" if rows == n else "")
-            )
-        return rows
+        """Rows per batch (:func:`~ftl.linear_model._batching.batch_rows`); raises
+        ``ValueError`` before any message is sent if they are too few."""
+        return batch_rows(
+            batch_size,
+            len(self.positions),
+            [h.n_features for h in self.hosts],
+            full_batch=self.params["optimizer"] == "lbfgs",
+        )
 
     def fit(
-        self, max_iter: int, tol: float, batch_size: int | str | None = "auto"
+        self, max_iter: int, tol: float | str, batch_size: int | str | None = "auto"
     ) -> TrainingResult:
+        """Train; ``tol`` is a number or, for L-BFGS, ``"auto"`` (:mod:`._lbfgs`)."""
         bs = self.batch_rows(batch_size)  # before any message: a refusal sends nothing
         self._open_sessions()
-        mode = self.params["encryption"] or "plaintext"
-        self.bar = tqdm(
-            total=1,
-            desc=f"federated LR ({mode})",
-            unit="pass",
-            disable=not self.verbose,
-            leave=False,
+        self.progress = FitProgress(
+            max_iter,
+            self.params["encryption"] or "plaintext",
+            self.lbfgs,
+            self.model,
+            enabled=self.verbose,
         )
         try:
             if self.lbfgs:
@@ -437,7 +352,7 @@ class LogisticGuest:
                     h.endpoint, "lr.host.finish", Message(msg.FINISH.name, {"model_id": model_id})
                 )
         finally:
-            self.bar.close()
+            self.progress.close()
             for h in self.hosts:
                 try:
                     self.channel.call(h.endpoint, "lr.host.close", Message("ack", {}))
@@ -454,20 +369,22 @@ class LogisticGuest:
             history,
         )
 
-    def _record(self, history: list, started: float, delta: float, norm: float, loss) -> float:
-        """Append one epoch (iteration) to the history and the progress bar."""
+    def _record(self, history: list, started: float, delta: float, norm: float, **extra) -> float:
+        """Append one epoch (L-BFGS: iteration) to the history and the progress bar.
+
+        ``extra`` holds the run's own numbers: the passes so far, the loss (verbose),
+        and for L-BFGS the estimated decrease still to gain.
+        """
         change = float(np.sqrt(delta / max(norm, 1e-300)))
         entry = {
             "epoch": len(history),
             "relative_change": change,
             "seconds": time.perf_counter() - started,
+            **{k: v for k, v in extra.items() if v is not None},
         }
-        postfix = {"epoch": len(history), "change": f"{change:.2e}"}
-        if loss is not None:
-            entry["loss"] = loss
-            postfix["loss"] = f"{loss:.4f}"
-        self.bar.set_postfix(postfix)
         history.append(entry)
+        shown = {"decrease": f"{extra['decrease']:.1e}"} if "decrease" in extra else {}
+        self.progress.step(change, extra.get("loss"), **shown)
         return change
 
     def _fit_epochs(self, max_iter: int, tol: float, bs: int) -> list:
@@ -479,14 +396,15 @@ class LogisticGuest:
         """
         n = len(self.positions)
         n_batches = max(1, n // bs)
-        self.bar.total = n_batches
         history: list = []
+        passes = 0
         for epoch in range(max_iter):
             started = time.perf_counter()
             order = self.rng.permutation(n)
-            for batch in np.array_split(order, n_batches):
+            for done, batch in enumerate(np.array_split(order, n_batches), start=1):
                 self._batch(batch)
-                self.bar.update(1)
+                self.progress.batch_done(done, n_batches)
+            passes += 1
             loss = self._epoch_loss() if self.track_loss else None
             delta, norm = self.block.end_epoch()
             for h in self.hosts:
@@ -496,13 +414,11 @@ class LogisticGuest:
                     Message(msg.EPOCH_END.name, {"epoch": epoch}),
                 )
                 delta, norm = _add_weight_change(reply, delta, norm, h.name)
-            self.bar.total = n_batches * (epoch + 2)  # grows until convergence
-            self.bar.refresh()
-            if self._record(history, started, delta, norm, loss) < tol:
+            if self._record(history, started, delta, norm, passes=passes, loss=loss) < tol:
                 break
         return history
 
-    def _fit_lbfgs(self, max_iter: int, tol: float) -> list:
+    def _fit_lbfgs(self, max_iter: int, tol: float | str) -> list:
         """Full-batch L-BFGS, the direction assembled from the parties' Gram matrices.
 
         Each iteration: every party reports the inner products of its own blocks of
@@ -510,47 +426,38 @@ class LogisticGuest:
         recursion on coefficients and sends them with a step length (``lr.move``);
         one protocol pass gives every party its gradient at the trial point and the
         driver the directional derivative ``g . d`` (summed ``lr.slope`` scalars).
-        The step is accepted once ``g . d <= |g0 . d| / 2`` (for a convex objective a
-        non-positive slope proves descent); otherwise a secant step on the slope is
-        tried. Stops when ``||g|| <= tol`` (``g`` over all parties' weights).
+        The line search and the stopping rule are in :mod:`._lbfgs`.
         """
         rows = np.arange(len(self.positions))
         history: list = []
         started = time.perf_counter()
-        self._pass(rows)
-        gram, delta, norm = self._accept(keep_pair=False, clear_memory=False)
-        n_pairs = 0
-        for _ in range(max_iter):
-            if np.sqrt(max(gram[2 * n_pairs, 2 * n_pairs], 0.0)) <= tol:
-                break
-            coefficients = lbfgs_coefficients(gram, n_pairs)
-            slope0 = float(coefficients @ gram[:, 2 * n_pairs])
-            if not slope0 < 0:  # not a descent direction: restart from -H g
-                coefficients = np.zeros(basis_size(n_pairs))
-                coefficients[-1] = -1.0
-                slope0 = float(coefficients @ gram[:, 2 * n_pairs])
-            step, accepted = 1.0, False
-            for _trial in range(_MAX_LINE_SEARCH):
-                self._move(coefficients, step)
-                slope = self._pass(rows)
-                if slope <= 0.5 * abs(slope0):
-                    accepted = True
-                    break
-                step *= slope0 / (slope0 - slope)  # secant: zero of the slope on the line
-            curvature = step * (slope - slope0)  # s . y
-            keep = accepted and curvature > 1e-12 * step * abs(slope0)
-            gram, delta, norm = self._accept(keep_pair=keep, clear_memory=not accepted)
-            n_pairs = min(n_pairs + 1, LBFGS_MEMORY) if keep else (n_pairs if accepted else 0)
-            self._record(history, started, delta, norm, self.pass_loss)
+        self.passes, self.pass_loss = 0, None
+
+        def iteration_done(delta: float, norm: float, direction: _lbfgs.Direction) -> None:
+            nonlocal started
+            self._record(
+                history,
+                started,
+                delta,
+                norm,
+                passes=self.passes,
+                loss=self.pass_loss,
+                decrease=direction.decrease,
+            )
             started = time.perf_counter()
+
+        _lbfgs.minimise(
+            lambda: self._pass(rows), self._accept, self._move, max_iter, tol, iteration_done
+        )
         return history
 
     def _pass(self, rows: np.ndarray) -> float:
+        """One L-BFGS pass over ``rows``; counted, and its verbose loss shown."""
         slope = self._batch(rows)
+        self.passes += 1
         # verbose: the training loss at this pass's weights (one masked scalar per pass)
         self.pass_loss = self._epoch_loss() if self.track_loss else None
-        self.bar.total = self.bar.n + 2  # one pass per step; the end is not known
-        self.bar.update(1)
+        self.progress.pass_done(self.passes, self.pass_loss)
         return slope
 
     def _accept(self, keep_pair: bool, clear_memory: bool) -> tuple[np.ndarray, float, float]:
@@ -594,61 +501,3 @@ def _scalar(reply: Message, kind: str, field_name: str, sender: str) -> float:
     if not np.isfinite(value):
         raise ValueError(f"{sender!r} sent a non-finite {field_name}")
     return value
-
-
-def predict_margin(
-    guest,
-    hosts,
-    alignment_id,
-    positions,
-    coef,
-    intercept,
-    model_id,
-    host_public_keys,
-    encryption,
-    channel: Channel,
-    insecure: bool = False,
-):
-    """Decision values for aligned rows; only the guest (the driver) learns them.
-
-    Each host returns ``[[u_H]]_H``; the guest adds a mask and the host decrypts
-    ``u_H + r``; the guest removes ``r``. The host learns nothing; the guest learns
-    the host's margins of these rows, which the prediction itself reveals anyway.
-    """
-    rows = guest.aligned_rows(alignment_id, positions)
-    margin = guest.local_features(rows) @ coef + intercept
-    scheme = "paillier" if encryption == "paillier" else "plain"
-    open_message = Message(
-        msg.PREDICT_OPEN.name,
-        {
-            "model_id": model_id,
-            "public_keys": {},
-            "alignment": alignment_id,
-            "positions": np.asarray(positions, dtype=np.int64),
-        },
-    )
-    for h in hosts:
-        # each prediction session has a key of its own (lr.opened); the training key
-        # (host_public_keys) is never used to decrypt predictions
-        opened = channel.call(h.endpoint, "lr.predict.open", open_message)
-        try:
-            if opened.type != msg.OPENED.name:
-                raise ValueError(f"{h.name!r} opened prediction without a session key")
-            pub = {k: (int(v) if k in ("n", "hs") else v) for k, v in opened["public_key"].items()}
-            trained = int(host_public_keys[h.name].get("n", 0)).bit_length()  # its key's size
-            peer = peer_key_from_public(pub, scheme, insecure, min_bits=trained)
-            enc = channel.call(h.endpoint, "lr.predict.contribution", Message("ack", {}))
-            values = enc["values"]
-            if values.shape != (len(positions), 1):
-                raise ValueError(f"{h.name!r} sent margins of the wrong shape")
-            masked, state = peer.masked_vector(column(values, 0))
-            slot_bits, count = packing_of(masked, state)
-            request = Message(
-                msg.MASKED_MARGIN.name,
-                {"values": masked, "slot_bits": slot_bits, "count": count},
-            )
-            reply = channel.call(h.endpoint, "lr.predict.decrypt", request)
-            margin = margin + peer.unmask(reply["values"], state)
-        finally:
-            channel.call(h.endpoint, "lr.predict.close", Message("ack", {}))
-    return margin

@@ -48,7 +48,7 @@ from ftl.federation.messages import Message, PlainArray
 from ftl.federation.service import operation, role
 from ftl.linear_model import _messages as msg
 from ftl.linear_model._block import WeightBlock
-from ftl.linear_model._sigmoid import make_approximation
+from ftl.linear_model._links import make_link
 
 #: Fixed-point scale of a masked loss total (coefficients x host values).
 LOSS_FRAC_BITS = VALUE_FRAC_BITS + FEATURE_FRAC_BITS
@@ -94,7 +94,7 @@ class LogisticHost:
         )
         self.widths = {str(k): int(v) for k, v in params["widths"].items()}
         self.guest = str(params["guest"])
-        self.approx = make_approximation(params)
+        self.approx = make_link(params)
         self.margin: np.ndarray | None = None
         self.masks: dict = {}
         self.decrypted: set[str] = set()

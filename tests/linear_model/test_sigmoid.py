@@ -9,17 +9,20 @@ from sklearn.model_selection import train_test_split
 
 import ftl
 from ftl.data.simulate import simulate_federation
-from ftl.linear_model._sigmoid import LocalPolynomial, Taylor1
+from ftl.linear_model._sigmoid import LocalPolynomial, Taylor1, make_approximation
 from tests.conftest import SMALL_KEY, pooled
 
 
-def _max_error(degree, radius):
-    approx = LocalPolynomial(degree, radius)
+def _max_error(degree, radius, basis="monomial"):
+    approx = LocalPolynomial(degree, radius, basis)
     u_guest = np.linspace(-10, 10, 201)
     a = approx.coefficients(u_guest)
     s = np.linspace(-1, 1, 101)
-    poly = (a[:, :, None] * s[None, None, :] ** np.arange(degree + 1)[None, :, None]).sum(1)
-    return np.abs(poly - expit(u_guest[:, None] + radius * s[None, :])).max()
+    if basis == "monomial":  # the documented formula, sum_k a_k s**k
+        functions = s[:, None] ** np.arange(degree + 1)[None, :]
+    else:
+        functions = approx.functions(s)
+    return np.abs(a @ functions.T - expit(u_guest[:, None] + radius * s[None, :])).max()
 
 
 def test_local_polynomial_error_bounds_as_documented():
@@ -35,10 +38,57 @@ def test_local_polynomial_error_bounds_as_documented():
     assert err.max() > 0.5
 
 
+def test_kernel_basis_is_as_accurate_as_one_power_more():
+    """docs/sigmoid.md: the best K functions of s for the whole family
+    s -> sigmoid(u + R s) come within 20 % of K + 1 powers (about one degree gained);
+    the default K = 4 on R = 4 is twice as accurate as the previous default, five
+    powers on R = 5."""
+    for degree, radius in [(3, 4.0), (4, 4.0), (4, 5.0), (5, 5.0)]:
+        kernel = _max_error(degree, radius, "kernel")
+        assert kernel < _max_error(degree, radius)
+        assert kernel < 1.2 * _max_error(degree + 1, radius)
+    assert _max_error(4, 4.0, "kernel") < 0.013 < _max_error(5, 5.0) / 1.9
+
+
+def test_kernel_basis_is_the_same_for_guest_and_host():
+    """Both parties build the basis from the public K and R alone: bounded by 1 on
+    [-1, 1], positive at s = 1 (a sign convention, so that no LAPACK's choice of
+    singular-vector signs can make the two differ) and without the constant, which
+    the guest's own term carries; the host refuses a basis it does not know."""
+    approx = make_approximation(
+        {"sigmoid": "poly", "sigmoid_degree": 4, "sigmoid_radius": 4.0, "sigmoid_basis": "kernel"}
+    )
+    s = np.linspace(-1, 1, 2001)
+    phi = approx.functions(s)[:, 1:]
+    np.testing.assert_allclose(np.abs(phi).max(axis=0), 1.0)
+    assert (approx.functions(np.array([1.0]))[0, 1:] > 0).all()
+    # orthogonal to the constant at Chebyshev points (the SVD of the centred kernel)
+    nodes = np.cos(np.pi * (np.arange(64) + 0.5) / 64)
+    assert np.abs(approx.functions(nodes)[:, 1:].mean(axis=0)).max() < 1e-12
+    np.testing.assert_array_equal(
+        approx.host_values(np.array([0.3, -7.0])),
+        LocalPolynomial(4, 4.0, "kernel").host_values(np.array([0.3, -7.0])),
+    )
+    # a guest that sends no basis is an older guest: powers of s
+    assert (
+        make_approximation({"sigmoid": "poly", "sigmoid_degree": 3, "sigmoid_radius": 5.0}).basis
+        == "monomial"
+    )
+    with pytest.raises(ValueError, match="sigmoid basis"):
+        make_approximation(
+            {
+                "sigmoid": "poly",
+                "sigmoid_degree": 3,
+                "sigmoid_radius": 5.0,
+                "sigmoid_basis": "fourier",
+            }
+        )
+
+
 def test_columns_multiply_back_to_the_residual():
     rng = np.random.default_rng(0)
     ug, uh, y = rng.normal(size=50), rng.normal(size=50) * 3, rng.integers(0, 2, 50)
-    for approx in (Taylor1(), LocalPolynomial(4, 6.0)):
+    for approx in (Taylor1(), LocalPolynomial(4, 6.0), LocalPolynomial(3, 4.0, "kernel")):
         g = approx.guest_values(ug, y)
         h = approx.host_weights(uh)  # the host's per-row weights for the guest's columns
         host_own = approx.host_own(uh)
@@ -59,7 +109,7 @@ def test_poly_step_sends_only_ciphertexts_of_the_host_margin_powers(breast):
     for rec in from_host:
         (values,) = rec.fields[1:]  # fields are sorted: owner, values
         assert values.name == "values" and values.kind == "ciphertext"
-        assert values.shape[1] == clf.sigmoid_degree  # s, s**2, s**3
+        assert values.shape[1] == clf.sigmoid_degree  # phi_1(s), ..., phi_K(s)
         keys.add(values.key_id)
     assert len(keys) == 1
     # nothing else the host sends carries per-sample data

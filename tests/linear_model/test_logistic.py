@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_random_state
 import ftl
 from ftl.data.simulate import simulate_federation
 from ftl.linear_model import guest as guest_role
+from ftl.linear_model._sigmoid import LocalPolynomial, Taylor1
 from tests.conftest import SMALL_KEY, pooled
 
 
@@ -32,19 +33,19 @@ def starts(monkeypatch):
 
 
 def _residual(est, z_guest, z_host, y):
-    """The approximated residual sigmoid(z) - y, written from the formulas in the docs."""
+    """The approximated residual sigmoid(z) - y, written from the formulas in the docs
+    (the kernel basis ``1, phi_1, ..., phi_K`` itself is pinned in test_sigmoid.py)."""
     if est.sigmoid == "taylor":
         return (z_guest + z_host) / 4 + 0.5 - y
     k, r = est.sigmoid_degree, est.sigmoid_radius
+    basis = LocalPolynomial(k, r, basis="kernel").functions
     m = 4 * k + 8
     nodes = np.cos(np.pi * (np.arange(m) + 0.5) / m)
     coef, *_ = np.linalg.lstsq(
-        np.vander(nodes, k + 1, increasing=True),
-        expit(z_guest[None, :] + r * nodes[:, None]),
-        rcond=None,
-    )  # (k + 1, n): least-squares polynomial in s of sigmoid(z_guest + r s), per row
+        basis(nodes), expit(z_guest[None, :] + r * nodes[:, None]), rcond=None
+    )  # (k + 1, n): least-squares combination of the basis closest to sigmoid(z_guest + r s)
     s = _smooth_clip(z_host, r) / r
-    return (coef * s[None, :] ** np.arange(k + 1)[:, None]).sum(axis=0) - y
+    return (coef.T * basis(s)).sum(axis=1) - y
 
 
 def _smooth_clip(u, r, h=1.0):
@@ -545,15 +546,13 @@ def test_verbose_run_reports_the_epoch_training_loss_securely(breast, sigmoid, o
     point, exactly (Adam: the k-epoch model, at the start of epoch k + 1; L-BFGS: the
     model after iteration k + 1), close to its exact log-loss; encrypted equals
     plaintext; one masked scalar per pass crosses for it."""
-    from ftl.linear_model._sigmoid import LocalPolynomial, Taylor1
-
     X, y = breast
     params = dict(
         sigmoid=sigmoid, optimizer=optimizer, batch_size=None, random_state=0, tol=0, verbose=True
     )
     clf = ftl.FederatedLogisticRegression(encryption=None, max_iter=4, **params).fit(X, y)
     losses = [e["loss"] for e in clf.history_[0]]
-    approx = Taylor1() if sigmoid == "taylor" else LocalPolynomial(5, 5.0)
+    approx = Taylor1() if sigmoid == "taylor" else LocalPolynomial(4, 4.0, basis="kernel")
     features = pooled(X)
     n_guest = X.alignment.n_features[0]
     shift = 0 if optimizer == "adam" else 1
@@ -569,7 +568,7 @@ def test_verbose_run_reports_the_epoch_training_loss_securely(breast, sigmoid, o
         assert losses[k - shift] == pytest.approx(expected, rel=1e-9)
         u = u_g + u_h
         exact = float(np.mean(np.logaddexp(0.0, u) - y * u))
-        if sigmoid == "poly":  # degree 5 on R = 5: within 0.05 of the exact log-loss
+        if sigmoid == "poly":  # K = 4 on R = 4: within 0.05 of the exact log-loss
             assert losses[k - shift] == pytest.approx(exact, abs=0.05)
     enc = ftl.FederatedLogisticRegression(max_iter=4, **SMALL_KEY, **params).fit(X, y)
     np.testing.assert_allclose([e["loss"] for e in enc.history_[0]], losses, atol=1e-6)
