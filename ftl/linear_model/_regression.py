@@ -245,6 +245,25 @@ class FederatedLinearRegression(_FederatedRegressor):
         """
         return self._linear_predictor(X)
 
+    def score(self, X, y, sample_weight=None):
+        """R², the coefficient of determination of :meth:`predict` (as scikit-learn's
+        ``Ridge.score``).
+
+        Parameters
+        ----------
+        X : VerticalData or array-like of shape (n_samples, n_features)
+            See :meth:`predict`.
+        y : array-like of shape (n_samples,)
+            True targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights.
+
+        Returns
+        -------
+        float
+        """
+        return super().score(X, y, sample_weight=sample_weight)
+
 
 @fill_doc(encryption_parameters=ENCRYPTION_PARAMETERS, n_jobs_parameter=N_JOBS_PARAMETER)
 class FederatedPoissonRegressor(_FederatedRegressor):

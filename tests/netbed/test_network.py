@@ -252,7 +252,9 @@ def test_repeated_resets_mid_fit_are_survived(bed, deployment, lab):
 
 @pytest.mark.xfail(
     strict=True,
-    raises=AssertionError,
+    # the fit fails (AssertionError on its error); on a loaded machine the outage can
+    # also outlast the driver's fit after it, which then fails too (RuntimeError)
+    raises=(AssertionError, RuntimeError),
     reason="PartyClient retries UNAVAILABLE twice (0.25 s, 1 s back-off) whatever the "
     "timeout: an outage that refuses connections for more than ~1.3 s fails the fit "
     "although it is much shorter than the timeout",

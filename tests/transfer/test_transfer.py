@@ -314,7 +314,7 @@ def test_tampered_slot_width_is_refused(breast_transfer, monkeypatch):
 
 def test_target_that_disappears_mid_fit_gives_clear_error_and_frees_session(breast_transfer):
     from ftl.federation import PartyService, PartyUnavailableError
-    from tests.test_logistic import _DiesAfter
+    from tests.linear_model.test_logistic import _DiesAfter
 
     data, X, y = breast_transfer
     service = PartyService(data.target)
