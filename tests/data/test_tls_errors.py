@@ -224,7 +224,9 @@ def test_without_client_addresses_the_watcher_counts_connections(monkeypatch, ca
         "ftl.federation.transport.grpc.handshakes.established_peers", lambda port: None
     )
     caplog.set_level(logging.WARNING, logger="ftl.serve")
-    watcher = HandshakeWatcher(logging.getLogger("ftl.serve"), grace=GRACE)
+    # a grace long enough that a loaded machine cannot expire the first connection
+    # before the other two are counted
+    watcher = HandshakeWatcher(logging.getLogger("ftl.serve"), grace=2.0)
     watcher.port = 1
     for _ in range(3):
         watcher.connection_started()
