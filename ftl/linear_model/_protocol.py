@@ -25,10 +25,16 @@ def check_params(params: Mapping, policy: Any, rule: Any) -> None:
     products of its own weight and gradient changes (docs/protocols.md §3.8).
     """
     if params.get("optimizer") == "lbfgs" and not policy.setting("allow_lbfgs"):
+        # the regressors (link identity/log) train with L-BFGS only
+        remedy = (
+            "the federated regressors train with L-BFGS only"
+            if params.get("link", "logit") != "logit"
+            else "train with optimizer='adam' or 'sgd'"
+        )
         raise PolicyError(
             "optimizer='lbfgs' (the host reveals inner products of its weight and "
             "gradient changes every iteration) is not allowed by this host's policy "
-            f"(peer {rule.identity!r}); train with optimizer='adam' or 'sgd'"
+            f"(peer {rule.identity!r}); {remedy}"
         )
 
 
