@@ -76,6 +76,22 @@ _SHARED_DOC = """
 """
 
 
+#: ``X`` of a regressor's ``predict``.
+_PREDICT_X = """\
+X : VerticalData or array-like of shape (n_samples, n_features)
+    A handle over the parties the model was fitted on, or a plain array
+    if it was fitted on one."""
+
+#: The parameters of a regressor's ``score``.
+_SCORE_PARAMETERS = """\
+X : VerticalData or array-like of shape (n_samples, n_features)
+    See :meth:`predict`.
+y : array-like of shape (n_samples,)
+    True targets (counts, for Poisson regression).
+sample_weight : array-like of shape (n_samples,), default=None
+    Row weights."""
+
+
 class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
     """Shared face of the federated regressors (one L-BFGS model, exact link)."""
 
@@ -230,14 +246,13 @@ class FederatedLinearRegression(_FederatedRegressor):
         # ||r||**2 / (2 n) + (alpha / n) ||w||**2 / 2 has the same minimiser
         return float(self.alpha) / n_train
 
+    @fill_doc(predict_x=_PREDICT_X)
     def predict(self, X):
         """Predicted targets ``X w + b`` (revealed to the guest only).
 
         Parameters
         ----------
-        X : VerticalData or array-like of shape (n_samples, n_features)
-            A handle over the parties the model was fitted on, or a plain array
-            if it was fitted on one.
+        %(predict_x)s
 
         Returns
         -------
@@ -245,18 +260,14 @@ class FederatedLinearRegression(_FederatedRegressor):
         """
         return self._linear_predictor(X)
 
+    @fill_doc(score_parameters=_SCORE_PARAMETERS)
     def score(self, X, y, sample_weight=None):
         """R², the coefficient of determination of :meth:`predict` (as scikit-learn's
         ``Ridge.score``).
 
         Parameters
         ----------
-        X : VerticalData or array-like of shape (n_samples, n_features)
-            See :meth:`predict`.
-        y : array-like of shape (n_samples,)
-            True targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights.
+        %(score_parameters)s
 
         Returns
         -------
@@ -306,14 +317,13 @@ class FederatedPoissonRegressor(_FederatedRegressor):
                 "several the mean exp(u_G + u_H1 + u_H2) is a product of three parties' values"
             )
 
+    @fill_doc(predict_x=_PREDICT_X)
     def predict(self, X):
         """Predicted means ``exp(X w + b)`` (revealed to the guest only).
 
         Parameters
         ----------
-        X : VerticalData or array-like of shape (n_samples, n_features)
-            A handle over the parties the model was fitted on, or a plain array
-            if it was fitted on one.
+        %(predict_x)s
 
         Returns
         -------
@@ -321,18 +331,14 @@ class FederatedPoissonRegressor(_FederatedRegressor):
         """
         return np.exp(self._linear_predictor(X))
 
+    @fill_doc(score_parameters=_SCORE_PARAMETERS)
     def score(self, X, y, sample_weight=None):
         """D², the fraction of Poisson deviance explained (as scikit-learn's
         ``PoissonRegressor.score``).
 
         Parameters
         ----------
-        X : VerticalData or array-like of shape (n_samples, n_features)
-            See :meth:`predict`.
-        y : array-like of shape (n_samples,)
-            True counts.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights.
+        %(score_parameters)s
 
         Returns
         -------
