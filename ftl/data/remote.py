@@ -54,9 +54,15 @@ class RemoteParty:
     connect_timeout : float, default=20
         Seconds to wait for the host's public facts when connecting.
     retries : int, default=2
-        Retries after a transport failure (gRPC ``UNAVAILABLE``). Safe: a
+        Retries after a transport failure (gRPC ``UNAVAILABLE``: the connection
+        refused or reset) at least; ``0`` fails at the first one. Safe: a
         retransmitted request carries its sequence number and digest, and the
         host answers a repeat with the stored reply instead of running it twice.
+    retry_for : float, default=30
+        Seconds an outage is retried for beyond ``retries`` (back-off capped at
+        3 s, one warning logged): a host restart or a network fail-over shorter
+        than this is survived. A host that stays down fails the call after about
+        this long.
     audit_log : path, optional
         JSON-lines file this driver appends every message it exchanges with the
         party to (read it with ``ftl report``).
@@ -96,6 +102,7 @@ class RemoteParty:
         timeout: float = 600.0,
         connect_timeout: float = 20.0,
         retries: int = 2,
+        retry_for: float = 30.0,
         audit_log: str | os.PathLike | None = None,
         max_message_bytes: int | None = None,
         server_name: str | None = None,
@@ -122,6 +129,7 @@ class RemoteParty:
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
         self.retries = int(retries)
+        self.retry_for = float(retry_for)
         self.audit_log = audit_log
         self._path = tuple(_path)
         self._client = PartyClient(
@@ -133,6 +141,7 @@ class RemoteParty:
             timeout=self.timeout,
             connect_timeout=self.connect_timeout,
             retries=self.retries,
+            retry_for=self.retry_for,
         )
         self._derived: dict[str, RemoteParty] = {}
         self._transcript = Transcript(log_path=audit_log) if audit_log else None
@@ -202,6 +211,7 @@ class RemoteParty:
             timeout=self.timeout,
             connect_timeout=self.connect_timeout,
             retries=self.retries,
+            retry_for=self.retry_for,
             audit_log=self.audit_log,
             max_message_bytes=self.max_message_bytes,
             server_name=self.server_name,

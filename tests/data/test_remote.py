@@ -407,7 +407,8 @@ def test_killed_host_mid_fit_gives_clean_error_and_restarted_host_serves(certs_d
     )
     host.start()
     try:
-        remote = remote_lab(certs_dir, host, timeout=30)
+        # a killed host refuses connections: retried for retry_for seconds, then clean
+        remote = remote_lab(certs_dir, host, timeout=30, retry_for=5)
         X, y = ftl.align(guest, remote)
         killer = threading.Timer(1.5, host.kill)
         killer.start()

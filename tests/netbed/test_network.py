@@ -250,15 +250,6 @@ def test_repeated_resets_mid_fit_are_survived(bed, deployment, lab):
     assert_each_request_ran_once(result, deployment)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    # the fit fails (AssertionError on its error); on a loaded machine the outage can
-    # also outlast the driver's fit after it, which then fails too (RuntimeError)
-    raises=(AssertionError, RuntimeError),
-    reason="PartyClient retries UNAVAILABLE twice (0.25 s, 1 s back-off) whatever the "
-    "timeout: an outage that refuses connections for more than ~1.3 s fails the fit "
-    "although it is much shorter than the timeout",
-)
 def test_outage_refusing_connections_shorter_than_the_timeout_is_survived(bed, deployment, lab):
     # what a host restart or a firewall fail-over looks like: connections reset, and new
     # ones refused for a few seconds

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -47,7 +48,9 @@ from ftl.federation.transport.grpc.wire import (
 
 __all__ = ["Connection", "PartyClient"]
 
+#: Waits between retries of an unavailable party; the last one repeats (capped back-off).
 _RETRY_BACKOFF = (0.25, 1.0, 3.0)
+_log = logging.getLogger(__name__)
 #: Longest the TLS probe that explains an unavailable party may take per step.
 _PROBE_SECONDS = 5.0
 
@@ -103,7 +106,12 @@ class PartyClient:
     timeout, connect_timeout : float
         Seconds to wait for one operation's reply, and for the public facts.
     retries : int
-        Retries after a transport failure (gRPC ``UNAVAILABLE``).
+        Retries after a transport failure (gRPC ``UNAVAILABLE``) at least; 0 fails
+        at the first one.
+    retry_for : float
+        Seconds an outage is retried for (beyond ``retries``): a host restart or a
+        fail-over that refuses connections for a while is survived if it ends
+        within this budget.
     """
 
     def __init__(
@@ -117,6 +125,7 @@ class PartyClient:
         timeout: float,
         connect_timeout: float,
         retries: int,
+        retry_for: float = 0.0,
     ):
         self.name = name
         self.address = address
@@ -126,6 +135,7 @@ class PartyClient:
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
         self.retries = int(retries)
+        self.retry_for = float(retry_for)
         self._lock = threading.Lock()
         self._connection: Connection | None = None
         self._seq: dict[str, int] = {}
@@ -252,18 +262,35 @@ class PartyClient:
         return self._with_retries(op, attempt)
 
     def _with_retries(self, what: str, attempt) -> Any:
+        """``attempt()``, retried while the party is unavailable: at least
+        ``retries`` times, and for as long as the outage is shorter than
+        ``retry_for`` seconds (safe: the server answers a retransmitted request
+        with its stored reply)."""
         grpc = import_grpc()
 
-        for tries in range(self.retries + 1):
+        first_failure = None
+        tries = 0
+        while True:
             try:
                 return attempt()
             except grpc.RpcError as exc:
-                code = exc.code()
-                if code == grpc.StatusCode.UNAVAILABLE and tries < self.retries:
-                    time.sleep(_RETRY_BACKOFF[min(tries, len(_RETRY_BACKOFF) - 1)])
-                    continue
-                raise self._error(what, exc) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                wait = _RETRY_BACKOFF[min(tries, len(_RETRY_BACKOFF) - 1)]
+                within = tries < self.retries or now - first_failure + wait <= self.retry_for
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or self.retries == 0 or not within:
+                    raise self._error(what, exc) from None
+                if tries == 0:
+                    _log.warning(
+                        "party %r (%s) unavailable during %r (%s); retrying for up to %.0f s",
+                        self.name,
+                        self.address,
+                        what,
+                        exc.details() or exc.code().name,
+                        max(self.retry_for, sum(_RETRY_BACKOFF[: self.retries])),
+                    )
+                time.sleep(wait)
+                tries += 1
 
     def _error(self, what: str, exc) -> Exception:
         """The exception an in-process run would raise for the server's refusal."""

@@ -1,0 +1,110 @@
+"""The driver's retries of an unavailable party are timed, not only counted
+(issue 17): an outage shorter than ``retry_for`` is survived, a longer one fails
+after about ``retry_for``, and ``retries=0`` fails at once."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from ftl.exceptions import PartyUnavailableError, PolicyError
+from ftl.federation.transport.grpc import client as client_module
+from ftl.federation.transport.grpc.client import PartyClient
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, code):
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return "connection refused"
+
+    def trailing_metadata(self):
+        return ()
+
+
+class _Clock:
+    """A fake monotonic clock that ``sleep`` advances, so no test waits."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = _Clock()
+    monkeypatch.setattr(client_module.time, "monotonic", fake.monotonic)
+    monkeypatch.setattr(client_module.time, "sleep", fake.sleep)
+    return fake
+
+
+def _client(retries=2, retry_for=30.0):
+    client = PartyClient(
+        "lab",
+        "127.0.0.1:1",
+        tls=None,
+        server_name="lab.ftl",
+        path=(),
+        timeout=60,
+        connect_timeout=5,
+        retries=retries,
+        retry_for=retry_for,
+    )
+    # the unavailable party's diagnosis probes TLS: not wanted here
+    client._error = lambda what, exc: PartyUnavailableError(f"{what}: {exc.code().name}")
+    return client
+
+
+def _outage(clock, seconds, code=grpc.StatusCode.UNAVAILABLE):
+    """An attempt that fails with ``code`` until ``seconds`` of fake time passed."""
+    calls = []
+
+    def attempt():
+        calls.append(clock.now)
+        if clock.now < seconds:
+            raise _RpcError(code)
+        return "reply"
+
+    return attempt, calls
+
+
+def test_an_outage_shorter_than_retry_for_is_survived(clock):
+    attempt, calls = _outage(clock, 10.0)
+    assert _client(retries=2, retry_for=30)._with_retries("update", attempt) == "reply"
+    # counted retries alone (0.25 s + 1 s) would have given up after 1.25 s
+    assert clock.now >= 10.0 and len(calls) > 3
+    assert max(clock.sleeps) == 3.0  # capped back-off
+
+
+def test_an_outage_longer_than_retry_for_fails_after_about_retry_for(clock):
+    attempt, _ = _outage(clock, 1e9)
+    with pytest.raises(PartyUnavailableError):
+        _client(retries=2, retry_for=30)._with_retries("update", attempt)
+    assert 27.0 <= clock.now <= 30.0
+
+
+def test_retries_zero_fails_at_the_first_outage(clock):
+    attempt, calls = _outage(clock, 1e9)
+    with pytest.raises(PartyUnavailableError):
+        _client(retries=0)._with_retries("update", attempt)
+    assert len(calls) == 1 and clock.sleeps == []
+
+
+def test_other_failures_are_not_retried(clock):
+    attempt, calls = _outage(clock, 1e9, code=grpc.StatusCode.PERMISSION_DENIED)
+    client = _client()
+    client._error = lambda what, exc: PolicyError(what)
+    with pytest.raises(PolicyError):
+        client._with_retries("update", attempt)
+    assert len(calls) == 1
