@@ -1,0 +1,360 @@
+"""Best-first growth of one tree over blocks of columns, as scikit-learn's TreeGrower.
+
+A *block* is a group of columns whose histograms and partitions come from one
+place: the guest's own columns (:class:`LocalBlock`) or a host's (a remote block
+that talks to the host). The grower only sees per-bin sums, and asks the block
+that owns the winning feature to partition the node's rows.
+
+The growth is scikit-learn's (``grower.py``, 1.9), step for step, so that the
+trees are the same:
+
+* the root's gradient and hessian sums are the sums of the first feature's
+  histogram (padded to ``max_bins + 1`` bins, as numpy's pairwise sum of that
+  row in scikit-learn); the root's value is 0;
+* a node is split when it has a split with positive gain; splittable nodes wait
+  in a heap ordered by gain (``heapq`` with the same comparison, so equal gains
+  leave the heap in the same order);
+* splitting the node with the largest gain creates two children; both become
+  leaves when the number of leaves reaches ``max_leaf_nodes`` (and every waiting
+  node too) or when they reach ``max_depth``; a child with fewer than
+  ``2 * min_samples_leaf`` rows becomes a leaf;
+* if a child may still be split, the histogram of the child with fewer rows
+  (the right one on a tie) is built by the blocks and the other one's is the
+  parent's minus it; each child that may be split then gets its best split
+  (left first) and joins the heap, or becomes a leaf;
+* at the end every leaf value is multiplied by the learning rate.
+
+Only ``max_features=1.0``, numerical features, no monotonic or interaction
+constraints and no missing values are supported.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from ftl.ensemble._histogram import Histogram, build_histogram
+from ftl.ensemble._split import SplitInfo, TreeParams, find_best_split
+from ftl.ensemble._tree import Tree
+
+__all__ = ["Block", "LocalBlock", "grow_tree"]
+
+
+class Block(Protocol):
+    """A group of columns the grower can ask for histograms and partitions.
+
+    ``begin_tree`` and ``end_tree`` frame each tree (one per class and iteration).
+    Nodes are numbered per tree in creation order: the root is 0, the children of
+    a split get the next two numbers (left, then right). The root's histogram is
+    asked first. Per split of node ``N`` won by block ``b`` the grower calls
+    ``blocks[b].split(N, rows, feature, bin_threshold)``, then
+    ``partitioned(N, L, R, left_rows, right_rows)`` on every block, then, if a
+    child may still be split, ``histogram(smaller_child, its_rows)`` on every
+    block (the sibling's histogram is derived by subtraction).
+    """
+
+    n_features: int
+    n_bins_non_missing: np.ndarray
+
+    def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray) -> None:
+        """Start a tree: the float32 (n_train,) gradients and hessians of every row."""
+
+    def histogram(self, node: int, rows: np.ndarray) -> Histogram:
+        """Histogram over this block's features of the sorted training rows ``rows``."""
+
+    def split(
+        self, node: int, rows: np.ndarray, feature: int, bin_threshold: int
+    ) -> tuple[np.ndarray, str]:
+        """Apply this block's split at ``node``: mask over ``rows`` (True = left) and id."""
+
+    def partitioned(
+        self, node: int, left: int, right: int, left_rows: np.ndarray, right_rows: np.ndarray
+    ) -> None:
+        """Node ``node`` (split by any block) now has children ``left`` and ``right``."""
+
+    def end_tree(self) -> None:
+        """The tree is complete."""
+
+
+class LocalBlock:
+    """Columns held in this process (the guest's own, or any in plaintext tests).
+
+    Parameters
+    ----------
+    binned_columns : ndarray of uint8, shape (n_train, n_features)
+        Bin indices of the training rows.
+    n_bins_non_missing : ndarray of int, shape (n_features,)
+        Number of bins of each column.
+    bin_thresholds : list of ndarray
+        Per column, the upper bounds of its bins (to record real thresholds).
+    """
+
+    def __init__(self, binned_columns, n_bins_non_missing, bin_thresholds):
+        self.binned = np.asfortranarray(binned_columns, dtype=np.uint8)
+        self.n_bins_non_missing = np.asarray(n_bins_non_missing, dtype=np.int64)
+        self.bin_thresholds = list(bin_thresholds)
+        self.n_features = self.binned.shape[1]
+        self._n_bins = int(self.n_bins_non_missing.max(initial=1))
+        self._gradients = self._hessians = None
+
+    def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray) -> None:
+        self._gradients, self._hessians = gradients, hessians
+
+    def histogram(self, node: int, rows: np.ndarray) -> Histogram:
+        return build_histogram(self.binned, self._gradients, self._hessians, rows, self._n_bins)
+
+    def split(
+        self, node: int, rows: np.ndarray, feature: int, bin_threshold: int
+    ) -> tuple[np.ndarray, str]:
+        return self.binned[rows, feature] <= bin_threshold, ""
+
+    def partitioned(self, node, left, right, left_rows, right_rows) -> None:
+        """Nothing to do: the rows are at hand."""
+
+    def end_tree(self) -> None:
+        self._gradients = self._hessians = None
+
+
+class _Node:
+    """A node while the tree grows; ordered by gain for the heap, as scikit-learn's."""
+
+    def __init__(self, node_id, depth, rows, sum_gradients, sum_hessians, value):
+        self.node_id = node_id
+        self.depth = depth
+        self.rows = rows
+        self.sum_gradients = sum_gradients
+        self.sum_hessians = sum_hessians
+        self.value = value
+        self.histograms: list[Histogram] | None = None
+        self.split: SplitInfo | None = None
+        self.split_id = ""
+        self.is_leaf = False
+        self.left: _Node | None = None
+        self.right: _Node | None = None
+
+    def __lt__(self, other: _Node) -> bool:
+        return self.split.gain > other.split.gain
+
+
+def _padded_sum(values: np.ndarray, n_bins: int) -> float:
+    """Sum of one histogram row as numpy sums scikit-learn's ``n_bins``-wide row
+    (pairwise: the width fixes the order of the additions)."""
+    row = np.zeros(max(n_bins, values.shape[0]), dtype=np.float64)
+    row[: values.shape[0]] = values
+    return row.sum()
+
+
+class _Grower:
+    """State of one tree's growth; see the module docstring for the rules."""
+
+    def __init__(self, blocks: Sequence[Block], params: TreeParams):
+        self.blocks = list(blocks)
+        self.params = params
+        self.n_bins_non_missing = [blk.n_bins_non_missing for blk in self.blocks]
+        self.splittable: list[_Node] = []
+        self.leaves: list[_Node] = []
+        self.n_nodes = 0
+
+    def _new_node(self, depth, rows, sum_gradients, sum_hessians, value) -> _Node:
+        node = _Node(self.n_nodes, depth, rows, sum_gradients, sum_hessians, value)
+        self.n_nodes += 1
+        return node
+
+    def _histograms(self, node: _Node) -> list[Histogram]:
+        return [blk.histogram(node.node_id, node.rows) for blk in self.blocks]
+
+    def _finalize(self, node: _Node) -> None:
+        node.is_leaf = True
+        node.histograms = None
+        self.leaves.append(node)
+
+    def _evaluate(self, node: _Node) -> None:
+        """Best split of ``node``: into the heap if it gains, else a leaf."""
+        node.split = find_best_split(
+            node.histograms,
+            self.n_bins_non_missing,
+            sum_gradients=node.sum_gradients,
+            sum_hessians=node.sum_hessians,
+            n_samples=node.rows.shape[0],
+            value=node.value,
+            params=self.params,
+        )
+        if node.split is None or node.split.gain <= 0:
+            self._finalize(node)
+        else:
+            heapq.heappush(self.splittable, node)
+
+    def grow_root(self, n_rows: int) -> _Node:
+        rows = np.arange(n_rows, dtype=np.int64)
+        root = self._new_node(0, rows, 0.0, 0.0, 0.0)
+        histograms = self._histograms(root)
+        first = next((h for h in histograms if h.n_features), None)
+        if first is None:
+            raise ValueError("no block has any feature")
+        width = self.params.max_bins + 1
+        root.sum_gradients = _padded_sum(first.sum_gradients[0], width)
+        root.sum_hessians = _padded_sum(first.sum_hessians[0], width)
+        if n_rows < 2 * self.params.min_samples_leaf:
+            self._finalize(root)
+        elif root.sum_hessians < self.params.min_hessian_to_split:
+            self._finalize(root)
+        else:
+            root.histograms = histograms
+            self._evaluate(root)
+        return root
+
+    def split_next(self) -> None:
+        node = heapq.heappop(self.splittable)
+        split = node.split
+        mask, node.split_id = self.blocks[split.block].split(
+            node.node_id, node.rows, split.feature, split.bin_threshold
+        )
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != node.rows.shape or int(mask.sum()) != split.n_left:
+            raise ValueError(
+                f"block {split.block} partitioned node {node.node_id} into "
+                f"{int(mask.sum())} left rows, its histogram said {split.n_left}"
+            )
+        depth = node.depth + 1
+        n_leaves = len(self.leaves) + len(self.splittable) + 2
+        left = self._new_node(
+            depth,
+            node.rows[mask],
+            split.sum_gradient_left,
+            split.sum_hessian_left,
+            split.value_left,
+        )
+        right = self._new_node(
+            depth,
+            node.rows[~mask],
+            split.sum_gradient_right,
+            split.sum_hessian_right,
+            split.value_right,
+        )
+        node.left, node.right = left, right
+        for blk in self.blocks:
+            blk.partitioned(node.node_id, left.node_id, right.node_id, left.rows, right.rows)
+        parent_histograms, node.histograms, node.rows = node.histograms, None, None
+
+        params = self.params
+        if params.max_leaf_nodes is not None and n_leaves == params.max_leaf_nodes:
+            self._finalize(left)
+            self._finalize(right)
+            while self.splittable:
+                self._finalize(self.splittable.pop())
+            return
+        if params.max_depth is not None and depth == params.max_depth:
+            self._finalize(left)
+            self._finalize(right)
+            return
+        for child in (left, right):
+            if child.rows.shape[0] < 2 * params.min_samples_leaf:
+                self._finalize(child)
+        if left.is_leaf and right.is_leaf:
+            return
+        smaller, larger = (
+            (left, right) if left.rows.shape[0] < right.rows.shape[0] else (right, left)
+        )
+        smaller.histograms = self._histograms(smaller)
+        larger.histograms = [
+            p - s for p, s in zip(parent_histograms, smaller.histograms, strict=True)
+        ]
+        for child in (left, right):
+            if child.is_leaf:
+                child.histograms = None
+            else:
+                self._evaluate(child)
+
+
+def _to_tree(root: _Node, bin_thresholds, n_rows: int) -> tuple[Tree, np.ndarray]:
+    """Node arrays in depth-first preorder, and the leaf of each training row."""
+    order: list[_Node] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        if not node.is_leaf:
+            stack.append(node.right)
+            stack.append(node.left)
+    index = {id(node): i for i, node in enumerate(order)}
+    n = len(order)
+    tree = Tree(
+        value=np.array([node.value for node in order], dtype=np.float64),
+        count=np.zeros(n, dtype=np.int64),
+        block=np.full(n, -1, dtype=np.int64),
+        feature=np.full(n, -1, dtype=np.int64),
+        bin_threshold=np.zeros(n, dtype=np.int64),
+        num_threshold=np.full(n, np.nan),
+        split_id=np.full(n, "", dtype=object),
+        left=np.full(n, -1, dtype=np.int64),
+        right=np.full(n, -1, dtype=np.int64),
+        is_leaf=np.array([node.is_leaf for node in order], dtype=bool),
+        gain=np.array([node.split.gain if node.split is not None else -1.0 for node in order]),
+        depth=np.array([node.depth for node in order], dtype=np.int64),
+    )
+    leaf_of_row = np.empty(n_rows, dtype=np.int64)
+    for i, node in enumerate(order):
+        if node.is_leaf:
+            tree.count[i] = node.rows.shape[0]
+            leaf_of_row[node.rows] = i
+            continue
+        split = node.split
+        tree.count[i] = split.n_left + split.n_right
+        tree.block[i], tree.feature[i] = split.block, split.feature
+        tree.bin_threshold[i] = split.bin_threshold
+        thresholds = bin_thresholds[split.block] if bin_thresholds is not None else None
+        if thresholds is not None:
+            tree.num_threshold[i] = thresholds[split.feature][split.bin_threshold]
+        tree.split_id[i] = node.split_id
+        tree.left[i], tree.right[i] = index[id(node.left)], index[id(node.right)]
+    return tree, leaf_of_row
+
+
+def grow_tree(
+    blocks: Sequence[Block],
+    gradients: np.ndarray,
+    hessians: np.ndarray,
+    params: TreeParams,
+    *,
+    shrinkage: float = 1.0,
+    bin_thresholds: Sequence[Sequence[np.ndarray] | None] | None = None,
+) -> tuple[Tree, np.ndarray]:
+    """Grow one tree on the blocks' columns.
+
+    Parameters
+    ----------
+    blocks : sequence of Block
+        Column groups in pooled column order (the guest's first).
+    gradients, hessians : ndarray of float32, shape (n_train,)
+        Per-row gradient and hessian of this tree.
+    params : TreeParams
+    shrinkage : float, default=1.0
+        Learning rate, applied to the leaf values at the end.
+    bin_thresholds : sequence of (list of ndarray or None), optional
+        Per block, the bin thresholds if known here (they fill
+        ``Tree.num_threshold``), else None.
+
+    Returns
+    -------
+    tree : Tree
+    leaf_of_row : ndarray of int64, shape (n_train,)
+        Node index of the leaf each training row falls in.
+    """
+    gradients = np.ascontiguousarray(gradients, dtype=np.float32)
+    hessians = np.ascontiguousarray(hessians, dtype=np.float32)
+    grower = _Grower(blocks, params)
+    for blk in grower.blocks:
+        blk.begin_tree(gradients, hessians)
+    try:
+        root = grower.grow_root(gradients.shape[0])
+        while grower.splittable:
+            grower.split_next()
+    finally:
+        for blk in grower.blocks:
+            blk.end_tree()
+    for leaf in grower.leaves:
+        leaf.value *= shrinkage
+    return _to_tree(root, bin_thresholds, gradients.shape[0])
