@@ -50,14 +50,17 @@ def response_probabilities(epsilon: float, n_classes: int) -> tuple[float, float
     return 1.0 - (k - 1) * q, q
 
 
-def row_noise(secret: int, rows: np.ndarray, n_rows: int) -> np.ndarray:
+def row_noise(
+    secret: int, rows: np.ndarray, n_rows: int, stream: int = LABEL_NOISE_STREAM
+) -> np.ndarray:
     """Two uniforms per row, a fixed function of the guest's secret and the row.
 
     ``rows`` are the guest's own row numbers (``0 <= rows < n_rows``); the same row
-    gets the same uniforms in every fit, whatever other rows are selected.
+    gets the same uniforms in every fit, whatever other rows are selected. Each
+    mechanism draws from its own ``stream`` of the secret.
     """
-    stream = np.random.SeedSequence(entropy=secret, spawn_key=(LABEL_NOISE_STREAM,))
-    table = np.random.default_rng(stream).random((int(n_rows), 2))
+    seed = np.random.SeedSequence(entropy=secret, spawn_key=(int(stream),))
+    table = np.random.default_rng(seed).random((int(n_rows), 2))
     return table[np.asarray(rows, dtype=np.int64)]
 
 

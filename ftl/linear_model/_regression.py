@@ -21,8 +21,20 @@ from ftl._docstrings import ENCRYPTION_PARAMETERS, N_JOBS_PARAMETER, fill_doc
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
 from ftl.data.fit_checks import tracks_loss
 from ftl.linear_model._base import AlignedLinearModel
+from ftl.linear_model._label_privacy import row_noise
 
-__all__ = ["FederatedLinearRegression", "FederatedPoissonRegressor"]
+__all__ = ["FederatedLinearRegression", "FederatedPoissonRegressor", "laplace_noise"]
+
+#: Stream of the guest's secret that draws the regressors' label noise (randomized
+#: response and the random start use others).
+TARGET_NOISE_STREAM = 0x4C41504C  # "LAPL"
+
+
+def laplace_noise(uniforms: np.ndarray, scale: float) -> np.ndarray:
+    """Laplace noise of ``scale`` from uniforms in ``[0, 1)`` (inverse CDF)."""
+    centred = np.clip(uniforms, 2.0**-53, 1.0 - 2.0**-53) - 0.5
+    return -scale * np.sign(centred) * np.log1p(-2.0 * np.abs(centred))
+
 
 _SHARED_DOC = """
     Parameters
@@ -44,6 +56,21 @@ _SHARED_DOC = """
         split over (the first ``n_features // (simulated_hosts + 1)`` columns go
         to the guest).{hosts_note}
     %(n_jobs_parameter)s
+    label_privacy : float or None, default=None
+        Label differential privacy towards the hosts: ``epsilon > 0``. Before
+        training, the guest clips each training target to ``label_range`` and adds
+        Laplace noise of scale ``(high - low) / epsilon`` (the Laplace mechanism);
+        everything the hosts see is then a function of the noisy targets, so
+        training is ``epsilon``-label-DP with respect to the targets of the
+        training rows (docs/protocols.md §3.12). The gradient is linear in the
+        target, so the noise is unbiased; it costs accuracy when the rows are
+        few. A row's noise is a fixed function of the guest party's secret:
+        repeated fits on the same guest party (cross-validation, grid search)
+        reuse it and do not add up. ``None``: no label noise.{privacy_note}
+    label_range : tuple of (float, float) or None, default=None
+        The public ``(low, high)`` the targets are clipped to for
+        ``label_privacy``. ``None`` takes the training targets' minimum and
+        maximum, which are then treated as public.
     random_state : int, RandomState instance or None, default=None
         Seeds the random start when ``X`` is a plain array (a simulated
         federation); with parties the start comes from the guest's own secret.
@@ -59,6 +86,9 @@ _SHARED_DOC = """
         The intercept (0.0 without ``fit_intercept``).
     n_iter_ : int
         L-BFGS iterations run.
+    label_privacy_ : dict or None
+        With ``label_privacy``: ``epsilon``, the clipping ``range`` and the
+        Laplace ``scale`` of the noise; ``None`` without.
     models_ : list of one dict
         ``model_id`` and the hosts' public keys of the trained model (the hosts
         keep their weights under this id).
@@ -108,6 +138,8 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         "insecure_for_tests": ["boolean"],
         "simulated_hosts": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
+        "label_privacy": [Interval(Real, 0, None, closed="neither"), None],
+        "label_range": [tuple, list, None],
         "random_state": ["random_state"],
         "verbose": ["verbose", StrOptions({"auto"})],
     }
@@ -124,6 +156,8 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         insecure_for_tests=False,
         simulated_hosts=1,
         n_jobs=None,
+        label_privacy=None,
+        label_range=None,
         random_state=None,
         verbose="auto",
     ):
@@ -136,6 +170,8 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         self.insecure_for_tests = insecure_for_tests
         self.simulated_hosts = simulated_hosts
         self.n_jobs = n_jobs
+        self.label_privacy = label_privacy
+        self.label_range = label_range
         self.random_state = random_state
         self.verbose = verbose
 
@@ -205,9 +241,10 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         self._check_targets(y)
         self._check_hosts(len(handle.alignment.hosts))
         seed = check_random_state(self.random_state).randint(2**31 - 1)
+        targets = self._private_targets(handle, y, seed)
         # L-BFGS is deterministic given its start: the start follows the guest's
         # secret and rows only (random_state seeds it only in a simulation).
-        (result,) = self._train(handle, [y], [seed], varies=False)
+        (result,) = self._train(handle, [targets], [seed], varies=False)
         self.coef_ = result.coef
         self.intercept_ = float(result.intercept)
         self.models_ = [{"model_id": result.model_id, "host_public_keys": result.host_public_keys}]
@@ -217,6 +254,32 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
 
     def _check_targets(self, y: np.ndarray) -> None:
         """Refuse targets the link cannot model."""
+
+    def _private_targets(self, handle, y: np.ndarray, seed: int) -> np.ndarray:
+        """The targets the protocol trains on: ``y``, or with ``label_privacy`` the
+        clipped targets plus Laplace noise (a fixed function of the guest's secret
+        and each row; of ``seed`` in a simulated federation, which has no secret)."""
+        if self.label_privacy is None:
+            self.label_privacy_ = None
+            return y
+        bounds = (y.min(), y.max()) if self.label_range is None else self.label_range
+        if len(bounds) != 2 or not float(bounds[0]) <= float(bounds[1]):
+            raise ValueError(f"label_range must be (low, high) with low <= high, got {bounds}")
+        low, high = float(bounds[0]), float(bounds[1])
+        scale = (high - low) / float(self.label_privacy)
+        secret = self._secret(handle)
+        if secret is None:
+            rows, n_rows, secret = np.arange(len(y)), len(y), int(seed)
+        else:
+            guest = handle.alignment.guest
+            rows, n_rows = guest.aligned_rows(handle.alignment.id, handle.positions), guest.n_rows
+        uniforms = row_noise(secret, rows, n_rows, stream=TARGET_NOISE_STREAM)[:, 0]
+        self.label_privacy_ = {
+            "epsilon": float(self.label_privacy),
+            "range": (low, high),
+            "scale": scale,
+        }
+        return np.clip(y, low, high) + laplace_noise(uniforms, scale)
 
     def _linear_predictor(self, X) -> np.ndarray:
         return self._margins(X)[:, 0]
@@ -236,6 +299,7 @@ class FederatedLinearRegression(_FederatedRegressor):
 """ + _SHARED_DOC.format(
         sklearn="Ridge",
         hosts_note="",
+        privacy_note="",
         loss_note=" and, with one host, the training loss (one masked scalar per pass)",
     )
 
@@ -286,11 +350,15 @@ class FederatedPoissonRegressor(_FederatedRegressor):
     ``-y`` and ``exp(u_guest)`` (docs/protocols.md §3). L-BFGS minimises the mean
     Poisson deviance / 2 plus ``alpha ||w||**2 / 2`` as
     ``sklearn.linear_model.PoissonRegressor`` does on the pooled columns (FATE's
-    hetero Poisson regression approximates it by a Taylor expansion instead).
-    ``score`` is D², the fraction of Poisson deviance explained.
+    hetero Poisson regression factorises the mean the same way, through an
+    arbiter). ``score`` is D², the fraction of Poisson deviance explained.
 """ + _SHARED_DOC.format(
         sklearn="PoissonRegressor",
         hosts_note=" Poisson regression needs exactly one host.",
+        privacy_note=(
+            "\n        Needs ``alpha > 0``: a noisy target below 0 makes its row's loss"
+            "\n        unbounded below without a penalty."
+        ),
         loss_note="",
     )
 
@@ -309,6 +377,21 @@ class FederatedPoissonRegressor(_FederatedRegressor):
             raise ValueError("Some value(s) of y are negative which is not allowed for Poisson")
         if not (y > 0).any():
             raise ValueError("Sum of y is not strictly positive, which is needed for Poisson")
+        if self.label_privacy is not None and self.alpha == 0:
+            raise ValueError(
+                "label_privacy needs alpha > 0 for Poisson regression: a noisy target below 0 "
+                "makes its row's loss fall without bound as its margin falls"
+            )
+
+    def _private_targets(self, handle, y: np.ndarray, seed: int) -> np.ndarray:
+        targets = super()._private_targets(handle, y, seed)
+        if not targets.sum() > 0:
+            # the intercept's gradient mean(exp(u)) - mean(targets) never vanishes
+            raise ValueError(
+                "label_privacy: the noisy targets sum to zero or less, and no Poisson model "
+                "fits them; use a larger epsilon or more rows"
+            )
+        return targets
 
     def _check_hosts(self, n_hosts: int) -> None:
         if n_hosts != 1:

@@ -57,7 +57,13 @@ from ftl.linear_model._block import WeightBlock
 from ftl.linear_model._links import make_link
 from ftl.linear_model._prediction import predict_margin
 from ftl.linear_model._progress import FitProgress
-from ftl.linear_model._start import START_MARGIN_SPREAD, guest_secret, random_start, start_seed
+from ftl.linear_model._start import (
+    START_MARGIN_SPREAD,
+    guest_secret,
+    random_start,
+    start_for_link,
+    start_seed,
+)
 from ftl.linear_model.host import _peer_keys
 
 __all__ = [
@@ -148,9 +154,9 @@ class LogisticGuest:
         self.block = WeightBlock(features, params, params["fit_intercept"])
         # The guest's weights start at a secret random point, never at zero: the
         # host's gradient is then never a known function of the labels (§5.2).
-        self.block.start_at(
-            random_start(features, params["fit_intercept"], np.random.default_rng(start))
-        )
+        weights = random_start(features, params["fit_intercept"], np.random.default_rng(start))
+        # a regressor's start masks the first residual in the targets' units (§3.12)
+        self.block.start_at(start_for_link(weights, params, self.y))
 
     # ------------------------------------------------------------------ set-up
     def _open_sessions(self) -> None:
