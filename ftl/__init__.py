@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 
 #: Where each public name lives (a module, or the name's own subpackage).
 _EXPORTS = {
+    "FederatedGradientBoostingClassifier": "ftl.ensemble",
+    "FederatedGradientBoostingRegressor": "ftl.ensemble",
     "FederatedLinearRegression": "ftl.linear_model",
     "FederatedLogisticRegression": "ftl.linear_model",
     "FederatedPoissonRegressor": "ftl.linear_model",
@@ -31,6 +33,7 @@ _EXPORTS = {
     "VerticalData": "ftl.data.handles",
     "align": "ftl.data.align",
     "datasets": None,
+    "ensemble": None,
     "intersection_size": "ftl.psi",
     "plot": None,
     "preprocessing": None,

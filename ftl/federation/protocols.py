@@ -61,6 +61,7 @@ BUILTIN_PROTOCOL_PACKAGES = (
     "ftl.preprocessing",
     "ftl.linear_model",
     "ftl.transfer",
+    "ftl.ensemble",
 )
 
 #: Entry-point group under which a plug-in package names the module to import.

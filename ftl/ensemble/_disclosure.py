@@ -1,0 +1,121 @@
+"""What vertical gradient boosting (SecureBoost) declares about itself to the audit report.
+
+Its leakages are those of docs/protocols.md §7; the fitted estimator adds its trees,
+iterations and how early stopping ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ftl.federation.disclosure import (
+    Disclosure,
+    Findings,
+    Leakage,
+    PublicPerSample,
+    ReturnedByDesign,
+)
+
+__all__ = ["DISCLOSURE", "estimator_facts"]
+
+
+def _training(a: Findings) -> bool:
+    return bool(a.type_set & {"sbt.open", "sbt.gradients"})
+
+
+def _prediction(a: Findings) -> bool:
+    return "sbt.predict_open" in a.type_set
+
+
+def estimator_facts(est) -> Iterator[tuple[str, str]]:
+    """Summary rows of a fitted federated gradient boosting model: its iterations and
+    trees, where the splits are, and whether early stopping ran."""
+    n_iter = getattr(est, "n_iter_", None)
+    if n_iter is None:
+        return
+    trees = est.n_iter_ * est.n_trees_per_iteration_
+    yield "Boosting iterations", f"{int(n_iter)} ({trees} trees)"
+    counts = getattr(est, "party_split_counts_", {})
+    yield "Splits per party", ", ".join(f"{party}: {int(n)}" for party, n in counts.items())
+    on = "on (validation rows scored by the prediction walk)"
+    yield "Early stopping", on if est.do_early_stopping_ else "off"
+
+
+DISCLOSURE = Disclosure(
+    listed="when_present",
+    name="vertical gradient boosting, SecureBoost (docs/protocols.md §7)",
+    owner_types=frozenset({"sbt.gradients"}),
+    returned_by_design=(
+        ReturnedByDesign(
+            "sbt.histogram.sums",
+            "sbt.open",
+            "SecureBoost's per-bin gradient sums, computed by the host on the guest's "
+            "ciphertexts, go back to the guest (their key owner) to be decrypted, by design",
+        ),
+    ),
+    public_per_sample=PublicPerSample(
+        label="Row partitions at split nodes (public by design)",
+        meaning="Which rows of a tree node go left at a split and, in the prediction walk, "
+        "which rows sit at a host's split node and where they go: the instance-space "
+        "partitions every party of SecureBoost learns (§7.6). No feature value, gradient or "
+        "label.",
+        check_note="row partitions at split nodes are public by SecureBoost's design",
+    ),
+    plaintext_values=" (every row's gradient and hessian, per-bin histogram sums)",
+    leakages=(
+        Leakage(
+            "training",
+            "Hosts learn the public training parameters (`max_bins`, `min_samples_leaf`, "
+            "`max_leaf_nodes`, `max_depth`, key size, encryption mode), the number of trees "
+            "(and so of iterations and classes), which of their customers are training rows "
+            "and which validation rows, and in regression the power of two above each "
+            "tree's largest gradient (the packing's public bound).",
+            "§7.6",
+            applies=_training,
+        ),
+        Leakage(
+            "training",
+            "Every host learns the rows of each tree node it builds a histogram for: the "
+            "partition of every split before it, the guest's and other hosts' splits "
+            "included. It sees the gradients and hessians as ciphertexts only.",
+            "§7.6",
+            applies=_training,
+        ),
+        Leakage(
+            "training",
+            "The guest learns each host's number of bins per feature and, for every node it "
+            "asks about, the per-bin row counts and sums of its own gradients and hessians "
+            "over each host feature's bins (so which groups of rows share a host bin), and "
+            "at each host split which rows go left; the host's bin edges and thresholds "
+            "stay at the host.",
+            "§7.6",
+            applies=_training,
+        ),
+        Leakage(
+            "training",
+            "A deviating guest that sends crafted gradients instead of the loss's can read "
+            "each host feature's bin of the node's rows from one histogram (a known "
+            "limitation of SecureBoost); the host's minimum node size and its budget of "
+            "fits and trees bound how many such reads it gets.",
+            "§7.7",
+            applies=_training,
+        ),
+        Leakage(
+            "training",
+            "Early stopping: the host answers the prediction walk for the validation rows "
+            "after every iteration (as in prediction below).",
+            "§7.5",
+            applies=lambda a: _training(a) and "sbt.decide" in a.type_set,
+        ),
+        Leakage(
+            "prediction",
+            "The guest learns, for every scored row, which way it goes at each host split "
+            "node on its paths; hosts learn which of their customers are scored and which "
+            "of their split nodes each row reaches, depth by depth (so which way it went "
+            "at the nodes above, the guest's included).",
+            "§7.5",
+            applies=_prediction,
+        ),
+    ),
+    estimator_facts=estimator_facts,
+)

@@ -1,0 +1,201 @@
+"""A host's columns as the guest's grower sees them: a Block over a channel.
+
+:class:`RemoteBlock` implements the grower's block protocol
+(:class:`ftl.ensemble._grower.Block`) with a host's fit session (``sbt.host``):
+per tree it sends the rows' gradients and hessians packed and encrypted under the
+guest's key, and per split one ``grow`` round trip that carries the partitions
+the host has not seen yet together with the request for one node's histogram,
+which comes back as packed ciphertexts the guest decrypts. A split on the host's
+own feature costs one more round trip (``split``), which returns the left rows
+and an opaque id. :func:`remote_decisions` asks a host's fit or prediction
+session for one level of the prediction walk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ftl.crypto.histograms import decrypt_bin_sums, encrypt_gh, gh_layout
+from ftl.ensemble import _messages as msg
+from ftl.ensemble._histogram import Histogram
+from ftl.ensemble._tree import SplitQueries
+from ftl.federation.channel import Channel
+from ftl.federation.messages import Message
+
+__all__ = ["MAX_PAIRS", "RemoteBlock", "left_mask", "remote_decisions"]
+
+#: Key size of the (unused) packing layout of plaintext mode: any bin fits.
+_PLAIN_KEY_BITS = 1 << 12
+#: Most (row, split) pairs of one ``decide`` request; a longer level is sent in parts.
+MAX_PAIRS = 1 << 22
+
+
+def left_mask(left_rows: np.ndarray, right_rows: np.ndarray) -> np.ndarray:
+    """Which rows of the parent (its rows sorted) went left."""
+    merged = np.concatenate([left_rows, right_rows])
+    return np.argsort(merged, kind="stable") < left_rows.shape[0]
+
+
+class RemoteBlock:
+    """One host's columns, grown on through its ``sbt.host`` session.
+
+    Parameters
+    ----------
+    channel : Channel
+    endpoint : Endpoint
+        The host's endpoint.
+    own_key : PaillierOwnKey or PlainOwnKey
+        The guest's key pair: gradients are encrypted under it, histograms
+        decrypted with it.
+    n_bins_non_missing : ndarray of int64
+        The host's bins per feature (from ``sbt.opened``).
+    constant_hessian : bool
+        Squared error: the hessians are all one and not sent (the bins' row counts
+        are their sums).
+    guest_only_trees : int, default=0
+        The first trees leave this host out (SecureBoost's "complete secure" mode):
+        it gets nothing of them and offers no split.
+    """
+
+    role = "sbt.host"
+
+    def __init__(
+        self,
+        channel: Channel,
+        endpoint,
+        own_key,
+        n_bins_non_missing,
+        constant_hessian: bool,
+        guest_only_trees: int = 0,
+    ):
+        self.channel = channel
+        self.endpoint = endpoint
+        self.own_key = own_key
+        self.n_bins_non_missing = np.asarray(n_bins_non_missing, dtype=np.int64)
+        self.n_features = self.n_bins_non_missing.shape[0]
+        self.n_bins = int(self.n_bins_non_missing.max(initial=1))
+        self.constant_hessian = constant_hessian
+        self.guest_only_trees = guest_only_trees
+        self.n_trees = 0
+        self.active = False  # whether the host takes part in the current tree
+        self.layout = None
+        self._pending: list[tuple[int, int, int]] = []
+        self._masks: list[np.ndarray] = []
+        self._own: set[int] = set()
+
+    def _call(self, op: str, message: Message) -> Message:
+        return self.channel.call(self.endpoint, f"{self.role}.{op}", message)
+
+    def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray) -> None:
+        """Send the tree's packed gradients and hessians, encrypted afresh."""
+        self._pending, self._masks, self._own = [], [], set()
+        self.n_trees += 1
+        # nothing to split on, or a guest-only tree: the host learns nothing of it
+        self.active = self.n_features > 0 and self.n_trees > self.guest_only_trees
+        if not self.active:
+            return
+        key_bits = getattr(self.own_key, "n", None)
+        key_bits = _PLAIN_KEY_BITS if key_bits is None else int(key_bits).bit_length()
+        if self.constant_hessian:
+            # squared error: the bound of |g| is the guest's, rounded to a power of two
+            g_bound, h_bound, hessians = float(np.abs(gradients).max(initial=1.0)), None, None
+        else:
+            g_bound, h_bound = 1.0, 0.25  # log-losses: |p - y| <= 1, p (1 - p) <= 1/4
+        self.layout = gh_layout(key_bits, gradients.shape[0], g_bound, h_bound)
+        values = encrypt_gh(self.own_key, gradients, hessians, self.layout)
+        self._call(
+            "gradients",
+            Message(
+                msg.GRADIENTS.name, {"values": values, "layout": msg.layout_to_json(self.layout)}
+            ),
+        )
+
+    def histogram(self, node: int, rows: np.ndarray) -> Histogram:
+        """The node's histogram: pending partitions and the request in one round trip."""
+        if not self.active:  # offers no feature: the scan skips the block
+            empty = np.zeros((0, 1))
+            return Histogram(empty, empty, empty.astype(np.int64))
+        reply = self._call(
+            "grow",
+            Message(
+                msg.GROW.name,
+                {
+                    "partitions": np.asarray(self._pending, dtype=np.int64).reshape(-1, 3),
+                    "left": np.concatenate([np.zeros(0, dtype=bool), *self._masks]),
+                    "node": int(node),
+                },
+            ),
+        )
+        self._pending, self._masks = [], []
+        counts = reply["counts"]
+        if (
+            reply["node"] != node
+            or counts.shape != (self.n_features, self.n_bins)
+            or (counts.sum(axis=1) != rows.shape[0]).any()
+        ):
+            raise ValueError(f"{self.endpoint.name}: the histogram does not fit node {node}")
+        # only the bins that hold rows were sent, in (feature, bin) order
+        filled = counts > 0
+        g_filled, h_filled = decrypt_bin_sums(
+            self.own_key, reply["sums"], self.layout, 1, int(filled.sum())
+        )
+        g = np.zeros(counts.shape)
+        g[filled] = g_filled[0]
+        if h_filled is None:  # squared error: each hessian is 1, a bin's sum its count
+            return Histogram(g, counts.astype(np.float64), counts)
+        h = np.zeros(counts.shape)
+        h[filled] = h_filled[0]
+        return Histogram(g, h, counts)
+
+    def split(
+        self, node: int, rows: np.ndarray, feature: int, bin_threshold: int
+    ) -> tuple[np.ndarray, str]:
+        """The host splits the node; it returns the left rows and its opaque split id."""
+        reply = self._call(
+            "split",
+            Message(
+                msg.SPLIT.name,
+                {"node": int(node), "feature": int(feature), "bin_threshold": int(bin_threshold)},
+            ),
+        )
+        left = reply["left"]
+        if left.shape != rows.shape:
+            raise ValueError(f"{self.endpoint.name}: split of node {node} has the wrong rows")
+        self._own.add(node)
+        return left, reply["split_id"]
+
+    def partitioned(self, node, left, right, left_rows, right_rows) -> None:
+        """Queue the partition for the next ``grow`` (the host's own needs no mask)."""
+        if not self.active:
+            return
+        self._pending.append((int(node), int(left), int(right)))
+        if node not in self._own:
+            self._masks.append(left_mask(left_rows, right_rows))
+
+    def end_tree(self) -> None:
+        """Partitions after the tree's last histogram are never sent."""
+        self._pending, self._masks, self._own = [], [], set()
+
+
+def remote_decisions(channel: Channel, endpoint, op: str, queries: SplitQueries) -> np.ndarray:
+    """Which queried rows go left at a host's split nodes (one level of the walk).
+
+    ``op`` is the host's ``decide`` operation: of its fit session (validation rows)
+    or of a prediction session. A level with more than :data:`MAX_PAIRS` pairs is
+    sent in parts.
+    """
+    split_ids, which = np.unique(queries.split_id.astype(str), return_inverse=True)
+    pairs = np.column_stack([queries.rows, which.reshape(-1)]).astype(np.int64)
+    answers = []
+    for start in range(0, max(pairs.shape[0], 1), MAX_PAIRS):
+        part = pairs[start : start + MAX_PAIRS]
+        used, local = np.unique(part[:, 1], return_inverse=True)
+        request = {
+            "split_ids": [str(split_ids[i]) for i in used],
+            "pairs": np.column_stack([part[:, 0], local.reshape(-1)]).astype(np.int64),
+        }
+        reply = channel.call(endpoint, op, Message(msg.DECIDE.name, request))
+        if reply["left"].shape != (part.shape[0],):
+            raise ValueError(f"{endpoint.name}: the decisions do not match the rows asked")
+        answers.append(reply["left"])
+    return np.concatenate(answers) if answers else np.zeros(0, dtype=bool)

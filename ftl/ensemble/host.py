@@ -1,0 +1,340 @@
+"""Host role of vertical gradient boosting, SecureBoost (runs where the host's data is).
+
+Message sequence of a fit, as seen from a host H (see docs/protocols.md §7):
+
+1. ``open``: H bins its own columns on the training rows (the bin edges stay at
+   H) and answers with its number of bins per feature.
+2. per tree, ``gradients``: every training row's gradient and hessian packed into
+   one ciphertext under the guest's key.
+3. per split of a node, ``grow``: the partitions H has not seen yet (with the
+   left-row masks of the splits it did not make) and the node whose histogram the
+   guest needs; H answers with the node's per-bin sums of the packed ciphertexts,
+   several bins per ciphertext, re-randomised, and the bins' row counts.
+   ``split``: the guest's scan chose H's feature and bin; H records the real
+   threshold under a fresh opaque id and returns which rows go left.
+4. with early stopping, ``decide``: the prediction walk of the validation rows.
+5. ``finish``: H keeps its split table as a model shard.
+
+H protects itself, whatever the guest's code does: it builds histograms only for
+the training rows (the root) and for nodes it saw partitioned, refuses any node
+or child below the run's ``min_samples_leaf`` (which its policy bounds from
+below), caps trees, depth, leaves and bins, and checks every mask and index
+against the nodes it knows. It sees gradients and hessians as ciphertexts only.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ftl.crypto import histograms
+from ftl.crypto.scheme import peer_key_from_public
+from ftl.ensemble import _messages as msg
+from ftl.ensemble._binning import fit_binning
+from ftl.ensemble._decisions import SplitTable, WalkLedger, answer_walk
+from ftl.federation.budget import guard_of
+from ftl.federation.messages import CiphertextArray, Message, PlainArray
+from ftl.federation.service import operation, role
+
+__all__ = ["BoostingHost", "HostParams", "SHARD_KIND", "aligned_rows"]
+
+#: The ``"kind"`` of the shard a host keeps (its split table).
+SHARD_KIND = "sbt.host"
+#: Rows scikit-learn's bin mapper computes thresholds on (drawn with the seed).
+BINNING_SUBSAMPLE = 200_000
+
+
+def _int(params: Mapping, name: str, low: int, high: int | None = None, *, optional=False):
+    value = params.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"parameter {name} must be an integer >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"parameter {name} must be at most {high}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class HostParams:
+    """The public parameters a guest opens a fit with, as the host checks them."""
+
+    max_bins: int
+    min_samples_leaf: int
+    max_leaf_nodes: int | None
+    max_depth: int | None
+    seed: int
+    encryption: str | None
+    insecure_for_tests: bool
+
+    @classmethod
+    def from_json(cls, params) -> HostParams:
+        """Checked parameters; ``ValueError`` for anything missing or malformed."""
+        if not isinstance(params, Mapping):
+            raise ValueError("sbt.open params must be a JSON object")
+        encryption = params.get("encryption")
+        if encryption not in ("paillier", None):
+            raise ValueError(f"encryption must be 'paillier' or None, got {encryption!r}")
+        return cls(
+            max_bins=_int(params, "max_bins", 2, 255),
+            min_samples_leaf=_int(params, "min_samples_leaf", 1),
+            max_leaf_nodes=_int(params, "max_leaf_nodes", 2, optional=True),
+            max_depth=_int(params, "max_depth", 1, optional=True),
+            seed=_int(params, "seed", 0, 2**32 - 1),
+            encryption=encryption,
+            insecure_for_tests=params.get("insecure_for_tests") is True,
+        )
+
+
+def aligned_rows(party, alignment: str, positions: np.ndarray, what: str) -> np.ndarray:
+    """This party's local rows of aligned ``positions`` (each row once, all present)."""
+    rows = party.aligned_rows(alignment, positions)
+    if (rows < 0).any():
+        raise ValueError(f"{what} include rows this party does not have")
+    if np.unique(rows).shape[0] != rows.shape[0]:
+        raise ValueError(f"{what} repeat a row")
+    return rows
+
+
+def bin_counts(binned: np.ndarray, n_bins: int) -> np.ndarray:
+    """Rows per (feature, bin) of binned rows, int64 of shape (n_features, n_bins)."""
+    n_features = binned.shape[1]
+    codes = binned.astype(np.intp) + np.arange(n_features, dtype=np.intp) * n_bins
+    counts = np.bincount(codes.ravel(), minlength=n_features * n_bins)
+    return counts.reshape(n_features, n_bins).astype(np.int64)
+
+
+class _TreeNodes:
+    """The nodes of the tree being grown that this host knows, with their rows."""
+
+    def __init__(self, tree: int):
+        self.tree = tree
+        self.rows: dict[int, np.ndarray] = {}  # node -> sorted training positions
+        self.depth: dict[int, int] = {}
+        self.split: set[int] = set()  # nodes partitioned
+        self.built: set[int] = set()  # nodes whose histogram was sent
+        self.own: dict[int, np.ndarray] = {}  # nodes this host split: their left mask
+        self.n_splits = 0
+
+
+@role("sbt.host", opens=(msg.OPEN.name,))
+class BoostingHost:
+    """Training state of one host: its binned columns, the current tree's nodes, the
+    guest's ciphertexts of that tree and the splits made so far."""
+
+    def __init__(self, party, request: Message):
+        self.params = HostParams.from_json(request["params"])
+        self.party = party
+        self.name = party.name
+        self.guard = guard_of(party)
+        self.n_jobs = self.guard.n_jobs(request["params"].get("n_jobs"))
+        alignment = request["alignment"]
+        rows = aligned_rows(party, alignment, request["positions"], "training rows")
+        validation = aligned_rows(party, alignment, request["validation"], "validation rows")
+        scheme = "plain" if self.params.encryption is None else "paillier"
+        self.guest_key = peer_key_from_public(
+            request["public_key"], scheme, self.params.insecure_for_tests, self.n_jobs
+        )
+        self.guard.cap("n_bins", self.params.max_bins)
+        # Admitted last, once the request is known to be well formed (a refused or
+        # malformed open consumes no budget), before the binning.
+        self.guard.admit_fit("sbt", alignment, len(rows), party.n_features)
+        features = party.local_features(rows)
+        binning = fit_binning(
+            features, self.params.max_bins, BINNING_SUBSAMPLE, random_state=self.params.seed
+        )
+        self.thresholds = binning.thresholds
+        self.n_bins_non_missing = binning.n_bins_non_missing
+        self.binned = binning.transform(features)
+        self.validation = party.local_features(validation)
+        self.splits = SplitTable()
+        self.ledger = WalkLedger()
+        self.nodes: _TreeNodes | None = None
+        self.n_trees = 0
+        self.packed_gh = None
+        self.layout = None
+        self.finished = False
+
+    def opened(self) -> Message:
+        return Message(msg.OPENED.name, {"n_bins_non_missing": self.n_bins_non_missing})
+
+    @property
+    def n_train(self) -> int:
+        return self.binned.shape[0]
+
+    # ------------------------------------------------------------------ per tree
+    @operation(accepts=(msg.GRADIENTS.name,))
+    def gradients(self, request: Message) -> Message:
+        """A new tree: keep the guest's packed gradients and hessians of every row."""
+        values = request["values"]
+        layout = msg.layout_from_json(request["layout"])
+        if layout.n_rows < self.n_train:
+            raise ValueError(f"{self.name}: the packing layout is for fewer rows than trained on")
+        if isinstance(values, CiphertextArray) != (self.params.encryption is not None):
+            raise ValueError(f"{self.name}: gradients of another encryption mode than the fit's")
+        if isinstance(values, CiphertextArray):
+            if values.shape != (self.n_train,) or values.key_id != self.guest_key.key_id:
+                raise ValueError(f"{self.name}: expected one ciphertext per row, guest's key")
+            if layout.key_bits != int(self.guest_key.n).bit_length():
+                raise ValueError(f"{self.name}: the packing layout is for another key size")
+        elif values.shape != (self.n_train, layout.slots_per_bin):
+            raise ValueError(f"{self.name}: expected one (g, h) per training row")
+        # one tree is one pass over the guest's values of every training row
+        self.guard.cap("epochs", self.n_trees + 1)
+        self.n_trees += 1
+        self.packed_gh, self.layout = values, layout
+        self.nodes = _TreeNodes(self.n_trees - 1)
+        return Message("ack", {})
+
+    def _tree(self) -> _TreeNodes:
+        if self.nodes is None:
+            raise ValueError(f"{self.name}: no tree was started (send gradients first)")
+        return self.nodes
+
+    # ------------------------------------------------------------------ per split
+    def _check_split(self, n_splits: int, depth: int, n_left: int, n_right: int) -> None:
+        """Refuse the ``n_splits + 1``-th split of a tree, of a node at ``depth``, if the
+        run's parameters do not allow it."""
+        p = self.params
+        if p.max_depth is not None and depth >= p.max_depth:
+            raise ValueError(f"{self.name}: a node at the maximum depth cannot be split")
+        if p.max_leaf_nodes is not None and n_splits + 1 > p.max_leaf_nodes - 1:
+            raise ValueError(f"{self.name}: the tree would exceed max_leaf_nodes")
+        if min(n_left, n_right) < p.min_samples_leaf:
+            raise ValueError(
+                f"{self.name}: a child of {min(n_left, n_right)} rows is below the minimum "
+                f"leaf size of {p.min_samples_leaf}"
+            )
+
+    @operation(accepts=(msg.SPLIT.name,))
+    def split(self, request: Message) -> Message:
+        """Split a node at this host's feature and bin; keep the threshold here."""
+        nodes = self._tree()
+        node, feature, bin_threshold = request["node"], request["feature"], request["bin_threshold"]
+        if not 0 <= feature < self.binned.shape[1]:
+            raise ValueError(f"{self.name}: no feature {feature}")
+        # the last bin is never a threshold: its right child would be empty
+        if not 0 <= bin_threshold < self.n_bins_non_missing[feature] - 1:
+            raise ValueError(f"{self.name}: no bin threshold {bin_threshold} of feature {feature}")
+        if node not in nodes.rows or node in nodes.split or node in nodes.own:
+            raise ValueError(f"{self.name}: node {node} is unknown or already split")
+        rows = nodes.rows[node]
+        left = self.binned[rows, feature] <= bin_threshold
+        n_left = int(left.sum())
+        self._check_split(nodes.n_splits, nodes.depth[node], n_left, rows.shape[0] - n_left)
+        split_id = secrets.token_hex(8)
+        self.splits.add(
+            split_id,
+            nodes.tree,
+            nodes.depth[node],
+            feature,
+            float(self.thresholds[feature][bin_threshold]),
+        )
+        nodes.own[node] = left
+        return Message(msg.PARTITION.name, {"split_id": split_id, "left": left})
+
+    def _apply_partitions(
+        self, nodes: _TreeNodes, parts: np.ndarray, masks: np.ndarray, node: int
+    ) -> None:
+        """Learn the children of each partition [parent, left, right], then make sure
+        ``node`` (-1: none) is known; all checked before anything is applied (a
+        refused request changes nothing)."""
+        if parts.ndim != 2 or parts.shape[1] != 3:
+            raise ValueError(f"{self.name}: partitions are rows [parent, left, right]")
+        staged: dict[int, tuple[np.ndarray, int]] = {}  # child -> (rows, depth)
+        parents: set[int] = set()
+        offset, n_splits = 0, nodes.n_splits
+        for parent, left_id, right_id in parts.tolist():
+            rows, depth = staged.get(parent, (nodes.rows.get(parent), nodes.depth.get(parent)))
+            if rows is None or parent in nodes.split or parent in parents:
+                raise ValueError(f"{self.name}: node {parent} is unknown or already split")
+            if (
+                min(left_id, right_id) < 0
+                or left_id == right_id
+                or any(c in nodes.rows or c in staged for c in (left_id, right_id))
+            ):
+                raise ValueError(f"{self.name}: the partition of {parent} names bad children")
+            if parent in nodes.own:
+                left = nodes.own[parent]
+            else:
+                left = masks[offset : offset + rows.shape[0]]
+                offset += rows.shape[0]
+                if left.shape != rows.shape:
+                    raise ValueError(f"{self.name}: the left mask of {parent} is too short")
+            n_left = int(left.sum())
+            self._check_split(n_splits, depth, n_left, rows.shape[0] - n_left)
+            n_splits += 1
+            parents.add(parent)
+            staged[left_id] = (rows[left], depth + 1)
+            staged[right_id] = (rows[~left], depth + 1)
+        if offset != masks.shape[0]:
+            raise ValueError(f"{self.name}: the left masks do not match the partitions")
+        if node >= 0 and node not in nodes.rows and node not in staged:
+            raise ValueError(f"{self.name}: node {node} is unknown")
+        for child, (rows, depth) in staged.items():
+            nodes.rows[child], nodes.depth[child] = rows, depth
+        nodes.split |= parents
+        nodes.n_splits = n_splits
+
+    @operation(accepts=(msg.GROW.name,))
+    def grow(self, request: Message) -> Message:
+        """Learn the new partitions, then build the histogram of one node (or none)."""
+        nodes = self._tree()
+        node = request["node"]
+        if not nodes.rows:
+            # the tree's first histogram is its root's: every training row
+            if request["partitions"].shape[0] or node < 0:
+                raise ValueError(f"{self.name}: a tree starts with its root's histogram")
+            nodes.rows[node] = np.arange(self.n_train, dtype=np.int64)
+            nodes.depth[node] = 0
+        elif node >= 0 and node in nodes.built:
+            raise ValueError(f"{self.name}: the histogram of node {node} was already built")
+        else:
+            # The root may be small (all training rows, admitted with the fit); any
+            # other node has at least the minimum leaf size, as both children of
+            # every split this host allowed.
+            self._apply_partitions(nodes, request["partitions"], request["left"], node)
+        if node < 0:
+            return Message("ack", {})
+        nodes.built.add(node)
+        return self._histogram(node, nodes.rows[node])
+
+    def _histogram(self, node: int, rows: np.ndarray) -> Message:
+        """The node's bin sums, packed and re-randomised, and its bins' row counts.
+
+        Only the bins that hold rows are sent (feature by feature, bin by bin): the
+        counts already tell which are empty, and a deep node fills few of them.
+        """
+        n_bins = int(self.n_bins_non_missing.max(initial=1))
+        counts = bin_counts(self.binned[rows], n_bins)
+        sums = histograms.encrypted_bin_sums(
+            self.guest_key, self.packed_gh, self.binned, rows, n_bins, n_jobs=self.n_jobs
+        )
+        filled = sums.values[counts > 0][None]
+        if isinstance(sums, CiphertextArray):
+            filled = CiphertextArray(filled, sums.key_id, sums.width)
+        else:
+            filled = PlainArray(filled)
+        packed = histograms.compress_bins(self.guest_key, filled, self.layout)
+        return Message(msg.HISTOGRAM.name, {"node": node, "sums": packed, "counts": counts})
+
+    # ------------------------------------------------------------------ the rest
+    @operation(accepts=(msg.DECIDE.name,))
+    def decide(self, request: Message) -> Message:
+        """Early stopping: the prediction walk of the validation rows."""
+        return answer_walk(self.splits, self.ledger, self.validation, request)
+
+    @operation(accepts=(msg.FINISH.name,))
+    def finish(self, request: Message) -> Message:
+        """Keep the split table (ids, features, thresholds) as a model shard."""
+        if self.finished:
+            raise ValueError(f"{self.name}: this fit was already finished")
+        self.finished = True
+        self.party.store_model(
+            request["model_id"],
+            {"kind": SHARD_KIND, "splits": self.splits, "n_features": self.binned.shape[1]},
+        )
+        return Message("ack", {})
