@@ -1,7 +1,8 @@
 """Vertical gradient boosting's declaration in the protocol registry (family ``"sbt"``).
 
-Its host roles, the policy setting ``sbt_min_samples_leaf`` and the check of the
-leaf size a guest asks for, the guest's model-file codec and the host's shard.
+Its host roles, the policy settings ``sbt_min_samples_leaf`` and ``sbt_max_leaf_nodes``
+and the check of the trees a guest asks for, the guest's model-file codec and the
+host's shard.
 """
 
 from __future__ import annotations
@@ -24,13 +25,41 @@ from ftl.federation.protocols import EstimatorSpec, ProtocolSpec, ShardCodec, re
 DEFAULT_MIN_SAMPLES_LEAF = 20
 
 
+#: The host policy's default cap on leaves per tree: a depth-6 tree, twice
+#: scikit-learn's default ``max_leaf_nodes``.
+DEFAULT_MAX_LEAF_NODES = 64
+
+
+def _leaf_bound(params: Mapping) -> float:
+    """The most leaves a tree of these parameters can have (``inf``: unbounded)."""
+    bounds = [float("inf")]
+    leaves, depth = params.get("max_leaf_nodes"), params.get("max_depth")
+    if isinstance(leaves, int) and not isinstance(leaves, bool):
+        bounds.append(leaves)
+    if isinstance(depth, int) and not isinstance(depth, bool) and depth < 64:
+        bounds.append(2**depth)
+    return min(bounds)
+
+
 def check_params(params: Mapping, policy: Any, rule: Any) -> None:
-    """Refuse a fit whose ``min_samples_leaf`` is below the host's policy minimum.
+    """Refuse a fit whose leaves may be smaller or more than the host's policy allows.
 
     Every node the host builds a histogram for, and both children of every split,
     have at least the fit's ``min_samples_leaf`` rows (the host's role enforces it);
-    this check makes that value at least the host's ``sbt_min_samples_leaf``.
+    this check makes that value at least the host's ``sbt_min_samples_leaf``. The
+    host's role also enforces the fit's ``max_leaf_nodes`` and ``max_depth``; this
+    check bounds the leaves they allow by ``sbt_max_leaf_nodes``: every leaf is a
+    node whose histogram a guest that crafts its gradients can read rows from
+    (docs/protocols.md §7.7).
     """
+    cap = policy.setting("sbt_max_leaf_nodes")
+    if _leaf_bound(params) > cap:
+        raise PolicyError(
+            f"trees of max_leaf_nodes={params.get('max_leaf_nodes')!r}, "
+            f"max_depth={params.get('max_depth')!r} may have more than this host's "
+            f"{cap} leaves (policy key 'sbt_max_leaf_nodes'; peer {rule.identity!r}): "
+            f"fit with max_leaf_nodes <= {cap}"
+        )
     minimum = policy.setting("sbt_min_samples_leaf")
     leaf = params.get("min_samples_leaf")
     if isinstance(leaf, bool) or not isinstance(leaf, int) or leaf < minimum:
@@ -66,7 +95,11 @@ SPEC = register_protocol(
         check_params=check_params,
         # a host's [policy] sbt_min_samples_leaf: the smallest leaf (and node) a
         # guest may ask its histograms and partitions for
-        policy_settings={"sbt_min_samples_leaf": DEFAULT_MIN_SAMPLES_LEAF},
+        # and sbt_max_leaf_nodes: the most leaves a tree may have
+        policy_settings={
+            "sbt_min_samples_leaf": DEFAULT_MIN_SAMPLES_LEAF,
+            "sbt_max_leaf_nodes": DEFAULT_MAX_LEAF_NODES,
+        },
         estimators=(
             _spec(FederatedGradientBoostingClassifier),
             _spec(FederatedGradientBoostingRegressor),

@@ -89,6 +89,38 @@ class HostParams:
         )
 
 
+#: Largest squared-error gradient bound a host accepts (targets in the billions need
+#: scaling): the bound sets the slot width, and a wider slot reads more rows (below).
+MAX_GRADIENT_BOUND = 2.0**32
+
+
+def check_layout(layout: histograms.GHLayout, n_train: int, name: str) -> None:
+    """Refuse a packing layout other than the one an honest guest uses.
+
+    The slot width decides how many rows a guest that encrypts crafted values
+    (``2**j`` for row ``j``) reads from one bin sum (docs/protocols.md §7.7): the
+    honest layout of the log-losses gives ``2 (bitlen(n) + 48)`` bits a bin, a
+    guest-chosen one up to the whole key. So the host pins what it can check: the
+    fraction bits, the row count and the log-losses' bounds ``|g| <= 1``,
+    ``h <= 1/4``; squared error's gradient bound comes from the guest's targets and
+    is only capped.
+    """
+    if layout.frac_bits != histograms.DEFAULT_FRAC_BITS:
+        raise ValueError(
+            f"{name}: the packing layout must use {histograms.DEFAULT_FRAC_BITS} fraction "
+            f"bits, not {layout.frac_bits}"
+        )
+    if layout.n_rows != n_train:
+        raise ValueError(f"{name}: the packing layout is for {layout.n_rows} rows, not {n_train}")
+    if layout.h_bound is not None and (layout.g_bound, layout.h_bound) != (1.0, 0.25):
+        raise ValueError(f"{name}: the log-losses' packing bounds are |g| <= 1 and h <= 1/4")
+    if layout.h_bound is None and layout.g_bound > MAX_GRADIENT_BOUND:
+        raise ValueError(
+            f"{name}: gradients up to {layout.g_bound:g} are refused (at most 2**32): "
+            "scale the regression target"
+        )
+
+
 def aligned_rows(party, alignment: str, positions: np.ndarray, what: str) -> np.ndarray:
     """This party's local rows of aligned ``positions`` (each row once, all present)."""
     rows = party.aligned_rows(alignment, positions)
@@ -171,8 +203,7 @@ class BoostingHost:
         """A new tree: keep the guest's packed gradients and hessians of every row."""
         values = request["values"]
         layout = msg.layout_from_json(request["layout"])
-        if layout.n_rows < self.n_train:
-            raise ValueError(f"{self.name}: the packing layout is for fewer rows than trained on")
+        check_layout(layout, self.n_train, self.name)
         if isinstance(values, CiphertextArray) != (self.params.encryption is not None):
             raise ValueError(f"{self.name}: gradients of another encryption mode than the fit's")
         if isinstance(values, CiphertextArray):

@@ -5,6 +5,11 @@ The guest's attributes never hold a host's weights or any private key: only
 the hosts' *public* keys, per binary model. A host's shard holds its weight
 block and its own Paillier key pair (which it needs to serve predictions).
 :mod:`ftl.persistence` adds the files' envelopes.
+
+The guest's file also keeps ``label_privacy_`` (whether the guest trained on
+noisy labels, and with which epsilon, range and noise), which the privacy report
+shows. Files written before it was saved load with what the parameters determine
+of it (``None`` for the rest).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import numpy as np
 from ftl.federation.json_forms import (
     decode_array,
     encode_array,
+    float_from_json,
+    float_to_json,
     history_from_json,
     history_to_json,
     key_from_json,
@@ -24,6 +31,7 @@ from ftl.federation.json_forms import (
     names_to_json,
 )
 from ftl.federation.transcript import Transcript
+from ftl.linear_model._label_privacy import response_probabilities
 
 #: The ``"kind"`` of the shard a host keeps (``LogisticHost.finish``).
 HOST_SHARD_KIND = "lr"
@@ -42,6 +50,7 @@ def attributes_to_json(clf: Any) -> dict:
         "n_iter_": [int(i) for i in clf.n_iter_],
         "history_": [history_to_json(run) for run in getattr(clf, "history_", [])],
         "models_": _models_to_json(clf.models_),
+        "label_privacy_": _label_privacy_to_json(clf.label_privacy_),
     }
 
 
@@ -88,6 +97,7 @@ def regressor_attributes_to_json(reg: Any) -> dict:
         "n_iter_": int(reg.n_iter_),
         "history_": history_to_json(getattr(reg, "history_", [])),
         "models_": _models_to_json(reg.models_),
+        "label_privacy_": _label_privacy_to_json(reg.label_privacy_),
     }
 
 
@@ -115,6 +125,9 @@ def regressor_attributes_from_json(reg: Any, attrs: dict, path: Any) -> None:
         "n_iter_": int(attrs["n_iter_"]),
         "history_": history_from_json(attrs.get("history_", [])),
         "models_": _models_from_json(models, names["party_names_"][1:], path),
+        "label_privacy_": _label_privacy_from_json(
+            attrs, _LAPLACE_FIELDS, _laplace_from_params(reg), path
+        ),
         "transcript_": Transcript(),
         "_sim_hosts": None,
     }
@@ -159,6 +172,9 @@ def attributes_from_json(clf: Any, attrs: dict, path: Any) -> None:
         "n_iter_": n_iter,
         "history_": history,
         "models_": clean_models,
+        "label_privacy_": _label_privacy_from_json(
+            attrs, _RESPONSE_FIELDS, _response_from_params(clf, len(classes)), path
+        ),
         "transcript_": Transcript(),
         "_sim_hosts": None,
     }
@@ -166,6 +182,84 @@ def attributes_from_json(clf: Any, attrs: dict, path: Any) -> None:
         setattr(clf, name, value)
 
 
+# ---------------------------------------------------------------- label privacy
+#: The fields of ``label_privacy_``: randomized response (logistic regression) and
+#: Laplace noise (the regressors).
+_RESPONSE_FIELDS = ("epsilon", "keep_probability", "changed")
+_LAPLACE_FIELDS = ("epsilon", "range", "scale")
+
+
+def _label_privacy_to_json(fitted: dict | None) -> dict | None:
+    """``label_privacy_`` as strict JSON: numbers, a ``range`` as a list of two."""
+    if fitted is None:
+        return None
+    return {
+        str(name): (
+            None
+            if value is None
+            else [float_to_json(v) for v in value]
+            if name == "range"
+            else float_to_json(value)
+        )
+        for name, value in fitted.items()
+    }
+
+
+def _response_from_params(clf: Any, n_classes: int) -> dict | None:
+    """``label_privacy_`` of a logistic regression as its parameters determine it
+    (randomized response; the fraction of labels it changed is not known)."""
+    if clf.label_privacy is None:
+        return None
+    epsilon = float(clf.label_privacy)
+    keep = response_probabilities(epsilon, n_classes)[0]
+    return {"epsilon": epsilon, "keep_probability": float(keep), "changed": None}
+
+
+def _laplace_from_params(reg: Any) -> dict | None:
+    """``label_privacy_`` of a regressor as its parameters determine it (the range
+    and the noise's scale only when ``label_range`` was given, not taken from the
+    targets)."""
+    if reg.label_privacy is None:
+        return None
+    epsilon = float(reg.label_privacy)
+    if reg.label_range is None:
+        return {"epsilon": epsilon, "range": None, "scale": None}
+    low, high = (float(b) for b in reg.label_range)
+    return {"epsilon": epsilon, "range": (low, high), "scale": (high - low) / epsilon}
+
+
+def _label_privacy_from_json(
+    attrs: dict, fields: tuple[str, ...], from_params: dict | None, path: Any
+) -> dict | None:
+    """The ``label_privacy_`` :func:`_label_privacy_to_json` wrote, checked to have
+    ``fields``; a file written before it was saved gets ``from_params``, what the
+    estimator's parameters determine of it."""
+    if "label_privacy_" not in attrs:
+        return from_params
+    saved = attrs["label_privacy_"]
+    if saved is None:
+        return None
+    if not isinstance(saved, dict) or sorted(saved) != sorted(fields):
+        raise ValueError(f"{path} is corrupted: label_privacy_ must have the fields {fields}")
+    fitted: dict = dict.fromkeys(fields)
+    try:
+        for name, value in saved.items():
+            if value is None:
+                continue
+            if name != "range":
+                fitted[name] = float_from_json(value)
+            elif isinstance(value, list) and len(value) == 2:
+                fitted[name] = (float_from_json(value[0]), float_from_json(value[1]))
+            else:
+                raise ValueError("range must be two numbers")
+        if fitted["epsilon"] is None or not fitted["epsilon"] > 0:
+            raise ValueError("epsilon must be positive")
+    except ValueError as exc:
+        raise ValueError(f"{path} is corrupted: label_privacy_ {exc}") from None
+    return fitted
+
+
+# ---------------------------------------------------------------- the host's shard
 def shard_ids(clf: Any) -> list[str]:
     """The ids of the hosts' shards: one per binary model."""
     return [str(m["model_id"]) for m in clf.models_]

@@ -1,7 +1,8 @@
 """What vertical logistic regression declares about itself to the audit report.
 
 Its leakages are those of docs/protocols.md §3-5; the fitted estimator adds the
-sigmoid approximation it trained with and its iteration counts.
+sigmoid approximation it trained with, its iteration counts and whether it trained
+with label privacy.
 """
 
 from __future__ import annotations
@@ -42,23 +43,48 @@ _LINKS = {
 }
 
 
+def _label_privacy_fact(est) -> str:
+    """The fitted ``label_privacy_`` in words: ``off``, or epsilon and the noise --
+    randomized response (a classifier) or Laplace noise on the clipped targets (a
+    regressor). Parts a model file of an older version did not keep are said to be
+    not recorded."""
+    fitted = getattr(est, "label_privacy_", None)
+    if fitted is None:
+        return "off"
+    text = f"on, ε = {fitted['epsilon']:.4g}: "
+    if "keep_probability" in fitted:  # randomized response
+        return text + (
+            f"randomized response (true class kept with probability "
+            f"{fitted['keep_probability']:.3f})"
+        )
+    low_high, scale = fitted["range"], fitted["scale"]
+    if low_high is None or scale is None:
+        return text + "Laplace noise on the clipped targets (range not recorded)"
+    low, high = low_high
+    text += f"Laplace noise of scale {scale:.4g} on the targets clipped to [{low:.4g}, {high:.4g}]"
+    if est.label_range is None:
+        text += " (the training targets' minimum and maximum, treated as public)"
+    return text
+
+
 def estimator_facts(est) -> Iterator[tuple[str, str]]:
     """Summary rows of a fitted :class:`~ftl.FederatedLogisticRegression`: the
     sigmoid approximation, and the iterations of each binary model (one per
     class in one-vs-rest) with the optimiser that ran them; of a federated
-    regressor: its link and its L-BFGS iterations."""
+    regressor: its link and its L-BFGS iterations; of both, their label privacy."""
     link = getattr(est, "_link", "")
     if link:  # a regressor: an exact link, one model fitted by L-BFGS
         yield "Link", _LINKS[link]
         if getattr(est, "n_iter_", None) is not None:
             yield "L-BFGS iterations", str(int(est.n_iter_))
-        return
-    yield "Sigmoid approximation", effective_sigmoid(est)
-    n_iter = getattr(est, "n_iter_", None)
-    if n_iter is not None:
-        unit = "L-BFGS iterations" if est.optimizer == "lbfgs" else "Epochs"
-        yield f"{unit} per binary model", ", ".join(str(int(n)) for n in np.ravel(n_iter))
-        yield "Optimiser", f"`{est.optimizer}`"
+    else:
+        yield "Sigmoid approximation", effective_sigmoid(est)
+        n_iter = getattr(est, "n_iter_", None)
+        if n_iter is not None:
+            unit = "L-BFGS iterations" if est.optimizer == "lbfgs" else "Epochs"
+            yield f"{unit} per binary model", ", ".join(str(int(n)) for n in np.ravel(n_iter))
+            yield "Optimiser", f"`{est.optimizer}`"
+    yield "Label privacy", _label_privacy_fact(est)
 
 
 DISCLOSURE = Disclosure(
@@ -85,9 +111,14 @@ DISCLOSURE = Disclosure(
         Leakage(
             "training",
             "Labels to every host: per batch a host learns its gradient term "
-            "`X_Hᵀ (residual)`; in the first batch this is exactly `X_Hᵀ y` for the batch, "
-            "which recovers every label of the batch when the host has at least as many "
-            "columns as the batch has rows. No defence (noise, clipping) is implemented.",
+            "`X_Hᵀ (residual)` (the residual `σ̃(z) − y`; a regressor's: prediction minus "
+            "target), which correlates with the labels; a host column non-zero on a single "
+            "row (a spy column, which the guest can neither see nor refuse) makes that row's "
+            "residual, and so its label, an entry of it in every batch. Only "
+            "`label_privacy=ε` bounds what a host learns of each label (ε-label-DP: "
+            "randomized response, or Laplace noise on a regressor's targets); whether a fit "
+            "used it is the guest's to know: an estimator's report shows it in the summary "
+            "(row Label privacy), a transcript does not record it.",
             "§5.2",
             applies=_training,
         ),

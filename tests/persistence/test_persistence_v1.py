@@ -55,6 +55,12 @@ def test_multiclass_logistic_regression_files_load():
     np.testing.assert_array_equal(proba, EXPECTED["lr3"]["proba"])
 
 
+def test_logistic_regression_files_load_without_label_privacy():
+    """Written before ``label_privacy_`` was saved, by fits without label privacy."""
+    for name in ("lr_guest.json", "lr3_guest.json"):
+        assert ftl.load_model(DATA / name).label_privacy_ is None
+
+
 def test_transfer_files_load():
     data = ftl.datasets.load_breast_transfer()
     data.target.import_model(DATA / "transfer_target.json")

@@ -10,7 +10,9 @@ The only differences allowed are listed in :data:`CHANGED` with their reason.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +45,62 @@ _OWNER_NA = {
     "html": "<td>No ciphertext sent back to its key owner</td><td>n/a</td>"
     "<td>no ciphertexts (plaintext mode)</td>",
 }
-CHANGED = {
-    name: [(_OWNER_PASS, _OWNER_NA)]
-    for name in ("lr_plaintext", "lr_two_hosts_plaintext", "pipeline_psi_preprocessing_lr")
+#: The label leakage of logistic regression now names the one bound on it
+#: (label_privacy), which was added since, and spy columns (docs/protocols.md §5.2),
+#: which read labels in every batch whatever the first batch's defences.
+_LABELS_OLD = (
+    "Labels to every host: per batch a host learns its gradient term `X_Hᵀ (residual)`; "
+    "in the first batch this is exactly `X_Hᵀ y` for the batch, which recovers every label "
+    "of the batch when the host has at least as many columns as the batch has rows. No "
+    "defence (noise, clipping) is implemented."
+)
+_LABELS_NEW = (
+    "Labels to every host: per batch a host learns its gradient term `X_Hᵀ (residual)` "
+    "(the residual `σ̃(z) − y`; a regressor's: prediction minus target), which correlates "
+    "with the labels; a host column non-zero on a single row (a spy column, which the guest "
+    "can neither see nor refuse) makes that row's residual, and so its label, an entry of "
+    "it in every batch. Only `label_privacy=ε` bounds what a host learns of each label "
+    "(ε-label-DP: randomized response, or Laplace noise on a regressor's targets); whether "
+    "a fit used it is the guest's to know: an estimator's report shows it in the summary "
+    "(row Label privacy), a transcript does not record it."
+)
+
+
+def _both_forms(text: str) -> dict:
+    """Report text as Markdown and as HTML (escaped, backticked spans as code)."""
+    escaped = html.escape(text)
+    return {"md": text, "html": re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped)}
+
+
+_LABELS = (_both_forms(_LABELS_OLD), _both_forms(_LABELS_NEW))
+
+#: A logistic regression's summary says whether it trained with label privacy (a
+#: row after the optimiser's, which is filled in).
+_OPTIMISER = {
+    "md": "| Optimiser | `{}` |\n",
+    "html": "<tr><td>Optimiser</td><td><code>{}</code></td></tr>\n",
 }
+_NO_LABEL_PRIVACY = {
+    "md": "| Label privacy | off |\n",
+    "html": "<tr><td>Label privacy</td><td>off</td></tr>\n",
+}
+
+
+def _changes(name: str) -> list:
+    """The differences :data:`CHANGED` allows in case ``name``, with their reasons."""
+    changes = []
+    if name in ("lr_plaintext", "lr_two_hosts_plaintext", "pipeline_psi_preprocessing_lr"):
+        changes.append((_OWNER_PASS, _OWNER_NA))
+    if _LABELS_OLD in (DATA / f"{name}.md").read_text(encoding="utf-8"):
+        changes.append(_LABELS)
+    request = json.loads((DATA / f"{name}.json").read_text())
+    if request.get("estimator") == "FederatedLogisticRegression":
+        optimiser = {k: row.format(request["params"]["optimizer"]) for k, row in _OPTIMISER.items()}
+        changes.append((optimiser, {k: row + _NO_LABEL_PRIVACY[k] for k, row in optimiser.items()}))
+    return changes
+
+
+CHANGED = {name: _changes(name) for name in CASES}
 
 
 def _ask_again(name: str):

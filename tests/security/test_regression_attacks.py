@@ -33,38 +33,8 @@ from ftl.linear_model import FederatedLinearRegression, FederatedPoissonRegresso
 from ftl.linear_model import guest as guest_role
 from ftl.linear_model._links import MAX_LOG_MARGIN
 from ftl.linear_model.host import LogisticHost
+from tests.security._spy import GUEST_COLUMNS, HOST_COLUMNS, claims
 from tests.security.test_label_leak import _Enough, curious_host, protocol_targets
-
-#: Real columns of the host; its spy columns follow them.
-HOST_COLUMNS = 6
-#: Guest columns, plus the intercept: the dimension its margins move in.
-GUEST_COLUMNS = 4
-
-
-# --------------------------------------------------------------------------- the parties
-def claims(counts: bool, n: int = 400, n_spy: int = 120, seed: int = 0):
-    """An insurer (guest: 4 columns and the targets) and a garage (host: 6 columns
-    and one spy column per spy row), aligned in id order.
-
-    Targets are claim amounts around 2000 (std ~600) or claim counts around 50
-    (std ~18); the guest's columns explain little of them. Returns the handle,
-    the targets and the spy rows.
-    """
-    rng = np.random.default_rng(seed)
-    x_guest = rng.normal(size=(n, GUEST_COLUMNS))
-    x_host = rng.normal(size=(n, HOST_COLUMNS))
-    if counts:
-        y = rng.poisson(np.exp(6.2 + 0.1 * x_guest[:, 0] + 0.3 * x_host[:, 0])).astype(float)
-    else:
-        y = np.round(2000 + 100 * x_guest[:, 0] + 500 * x_host[:, 0] + 300 * rng.normal(size=n))
-    spy = np.sort(rng.choice(n, n_spy, replace=False))
-    spies = np.zeros((n, n_spy))
-    spies[spy, np.arange(n_spy)] = 1.0
-    ids = np.arange(1000, 1000 + n)  # four digits: id order is row order
-    insurer = ftl.Party("insurer", x_guest, ids=ids, labels=y)
-    garage = ftl.Party("garage", np.hstack([x_host, spies]), ids=ids)
-    X, y_aligned = ftl.align(insurer, garage, order="id")
-    return X, y_aligned, spy
 
 
 def regressor(counts: bool, **params):
