@@ -1,4 +1,5 @@
-"""Plotting helpers: training progress, ROC curves and transcript volume.
+"""Plotting helpers: training progress, ROC curves, transcript volume and where a
+boosted model splits.
 
 matplotlib is imported inside the functions, so ``import ftl`` does not need it
 (install it with ``pip install 'ftl[plot]'``).
@@ -20,7 +21,7 @@ from ftl.reporting import KIND_ORDER, as_transcript, human_bytes, payload_kind
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["plot_roc", "plot_training", "plot_transcript"]
+__all__ = ["plot_roc", "plot_split_importance", "plot_training", "plot_transcript"]
 
 #: Colour of each value kind in :func:`plot_transcript`.
 KIND_COLORS = {
@@ -45,6 +46,19 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
         ) from exc
     fig = Figure(figsize=figsize, layout="constrained")
     return fig.add_subplot()
+
+
+def _label_bar_ends(ax: Axes, positions, ends, texts) -> None:
+    """Write ``texts`` just right of the ends of horizontal bars."""
+    for pos, end, text in zip(positions, ends, texts, strict=True):
+        ax.annotate(
+            text,
+            (end, pos),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="x-small",
+        )
 
 
 def plot_training(
@@ -262,15 +276,7 @@ def plot_transcript(transcript_or_clf: Any, ax: Axes | None = None, *, log: bool
             label=kind,
         )
         left += widths
-    for pos, total in zip(positions, left, strict=True):
-        ax.annotate(
-            human_bytes(total),
-            (total, pos),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize="x-small",
-        )
+    _label_bar_ends(ax, positions, left, [human_bytes(total) for total in left])
     ax.set_yticks(positions, names)
     ax.invert_yaxis()
     if log and len(names):
@@ -282,4 +288,101 @@ def plot_transcript(transcript_or_clf: Any, ax: Axes | None = None, *, log: bool
     ax.set_title(f"{len(transcript):,} messages, {human_bytes(transcript.total_bytes)}")
     if kinds:
         ax.legend(title="value kind", loc="lower right", fontsize="small")
+    return ax
+
+
+#: Bar colours of :func:`plot_split_importance`: the guest's features, the hosts.
+IMPORTANCE_COLORS = {"guest": "#1f77b4", "host": "#ff7f0e"}
+
+
+def plot_split_importance(clf: Any, ax: Axes | None = None, *, kind: str = "gain") -> Axes:
+    """Split importance of a federated gradient boosting model, as the guest sees it.
+
+    One bar per feature of the guest's own: the summed gains of the splits on it
+    (``clf.split_gains_``) or their number (``clf.split_counts_``); and one bar per
+    host for all its features together (``clf.party_split_counts_``, and the gains
+    the guest computed when it chose those splits), annotated with its number of
+    splits.
+
+    Parameters
+    ----------
+    clf : FederatedGradientBoostingClassifier or FederatedGradientBoostingRegressor
+        A fitted model.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure is created when omitted.
+    kind : {"gain", "count"}, default="gain"
+        Summed split gains, or numbers of splits.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes, with one horizontal bar (patch) per guest feature, largest first,
+        then one per host.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``clf`` is not a fitted gradient boosting model.
+    ValueError
+        If ``kind`` is unknown.
+
+    Notes
+    -----
+    A host plots the splits on each of its own features from the split table it
+    keeps under the model's id (its shard, which also holds their real
+    thresholds); it knows nothing of the guest's features. At the host, for
+    example::
+
+        splits = lab.load_model(model_id)["splits"]  # model_id: lab.model_ids()
+        ax.barh(lab.feature_names, splits.counts(lab.n_features))
+
+    Examples
+    --------
+    >>> ax = ftl.plot.plot_split_importance(clf, kind="count")  # doctest: +SKIP
+    >>> ax.figure.savefig("splits.png")  # doctest: +SKIP
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    if kind not in ("gain", "count"):
+        raise ValueError(f"kind must be 'gain' or 'count', got {kind!r}")
+    check_is_fitted(clf, ("split_counts_", "split_gains_", "party_split_counts_", "trees_"))
+    guest, *hosts = clf.party_split_counts_
+    own = np.asarray(clf.split_gains_ if kind == "gain" else clf.split_counts_, dtype=float)
+    names = getattr(clf, "feature_names_in_", None)
+    names = [str(n) for n in names[: own.shape[0]]] if names is not None else None
+    names = names or [f"x{j}" for j in range(own.shape[0])]
+    order = np.argsort(-own, kind="stable")
+    host_counts = [clf.party_split_counts_[h] for h in hosts]
+    if kind == "gain":
+        # the guest scored every host split it chose: block b > 0 is host b - 1
+        nodes = [t for per_iteration in clf.trees_ for t in per_iteration]
+        host_values = [
+            float(sum(t.gain[~t.is_leaf & (t.block == b)].sum() for t in nodes))
+            for b in range(1, len(hosts) + 1)
+        ]
+    else:
+        host_values = [float(n) for n in host_counts]
+    labels = [names[j] for j in order] + [f"{h} (all its features)" for h in hosts]
+    values = np.concatenate([own[order], host_values])
+    colors = [IMPORTANCE_COLORS["guest"]] * own.shape[0] + [IMPORTANCE_COLORS["host"]] * len(hosts)
+    ax = _new_axes(ax, (7.0, 1.5 + 0.3 * max(len(labels), 1)))
+    positions = np.arange(len(labels))
+    ax.barh(positions, values, color=colors)
+    _label_bar_ends(
+        ax, positions[own.shape[0] :], host_values, [f"{n} splits" for n in host_counts]
+    )
+    ax.set_yticks(positions, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("summed split gain" if kind == "gain" else "number of splits")
+    ax.set_title(f"Splits: {guest}'s features and each host")
+    from matplotlib.patches import Patch
+
+    ax.legend(
+        handles=[
+            Patch(color=IMPORTANCE_COLORS["guest"], label=f"{guest} (guest)"),
+            Patch(color=IMPORTANCE_COLORS["host"], label="host"),
+        ],
+        loc="best",
+        fontsize="small",
+    )
     return ax

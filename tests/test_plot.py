@@ -163,3 +163,52 @@ def test_plots_for_the_transfer_model():
     labels = data.target_labels.loc[data.target_only_ids].to_numpy()
     ftl.plot.plot_roc(clf, test, labels)
     ftl.plot.plot_transcript(clf)
+
+
+def test_plot_split_importance_shows_the_guests_features_and_each_host(breast, tmp_path):
+    X, y = breast
+    clf = ftl.ensemble.FederatedGradientBoostingClassifier(
+        encryption=None, max_iter=5, random_state=0
+    ).fit(X, y)
+    guest, host = X.parties
+    ax = ftl.plot.plot_split_importance(clf)
+    assert len(ax.patches) == guest.n_features + 1
+    widths = np.array([p.get_width() for p in ax.patches])
+    # the guest's features, largest gain first, then the host's total
+    np.testing.assert_allclose(widths[:-1], np.sort(clf.split_gains_)[::-1])
+    all_gains = sum(t.gain[~t.is_leaf].sum() for it in clf.trees_ for t in it)
+    np.testing.assert_allclose(widths.sum(), all_gains)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-1] == f"{host.name} (all its features)"
+    assert set(labels[:-1]) == set(X.feature_names[: guest.n_features])
+    assert ax.texts[0].get_text() == f"{clf.party_split_counts_[host.name]} splits"
+    _saved(ax, tmp_path / "split_gains.png")
+
+    ax = ftl.plot.plot_split_importance(clf, kind="count")
+    counts = [p.get_width() for p in ax.patches]
+    assert counts[-1] == clf.party_split_counts_[host.name] > 0
+    assert sorted(counts[:-1], reverse=True) == counts[:-1]
+    assert sum(counts[:-1]) == clf.split_counts_.sum() == clf.party_split_counts_[guest.name]
+    with pytest.raises(ValueError, match="kind"):
+        ftl.plot.plot_split_importance(clf, kind="weight")
+
+
+def test_plot_split_importance_of_a_simulated_federation_with_two_hosts():
+    from sklearn.exceptions import NotFittedError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6))
+    y = X @ np.arange(1.0, 7.0) + rng.normal(size=300)
+    reg = ftl.ensemble.FederatedGradientBoostingRegressor(
+        encryption=None, max_iter=5, simulated_hosts=2, random_state=0
+    )
+    with pytest.raises(NotFittedError):
+        ftl.plot.plot_split_importance(reg)
+    ax = ftl.plot.plot_split_importance(reg.fit(X, y), kind="count")
+    n_guest = reg.split_counts_.shape[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == n_guest + 2 and all(label.startswith("x") for label in labels[:n_guest])
+    hosts = list(reg.party_split_counts_)[1:]
+    assert [p.get_width() for p in ax.patches[n_guest:]] == [
+        reg.party_split_counts_[h] for h in hosts
+    ]

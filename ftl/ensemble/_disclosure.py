@@ -23,6 +23,16 @@ def _training(a: Findings) -> bool:
     return bool(a.type_set & {"sbt.open", "sbt.gradients"})
 
 
+def _validation_walk(findings: Findings) -> bool:
+    """Whether a fit session walked validation rows (early stopping): a walk
+    question in a session that also carried gradients; a prediction's walk has a
+    session of its own."""
+    sessions = {r.session for r in findings.transcript.records if r.type == "sbt.gradients"}
+    return any(
+        r.type == "sbt.decide" and r.session in sessions for r in findings.transcript.records
+    )
+
+
 def _prediction(a: Findings) -> bool:
     return "sbt.predict_open" in a.type_set
 
@@ -105,7 +115,7 @@ DISCLOSURE = Disclosure(
             "Early stopping: the host answers the prediction walk for the validation rows "
             "after every iteration (as in prediction below).",
             "§7.5",
-            applies=lambda a: _training(a) and "sbt.decide" in a.type_set,
+            applies=_validation_walk,
         ),
         Leakage(
             "prediction",

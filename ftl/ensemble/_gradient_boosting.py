@@ -78,8 +78,9 @@ n_trees_per_iteration_ : int
 trees_ : list of list of Tree
     The guest's trees, ``trees_[i][k]`` of iteration ``i`` and target ``k``: node
     arrays in scikit-learn's order. A node split by a host holds the host's
-    opaque split id only; the host keeps its feature and threshold.
-baseline_ : ndarray of shape (n_trees_per_iteration_,)
+    opaque split id and the position and bin of the host's feature the guest's
+    scan chose; the host keeps the threshold (``num_threshold`` is NaN).
+baseline_ : ndarray of shape ``(n_trees_per_iteration_,)``
     Raw prediction before the first tree.
 model_id_ : str
     Id of every host's shard (its split table).
@@ -87,8 +88,9 @@ do_early_stopping_ : bool
 train_score_, validation_score_ : ndarray
     Scores before the first tree and after each iteration (early stopping only).
 split_counts_, split_gains_ : ndarray of shape (n_guest_features,)
-    Splits on each of the guest's own features and their summed gains (each party
-    sees only its own: a host's splits are in its shard).
+    Splits on each of the guest's own features and their summed gains. A host's
+    split thresholds stay in its shard; the guest knows which of a host's features
+    (by position) and bins its splits use, but not their thresholds.
 party_split_counts_ : dict of str to int
     Splits per party.
 n_features_in_ : int
