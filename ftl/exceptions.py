@@ -9,6 +9,7 @@ importable from the module that used to define it.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "FTLError",
     "FixedPointOverflowError",
     "InsecureKeyError",
@@ -52,6 +53,11 @@ class MissingFieldError(MessageError, KeyError):
 
 class ProtocolError(FTLError, RuntimeError):
     """A protocol operation was called out of order or on an unknown session."""
+
+
+class CheckpointError(FTLError, ValueError):
+    """A checkpoint cannot be used: corrupted, modified, of another run or party, or
+    of a step that is no longer kept."""
 
 
 class RegistryError(FTLError, ValueError):

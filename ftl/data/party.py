@@ -319,6 +319,12 @@ class Party(ModelStore, TransformerStore):
             raise ValueError(f"party {self.name!r}: aligned row position out of range")
         return table[positions]
 
+    def alignment_table(self, alignment_id: str) -> np.ndarray:
+        """The local row of every aligned position (kept by a served party's
+        checkpoints, so that a restarted host still knows the alignment)."""
+        size = len(self._alignments.get(alignment_id, ()))
+        return self.aligned_rows(alignment_id, np.arange(size))
+
     def remember_alignment(self, alignment_id: str, local_rows: np.ndarray) -> None:
         self._alignments[alignment_id] = np.asarray(local_rows, dtype=np.int64)
 

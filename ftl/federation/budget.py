@@ -331,12 +331,18 @@ class HostGuard:
         limits = self.limits
         self._admit("alignment", [("max_alignments_per_day", limits.max_alignments_per_day, "day")])
 
-    def admit_fit(self, protocol: str, alignment: str, n_rows: int, n_features: int) -> None:
-        """Admit one training run on ``n_rows`` aligned rows of an ``n_features`` block."""
+    def check_fit_rows(self, protocol: str, n_rows: int, n_features: int) -> None:
+        """Refuse a training run on fewer rows than the minimum for an ``n_features``
+        block (counts nothing: a resumed run is checked again, not charged again)."""
         limits = self.limits
         minimum = limits.min_fit(n_features)
         key = "min_fit_rows_per_feature" if minimum > (limits.min_fit_rows or 0) else "min_fit_rows"
         self._at_least(int(n_rows), minimum, f"a {protocol} fit", key)
+
+    def admit_fit(self, protocol: str, alignment: str, n_rows: int, n_features: int) -> None:
+        """Admit one training run on ``n_rows`` aligned rows of an ``n_features`` block."""
+        limits = self.limits
+        self.check_fit_rows(protocol, n_rows, n_features)
         self._admit(
             "fit",
             [

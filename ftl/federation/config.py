@@ -20,6 +20,7 @@ Example (paths are relative to the file)::
     # idle_session_ttl_seconds = 60            # sessions without protocol state
     # state_file = "shop-policy-state.json"   # alignment counts survive restarts
     # model_dir = "models"                     # trained shards survive restarts
+    # checkpoint_dir = "checkpoints"           # running fits resume after a restart
 
     [tls]
     cert = "certs/shop.crt"
@@ -77,6 +78,7 @@ _SECTIONS = {
         "state_file",
         "log_file",
         "model_dir",
+        "checkpoint_dir",
     },
     "tls": {"cert", "key", "ca"},
 }
@@ -104,6 +106,7 @@ class ServeConfig:
     max_streams_per_peer: int | None = None
     read_timeout: float = 120.0
     idle_session_ttl: float = 60.0
+    checkpoint_dir: Path | None = None
 
     def server_settings(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~ftl.federation.server.PartyServer` set here."""
@@ -114,6 +117,7 @@ class ServeConfig:
             "max_streams_per_peer": self.max_streams_per_peer,
             "read_timeout": self.read_timeout,
             "idle_session_ttl": self.idle_session_ttl,
+            "checkpoint_dir": self.checkpoint_dir,
         }
 
     def party_settings(self) -> dict[str, Any]:
@@ -212,6 +216,7 @@ def load_config(path: str | Path) -> ServeConfig:
         ),
         read_timeout=_positive(server, "read_timeout_seconds", 120.0, float),
         idle_session_ttl=_positive(server, "idle_session_ttl_seconds", 60.0, float),
+        checkpoint_dir=rel(server["checkpoint_dir"]) if server.get("checkpoint_dir") else None,
     )
 
 

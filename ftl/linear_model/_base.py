@@ -17,6 +17,7 @@ from ftl.data.handles import VerticalData
 from ftl.data.simulate import simulate_federation
 from ftl.federation.channel import Channel
 from ftl.federation.transcript import Transcript
+from ftl.linear_model._checkpoint import fit_checkpoint
 from ftl.linear_model.guest import LogisticGuest, guest_secret, predict_margin, start_seed
 
 __all__ = ["AlignedLinearModel"]
@@ -106,8 +107,11 @@ class AlignedLinearModel:
         (L-BFGS: every fit on these rows is then the same run, so repeated fits
         give a host no second sample of the start to average away). A simulated
         federation has no secret: its start always follows ``random_state``.
+        With ``checkpoint_dir`` the fit keeps, and resumes from, its checkpoint
+        (:mod:`~ftl.linear_model._checkpoint`).
         """
         alignment = handle.alignment
+        checkpoint = fit_checkpoint(self, handle, targets)
         secret = self._secret(handle)
         rows = (
             None if secret is None else alignment.guest.aligned_rows(alignment.id, handle.positions)
@@ -128,6 +132,7 @@ class AlignedLinearModel:
                 verbose=show_progress(self.verbose, self.encryption),
                 start=start_seed(secret, k, seed if varies or secret is None else None, rows),
                 model=(k + 1, len(targets)),
+                checkpoint=None if checkpoint is None else checkpoint.model(k),
             )
             results.append(guest.fit(self.max_iter, self._tol(), self._batch_size()))
         return results

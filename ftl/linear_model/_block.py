@@ -86,6 +86,24 @@ class WeightBlock:
         self.optimizer.end_epoch(float(np.sqrt(delta)))
         return delta, norm
 
+    def state(self) -> dict:
+        """This block at an iteration boundary: weights, epoch start, optimiser
+        (what a checkpoint keeps; see :mod:`ftl.federation.checkpoints`)."""
+        return {
+            "weights": self.weights.copy(),
+            "epoch_start": self.epoch_start.copy(),
+            "optimizer": self.optimizer.state(),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Go back to a :meth:`state` of this block."""
+        weights = np.asarray(state["weights"], dtype=np.float64)
+        start = np.asarray(state["epoch_start"], dtype=np.float64)
+        if weights.shape != self.weights.shape or start.shape != self.weights.shape:
+            raise ValueError(f"a block state needs {self.weights.shape[0]} weights")
+        self.optimizer.restore(state["optimizer"])
+        self.weights, self.epoch_start, self.batch = weights.copy(), start.copy(), None
+
     # ------------------------------------------------------------------ L-BFGS
     def accept(self, keep_pair: bool, clear_memory: bool) -> tuple[np.ndarray, float, float]:
         """L-BFGS: close the iteration (:meth:`end_epoch`) and make the current

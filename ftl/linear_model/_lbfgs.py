@@ -38,6 +38,7 @@ __all__ = [
     "AUTO_DECREASE",
     "MAX_LINE_SEARCH",
     "MAX_STEP_GROWTH",
+    "Boundary",
     "Direction",
     "minimise",
     "next_step",
@@ -124,6 +125,25 @@ def next_step(step: float, slope: float, low: tuple[float, float]) -> tuple[floa
     return min(max(secant, low_step + 0.1 * width), step - 0.1 * width), low
 
 
+@dataclass(frozen=True)
+class Boundary:
+    """Where the driver stands after an iteration: all L-BFGS needs to go on.
+
+    Attributes
+    ----------
+    gram : ndarray
+        The parties' summed Gram matrix of the basis at the base point.
+    n_pairs : int
+        ``(s, y)`` pairs in the memory.
+    iteration : int
+        Iterations completed (0: only the first base point is accepted).
+    """
+
+    gram: np.ndarray
+    n_pairs: int
+    iteration: int
+
+
 def minimise(
     evaluate: Callable[[], float],
     accept: Callable[[bool, bool], tuple[np.ndarray, float, float]],
@@ -131,6 +151,8 @@ def minimise(
     max_iter: int,
     tol: float | str,
     on_iteration: Callable[[float, float, Direction], None],
+    start: Boundary | None = None,
+    at_boundary: Callable[[Boundary], None] | None = None,
 ) -> None:
     """Full-batch L-BFGS with a secant line search on the directional derivative.
 
@@ -143,13 +165,19 @@ def minimise(
     pair is kept when ``s . y = t (g.d - g0.d) > 0``. ``on_iteration(delta, norm,
     direction)`` follows every iteration with the squared norms of the weight change
     and of the weights and the next direction (whose ``decrease`` the stopping rule
-    reads).
+    reads); then ``at_boundary`` gets the :class:`Boundary` reached (also after the
+    first base point is accepted), from which ``start`` resumes the run once every
+    party is back at that base point.
     """
-    evaluate()
-    gram, _, _ = accept(False, False)
-    n_pairs = 0
+    if start is None:
+        evaluate()
+        gram, _, _ = accept(False, False)
+        start = Boundary(gram, 0, 0)
+        if at_boundary is not None:
+            at_boundary(start)
+    gram, n_pairs, iteration = start.gram, start.n_pairs, start.iteration
     direction = plan_direction(gram, n_pairs)
-    for _ in range(max_iter):
+    while iteration < max_iter:
         if direction.converged(tol):
             break
         slope0 = direction.slope
@@ -167,4 +195,7 @@ def minimise(
         gram, delta, norm = accept(keep, not accepted)
         n_pairs = min(n_pairs + 1, LBFGS_MEMORY) if keep else (n_pairs if accepted else 0)
         direction = plan_direction(gram, n_pairs)
+        iteration += 1
         on_iteration(delta, norm, direction)
+        if at_boundary is not None:
+            at_boundary(Boundary(gram, n_pairs, iteration))

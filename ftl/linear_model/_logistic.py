@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -154,6 +155,18 @@ class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstim
         ``"taylor"``, the per-row polynomial for ``"poly"``), without the penalty:
         for L-BFGS at the weights the iteration ends with, for Adam and SGD at each
         batch's weights, like scikit-learn's SGD "avg loss".
+    checkpoint_dir : str, path-like or None, default=None
+        Folder where the guest keeps its checkpoint of the fit after every
+        completed iteration (L-BFGS) or epoch (Adam, SGD): its weights, optimiser
+        state, counters, random generator and its own key pair, in one JSON file
+        (mode 0600) per fit, named by the fit's fingerprint (parameters, alignment,
+        the guest's training data, the hosts). Calling ``fit`` again with the same
+        fingerprint -- after the driver crashed or was stopped -- resumes from the
+        last completed iteration and ends with the model an uninterrupted fit
+        gives; the file is removed when the fit ends. Each host keeps its own part
+        (``ftl serve``'s ``checkpoint_dir``; the driver keeps a simulation's). A
+        host that restarts mid-fit is resumed without it (docs/howto/deploy.md,
+        *Checkpoints and resume*). ``None``: nothing is written.
 
     Attributes
     ----------
@@ -213,6 +226,7 @@ class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstim
         "label_privacy": [Interval(Real, 0, None, closed="neither"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose", StrOptions({"auto"})],
+        "checkpoint_dir": [str, os.PathLike, None],
     }
 
     def __init__(
@@ -238,6 +252,7 @@ class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstim
         label_privacy=None,
         random_state=None,
         verbose="auto",
+        checkpoint_dir=None,
     ):
         self.penalty = penalty
         self.C = C
@@ -260,6 +275,7 @@ class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstim
         self.label_privacy = label_privacy
         self.random_state = random_state
         self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
 
     def _sigmoid_for(self, n_hosts: int) -> str:
         if self.sigmoid == "auto":

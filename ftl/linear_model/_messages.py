@@ -22,6 +22,16 @@ OPEN = register(
     alignment=PUBLIC_STR,
     positions=ALIGNED_POSITIONS,
 )
+RESUME = register(
+    "lr.resume",
+    "Driver re-opens a host session to go on with a checkpointed fit (params carry its "
+    "fit_id) from iteration boundary `step`; answered like an open (lr.opened).",
+    params=PUBLIC_JSON,
+    public_keys=PUBLIC_JSON,
+    alignment=PUBLIC_STR,
+    positions=ALIGNED_POSITIONS,
+    step=PUBLIC_INT,
+)
 OPENED = register(
     "lr.opened",
     "Host's public key and feature count.",

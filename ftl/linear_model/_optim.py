@@ -83,6 +83,19 @@ class Optimizer:
             self.lr *= self.decay
         self.path = 0.0
 
+    def state(self) -> dict:
+        """What an epoch boundary holds: step size, moments and step count (a
+        checkpoint; ``path`` is 0 there)."""
+        return {"lr": self.lr, "m": self.m.copy(), "v": self.v.copy(), "t": self.t}
+
+    def restore(self, state: dict) -> None:
+        """Go back to a :meth:`state`."""
+        m, v = (np.asarray(state[k], dtype=np.float64) for k in ("m", "v"))
+        if m.shape != self.m.shape or v.shape != self.v.shape:
+            raise ValueError("optimiser state of another block size")
+        self.lr, self.m, self.v, self.t = float(state["lr"]), m.copy(), v.copy(), int(state["t"])
+        self.path = 0.0
+
 
 #: ``(s, y)`` pairs an L-BFGS run keeps, as scikit-learn's lbfgs (``maxcor``).
 LBFGS_MEMORY = 10
@@ -171,10 +184,44 @@ class QuasiNewton:
         self.base = weights.copy()
         self.base_grad = self.grad
         self.direction = None
-        self._basis = np.array(
-            [*self.s, *self.y, self.grad, *self.hy, cho_solve(self._factor, self.grad)]
-        )
+        self._basis = self._make_basis()
         return self._basis @ self._basis.T
+
+    def _make_basis(self) -> np.ndarray:
+        """``[s_0..s_m-1, y_0..y_m-1, g, H y_0..H y_m-1, H g]`` at the base point."""
+        return np.array(
+            [*self.s, *self.y, self.base_grad, *self.hy, cho_solve(self._factor, self.base_grad)]
+        )
+
+    def state(self) -> dict:
+        """What an iteration boundary (after :meth:`accept`) holds: the pairs, the base
+        point and its gradient (a checkpoint; the basis follows from them)."""
+        if self.base is None:
+            return {}
+        size = len(self.base)
+        return {
+            **{k: np.array(getattr(self, k)).reshape(len(self.s), size) for k in ("s", "y", "hy")},
+            "base": self.base.copy(),
+            "base_grad": self.base_grad.copy(),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Go back to a :meth:`state`: the base point is accepted again, no move made."""
+        self.s, self.y, self.hy = [], [], []
+        self.grad = self.base = self.base_grad = self.direction = self._basis = None
+        if "base" not in state:  # before the first accept
+            return
+        size = self._factor[0].shape[0]
+        pairs = {k: np.asarray(state[k], dtype=np.float64) for k in ("s", "y", "hy")}
+        base, grad = (np.asarray(state[k], dtype=np.float64) for k in ("base", "base_grad"))
+        n = len(pairs["s"])
+        if n > self.memory or any(a.shape != (n, size) for a in pairs.values()):
+            raise ValueError("L-BFGS state of another block size")
+        if base.shape != (size,) or grad.shape != (size,):
+            raise ValueError("L-BFGS state of another block size")
+        self.s, self.y, self.hy = ([row.copy() for row in pairs[k]] for k in ("s", "y", "hy"))
+        self.base, self.base_grad, self.grad = base.copy(), grad.copy(), grad.copy()
+        self._basis = self._make_basis()
 
     def move(self, coefficients: np.ndarray, step: float) -> np.ndarray:
         """The trial point ``base + step * d`` with ``d = coefficients @ basis``."""

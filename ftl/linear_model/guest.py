@@ -22,15 +22,16 @@ No party holds another's private key; there is no arbiter.
 
 The guest's other parts live beside it: its secret and random start
 (``_start.py``), its minimum batch sizes (``_batching.py``), the L-BFGS driver
-(``_lbfgs.py``), the progress bar (``_progress.py``) and prediction
-(``_prediction.py``); their names are importable from here as before.
+(``_lbfgs.py``), the progress bar (``_progress.py``), its steps and how a fit
+resumes from one (``_resume.py``) and prediction (``_prediction.py``); their names
+are importable from here as before.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -57,6 +58,7 @@ from ftl.linear_model._block import WeightBlock
 from ftl.linear_model._links import make_link
 from ftl.linear_model._prediction import predict_margin
 from ftl.linear_model._progress import FitProgress
+from ftl.linear_model._resume import ResumableGuest
 from ftl.linear_model._start import (
     START_MARGIN_SPREAD,
     guest_secret,
@@ -92,7 +94,7 @@ class TrainingResult:
     history: list = field(default_factory=list)
 
 
-class LogisticGuest:
+class LogisticGuest(ResumableGuest):
     """Runs the training protocol from the guest's side.
 
     Parameters
@@ -122,6 +124,10 @@ class LogisticGuest:
     model : tuple of (int, int), optional
         ``(k, n)``: this run trains binary model ``k`` (from 1) of ``n``
         (one-vs-rest), for the progress bar.
+    checkpoint : ModelCheckpoint, optional
+        Where the run keeps its state after every step, and resumes from
+        (:mod:`~ftl.linear_model._resume`); without it the state is kept in
+        memory only (a host's lost session still resumes).
     """
 
     def __init__(
@@ -137,7 +143,10 @@ class LogisticGuest:
         verbose: bool = False,
         start: np.random.SeedSequence | None = None,
         model: tuple[int, int] | None = None,
+        checkpoint=None,
     ):
+        self.checkpoint = checkpoint
+        self._reset_steps()
         self.guest = guest
         self.hosts = list(hosts)
         self.alignment_id = alignment_id
@@ -159,38 +168,39 @@ class LogisticGuest:
         self.block.start_at(start_for_link(weights, params, self.y))
 
     # ------------------------------------------------------------------ set-up
-    def _open_sessions(self) -> None:
+    def _open_sessions(self, resume_step: int | None = None) -> None:
+        """Open a session with every host; or, from step ``resume_step`` of this fit,
+        re-open them as a resume (the guest's key and parameters restored)."""
+        if resume_step is None:
+            p = self.params
+            insecure = bool(p.get("insecure_for_tests", False))
+            self.own = make_own_key(p["encryption"], int(p["key_size"]), insecure, p.get("n_jobs"))
+            widths = {self.name: self.block.features.shape[1]}
+            for host in self.hosts:
+                widths[host.name] = host.n_features
+            # the fit id names the hosts' checkpoints of this run, for a resume
+            self.params = {**p, "widths": widths, "guest": self.name, "fit_id": uuid.uuid4().hex}
         p = self.params
-        insecure = bool(p.get("insecure_for_tests", False))
-        self.own = make_own_key(p["encryption"], int(p["key_size"]), insecure, p.get("n_jobs"))
         public = {self.name: public_key_json(self.own)}
-        widths = {self.name: self.block.features.shape[1]}
-        for host in self.hosts:
-            widths[host.name] = host.n_features
-        p = {**p, "widths": widths, "guest": self.name}
-        self.widths = widths
+        self.widths = p["widths"]
         self.approx = make_link(p)
-        self.params = p
         self.track_loss = bool(p.get("track_loss", False))
         self.lbfgs = p["optimizer"] == "lbfgs"
         self._loss_total, self._loss_own, self._loss_rows = None, 0.0, 0
+        fields = {"params": p, "alignment": self.alignment_id, "positions": self.positions}
         for host in self.hosts:
-            reply = self.channel.call(
-                host.endpoint,
-                "lr.host.open",
-                Message(
-                    msg.OPEN.name,
-                    {
-                        "params": p,
-                        "public_keys": public,
-                        "alignment": self.alignment_id,
-                        "positions": self.positions,
-                    },
-                ),
+            request = (
+                Message(msg.OPEN.name, {**fields, "public_keys": public})
+                if resume_step is None
+                else Message(
+                    msg.RESUME.name, {**fields, "public_keys": public, "step": resume_step}
+                )
             )
+            reply = self.channel.call(host.endpoint, "lr.host.open", request)
             public[host.name] = reply["public_key"]
         self.public_keys = public
         scheme = "paillier" if p["encryption"] == "paillier" else "plain"
+        insecure = bool(p.get("insecure_for_tests", False))
         self.peers = _peer_keys(public, self.name, scheme, insecure, p.get("n_jobs"), p["key_size"])
         if len(self.hosts) > 1:
             for host in self.hosts:
@@ -337,36 +347,48 @@ class LogisticGuest:
     def fit(
         self, max_iter: int, tol: float | str, batch_size: int | str | None = "auto"
     ) -> TrainingResult:
-        """Train; ``tol`` is a number or, for L-BFGS, ``"auto"`` (:mod:`._lbfgs`)."""
+        """Train; ``tol`` is a number or, for L-BFGS, ``"auto"`` (:mod:`._lbfgs`).
+
+        With a checkpoint of this run, go on from its last step (or return the
+        model it finished); a host's session lost mid-fit is resumed at the last
+        step (:mod:`._resume`).
+        """
         bs = self.batch_rows(batch_size)  # before any message: a refusal sends nothing
-        self._open_sessions()
-        self.progress = FitProgress(
-            max_iter,
-            self.params["encryption"] or "plaintext",
-            self.lbfgs,
-            self.model,
-            enabled=self.verbose,
-        )
-        try:
-            if self.lbfgs:
-                history = self._fit_lbfgs(max_iter, tol)
-            else:
-                history = self._fit_epochs(max_iter, tol, bs)
+        if self.checkpoint is not None and self.checkpoint.result is not None:
+            return TrainingResult(**self.checkpoint.result)  # finished before a restart
+        with self._local_host_checkpoints():
+            self._start_sessions()
+            self.progress = FitProgress(
+                max_iter,
+                self.params["encryption"] or "plaintext",
+                self.lbfgs,
+                self.model,
+                enabled=self.verbose,
+            )
             model_id = uuid.uuid4().hex
-            for h in self.hosts:
-                self.channel.call(
-                    h.endpoint, "lr.host.finish", Message(msg.FINISH.name, {"model_id": model_id})
-                )
-        finally:
-            self.progress.close()
-            for h in self.hosts:
-                try:
-                    self.channel.call(h.endpoint, "lr.host.close", Message("ack", {}))
-                except Exception:  # noqa: BLE001 - best effort; the real error is already raised
-                    pass
+
+            def train() -> list:
+                if self.lbfgs:
+                    history = self._fit_lbfgs(max_iter, tol)
+                else:
+                    history = self._fit_epochs(max_iter, tol, bs)
+                finish = Message(msg.FINISH.name, {"model_id": model_id})
+                for h in self.hosts:
+                    self.channel.call(h.endpoint, "lr.host.finish", finish)
+                return history
+
+            try:
+                history = self._run_resuming(train)
+            finally:
+                self.progress.close()
+                for h in self.hosts:
+                    try:
+                        self.channel.call(h.endpoint, "lr.host.close", Message("ack", {}))
+                    except Exception:  # noqa: BLE001 - best effort; the real error is already raised
+                        pass
         w = self.block.weights
         coef, intercept = (w[:-1], float(w[-1])) if self.block.fit_intercept else (w, 0.0)
-        return TrainingResult(
+        result = TrainingResult(
             coef.copy(),
             intercept,
             model_id,
@@ -374,6 +396,9 @@ class LogisticGuest:
             len(history),
             history,
         )
+        if self.checkpoint is not None:
+            self.checkpoint.finished(asdict(result))
+        return result
 
     def _record(self, history: list, started: float, delta: float, norm: float, **extra) -> float:
         """Append one epoch (L-BFGS: iteration) to the history and the progress bar.
@@ -402,27 +427,26 @@ class LogisticGuest:
         """
         n = len(self.positions)
         n_batches = max(1, n // bs)
-        history: list = []
-        passes = 0
-        for epoch in range(max_iter):
+        while self.epoch < max_iter and not self.converged:
             started = time.perf_counter()
             order = self.rng.permutation(n)
             for done, batch in enumerate(np.array_split(order, n_batches), start=1):
                 self._batch(batch)
                 self.progress.batch_done(done, n_batches)
-            passes += 1
+            self.passes += 1
             loss = self._epoch_loss() if self.track_loss else None
             delta, norm = self.block.end_epoch()
             for h in self.hosts:
                 reply = self.channel.call(
                     h.endpoint,
                     "lr.host.epoch_end",
-                    Message(msg.EPOCH_END.name, {"epoch": epoch}),
+                    Message(msg.EPOCH_END.name, {"epoch": self.epoch}),
                 )
                 delta, norm = _add_weight_change(reply, delta, norm, h.name)
-            if self._record(history, started, delta, norm, passes=passes, loss=loss) < tol:
-                break
-        return history
+            change = self._record(self.history, started, delta, norm, passes=self.passes, loss=loss)
+            self.epoch, self.converged = self.epoch + 1, change < tol
+            self._keep()
+        return self.history
 
     def _fit_lbfgs(self, max_iter: int, tol: float | str) -> list:
         """Full-batch L-BFGS, the direction assembled from the parties' Gram matrices.
@@ -435,14 +459,12 @@ class LogisticGuest:
         The line search and the stopping rule are in :mod:`._lbfgs`.
         """
         rows = np.arange(len(self.positions))
-        history: list = []
         started = time.perf_counter()
-        self.passes, self.pass_loss = 0, None
 
         def iteration_done(delta: float, norm: float, direction: _lbfgs.Direction) -> None:
             nonlocal started
             self._record(
-                history,
+                self.history,
                 started,
                 delta,
                 norm,
@@ -452,10 +474,21 @@ class LogisticGuest:
             )
             started = time.perf_counter()
 
+        def at_boundary(reached: _lbfgs.Boundary) -> None:
+            self.boundary = reached
+            self._keep()
+
         _lbfgs.minimise(
-            lambda: self._pass(rows), self._accept, self._move, max_iter, tol, iteration_done
+            lambda: self._pass(rows),
+            self._accept,
+            self._move,
+            max_iter,
+            tol,
+            iteration_done,
+            start=self.boundary,
+            at_boundary=at_boundary,
         )
-        return history
+        return self.history
 
     def _pass(self, rows: np.ndarray) -> float:
         """One L-BFGS pass over ``rows``; counted, and its verbose loss shown."""

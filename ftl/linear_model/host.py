@@ -21,11 +21,19 @@ L-BFGS adds, per iteration, ``accept`` (H makes its weights the base point and
 returns the inner products of its own blocks of the basis vectors) and ``move``
 (H steps to ``base + t d_H`` with the driver's coefficients).
 
+Checkpoints: where the party keeps them (``ftl serve``'s ``checkpoint_dir``, see
+:mod:`ftl.federation.checkpoints`), H keeps its state at the open and after every
+``accept`` or ``epoch_end``; a session opened with ``lr.resume`` restores the step
+the driver names (the same peer's run, not charged again) and supersedes the
+session that ran the fit before.
+
 The host never sees the labels, the guest's features or weights, or any
 unmasked per-sample value of another party.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -43,7 +51,10 @@ from ftl.crypto.scheme import (
     row,
     stack_rows,
 )
+from ftl.exceptions import CheckpointError, ProtocolError
 from ftl.federation.budget import guard_of
+from ftl.federation.checkpoints import checkpoints_of, digest, fingerprint, safe_id
+from ftl.federation.json_forms import key_from_json, key_to_json
 from ftl.federation.messages import Message, PlainArray
 from ftl.federation.service import operation, role
 from ftl.linear_model import _messages as msg
@@ -63,13 +74,31 @@ def _peer_keys(table: dict, me: str, scheme: str, insecure: bool, n_jobs, min_bi
     return keys
 
 
-@role("lr.host", opens=(msg.OPEN.name,))
+def _in_current_run(method):
+    """Refuse the operation in a session whose fit a resume has taken over."""
+
+    @functools.wraps(method)
+    def guarded(self, request: Message) -> Message:
+        if self.superseded:
+            raise ProtocolError(
+                f"{self.name}: fit {self.fit_id} was resumed in another session; this one "
+                "answers no more"
+            )
+        return method(self, request)
+
+    return guarded
+
+
+@role("lr.host", opens=(msg.OPEN.name, msg.RESUME.name))
 class LogisticHost:
     """Training state of one host: its weight block, key pair and masks."""
 
+    #: Set when a resume (in another session) takes this session's fit over.
+    superseded = False
+
     def __init__(self, party, request: Message):
-        if request.type != msg.OPEN.name:
-            raise ValueError("lr.host sessions open with an lr.open message")
+        if request.type not in (msg.OPEN.name, msg.RESUME.name):
+            raise ValueError("lr.host sessions open with an lr.open (or lr.resume) message")
         params = request["params"]
         self.party = party
         self.name = party.name
@@ -86,12 +115,31 @@ class LogisticHost:
         self.peers = _peer_keys(
             request["public_keys"], self.name, self.scheme, self.insecure, self.n_jobs
         )
-        # Admitted last, once the request is known to be well formed (a refused or
-        # malformed open consumes no budget), and before the costly key generation.
-        self.guard.admit_fit("lr", request["alignment"], len(rows), party.n_features)
-        self.own = make_own_key(
-            params["encryption"], int(params["key_size"]), self.insecure, self.n_jobs
-        )
+        # rows of all batches so far: passes over the data are capped by the host
+        self.rows_processed = 0
+        # Drivers name each fit (older ones do not: nothing is kept for them). A
+        # checkpoint binds the fit to this peer, its parameters, rows and data.
+        self.fit_id = params.get("fit_id")
+        self.checkpoints = None if self.fit_id is None else checkpoints_of(party)
+        if self.checkpoints is not None:  # they name files: checked before any budget
+            safe_id(self.fit_id, "fit id")
+            safe_id(request["alignment"], "alignment id")
+        self.step = 0
+        self.bound = {
+            "identity": self.guard.identity,
+            "params": fingerprint(params),
+            "positions": digest(np.asarray(request["positions"], dtype=np.int64)),
+            "features": digest(self.block.features),
+        }
+        if request.type == msg.RESUME.name:
+            self._resume(request["step"], len(rows), party.n_features)
+        else:
+            # Admitted last, once the request is known to be well formed (a refused or
+            # malformed open consumes no budget), and before the costly key generation.
+            self.guard.admit_fit("lr", request["alignment"], len(rows), party.n_features)
+            self.own = make_own_key(
+                params["encryption"], int(params["key_size"]), self.insecure, self.n_jobs
+            )
         self.widths = {str(k): int(v) for k, v in params["widths"].items()}
         self.guest = str(params["guest"])
         self.approx = make_link(params)
@@ -102,8 +150,46 @@ class LogisticHost:
         self.track_loss = bool(params.get("track_loss", False))
         self.loss_rows = 0
         self.loss_own = 0.0
-        # rows of all batches so far: passes over the data are capped by the host
-        self.rows_processed = 0
+        if self.checkpoints is not None:
+            previous = self.checkpoints.claim("lr", self.fit_id, self)
+            if previous is not None:  # still alive: it stops, its passes count here too
+                previous.superseded = True
+                self.rows_processed = max(self.rows_processed, previous.rows_processed)
+            if request.type == msg.OPEN.name:
+                self.checkpoints.keep_alignment(
+                    request["alignment"], party.alignment_table(request["alignment"])
+                )
+                self._keep()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _keep(self) -> None:
+        """Keep this step's state where the party keeps checkpoints (if anywhere)."""
+        if self.checkpoints is None:
+            return
+        state = {
+            "step": self.step,
+            "rows": self.rows_processed,
+            "bound": self.bound,
+            "own_key": key_to_json(self.own),
+            "block": self.block.state(),
+        }
+        self.checkpoints.keep("lr", self.fit_id, state)
+
+    def _resume(self, step: int, n_rows: int, n_features: int) -> None:
+        """Restore step ``step`` of this peer's fit: same parameters, rows and data;
+        checked again against the policy's row minimum, not charged again."""
+        if self.checkpoints is None:
+            raise CheckpointError(f"{self.name}: this party keeps no checkpoints to resume from")
+        state = self.checkpoints.load("lr", self.fit_id, step)
+        if state.get("bound") != self.bound:
+            raise CheckpointError(
+                f"{self.name}: fit {self.fit_id} ran with other parameters, rows or data "
+                "than this resume asks for; refused"
+            )
+        self.guard.check_fit_rows("lr", n_rows, n_features)
+        self.own = key_from_json(state["own_key"], self.insecure, self.n_jobs)
+        self.block.restore(state["block"])
+        self.rows_processed, self.step = int(state["rows"]), int(state["step"])
 
     def opened(self) -> Message:
         return Message(
@@ -115,6 +201,7 @@ class LogisticHost:
         )
 
     @operation(accepts=(msg.PEER_KEYS.name,))
+    @_in_current_run
     def peer_keys(self, request: Message) -> Message:
         """Learn the other hosts' public keys (multi-host runs)."""
         self.peers.update(
@@ -123,6 +210,7 @@ class LogisticHost:
         return Message("ack", {})
 
     @operation(accepts=(msg.BATCH.name,))
+    @_in_current_run
     def contribution(self, request: Message) -> Message:
         """Margins on the batch; return this host's residual columns, encrypted."""
         # The host's own minimum batch size (its policy, not the guest's parameter):
@@ -144,6 +232,7 @@ class LogisticHost:
         )
 
     @operation(accepts=(msg.CONTRIBUTION.name,))
+    @_in_current_run
     def cross(self, request: Message) -> Message:
         """Masked ``(X_H * w_k).T @ [[c_k]]`` for each column k of a peer's ciphertexts."""
         owner = request["owner"]
@@ -184,6 +273,7 @@ class LogisticHost:
         )
 
     @operation(accepts=(msg.CROSS_TERM.name,))
+    @_in_current_run
     def decrypt(self, request: Message) -> Message:
         if request["owner"] != self.name:
             raise ValueError(f"{self.name}: asked to decrypt values under another key")
@@ -207,6 +297,7 @@ class LogisticHost:
         )
 
     @operation(accepts=(msg.UPDATE.name,))
+    @_in_current_run
     def update(self, request: Message) -> Message:
         """Unmask the cross terms (row i was decrypted by owners[i]); take a step."""
         owners = request["owners"]
@@ -236,6 +327,7 @@ class LogisticHost:
         self.rows_processed += n_rows
 
     @operation(accepts=(msg.ACCEPT.name,))
+    @_in_current_run
     def accept(self, request: Message) -> Message:
         """L-BFGS: the trial point becomes the base; return our partial Gram matrix.
 
@@ -246,9 +338,12 @@ class LogisticHost:
         gram, delta, norm = self.block.accept(
             bool(request["keep_pair"]), bool(request["clear_memory"])
         )
+        self.step += 1
+        self._keep()
         return Message(msg.GRAM.name, {"gram": gram, "delta_sq": np.array([delta, norm])})
 
     @operation(accepts=(msg.MOVE.name,))
+    @_in_current_run
     def move(self, request: Message) -> Message:
         """L-BFGS: step to ``base + step * d`` with ``d`` from the driver's coefficients."""
         if request["step"].shape != (1,):
@@ -260,6 +355,7 @@ class LogisticHost:
         return Message("ack", {})
 
     @operation(accepts=(msg.LOSS_TERM.name,))
+    @_in_current_run
     def decrypt_loss(self, request: Message) -> Message:
         """Decrypt the guest's masked loss total for the epoch and add our own terms.
 
@@ -288,12 +384,16 @@ class LogisticHost:
         return Message(msg.MASKED_LOSS.name, {"values": values})
 
     @operation(accepts=(msg.EPOCH_END.name,))
+    @_in_current_run
     def epoch_end(self, request: Message) -> Message:
         self.loss_rows, self.loss_own = 0, 0.0
         delta, norm = self.block.end_epoch()
+        self.step += 1
+        self._keep()
         return Message(msg.WEIGHT_CHANGE.name, {"delta_sq": np.array([delta, norm])})
 
     @operation(accepts=(msg.FINISH.name,))
+    @_in_current_run
     def finish(self, request: Message) -> Message:
         """Keep the trained weights (and this key pair) as a model shard at the host."""
         self.party.store_model(
@@ -307,6 +407,8 @@ class LogisticHost:
                 "n_jobs": self.n_jobs,
             },
         )
+        if self.checkpoints is not None:  # a finished fit cannot be resumed
+            self.checkpoints.discard("lr", self.fit_id)
         return Message("ack", {})
 
 

@@ -34,7 +34,9 @@ messages -- and adds what a boundary between organisations needs:
 
 Each peer sees the party through its own view (:mod:`ftl.federation.views`):
 only its allowed columns, and its own fitted transformers and model shards, which
-``model_dir`` keeps across restarts (:mod:`ftl.federation.model_store`).
+``model_dir`` keeps across restarts (:mod:`ftl.federation.model_store`), and its
+own runs' checkpoints, which ``checkpoint_dir`` keeps across restarts
+(:mod:`ftl.federation.checkpoints`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from ftl.exceptions import (
 )
 from ftl.federation.audit import AuditLog, RequestRecord
 from ftl.federation.budget import guard_of
+from ftl.federation.checkpoints import PartyCheckpoints
 from ftl.federation.codec import FORMAT_VERSION, Header, header_size
 from ftl.federation.identity import certificate_identity
 from ftl.federation.model_store import ModelDirectory
@@ -161,6 +164,13 @@ class PartyServer:
         :meth:`ftl.Party.export_model`) and reloads them from at start-up, so
         that a restarted host still serves predictions. A model trained on
         preprocessed rows is kept with the fitted transformers it needs.
+    checkpoint_dir : path, optional
+        Where the party keeps its state of each peer's fits after every iteration
+        (its weights, optimiser, own key pair; mode 0600, a folder per peer
+        identity) and the alignments they use, reloaded at start-up: a driver
+        resumes a fit after this server restarted. Without it the state is kept
+        in memory only (a driver that restarts can still resume; ``session_ttl``
+        bounds how long).
 
     Attributes
     ----------
@@ -182,6 +192,7 @@ class PartyServer:
         max_streams_per_peer: int | None = None,
         audit_log=None,
         model_dir=None,
+        checkpoint_dir=None,
     ):
         if party.has_labels:
             raise ValueError(
@@ -211,8 +222,10 @@ class PartyServer:
         )
         self.model_dir = None if model_dir is None else Path(model_dir)
         self._kept = None if model_dir is None else ModelDirectory(model_dir)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         for rule in policy.peers.values():  # fail at start-up on a bad column list
             view = self._view(rule)
+            view.checkpoints.reload_alignments(view)
             if self._kept is not None:
                 self._kept.reload(rule.identity, view)
 
@@ -446,6 +459,10 @@ class PartyServer:
             view = self._views.get(rule.identity)
             if view is None:
                 view = peer_view(self.party, rule, self.policy)
+                # the peer's own runs' checkpoints (found by its protocol roles)
+                view.checkpoints = PartyCheckpoints.for_peer(
+                    self.checkpoint_dir, rule.identity, self.session_ttl
+                )
                 self._views[rule.identity] = view
             return view
 

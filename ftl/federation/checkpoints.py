@@ -1,0 +1,504 @@
+"""Checkpoints: each party's own state of a protocol run, kept so that the run resumes.
+
+Design
+------
+**Steps.** A long run is a sequence of *steps*: step 0 when a session is open,
+then one per completed iteration (an L-BFGS iteration, an epoch of Adam or SGD).
+At a step boundary no party holds a ciphertext, a mask or any per-batch value of
+another party -- only its own weights, optimiser and counters -- so that state is
+all a party needs to go on from there, and it is exactly what it holds between
+iterations anyway.
+
+**Each party keeps its own part, under its own protection.** After every step:
+
+- the *guest* keeps its weight block, its optimiser (L-BFGS memory, or Adam/SGD
+  moments and step size), the driver's state (the summed Gram matrix, counters,
+  history, the batch-order generator), its own key pair and the protocol
+  parameters, in memory and, with the estimator's ``checkpoint_dir``, in one file
+  per fit named by the fit's *fingerprint* (below);
+- a *host* keeps its weight block and optimiser, its own key pair, the peers'
+  public keys, the parameters, the rows it has processed (its pass cap), and what
+  the run is bound to: the peer's identity, the alignment, digests of the
+  positions and of its own training features; in memory and, with ``ftl serve``'s
+  ``checkpoint_dir``, in ``<checkpoint_dir>/<peer identity>/`` -- with the
+  alignment tables those runs use, which ``ftl serve`` reloads at start-up
+  (:class:`PartyCheckpoints`).
+
+In a simulation (parties in the driver's process) the driver keeps the local
+hosts' checkpoints too, each in a folder of its own next to the guest's file.
+
+**Format.** Strict JSON: arrays as dtype, shape and values, floats in their
+shortest round-trip form (a resumed plaintext run is bit-identical), big integers
+(key factors, generator states) exact. Never pickle. An envelope names the format,
+version, kind and fingerprint, and carries the SHA-256 digest of the rest.
+
+**Files.** Written atomically (:func:`write_private`): a temporary file in the
+same folder, ``fsync``, mode ``0600``, ``os.replace``, then the folder is synced;
+folders are made with mode ``0700``. A crash leaves the previous file or the new
+one, never a mix. A file holds the party's private key: protect it like one. A
+file whose format, version, kind, digest or fingerprint does not match is refused
+with :class:`~ftl.exceptions.CheckpointError` naming the file: a checkpoint is
+never half-trusted. The digest catches corruption and edits; permissions keep
+others out (whoever may write the folder may also write a matching digest).
+
+**Fingerprints.** :func:`fingerprint` hashes canonical JSON, arrays by their bytes.
+The guest's fingerprint covers the estimator and its parameters (not ``verbose``,
+``n_jobs`` or the folder), the alignment, the guest's training data (features,
+targets and positions) and the hosts' names; a fit resumes only from a file of
+its own fingerprint, and files of other fits in the folder are ignored with a
+warning. A host's checkpoint is named by the *fit id* the guest chose at open
+(128 random bits) and lives in the folder of the authenticated peer.
+
+**Resume.** The guest re-opens each host's session with a resume message (a new
+message type that the role's ``open`` accepts: the wire protocol is otherwise
+unchanged), naming the fit and the step to go on from. Each party keeps its last
+two steps: a host keeps step ``k`` before it answers the request that ends it, the
+guest after every host has answered, so a host is at the guest's step or one
+ahead, and restores the guest's. The guest resumes when a host's session is lost
+mid-fit (the host restarted: its next call is refused as an unknown session after
+the transport's retries, ``RemoteParty(retry_for=...)``), and when ``fit`` is
+called again in a new process with the same fingerprint. It resumes once per
+step: a failure before the next step raises the error.
+
+**Identity and budget.** Only the identity that ran a fit may resume it: a peer's
+checkpoints are looked up in its own folder (another identity's fit id finds
+nothing, and is refused exactly like an unknown one), and each file records and is
+checked against the identity. A resume is the same fit, never a new one: the
+privacy budget is not charged again, but the host checks the row minimum and the
+pass cap again under its current policy (and the server checks the resume
+message's parameters and keys like an open). Rows processed never go back: a
+resume continues the count of the last step, or of the session it replaces if
+that is still alive. A resume *supersedes* any live session of the fit (it
+answers nothing more), so a fit never runs twice in parallel; only the last two
+steps can be resumed, and a finished fit's checkpoint is removed.
+
+**Other protocols.** Nothing here is specific to logistic regression: a role keeps
+``{"step", "rows", ...}`` states under ``(protocol, run id)`` with
+:meth:`PartyCheckpoints.keep`, restores one with :meth:`~PartyCheckpoints.load`,
+and takes its run over with :meth:`~PartyCheckpoints.claim`. PSI would keep, per
+batch, its secret scalar and order and the batches already blinded (a step per
+batch); batch prediction, the request's row ranges already scored. Both need a
+driver that names its run and a resume message, as ``lr.resume`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ftl.exceptions import CheckpointError
+from ftl.federation.json_forms import decode_array, encode_array
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "PartyCheckpoints",
+    "attached",
+    "checkpoints_of",
+    "digest",
+    "fingerprint",
+    "read_checkpoint",
+    "remove_checkpoint",
+    "safe_id",
+    "state_from_json",
+    "state_to_json",
+    "write_checkpoint",
+    "write_private",
+]
+
+log = logging.getLogger("ftl.checkpoint")
+
+#: The envelope's format name and version.
+FORMAT = "ftl.checkpoint"
+VERSION = 1
+#: Ids that may name a checkpoint or alignment file (hex or uuid-like, no path).
+_SAFE_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+#: How an ndarray is tagged in a state's JSON form.
+_ARRAY_TAG = "__ndarray__"
+
+
+# -- canonical forms -------------------------------------------------------------------
+def _as_json(value: Any, array: Callable[[np.ndarray], Any], other: Callable[[Any], Any]) -> Any:
+    """``value`` (dicts, lists, scalars, ndarrays) as JSON values: every ndarray as
+    ``{"__ndarray__": array(it)}``, numpy scalars as Python ones, and anything that is
+    no JSON value as ``other(it)``."""
+    if isinstance(value, np.ndarray):
+        return {_ARRAY_TAG: array(value)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _as_json(v, array, other) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v, array, other) for v in value]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return other(value)
+
+
+def _array_identity(arr: np.ndarray) -> list:
+    """An array's dtype, shape and the SHA-256 of its bytes."""
+    data = np.ascontiguousarray(arr)
+    return [data.dtype.str, list(data.shape), hashlib.sha256(data.tobytes()).hexdigest()]
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def fingerprint(value: Any) -> str:
+    """SHA-256 (hex) of ``value`` as canonical JSON; arrays count by dtype, shape and
+    bytes, objects that are no JSON value (a RandomState, say) by their type's name."""
+    canonical = _as_json(value, _array_identity, lambda obj: type(obj).__name__)
+    return hashlib.sha256(_dumps(canonical)).hexdigest()
+
+
+def digest(*arrays: np.ndarray) -> str:
+    """SHA-256 (hex) of arrays' dtypes, shapes and bytes, in order."""
+    return fingerprint([np.asarray(a) for a in arrays])
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"a checkpoint cannot hold a {type(value).__name__}")
+
+
+def state_to_json(state: Any) -> Any:
+    """A state (dicts, lists, scalars, ndarrays) as strict JSON values."""
+    return _as_json(state, encode_array, _not_json)
+
+
+def state_from_json(obj: Any) -> Any:
+    """The inverse of :func:`state_to_json`."""
+    if isinstance(obj, dict):
+        if set(obj) == {_ARRAY_TAG}:
+            return decode_array(obj[_ARRAY_TAG], "checkpoint state")
+        return {k: state_from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [state_from_json(v) for v in obj]
+    return obj
+
+
+# -- files -----------------------------------------------------------------------------
+def _private_folder(path: Path) -> Path:
+    """Make ``path`` and its missing parents, each new folder with mode 0700 (folders
+    that exist keep theirs)."""
+    for folder in [*reversed(path.parents), path]:
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def write_private(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically with mode ``0600``.
+
+    A temporary file in the same folder is written, synced and renamed over
+    ``path``; then the folder is synced, so that the rename survives a crash.
+    """
+    path = Path(path)
+    _private_folder(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:  # mkstemp: mode 0600
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+    return path
+
+
+def remove_checkpoint(path: str | os.PathLike) -> None:
+    """Delete a checkpoint file, and the temporary files of writes a crash cut short."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def write_checkpoint(path: str | os.PathLike, kind: str, fingerprint: str, body: Any) -> Path:
+    """Write a checkpoint of ``kind`` whose content is the state ``body``
+    (:func:`state_to_json`), bound to ``fingerprint``, atomically and privately."""
+    envelope = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "fingerprint": fingerprint,
+        "written": time.time(),
+        "body": state_to_json(body),
+    }
+    envelope["digest"] = hashlib.sha256(_dumps(envelope)).hexdigest()
+    return write_private(path, json.dumps(envelope, allow_nan=False).encode() + b"\n")
+
+
+def read_checkpoint(path: str | os.PathLike, kind: str, fingerprint: str | None = None) -> Any:
+    """The state kept in ``path`` by :func:`write_checkpoint`, after checking its
+    format, version, kind, digest and (if given) fingerprint.
+
+    Raises
+    ------
+    CheckpointError
+        If any of them does not match, or the file is not a checkpoint.
+    """
+    path = Path(path)
+    try:
+        envelope = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc})") from None
+    if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ftl checkpoint")
+    if envelope.get("version") != VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} is version {envelope.get('version')!r}; this ftl reads "
+            f"version {VERSION} only"
+        )
+    claimed = envelope.pop("digest", None)
+    try:
+        actual = hashlib.sha256(_dumps(envelope)).hexdigest()
+    except (TypeError, ValueError):
+        actual = None
+    if claimed != actual:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted or was modified (its digest does not match "
+            "its content); refused. Delete it to start afresh"
+        )
+    if envelope.get("kind") != kind:
+        raise CheckpointError(f"checkpoint {path} is a {envelope.get('kind')!r}, not a {kind!r}")
+    if fingerprint is not None and envelope.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to another run (its fingerprint does not match); refused"
+        )
+    try:
+        return state_from_json(envelope["body"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupted ({exc})") from None
+
+
+def safe_id(value: Any, what: str) -> str:
+    """``value`` if it may name a checkpoint file (letters, digits, ``_``, ``-``; at
+    most 64); :class:`~ftl.exceptions.CheckpointError` otherwise."""
+    if not isinstance(value, str) or not _SAFE_ID.match(value):
+        raise CheckpointError(f"{what} {str(value)[:80]!r} is not a valid id")
+    return value
+
+
+# -- a party's checkpoints ------------------------------------------------------------
+class PartyCheckpoints:
+    """The checkpoints of one party's runs for one peer (the host's side).
+
+    Each run, named by its fit id, keeps its last two steps (:meth:`keep`), in
+    memory and, with a ``root`` folder, in ``<root>/<protocol>/<fit id>.json``;
+    a resumed run supersedes the session that ran it before (:meth:`claim`).
+    The alignment tables of the runs are kept in ``<root>/alignments/`` and
+    reloaded into the party at start-up (:meth:`reload_alignments`).
+
+    Parameters
+    ----------
+    root : path or None
+        The peer's folder; ``None`` keeps checkpoints in memory only (a restart
+        loses them, a driver that restarts can still resume).
+    identity : str
+        The peer (certificate identity) whose runs these are.
+    ttl : float, default=3600
+        Seconds after which a run's state kept in memory is forgotten if the run
+        did not go on (its file, if any, stays).
+    """
+
+    def __init__(self, root: str | os.PathLike | None, identity: str, ttl: float = 3600.0):
+        self.root = None if root is None else Path(root)
+        self.identity = identity
+        self.ttl = float(ttl)
+        self._lock = threading.Lock()
+        # fit id -> (last use, {"latest": state, "previous": state or None, "rows": int})
+        self._runs: dict[str, tuple[float, dict]] = {}
+        self._live: dict[str, weakref.ref] = {}
+
+    @classmethod
+    def for_peer(cls, folder: str | os.PathLike | None, identity: str, ttl: float = 3600.0):
+        """The checkpoints of peer ``identity`` under ``folder`` (or in memory)."""
+        if folder is None:
+            return cls(None, identity, ttl)
+        if Path(identity).name != identity or identity in (".", ".."):
+            raise ValueError(f"peer identity {identity!r} cannot name a checkpoint folder")
+        return cls(Path(folder) / identity, identity, ttl)
+
+    def __getstate__(self) -> dict:
+        # a copy made for a worker process keeps nothing (locks and sessions are local)
+        return {"root": self.root, "identity": self.identity, "ttl": self.ttl}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"], state["identity"], state["ttl"])
+
+    def _path(self, protocol: str, fit_id: str) -> Path:
+        return self.root / safe_id(protocol, "protocol") / f"{safe_id(fit_id, 'fit id')}.json"
+
+    def _key(self, protocol: str, fit_id: str) -> str:
+        return f"{protocol}/{fit_id}"
+
+    def _fingerprint(self, protocol: str, fit_id: str) -> str:
+        return fingerprint({"identity": self.identity, "protocol": protocol, "fit": fit_id})
+
+    # -- runs ----------------------------------------------------------------------------
+    def keep(self, protocol: str, fit_id: str, state: dict) -> None:
+        """Keep ``state`` (a dict with an int ``"step"`` and ``"rows"``) as the run's
+        latest step, and the step before it (if kept) as its previous one."""
+        key = self._key(protocol, safe_id(fit_id, "fit id"))
+        now = time.monotonic()
+        with self._lock:
+            self._forget_idle(now)
+            held = self._runs.get(key)
+            kept = [] if held is None else [s for s in held[1].values() if s is not None]
+            before = [s for s in kept if s["step"] == state["step"] - 1]
+            run = {"latest": state, "previous": before[0] if before else None}
+            self._runs[key] = (now, run)
+            if self.root is not None:
+                body = {"identity": self.identity, "protocol": protocol, "fit": fit_id, **run}
+                path = self._path(protocol, fit_id)
+                write_checkpoint(path, protocol, self._fingerprint(protocol, fit_id), body)
+
+    def load(self, protocol: str, fit_id: str, step: int) -> dict:
+        """The run's state at ``step`` (its latest or previous step), with the most
+        rows processed of either (rows never go back). Changes nothing: the run's
+        next :meth:`keep` goes on from there.
+
+        Raises
+        ------
+        CheckpointError
+            If this peer has no checkpoint of the run, or not of that step, or its
+            file is corrupted or belongs to another peer or run.
+        """
+        key = self._key(protocol, safe_id(fit_id, "fit id"))
+        with self._lock:
+            now = time.monotonic()
+            self._forget_idle(now)
+            held = self._runs.get(key)
+            run = held[1] if held is not None else self._read(protocol, fit_id)
+            self._runs[key] = (now, run)
+            states = [s for s in run.values() if s is not None]
+            found = [s for s in states if s["step"] == step]
+            if not found:
+                have = sorted(s["step"] for s in states)
+                raise CheckpointError(
+                    f"run {fit_id} of peer {self.identity!r} keeps steps {have}, not step "
+                    f"{step}; it cannot resume from there"
+                )
+            return {**found[0], "rows": max(int(s["rows"]) for s in states)}
+
+    def _read(self, protocol: str, fit_id: str) -> dict:
+        """The run's two steps from its file (lock held)."""
+        missing = CheckpointError(
+            f"no resumable {protocol} run {fit_id} of peer {self.identity!r} here (never "
+            "started by this peer, finished, or not kept across a restart: see "
+            "checkpoint_dir)"
+        )
+        if self.root is None:
+            raise missing
+        path = self._path(protocol, fit_id)
+        if not path.exists():
+            raise missing
+        body = read_checkpoint(path, protocol, self._fingerprint(protocol, fit_id))
+        if body.get("identity") != self.identity or body.get("fit") != fit_id:
+            raise CheckpointError(f"checkpoint {path} belongs to another peer or run; refused")
+        latest = body.get("latest")
+        if not isinstance(latest, dict) or not isinstance(latest.get("step"), int):
+            raise CheckpointError(f"checkpoint {path} is corrupted (no latest step)")
+        return {"latest": latest, "previous": body.get("previous")}
+
+    def discard(self, protocol: str, fit_id: str) -> None:
+        """Forget a finished run (its file too)."""
+        key = self._key(protocol, safe_id(fit_id, "fit id"))
+        with self._lock:
+            self._runs.pop(key, None)
+            self._live.pop(key, None)
+            if self.root is not None:
+                remove_checkpoint(self._path(protocol, fit_id))
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop states kept in memory of runs idle for longer than ``ttl`` (lock held)."""
+        for key in [k for k, (used, _) in self._runs.items() if now - used > self.ttl]:
+            del self._runs[key]
+
+    # -- which session runs a fit --------------------------------------------------------
+    def claim(self, protocol: str, fit_id: str, session: Any) -> Any:
+        """Make ``session`` (a role object) the one that runs the fit; return the one
+        it supersedes, if that is still alive (the caller makes it stop)."""
+        key = self._key(protocol, fit_id)
+        with self._lock:
+            before = self._live.get(key)
+            self._live[key] = weakref.ref(session)
+        previous = None if before is None else before()
+        return previous if previous is not session else None
+
+    # -- alignments ----------------------------------------------------------------------
+    def keep_alignment(self, alignment_id: str, rows: np.ndarray) -> None:
+        """Keep an alignment table (aligned position -> local row) a run uses, once."""
+        if self.root is None:
+            return
+        path = self.root / "alignments" / f"{safe_id(alignment_id, 'alignment id')}.json"
+        if not path.exists():
+            body = {"alignment": alignment_id, "rows": np.asarray(rows, dtype=np.int64)}
+            write_checkpoint(path, "alignment", self._fingerprint("alignment", alignment_id), body)
+
+    def reload_alignments(self, party: Any) -> int:
+        """Give ``party`` back the kept alignment tables (at start-up); a file that
+        cannot be read is logged and skipped. Returns how many were reloaded."""
+        folder = None if self.root is None else self.root / "alignments"
+        if folder is None or not folder.is_dir():
+            return 0
+        count = 0
+        for path in sorted(folder.glob("*.json")):
+            try:
+                alignment_id = safe_id(path.stem, "alignment id")
+                body = read_checkpoint(
+                    path, "alignment", self._fingerprint("alignment", alignment_id)
+                )
+                party.remember_alignment(alignment_id, np.asarray(body["rows"], dtype=np.int64))
+                count += 1
+            except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+                log.error("cannot reload alignment %s: %s", path, exc)
+        return count
+
+
+def checkpoints_of(party: Any) -> PartyCheckpoints | None:
+    """The checkpoints attached to ``party`` (by ``ftl serve``, or by a driver for its
+    in-process hosts), or to the party it is derived from; ``None`` if none."""
+    while party is not None:
+        store = vars(party).get("checkpoints") if hasattr(party, "__dict__") else None
+        if store is not None:
+            return store
+        party = getattr(party, "_base", None)
+    return None
+
+
+@contextmanager
+def attached(party: Any, store: PartyCheckpoints) -> Iterator[PartyCheckpoints]:
+    """Attach ``store`` to ``party`` for the duration of the block (a simulation's
+    driver keeps its in-process hosts' checkpoints next to its own)."""
+    before = vars(party).get("checkpoints")
+    party.checkpoints = store
+    try:
+        yield store
+    finally:
+        if before is None:
+            vars(party).pop("checkpoints", None)
+        else:
+            party.checkpoints = before
