@@ -175,9 +175,14 @@ class RemoteParty:
 
     @property
     def policy(self) -> dict:
-        """The parts of the host's policy it announces (protocols, key size, ...)."""
+        """The parts of the host's policy it announces (protocols, key size, ...),
+        with every protocol's setting (e.g. ``allow_lbfgs``, ``sbt_min_samples_leaf``)
+        under ``"protocol_settings"`` (empty from a host of an earlier version)."""
         keys = ("protocols", "min_key_size", "allow_plaintext", "min_intersection")
-        return {k: self._info.get(k) for k in keys}
+        announced = {k: self._info.get(k) for k in keys}
+        settings = self._info.get("protocol_settings")
+        announced["protocol_settings"] = dict(settings) if isinstance(settings, dict) else {}
+        return announced
 
     def budget(self) -> dict:
         """This driver's privacy budget at the party, as the party counts it now.

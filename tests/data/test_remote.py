@@ -148,6 +148,9 @@ def test_remote_party_reports_public_facts(certs_dir, lab, breast_parties):
     assert not shop.has_labels
     assert "lab" in repr(shop)
     assert shop.policy["min_intersection"] == 10
+    # every protocol's setting is announced, the defaults included
+    settings = shop.policy["protocol_settings"]
+    assert settings["allow_lbfgs"] is True and settings["sbt_min_samples_leaf"] == 20
 
 
 def test_remote_fit_equals_in_process_fit_in_plaintext(certs_dir, lab, breast_parties):

@@ -317,6 +317,8 @@ class PartyServer:
             "allow_plaintext": self.policy.allow_plaintext,
             "min_intersection": self.policy.min_intersection,
             "allow_lbfgs": self.policy.allow_lbfgs,
+            # every registered protocol's policy setting (its value here or its default)
+            "protocol_settings": self.policy.protocol_settings(),
             # the peer may know its own budget (and plan its work within it)
             "budget": guard_of(party).readings(),
             "max_message_bytes": self.max_message_bytes,
