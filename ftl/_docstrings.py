@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 __all__ = [
+    "CHECKPOINT_DIR_PARAMETER",
     "ENCRYPTION_PARAMETERS",
     "N_JOBS_PARAMETER",
     "WRITTEN_FILE",
@@ -49,6 +50,22 @@ insecure_for_tests : bool, default=False
 N_JOBS_PARAMETER = """\
 n_jobs : int, default=None
     joblib workers for encryption and encrypted products."""
+
+
+#: Checkpoint and resume of a fit built on the federated linear protocol.
+CHECKPOINT_DIR_PARAMETER = """\
+checkpoint_dir : str, path-like or None, default=None
+    Folder where the guest keeps its checkpoint of the fit after every
+    completed iteration (an epoch, with Adam or SGD): its weights, optimiser
+    state, counters, random generator and its own key pair, in one JSON file
+    (mode 0600) per fit, named by the fit's fingerprint (parameters, alignment,
+    the guest's training data, the hosts). Calling ``fit`` again with the same
+    fingerprint -- after the driver crashed or was stopped -- resumes from the
+    last completed iteration and ends with the model an uninterrupted fit
+    gives; the file is removed when the fit ends. Each host keeps its own part
+    (``ftl serve``'s ``checkpoint_dir``; the driver keeps a simulation's). A
+    host that restarts mid-fit is resumed without it (docs/howto/deploy.md,
+    *Checkpoints and resume*). ``None``: nothing is written."""
 
 
 def fill_doc(**fragments: str) -> Callable[[_T], _T]:

@@ -13,7 +13,12 @@ from sklearn.utils.validation import (
     check_random_state,
 )
 
-from ftl._docstrings import ENCRYPTION_PARAMETERS, N_JOBS_PARAMETER, fill_doc
+from ftl._docstrings import (
+    CHECKPOINT_DIR_PARAMETER,
+    ENCRYPTION_PARAMETERS,
+    N_JOBS_PARAMETER,
+    fill_doc,
+)
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
 from ftl.data.fit_checks import class_labels, tracks_loss
 from ftl.data.handles import VerticalData
@@ -28,7 +33,11 @@ from ftl.linear_model._label_privacy import (
 __all__ = ["FederatedLogisticRegression"]
 
 
-@fill_doc(encryption_parameters=ENCRYPTION_PARAMETERS, n_jobs_parameter=N_JOBS_PARAMETER)
+@fill_doc(
+    encryption_parameters=ENCRYPTION_PARAMETERS,
+    n_jobs_parameter=N_JOBS_PARAMETER,
+    checkpoint_dir_parameter=CHECKPOINT_DIR_PARAMETER,
+)
 class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstimator):
     """Logistic regression trained across parties that hold different features.
 
@@ -155,18 +164,7 @@ class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstim
         ``"taylor"``, the per-row polynomial for ``"poly"``), without the penalty:
         for L-BFGS at the weights the iteration ends with, for Adam and SGD at each
         batch's weights, like scikit-learn's SGD "avg loss".
-    checkpoint_dir : str, path-like or None, default=None
-        Folder where the guest keeps its checkpoint of the fit after every
-        completed iteration (L-BFGS) or epoch (Adam, SGD): its weights, optimiser
-        state, counters, random generator and its own key pair, in one JSON file
-        (mode 0600) per fit, named by the fit's fingerprint (parameters, alignment,
-        the guest's training data, the hosts). Calling ``fit`` again with the same
-        fingerprint -- after the driver crashed or was stopped -- resumes from the
-        last completed iteration and ends with the model an uninterrupted fit
-        gives; the file is removed when the fit ends. Each host keeps its own part
-        (``ftl serve``'s ``checkpoint_dir``; the driver keeps a simulation's). A
-        host that restarts mid-fit is resumed without it (docs/howto/deploy.md,
-        *Checkpoints and resume*). ``None``: nothing is written.
+    %(checkpoint_dir_parameter)s
 
     Attributes
     ----------

@@ -9,6 +9,7 @@ objective of scikit-learn's ``Ridge`` / ``PoissonRegressor`` on the pooled colum
 
 from __future__ import annotations
 
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -17,7 +18,12 @@ from sklearn.metrics import d2_tweedie_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_random_state
 
-from ftl._docstrings import ENCRYPTION_PARAMETERS, N_JOBS_PARAMETER, fill_doc
+from ftl._docstrings import (
+    CHECKPOINT_DIR_PARAMETER,
+    ENCRYPTION_PARAMETERS,
+    N_JOBS_PARAMETER,
+    fill_doc,
+)
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
 from ftl.data.fit_checks import tracks_loss
 from ftl.linear_model._base import AlignedLinearModel
@@ -77,6 +83,7 @@ _SHARED_DOC = """
     verbose : bool or "auto", default="auto"
         ``"auto"`` shows a progress bar for encrypted fits, ``False`` nothing;
         ``True`` always shows it{loss_note}.
+    %(checkpoint_dir_parameter)s
 
     Attributes
     ----------
@@ -142,6 +149,7 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         "label_range": [tuple, list, None],
         "random_state": ["random_state"],
         "verbose": ["verbose", StrOptions({"auto"})],
+        "checkpoint_dir": [str, os.PathLike, None],
     }
 
     def __init__(
@@ -160,6 +168,7 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         label_range=None,
         random_state=None,
         verbose="auto",
+        checkpoint_dir=None,
     ):
         self.alpha = alpha
         self.fit_intercept = fit_intercept
@@ -174,6 +183,7 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         self.label_range = label_range
         self.random_state = random_state
         self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
 
     def _penalty(self, n_train: int) -> float:
         """The per-row penalty ``alpha`` of the protocol (its objective is a mean)."""
@@ -285,7 +295,11 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         return self._margins(X)[:, 0]
 
 
-@fill_doc(encryption_parameters=ENCRYPTION_PARAMETERS, n_jobs_parameter=N_JOBS_PARAMETER)
+@fill_doc(
+    encryption_parameters=ENCRYPTION_PARAMETERS,
+    n_jobs_parameter=N_JOBS_PARAMETER,
+    checkpoint_dir_parameter=CHECKPOINT_DIR_PARAMETER,
+)
 class FederatedLinearRegression(_FederatedRegressor):
     __doc__ = """Ridge regression trained across parties that hold different features.
 
@@ -340,7 +354,11 @@ class FederatedLinearRegression(_FederatedRegressor):
         return super().score(X, y, sample_weight=sample_weight)
 
 
-@fill_doc(encryption_parameters=ENCRYPTION_PARAMETERS, n_jobs_parameter=N_JOBS_PARAMETER)
+@fill_doc(
+    encryption_parameters=ENCRYPTION_PARAMETERS,
+    n_jobs_parameter=N_JOBS_PARAMETER,
+    checkpoint_dir_parameter=CHECKPOINT_DIR_PARAMETER,
+)
 class FederatedPoissonRegressor(_FederatedRegressor):
     __doc__ = """Poisson regression (log link) across a guest and one host.
 

@@ -7,37 +7,30 @@ are :mod:`ftl.federation.json_forms`'s, which the protocols' codecs use too.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ftl.federation.checkpoints import write_private
 from ftl.persistence._formats import _FORMAT_HINTS
 
 PathLike = str | os.PathLike
 
 
 def _write_private_json(obj: dict, path: PathLike) -> Path:
-    """Write ``obj`` atomically as strict JSON to ``path`` with mode ``0o600``."""
+    """Write ``obj`` atomically as strict JSON to ``path`` with mode ``0o600``
+    (:func:`~ftl.federation.checkpoints.write_private`)."""
     path = Path(path)
+    if not path.parent.is_dir():
+        # saving never made folders (a checkpoint's writer does): keep the error
+        raise FileNotFoundError(errno.ENOENT, "No such directory", str(path.parent))
     text = json.dumps(obj, indent=1, allow_nan=False, ensure_ascii=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp: mode 0o600
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_private(path, text.encode("ascii"))
 
 
 def _read_json(path: PathLike, fmt: str, version: int) -> dict:

@@ -1,4 +1,4 @@
-"""Checkpoint and resume of the federated logistic-regression fit (``checkpoint_dir``).
+"""Checkpoint and resume of the federated linear fits (``checkpoint_dir``).
 
 A fit interrupted at any point -- the driver's process killed, a host's session
 lost -- resumes from its last completed iteration and ends with the model of an
@@ -33,6 +33,7 @@ from tests.conftest import SMALL_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAIN = dict(encryption=None, random_state=0)
+LOGISTIC = ftl.FederatedLogisticRegression
 
 
 class Crash(BaseException):
@@ -55,24 +56,26 @@ def crash_on(monkeypatch, method: str, count: int) -> None:
     monkeypatch.setattr(guest_role.LogisticGuest, method, wrapped)
 
 
-def crashed_fit(monkeypatch, X, y, folder, params, method: str, count: int) -> None:
-    """A fit with ``checkpoint_dir=folder`` that crashes at ``method``'s ``count``-th
-    call (:func:`crash_on`), leaving its checkpoint behind."""
+def crashed_fit(
+    monkeypatch, X, y, folder, params, method: str, count: int, estimator=LOGISTIC
+) -> None:
+    """A fit of ``estimator`` with ``checkpoint_dir=folder`` that crashes at
+    ``method``'s ``count``-th call (:func:`crash_on`), leaving its checkpoint behind."""
     with monkeypatch.context() as patch:
         crash_on(patch, method, count)
         with pytest.raises(Crash):
-            ftl.FederatedLogisticRegression(checkpoint_dir=folder, **params).fit(X, y)
+            estimator(checkpoint_dir=folder, **params).fit(X, y)
     assert list(Path(folder).glob("lr-*.json"))
 
 
-def fit_with_crashes(monkeypatch, X, y, folder, params, crashes) -> ftl.FederatedLogisticRegression:
-    """Fit, crashing at each ``(method, count)`` of ``crashes`` in turn and fitting
-    again (a new estimator, as a restarted driver would); the final fit."""
+def fit_with_crashes(monkeypatch, X, y, folder, params, crashes, estimator=LOGISTIC):
+    """Fit ``estimator``, crashing at each ``(method, count)`` of ``crashes`` in turn
+    and fitting again (a new estimator, as a restarted driver would); the final fit."""
     for method, count in crashes:
-        crashed_fit(monkeypatch, X, y, folder, params, method, count)
+        crashed_fit(monkeypatch, X, y, folder, params, method, count, estimator)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a resumed fit warns about nothing
-        clf = ftl.FederatedLogisticRegression(checkpoint_dir=folder, **params).fit(X, y)
+        clf = estimator(checkpoint_dir=folder, **params).fit(X, y)
     assert not list(Path(folder).iterdir())  # the finished fit leaves nothing behind
     return clf
 
@@ -322,3 +325,25 @@ def breast_array():
 
     X, y = load_breast_cancer(return_X_y=True)
     return StandardScaler().fit_transform(X), y
+
+
+@pytest.mark.parametrize(
+    "estimator, crashes",
+    [
+        # after a pass, after the hosts kept a step but before the guest did, after
+        # the guest kept one
+        (ftl.FederatedLinearRegression, [("_batch", 3), ("_accept", 4), ("_keep", 6)]),
+        (ftl.FederatedPoissonRegressor, [("_accept", 3), ("_batch", 7)]),
+    ],
+    ids=["ridge", "poisson"],
+)
+def test_resumed_regressor_fit_is_the_uninterrupted_fit(tmp_path, monkeypatch, estimator, crashes):
+    """The regressors run the same guest, so they keep and resume the same checkpoints."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6))
+    y = rng.poisson(np.exp(0.3 * X[:, 0] - 0.2 * X[:, 4] + 0.5)).astype(np.float64)
+    reference = estimator(**PLAIN).fit(X, y)
+    reg = fit_with_crashes(monkeypatch, X, y, tmp_path, PLAIN, crashes, estimator)
+    np.testing.assert_array_equal(reg.coef_, reference.coef_)
+    assert reg.intercept_ == reference.intercept_
+    assert (reg.n_iter_, len(reg.history_)) == (reference.n_iter_, len(reference.history_))
