@@ -65,6 +65,9 @@ class BaseFederatedGradientBoosting:
         "insecure_for_tests": ["boolean"],
         "simulated_hosts": [Interval(Integral, 1, None, closed="left")],
         "guest_only_iterations": [Interval(Integral, 0, None, closed="left")],
+        "tree_mode": [StrOptions({"standard", "layered"})],
+        "host_depth": [Interval(Integral, 1, None, closed="left"), None],
+        "guest_depth": [Interval(Integral, 1, None, closed="left"), None],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
@@ -119,12 +122,16 @@ class BaseFederatedGradientBoosting:
         return X
 
     def _protocol_params(self, seed: int) -> dict:
-        """The public parameters every host gets (and checks) at ``sbt.open``."""
+        """The public parameters every host gets (and checks) at ``sbt.open``; layered
+        trees add ``host_depth``, below which a host refuses to split."""
+        host_depth, max_depth = self._layers()
+        layered = {} if host_depth is None else {"host_depth": host_depth}
         return {
             "max_bins": int(self.max_bins),
             "min_samples_leaf": int(self.min_samples_leaf),
             "max_leaf_nodes": None if self.max_leaf_nodes is None else int(self.max_leaf_nodes),
-            "max_depth": None if self.max_depth is None else int(self.max_depth),
+            "max_depth": None if max_depth is None else int(max_depth),
+            **layered,
             "seed": int(seed),
             "encryption": self.encryption,
             "key_size": int(self.key_size),
@@ -132,13 +139,30 @@ class BaseFederatedGradientBoosting:
             "n_jobs": self.n_jobs,
         }
 
+    def _layers(self) -> tuple[int | None, int | None]:
+        """``(host_depth, max_depth)`` of the trees: layered trees are exactly
+        ``host_depth + guest_depth`` deep; standard ones have no host layers."""
+        if self.tree_mode == "standard":
+            return None, self.max_depth
+        if self.host_depth is None or self.guest_depth is None:
+            raise ValueError('tree_mode="layered" needs host_depth and guest_depth (each >= 1)')
+        depth = int(self.host_depth) + int(self.guest_depth)
+        if self.max_depth is not None and self.max_depth != depth:
+            raise ValueError(
+                f'tree_mode="layered" grows trees of depth host_depth + guest_depth = {depth}: '
+                f"max_depth must be None or {depth}, got {self.max_depth}"
+            )
+        return int(self.host_depth), depth
+
     def _tree_params(self) -> TreeParams:
+        host_depth, max_depth = self._layers()
         return TreeParams(
             max_leaf_nodes=self.max_leaf_nodes,
-            max_depth=self.max_depth,
+            max_depth=max_depth,
             min_samples_leaf=self.min_samples_leaf,
             l2_regularization=float(self.l2_regularization),
             max_bins=self.max_bins,
+            host_depth=host_depth,
         )
 
     def _split_rows(self, y: np.ndarray, stratify: bool, seed: int) -> tuple:
@@ -175,6 +199,7 @@ class BaseFederatedGradientBoosting:
             Fitted: the guest's trees, and a split table at every host.
         """
         self._validate_params()
+        self._layers()  # the layered depths, checked before any host is contacted
         if self.encryption is not None:
             check_key_size(int(self.key_size), self.insecure_for_tests)
         handle, y = self._as_handle(X, y, fitting=True)
@@ -187,6 +212,7 @@ class BaseFederatedGradientBoosting:
         train, val = self._split_rows(y, n_classes is not None, seed)
         self.transcript_ = Transcript()
         alignment = handle.alignment
+        guest_only_trees = self.guest_only_iterations * loss.n_trees_per_iteration
         guest = BoostingGuest(
             alignment,
             handle.positions[train],
@@ -194,7 +220,7 @@ class BaseFederatedGradientBoosting:
             self._protocol_params(seed),
             Channel(alignment.guest.name, self.transcript_),
             loss.constant_hessian,
-            self.guest_only_iterations * loss.n_trees_per_iteration,
+            guest_only_trees,
         )
         stopping = None
         if self.do_early_stopping_:
@@ -224,6 +250,7 @@ class BaseFederatedGradientBoosting:
                 learning_rate=float(self.learning_rate),
                 bin_thresholds=guest.bin_thresholds,
                 callback=callback,
+                guest_only_trees=guest_only_trees,
             )
             self.model_id_ = guest.finish()
         finally:

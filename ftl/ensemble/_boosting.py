@@ -11,6 +11,7 @@ stopping on held-out rows, a tree cap) goes into the ``callback``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -55,6 +56,7 @@ def fit_boosting(
     learning_rate: float = 0.1,
     bin_thresholds: Sequence[Sequence[np.ndarray] | None] | None = None,
     callback: IterationCallback | None = None,
+    guest_only_trees: int = 0,
 ) -> BoostingResult:
     """Boost trees on the blocks' columns.
 
@@ -77,6 +79,9 @@ def fit_boosting(
     callback : callable, optional
         ``callback(iteration, trees, raw_predictions)`` after each iteration;
         return True to stop.
+    guest_only_trees : int, default=0
+        The first trees split on the guest's block (block 0) only, at every depth
+        (``TreeParams.guest_only``).
 
     Returns
     -------
@@ -91,11 +96,12 @@ def fit_boosting(
         gradients, hessians = loss.gradient_hessian(y, raw)
         trees.append([])
         for k in range(loss.n_trees_per_iteration):
+            guest_only = iteration * loss.n_trees_per_iteration + k < guest_only_trees
             tree, leaf_of_row = grow_tree(
                 blocks,
                 gradients[:, k],
                 hessians[:, k],
-                params,
+                replace(params, guest_only=True) if guest_only else params,
                 shrinkage=learning_rate,
                 bin_thresholds=bin_thresholds,
             )

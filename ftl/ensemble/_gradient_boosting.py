@@ -66,6 +66,17 @@ guest_only_iterations : int, default=0
     grown on the guest's columns only, so the hosts learn nothing of them (no
     gradients, no partition); the model then differs from scikit-learn's, whose
     first trees may split on host columns.
+tree_mode : {"standard", "layered"}, default="standard"
+    "layered": SecureBoost+'s layered trees. The top ``host_depth`` layers of
+    every tree split on the hosts' columns only, the next ``guest_depth`` layers
+    on the guest's only, so the guest learns host partitions only near the root,
+    every leaf value is decided below by the guest's splits, and the hosts learn
+    nothing of the guest layers. The trees are ``host_depth + guest_depth`` deep
+    (``max_depth`` must be None or that sum) and differ from scikit-learn's. Each
+    host refuses its own splits below ``host_depth``.
+host_depth, guest_depth : int or None, default=None
+    Layers of the hosts and of the guest in layered trees (each at least 1; both
+    required by "layered", ignored by "standard").
 simulated_hosts : int, default=1
     When ``fit`` gets a plain array, its columns are split into a guest block and
     this many host blocks (a simulated federation)."""
@@ -141,6 +152,9 @@ def _init(
     insecure_for_tests=False,
     n_jobs=None,
     guest_only_iterations=0,
+    tree_mode="standard",
+    host_depth=None,
+    guest_depth=None,
     simulated_hosts=1,
 ):
     self.loss = loss
@@ -163,6 +177,9 @@ def _init(
     self.insecure_for_tests = insecure_for_tests
     self.n_jobs = n_jobs
     self.guest_only_iterations = guest_only_iterations
+    self.tree_mode = tree_mode
+    self.host_depth = host_depth
+    self.guest_depth = guest_depth
     self.simulated_hosts = simulated_hosts
 
 

@@ -24,6 +24,10 @@ trees are the same:
   (left first) and joins the heap, or becomes a leaf;
 * at the end every leaf value is multiplied by the learning rate.
 
+Layered trees (SecureBoost+, ``TreeParams.host_depth``) restrict which blocks a
+node at a given depth may split on (:meth:`TreeParams.allows`): a block a node may
+not split on is not asked for its histogram, and offers no feature to the scan.
+
 Only ``max_features=1.0``, numerical features, no monotonic or interaction
 constraints and no missing values are supported.
 """
@@ -118,6 +122,10 @@ class LocalBlock:
         self._gradients = self._hessians = None
 
 
+#: The histogram of a block a node may not split on: no feature, the scan skips it.
+_NO_FEATURES = Histogram(np.zeros((0, 1)), np.zeros((0, 1)), np.zeros((0, 1), dtype=np.int64))
+
+
 class _Node:
     """A node while the tree grows; ordered by gain for the heap, as scikit-learn's."""
 
@@ -163,8 +171,28 @@ class _Grower:
         self.n_nodes += 1
         return node
 
+    def _histogram(self, block: int, node: _Node) -> Histogram:
+        """A block's histogram of ``node``; a block the node may not split on
+        (layered trees) is not asked and offers no feature."""
+        if not self.params.allows(block, node.depth):
+            return _NO_FEATURES
+        return self.blocks[block].histogram(node.node_id, node.rows)
+
     def _histograms(self, node: _Node) -> list[Histogram]:
-        return [blk.histogram(node.node_id, node.rows) for blk in self.blocks]
+        return [self._histogram(b, node) for b in range(len(self.blocks))]
+
+    def _sibling_histograms(
+        self, node: _Node, parent: list[Histogram], sibling: list[Histogram]
+    ) -> list[Histogram]:
+        """``node``'s histograms: the parent's minus its sibling's, or built when the
+        block could not split the parent (a layered tree's first guest layer)."""
+        histograms = []
+        for b, (p, s) in enumerate(zip(parent, sibling, strict=True)):
+            if self.params.allows(b, node.depth - 1) and self.params.allows(b, node.depth):
+                histograms.append(p - s)
+            else:
+                histograms.append(self._histogram(b, node))
+        return histograms
 
     def _finalize(self, node: _Node) -> None:
         node.is_leaf = True
@@ -259,9 +287,7 @@ class _Grower:
             (left, right) if left.rows.shape[0] < right.rows.shape[0] else (right, left)
         )
         smaller.histograms = self._histograms(smaller)
-        larger.histograms = [
-            p - s for p, s in zip(parent_histograms, smaller.histograms, strict=True)
-        ]
+        larger.histograms = self._sibling_histograms(larger, parent_histograms, smaller.histograms)
         for child in (left, right):
             if child.is_leaf:
                 child.histograms = None

@@ -61,6 +61,13 @@ class TreeParams:
     max_bins : int, default=255
         Bins per feature the binning allowed; scikit-learn's histograms have
         ``max_bins + 1`` bins, which fixes how it sums the root's gradients.
+    host_depth : int or None, default=None
+        SecureBoost+'s layered trees: nodes above this depth split on the hosts'
+        blocks only, deeper nodes on the guest's block (block 0) only; None: every
+        block everywhere (see :meth:`allows`).
+    guest_only : bool, default=False
+        The tree splits on the guest's block only, at every depth (SecureBoost's
+        "complete secure" first trees).
     """
 
     max_leaf_nodes: int | None = 31
@@ -70,6 +77,17 @@ class TreeParams:
     min_hessian_to_split: float = 1e-3
     min_gain_to_split: float = 0.0
     max_bins: int = 255
+    host_depth: int | None = None
+    guest_only: bool = False
+
+    def allows(self, block: int, depth: int) -> bool:
+        """Whether a node at ``depth`` may split on ``block`` (0 is the guest's): the
+        one rule of which blocks the scan may choose."""
+        if self.guest_only:
+            return block == 0
+        if self.host_depth is None:
+            return True
+        return (block != 0) == (depth < self.host_depth)
 
 
 @dataclass(frozen=True)

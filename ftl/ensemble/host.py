@@ -18,7 +18,8 @@ Message sequence of a fit, as seen from a host H (see docs/protocols.md §7):
 H protects itself, whatever the guest's code does: it builds histograms only for
 the training rows (the root) and for nodes it saw partitioned, refuses any node
 or child below the run's ``min_samples_leaf`` (which its policy bounds from
-below), caps trees, depth, leaves and bins, and checks every mask and index
+below), caps trees, depth, leaves and bins, refuses its own splits below the
+host layers of layered trees (``host_depth``), and checks every mask and index
 against the nodes it knows. It sees gradients and hessians as ciphertexts only.
 """
 
@@ -69,6 +70,8 @@ class HostParams:
     seed: int
     encryption: str | None
     insecure_for_tests: bool
+    #: Layered trees (SecureBoost+): this host splits only nodes above this depth.
+    host_depth: int | None = None
 
     @classmethod
     def from_json(cls, params) -> HostParams:
@@ -86,6 +89,7 @@ class HostParams:
             seed=_int(params, "seed", 0, 2**32 - 1),
             encryption=encryption,
             insecure_for_tests=params.get("insecure_for_tests") is True,
+            host_depth=_int(params, "host_depth", 1, optional=True),
         )
 
 
@@ -252,15 +256,22 @@ class BoostingHost:
             raise ValueError(f"{self.name}: no bin threshold {bin_threshold} of feature {feature}")
         if node not in nodes.rows or node in nodes.split or node in nodes.own:
             raise ValueError(f"{self.name}: node {node} is unknown or already split")
+        depth = nodes.depth[node]
+        if self.params.host_depth is not None and depth >= self.params.host_depth:
+            # layered trees: the guest's layers below are not this host's to split
+            raise ValueError(
+                f"{self.name}: node {node} at depth {depth} is below the host layers "
+                f"(host_depth={self.params.host_depth})"
+            )
         rows = nodes.rows[node]
         left = self.binned[rows, feature] <= bin_threshold
         n_left = int(left.sum())
-        self._check_split(nodes.n_splits, nodes.depth[node], n_left, rows.shape[0] - n_left)
+        self._check_split(nodes.n_splits, depth, n_left, rows.shape[0] - n_left)
         split_id = secrets.token_hex(8)
         self.splits.add(
             split_id,
             nodes.tree,
-            nodes.depth[node],
+            depth,
             feature,
             float(self.thresholds[feature][bin_threshold]),
         )

@@ -485,3 +485,73 @@ def test_parameters_are_sklearns(breast):
     assert {k: ours[k] for k in shared} == {k: theirs[k] for k in shared}
     assert FederatedGradientBoostingRegressor().loss == HistGradientBoostingRegressor().loss
     assert ours["encryption"] == "paillier" and ours["key_size"] == 2048
+
+
+# --------------------------------------------------------------------------- layered trees
+#: One host layer above two guest layers.
+LAYERED = dict(tree_mode="layered", host_depth=1, guest_depth=2)
+
+
+def test_layered_trees_split_on_the_hosts_above_host_depth_and_the_guest_below(breast):
+    # SecureBoost+'s layered mode: no equality with scikit-learn is expected
+    X, y = breast
+    clf = FederatedGradientBoostingClassifier(
+        max_iter=3, tree_mode="layered", host_depth=2, guest_depth=2, **PLAIN
+    ).fit(X, y)
+    nodes = [t for it in clf.trees_ for t in it]
+    host_depths = np.concatenate([t.depth[~t.is_leaf & (t.block > 0)] for t in nodes])
+    guest_depths = np.concatenate([t.depth[~t.is_leaf & (t.block == 0)] for t in nodes])
+    assert host_depths.size and guest_depths.size
+    assert host_depths.max() < 2 <= guest_depths.min()
+    assert max(t.depth.max() for t in nodes) <= 4
+    # the host's own record agrees: it split nothing below its layers
+    table = X.alignment.hosts[0].load_model(clf.model_id_)["splits"]
+    assert table.depth.size == host_depths.size and table.depth.max() < 2
+    assert roc_auc_score(y, clf.decision_function(X)) > 0.95
+
+
+def test_layered_trees_share_the_host_layers_among_several_hosts():
+    X, y = _motor(2)
+    reg = FederatedGradientBoostingRegressor(
+        max_iter=2, min_samples_leaf=5, encryption=None, **LAYERED
+    ).fit(X, y)
+    for t in (t for it in reg.trees_ for t in it):
+        assert set(t.block[~t.is_leaf & (t.depth < 1)]) <= {1, 2}
+        assert set(t.block[~t.is_leaf & (t.depth >= 1)]) <= {0}
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(tree_mode="layered", host_depth=2), "needs host_depth and guest_depth"),
+        (dict(tree_mode="layered", host_depth=2, guest_depth=1, max_depth=4), "max_depth"),
+        (dict(tree_mode="mixed"), "tree_mode"),
+        (dict(tree_mode="layered", host_depth=0, guest_depth=1), "host_depth"),
+    ],
+)
+def test_layered_trees_need_both_depths(breast, params, match):
+    X, y = breast
+    with pytest.raises(ValueError, match=match):
+        FederatedGradientBoostingClassifier(max_iter=1, **params, **PLAIN).fit(X, y)
+
+
+def test_the_host_refuses_its_own_splits_below_host_depth():
+    s = _Session(host_depth=1, max_depth=3)
+    s.open()
+    s.gradients()
+    s.grow(0)
+    left = np.zeros(300, dtype=bool)
+    left[:150] = True
+    s.grow(1, partitions=[(0, 1, 2)], left=left)  # a guest split of the root
+    with pytest.raises(ValueError, match="below the host layers"):
+        s.call("split", msg.SPLIT.name, node=1, feature=0, bin_threshold=7)
+
+
+def test_guest_only_iterations_of_layered_trees_split_on_the_guest_at_every_depth(breast):
+    X, y = breast
+    clf = FederatedGradientBoostingClassifier(
+        max_iter=2, guest_only_iterations=1, **LAYERED, **PLAIN
+    ).fit(X, y)
+    first, second = clf.trees_[0][0], clf.trees_[1][0]
+    assert set(first.block[~first.is_leaf]) == {0} and first.depth[~first.is_leaf].min() == 0
+    assert second.block[0] == 1  # the next trees are layered: a host splits the root
