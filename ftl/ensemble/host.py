@@ -18,9 +18,10 @@ Message sequence of a fit, as seen from a host H (see docs/protocols.md §7):
 H protects itself, whatever the guest's code does: it builds histograms only for
 the training rows (the root) and for nodes it saw partitioned, refuses any node
 or child below the run's ``min_samples_leaf`` (which its policy bounds from
-below), caps trees, depth, leaves and bins, refuses its own splits below the
-host layers of layered trees (``host_depth``), and checks every mask and index
-against the nodes it knows. It sees gradients and hessians as ciphertexts only.
+below), caps trees, depth, leaves and bins, refuses its own splits and the
+histograms of nodes below the host layers of layered trees (``host_depth``), and
+checks every mask and index against the nodes it knows. It sees gradients and
+hessians as ciphertexts only.
 """
 
 from __future__ import annotations
@@ -341,6 +342,14 @@ class BoostingHost:
             self._apply_partitions(nodes, request["partitions"], request["left"], node)
         if node < 0:
             return Message("ack", {})
+        host_depth = self.params.host_depth
+        if host_depth is not None and nodes.depth[node] >= host_depth:
+            # layered trees: nothing below the host layers is split on this host's
+            # columns, so no histogram of such a node is needed (or sent)
+            raise ValueError(
+                f"{self.name}: node {node} is below the host layers (host_depth={host_depth}); "
+                "no histogram of it"
+            )
         nodes.built.add(node)
         return self._histogram(node, nodes.rows[node])
 

@@ -542,9 +542,12 @@ def test_the_host_refuses_its_own_splits_below_host_depth():
     s.grow(0)
     left = np.zeros(300, dtype=bool)
     left[:150] = True
-    s.grow(1, partitions=[(0, 1, 2)], left=left)  # a guest split of the root
+    s.grow(-1, partitions=[(0, 1, 2)], left=left)  # a guest split of the root
     with pytest.raises(ValueError, match="below the host layers"):
         s.call("split", msg.SPLIT.name, node=1, feature=0, bin_threshold=7)
+    # nor does it build a histogram of a node below its layers
+    with pytest.raises(ValueError, match="below the host layers"):
+        s.grow(1)
 
 
 def test_guest_only_iterations_of_layered_trees_split_on_the_guest_at_every_depth(breast):
