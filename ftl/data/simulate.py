@@ -52,3 +52,36 @@ def simulate_federation(X: np.ndarray, y: np.ndarray | None, n_hosts: int = 1) -
     for party in (guest, *hosts):
         party.remember_alignment(alignment.id, ids)
     return VerticalData(alignment)
+
+
+def simulate_for_fit(
+    estimator, X, y, *, y_numeric: bool = False
+) -> tuple[VerticalData, np.ndarray]:
+    """Validate a plain array ``X`` (and ``y``) for ``estimator``'s ``fit`` and split it
+    into its simulated federation of ``estimator.simulated_hosts`` hosts.
+
+    Returns the handle and the validated ``y``; the handle's hosts keep the model
+    shards that :func:`simulate_for_predict` hands to the next simulation.
+    """
+    from sklearn.utils.validation import validate_data
+
+    X, y = validate_data(estimator, X, y, dtype=np.float64, y_numeric=y_numeric)
+    return simulate_federation(X, y, estimator.simulated_hosts), y
+
+
+def simulate_for_predict(estimator, X, fitted_hosts: list | None) -> VerticalData:
+    """The simulated federation of a plain array ``X`` to predict on, its hosts
+    holding the model shards of ``fitted_hosts`` (the hosts of the fit's simulation;
+    ``None`` when the model was fitted on an aligned handle, which is refused)."""
+    from sklearn.utils.validation import validate_data
+
+    if fitted_hosts is None:
+        raise ValueError(
+            "this model was fitted on an aligned data handle (ftl.align); predict on "
+            "a handle over the same parties, not on a plain array"
+        )
+    X = validate_data(estimator, X, dtype=np.float64, reset=False)
+    handle = simulate_federation(X, None, estimator.simulated_hosts)
+    for new, old in zip(handle.alignment.hosts, fitted_hosts, strict=True):
+        new._models = old._models
+    return handle

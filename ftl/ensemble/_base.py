@@ -15,12 +15,12 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from tqdm import tqdm
 
 from ftl.crypto.keys import check_key_size
 from ftl.data.handles import VerticalData
-from ftl.data.simulate import simulate_federation
+from ftl.data.simulate import simulate_for_fit, simulate_for_predict
 from ftl.ensemble._binning import draw_seed
 from ftl.ensemble._boosting import fit_boosting
 from ftl.ensemble._early_stopping import EarlyStopping
@@ -87,20 +87,10 @@ class BaseFederatedGradientBoosting:
         when fitting, ``(handle, y)`` with ``y`` as 1-d targets."""
         if not isinstance(X, VerticalData):
             if fitting:
-                X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=self._numeric_y)
-                handle = simulate_federation(X, y, self.simulated_hosts)
+                handle, y = simulate_for_fit(self, X, y, y_numeric=self._numeric_y)
                 self._sim_hosts, self.party_names_ = handle.alignment.hosts, None
                 return handle, y
-            if self._sim_hosts is None:
-                raise ValueError(
-                    "this model was fitted on an aligned data handle (ftl.align); predict on "
-                    "a handle over the same parties, not on a plain array"
-                )
-            X = validate_data(self, X, dtype=np.float64, reset=False)
-            handle = simulate_federation(X, None, self.simulated_hosts)
-            for new, old in zip(handle.alignment.hosts, self._sim_hosts, strict=True):
-                new._models = old._models
-            return handle
+            return simulate_for_predict(self, X, self._sim_hosts)
         names = [p.name for p in X.parties]
         if len(X) == 0:
             raise ValueError("X has 0 rows; at least 1 is required")

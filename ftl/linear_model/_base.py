@@ -10,11 +10,11 @@ estimators add their link, their targets and their scikit-learn face.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ftl.data.fit_checks import show_progress
 from ftl.data.handles import VerticalData
-from ftl.data.simulate import simulate_federation
+from ftl.data.simulate import simulate_for_fit, simulate_for_predict
 from ftl.federation.channel import Channel
 from ftl.federation.transcript import Transcript
 from ftl.linear_model._checkpoint import fit_checkpoint
@@ -60,21 +60,10 @@ class AlignedLinearModel:
                 return X, column_or_1d(y, warn=True) if y.ndim == 2 else y
             return X
         if fitting:
-            X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=self._numeric_y)
-            handle = simulate_federation(X, y, self.simulated_hosts)
-            self._sim_hosts = handle.alignment.hosts
-            self.party_names_ = None
+            handle, y = simulate_for_fit(self, X, y, y_numeric=self._numeric_y)
+            self._sim_hosts, self.party_names_ = handle.alignment.hosts, None
             return handle, y
-        if self._sim_hosts is None:
-            raise ValueError(
-                "this model was fitted on an aligned data handle (ftl.align); predict "
-                "on a handle over the same parties, not on a plain array"
-            )
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        handle = simulate_federation(X, None, self.simulated_hosts)
-        for new, old in zip(handle.alignment.hosts, self._sim_hosts, strict=False):
-            new._models = old._models
-        return handle
+        return simulate_for_predict(self, X, self._sim_hosts)
 
     #: Whether ``fit`` converts ``y`` to float (regressors) when given a plain array.
     _numeric_y = False
