@@ -156,3 +156,29 @@ def test_a_stalled_upload_is_cancelled_after_the_read_deadline(certs):
         bank.close()
     finally:
         grpc_server.stop(0)
+
+
+def test_a_cancelled_upload_is_audited_as_cancelled_by_the_peer(certs):
+    """A client that gives up mid-upload (or dies) is audited as having left, not as
+    a malformed request or a timeout: an auditor must not read it as an attack."""
+    server, grpc_server, address = start_server(certs, peers=("bank",), read_timeout=30.0)
+    release = threading.Event()
+    client = RawClient(certs, address)
+    payload = psi_open()
+    call = client.stream(stalling(payload[:10], release), metadata(payload), timeout=30)
+    try:
+        time.sleep(0.5)  # the server holds the first 10 bytes
+        call.cancel()
+        for _ in range(50):  # the server notices the cancellation asynchronously
+            records = [r for r in server.transcript.records if r.op == "psi.host.open"]
+            if records:
+                break
+            time.sleep(0.1)
+    finally:
+        release.set()
+        client.close()
+        grpc_server.stop(0)
+    assert len(records) == 1
+    assert records[0].outcome == "refused"
+    cancelled = "ConnectionError: the peer cancelled the request after 10 of"
+    assert records[0].error.startswith(cancelled)

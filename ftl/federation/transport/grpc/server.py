@@ -119,6 +119,11 @@ class _Deadline:
         self.expired = True
         self._context.cancel()
 
+    @property
+    def active(self) -> bool:
+        """Whether the call is still live (the peer has not cancelled or left)."""
+        return self._context.is_active()
+
     def disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -495,12 +500,17 @@ class PartyServer:
                     if size is not None and (size <= len(buffer) or size > head["length"]):
                         header = self._check_header(bytes(buffer[:size]), head, party)
         except grpc.RpcError:  # cancelled: the deadline passed, or the peer left
-            code = (
-                grpc.StatusCode.DEADLINE_EXCEEDED if deadline.expired else grpc.StatusCode.CANCELLED
-            )
-            raise _Abort(code, "TimeoutError", "request stream cancelled") from None
+            if deadline.expired:
+                raise _Abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "TimeoutError", "request stream cancelled"
+                ) from None
+            raise self._peer_left(buffer, head) from None
         finally:
             deadline.disarm()
+        if len(buffer) != head["length"] and not deadline.active:
+            # the stream ended because the peer cancelled it (or its process died),
+            # not because it sent a short request: audit it as what it was
+            raise self._peer_left(buffer, head)
         if len(buffer) != head["length"]:
             raise MessageError(
                 f"request of {len(buffer)} bytes, declared {head['length']}; truncated?"
@@ -510,6 +520,14 @@ class PartyServer:
         if header is None:
             header = self._check_header(buffer, head, party)
         return buffer, header
+
+    @staticmethod
+    def _peer_left(buffer: bytearray, head: dict) -> _Abort:
+        return _Abort(
+            import_grpc().StatusCode.CANCELLED,
+            "ConnectionError",
+            f"the peer cancelled the request after {len(buffer)} of {head['length']} bytes",
+        )
 
     def _check_header(self, data, head: dict, party: ServedParty) -> Header:
         """The request's header, checked against its schema, the declared length and
