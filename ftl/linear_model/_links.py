@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftl.linear_model._sigmoid import make_approximation
+from ftl.linear_model._sigmoid import MarginLinear, make_approximation
 
 __all__ = ["IdentityLink", "LogLink", "make_link"]
 
@@ -35,35 +35,15 @@ __all__ = ["IdentityLink", "LogLink", "make_link"]
 MAX_LOG_MARGIN = 20.0
 
 
-class IdentityLink:
+class IdentityLink(MarginLinear):
     """``u_G + sum_H u_H - y = (u_G - y) * 1 + sum_H 1 * u_H``."""
 
     name = "identity"
     scale = 1.0
-    host_width = 1
-    guest_width = 1
     tracks_loss = True
-
-    def guest_values(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return (u_guest - y)[:, None]
 
     def guest_own(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
         return u_guest - y
-
-    def guest_weights(self, u_guest: np.ndarray) -> np.ndarray:
-        return np.ones((len(u_guest), 1))
-
-    def host_values(self, u_host: np.ndarray) -> np.ndarray:
-        return u_host[:, None]
-
-    def host_own(self, u_host: np.ndarray) -> np.ndarray:
-        return u_host
-
-    def host_weights(self, u_host: np.ndarray) -> np.ndarray:
-        return np.ones((len(u_host), 1))
-
-    def host_chain(self, u_host: np.ndarray) -> np.ndarray:
-        return np.ones(len(u_host))
 
     # The squared error (u_G + u_H - y)**2 / 2 = (u_G - y)**2 / 2 + (u_G - y) u_H
     # + u_H**2 / 2: the guest's own part, a cross part linear in u_H, the host's own.

@@ -39,7 +39,14 @@ import numpy as np
 from numpy.polynomial import chebyshev
 from scipy.special import expit
 
-__all__ = ["BASES", "LocalPolynomial", "Taylor1", "kernel_basis", "make_approximation"]
+__all__ = [
+    "BASES",
+    "LocalPolynomial",
+    "MarginLinear",
+    "Taylor1",
+    "kernel_basis",
+    "make_approximation",
+]
 
 #: Host bases of the per-row polynomial: powers of ``s``, or the kernel's best ``K``.
 BASES = ("monomial", "kernel")
@@ -53,21 +60,25 @@ _KERNEL_POINTS = 64
 _KERNEL_SERIES_DEGREE = 32
 
 
-class Taylor1:
-    """``4 (sigmoid(u_G + sum u_H) - y) ~= (u_G + 2 - 4y) * 1 + sum_H 1 * u_H``."""
+class MarginLinear:
+    """A residual linear in every host margin: ``g(u_G, y) * 1 + sum_H 1 * u_H``.
 
-    name = "taylor"
-    scale = 4.0
+    The shared half of :class:`Taylor1` and the identity link of linear
+    regression: each host encrypts its margin as is, the guest one column of its
+    own part, and the host's gradient has no per-row factor. Subclasses give
+    ``guest_own`` (``g``) and the loss terms.
+    """
+
     host_width = 1  # columns each host encrypts
     guest_width = 1  # columns the guest encrypts
 
-    def guest_values(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Columns the guest encrypts (its side of the residual)."""
-        return (u_guest + 2.0 - 4.0 * y)[:, None]
-
     def guest_own(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The guest's plaintext part of the scaled residual."""
-        return u_guest + 2.0 - 4.0 * y
+        raise NotImplementedError
+
+    def guest_values(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Columns the guest encrypts (its side of the residual)."""
+        return self.guest_own(u_guest, y)[:, None]
 
     def guest_weights(self, u_guest: np.ndarray) -> np.ndarray:
         """Per-row weights of the guest's features against the host's columns."""
@@ -85,6 +96,16 @@ class Taylor1:
     def host_chain(self, u_host: np.ndarray) -> np.ndarray:
         """Per-row factor of the host's gradient (1: the margin enters linearly)."""
         return np.ones(len(u_host))
+
+
+class Taylor1(MarginLinear):
+    """``4 (sigmoid(u_G + sum u_H) - y) ~= (u_G + 2 - 4y) * 1 + sum_H 1 * u_H``."""
+
+    name = "taylor"
+    scale = 4.0
+
+    def guest_own(self, u_guest: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return u_guest + 2.0 - 4.0 * y
 
     # The training log-loss ``log(1 + e**u) - y u`` to second order around 0:
     # ``log 2 + (1/2 - y) u + u**2 / 8`` with ``u = u_G + u_H`` splits into a guest
