@@ -61,8 +61,11 @@ from ftl.crypto.workers import parallel_columns
 
 __all__ = [
     "decrypt_diagonal",
+    "diagonal_total",
     "encrypt_pieces",
     "group_size",
+    "layout",
+    "mask_diagonal",
     "masked_diagonal",
     "slot_bits",
 ]
@@ -84,14 +87,16 @@ def group_size(key_bits: int, width: int) -> int:
     return size
 
 
-def _layout(key_bits: int, n_rows: int, n_pieces: int) -> tuple[int, int, int]:
-    """``(slot width, pieces per ciphertext, ciphertexts per row)``."""
-    width = slot_bits(n_rows, n_pieces)
+def layout(key_bits: int, rows: int, n_pieces: int) -> tuple[int, int, int]:
+    """``(slot width, pieces per ciphertext G, ciphertexts per row)`` of pieces whose
+    cross terms sum at most ``rows`` rows (public: e.g. the fit's training rows, so
+    that every batch and any sum of batches shares one layout)."""
+    width = slot_bits(rows, n_pieces)
     size = group_size(key_bits, width)
     return width, size, -(-n_pieces // size)
 
 
-def encrypt_pieces(own, values: np.ndarray) -> CiphertextArray:
+def encrypt_pieces(own, values: np.ndarray, rows: int | None = None) -> CiphertextArray:
     """Key owner: each row's ``K`` pieces packed into ``ceil(K / G)`` ciphertexts.
 
     Parameters
@@ -99,6 +104,9 @@ def encrypt_pieces(own, values: np.ndarray) -> CiphertextArray:
     own : PaillierOwnKey
     values : ndarray of shape (n_rows, n_pieces)
         Per-row pieces, each below ``2**VALUE_INT_BITS`` in magnitude.
+    rows : int, optional
+        The most rows any cross term of these pieces sums (:func:`layout`);
+        default ``n_rows``.
 
     Returns
     -------
@@ -113,7 +121,7 @@ def encrypt_pieces(own, values: np.ndarray) -> CiphertextArray:
             "(the model diverged; lower the learning rate or scale the features)"
         )
     n_rows, n_pieces = values.shape
-    width, size, n_ct = _layout(int(own.n).bit_length(), n_rows, n_pieces)
+    width, size, n_ct = layout(int(own.n).bit_length(), rows or n_rows, n_pieces)
     ints = fixedpoint.encode(values, VALUE_FRAC_BITS).tolist()
     packed = []
     for row in ints:
@@ -123,10 +131,13 @@ def encrypt_pieces(own, values: np.ndarray) -> CiphertextArray:
     return own.encrypt_integers(packed, (n_rows, n_ct))
 
 
-def masked_diagonal(
-    peer, features: list[np.ndarray], ct: CiphertextArray
-) -> tuple[CiphertextArray, MaskState]:
-    """Requester: ``[[sum_k X_k.T @ v_k + r]]`` per feature, from packed pieces.
+def diagonal_total(
+    peer, features: list[np.ndarray], ct: CiphertextArray, rows: int | None = None
+) -> list[mpz]:
+    """Requester: ``[[sum_k X_k.T @ v_k]]`` in slot ``G - 1`` of one ciphertext per
+    feature, the other pieces' sums around it; unmasked, it never leaves this party
+    as is. Totals of several batches (same layout) may be multiplied together
+    before :func:`mask_diagonal`.
 
     Parameters
     ----------
@@ -135,20 +146,15 @@ def masked_diagonal(
     features : list of K ndarrays of shape (n_rows, p)
         The exponents of each piece (``x_ij w_ik``).
     ct : CiphertextArray of shape (n_rows, ceil(K / G))
-        :func:`encrypt_pieces`' output.
-
-    Returns
-    -------
-    masked : CiphertextArray of shape (p,)
-        One re-randomised ciphertext per feature, every slot masked.
-    state : MaskState
-        The masks of the slot the owner returns (to :meth:`PaillierPeerKey.unmask`).
+        :func:`encrypt_pieces`' output, made with the same ``rows``.
+    rows : int, optional
+        As given to :func:`encrypt_pieces`; default ``n_rows``.
     """
     n_pieces = len(features)
     if ct.key_id != peer.key_id:
         raise ValueError("ciphertexts are not under this peer's key")
     n_rows = ct.values.shape[0]
-    width, size, n_ct = _layout(int(peer.n).bit_length(), n_rows, n_pieces)
+    width, size, n_ct = layout(int(peer.n).bit_length(), rows or n_rows, n_pieces)
     if ct.values.shape != (n_rows, n_ct) or any(f.shape[0] != n_rows for f in features):
         raise ValueError(
             f"expected {n_ct} packed ciphertexts a row for {n_pieces} pieces, got {ct.values.shape}"
@@ -169,10 +175,22 @@ def masked_diagonal(
             for j in range(p):
                 shifted = gmpy2.powmod(columns[slot * p + j], shift, n2)
                 totals[j] = totals[j] * shifted % n2
-    # every slot masked: each becomes positive and below 2**width, so none borrows
+    return totals
+
+
+def mask_diagonal(
+    peer, totals: list[mpz], rows: int, n_pieces: int
+) -> tuple[CiphertextArray, MaskState]:
+    """Mask every slot of :func:`diagonal_total`'s ciphertexts and re-randomise them.
+
+    Each slot becomes positive and below ``2**width``, so none borrows from
+    another; the state keeps the masks of slot ``G - 1``, the one the owner returns.
+    The re-randomisation hides how the ciphertexts were made from the owner's own.
+    """
+    width, size, _ = layout(int(peer.n).bit_length(), rows, n_pieces)
     mask_bits = width - 1
     value_bits = mask_bits - MASK_SLACK_BITS
-    n = peer.n
+    n, n2 = peer.n, peer.nsquare
     masked, kept = [], []
     for total in totals:
         masks = [(1 << value_bits) + secrets.randbits(mask_bits) for _ in range(2 * size - 1)]
@@ -183,8 +201,26 @@ def masked_diagonal(
     return out, MaskState(kept, VALUE_FRAC_BITS + FEATURE_FRAC_BITS, width)
 
 
+def masked_diagonal(
+    peer, features: list[np.ndarray], ct: CiphertextArray, rows: int | None = None
+) -> tuple[CiphertextArray, MaskState]:
+    """Requester: ``[[sum_k X_k.T @ v_k + r]]`` per feature, from packed pieces.
+
+    :func:`diagonal_total` then :func:`mask_diagonal` (same parameters).
+
+    Returns
+    -------
+    masked : CiphertextArray of shape (p,)
+        One re-randomised ciphertext per feature, every slot masked.
+    state : MaskState
+        The masks of the slot the owner returns (to :meth:`PaillierPeerKey.unmask`).
+    """
+    totals = diagonal_total(peer, features, ct, rows)
+    return mask_diagonal(peer, totals, rows or ct.values.shape[0], len(features))
+
+
 def decrypt_diagonal(
-    own, ct: CiphertextArray, width: int, n_rows: int, n_pieces: int, count: int
+    own, ct: CiphertextArray, width: int, rows: int, n_pieces: int, count: int
 ) -> np.ndarray:
     """Key owner: decrypt masked diagonals and return their middle slot only.
 
@@ -196,8 +232,9 @@ def decrypt_diagonal(
     width : int
         The slot width the requester declares; refused unless it is the one the
         owner computes from ``n_rows`` and ``n_pieces`` (public).
-    n_rows, n_pieces : int
-        Rows of the batch and pieces per row (public; the owner's own knowledge).
+    rows, n_pieces : int
+        The layout's row bound and pieces per row (public; the owner's own
+        knowledge, as given to :func:`encrypt_pieces`).
     count : int
         Values expected (the requester's public weight-block width).
 
@@ -211,7 +248,7 @@ def decrypt_diagonal(
     ValueError
         If the width, the count or a plaintext does not match the layout.
     """
-    expected, size, _ = _layout(int(own.n).bit_length(), n_rows, n_pieces)
+    expected, size, _ = layout(int(own.n).bit_length(), rows, n_pieces)
     if width != expected:
         raise ValueError(f"masked diagonals of {width}-bit slots; this layout has {expected}")
     if ct.values.shape != (count,):

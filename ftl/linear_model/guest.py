@@ -36,10 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ftl.crypto.scheme import (
-    column,
-    expected_slot_bits,
     make_own_key,
-    packing_of,
     public_key_json,
     row,
     stack_rows,
@@ -48,6 +45,7 @@ from ftl.federation.channel import Channel
 from ftl.federation.messages import Message
 from ftl.linear_model import _lbfgs
 from ftl.linear_model import _messages as msg
+from ftl.linear_model import _pieces as pieces
 from ftl.linear_model._batching import (
     MIN_BATCH_ROWS,
     MIN_BATCH_ROWS_PER_HOST_COLUMN,
@@ -227,11 +225,12 @@ class LogisticGuest(ResumableGuest):
         y = self.y[batch]
         if self.track_loss:
             self._accumulate_loss(contributions[self.hosts[0].name]["values"], u_guest, y)
+        n_train = len(self.positions)
         own_message = Message(
             msg.CONTRIBUTION.name,
             {
                 "owner": self.name,
-                "values": self.own.encrypt(approx.guest_values(u_guest, y)),
+                "values": pieces.encrypt_pieces(self.own, approx.guest_values(u_guest, y), n_train),
             },
         )
 
@@ -241,15 +240,13 @@ class LogisticGuest(ResumableGuest):
         x = self.block.batch_features()
         for h in self.hosts:
             values = contributions[h.name]["values"]
-            if values.shape != (len(batch), approx.host_width):
-                raise ValueError(f"{h.name!r} sent residual columns of the wrong shape")
+            peer = self.peers[h.name]
+            pieces.check_columns(values, peer, len(batch), approx.host_width, n_train, h.name)
             # pieces are summed under the host's key before masking: the host decrypts,
             # and the guest learns, only the total cross term
-            masked, state = self.peers[h.name].masked_cross_term(
-                [x * weights[:, k : k + 1] for k in range(approx.host_width)],
-                [column(values, k) for k in range(approx.host_width)],
+            masked, state, slot_bits, count = pieces.masked_cross(
+                peer, [x * weights[:, k : k + 1] for k in range(approx.host_width)], values, n_train
             )
-            slot_bits, count = packing_of(masked, state)
             request = Message(
                 msg.CROSS_TERM.name,
                 {
@@ -274,14 +271,21 @@ class LogisticGuest(ResumableGuest):
                     # decrypt only what the protocol calls for: one total cross term exactly
                     # as wide as this host's block, packed with the public slot width
                     # (never a per-sample vector of ours)
-                    if term["count"] != self.widths[h.name] or (
-                        self.own.scheme == "paillier"
-                        and term["slot_bits"] != expected_slot_bits(len(batch), approx.guest_width)
-                    ):
+                    if term["count"] != self.widths[h.name]:
                         raise ValueError(f"{h.name!r} returned a malformed cross term")
-                    decrypted = stack_rows(
-                        [self.own.decrypt_packed(term["values"], term["slot_bits"], term["count"])]
-                    )
+                    try:
+                        plain = pieces.decrypt_cross(
+                            self.own,
+                            term["values"],
+                            term["slot_bits"],
+                            term["count"],
+                            len(batch),
+                            approx.guest_width,
+                            n_train,
+                        )
+                    except ValueError as exc:
+                        raise ValueError(f"{h.name!r} returned a malformed cross term") from exc
+                    decrypted = stack_rows([plain])
                 else:
                     term = ch.call(h.endpoint, "lr.host.cross", contributions[owner], origin=owner)
                     decrypted = ch.call(
@@ -305,9 +309,11 @@ class LogisticGuest(ResumableGuest):
         """Add the batch's log-loss terms on the host's ciphertexts to the epoch total."""
         approx, peer = self.approx, self.peers[self.hosts[0].name]
         own, weights = approx.loss_guest(u_guest, y)
-        total = peer.cross_total(
+        total = pieces.cross_total(
+            peer,
             [weights[:, k : k + 1] for k in range(approx.host_width)],
-            [column(values, k) for k in range(approx.host_width)],
+            values,
+            len(self.positions),
         )
         self._loss_total = (
             total if self._loss_total is None else peer.add_totals(self._loss_total, total)
@@ -319,8 +325,9 @@ class LogisticGuest(ResumableGuest):
         """The epoch's mean training log-loss: one masked total, decrypted by the host."""
         host = self.hosts[0]
         peer = self.peers[host.name]
-        masked, state = peer.mask_total(self._loss_total, self._loss_rows, self.approx.host_width)
-        slot_bits, count = packing_of(masked, state)
+        masked, state, slot_bits, count = pieces.mask_cross(
+            peer, self._loss_total, self._loss_rows, self.approx.host_width, len(self.positions)
+        )
         reply = self.channel.call(
             host.endpoint,
             "lr.host.decrypt_loss",

@@ -41,11 +41,8 @@ from ftl.crypto.scheme import (
     FEATURE_FRAC_BITS,
     VALUE_FRAC_BITS,
     OwnKey,
-    column,
     expected_margin_slot_bits,
-    expected_slot_bits,
     make_own_key,
-    packing_of,
     peer_key_from_public,
     public_key_json,
     row,
@@ -58,6 +55,7 @@ from ftl.federation.json_forms import key_from_json, key_to_json
 from ftl.federation.messages import Message, PlainArray
 from ftl.federation.service import operation, role
 from ftl.linear_model import _messages as msg
+from ftl.linear_model import _pieces as pieces
 from ftl.linear_model._block import WeightBlock
 from ftl.linear_model._links import make_link
 
@@ -112,6 +110,8 @@ class LogisticHost:
         if (rows < 0).any():
             raise ValueError("training rows include rows this host does not have")
         self.block = WeightBlock(party.local_features(rows), params, fit_intercept=False)
+        # the training rows bound every cross term's sum (the pieces' public layout)
+        self.n_train = len(rows)
         self.peers = _peer_keys(
             request["public_keys"], self.name, self.scheme, self.insecure, self.n_jobs
         )
@@ -227,7 +227,9 @@ class LogisticHost:
             msg.CONTRIBUTION.name,
             {
                 "owner": self.name,
-                "values": self.own.encrypt(self.approx.host_values(self.margin)),
+                "values": pieces.encrypt_pieces(
+                    self.own, self.approx.host_values(self.margin), self.n_train
+                ),
             },
         )
 
@@ -241,26 +243,22 @@ class LogisticHost:
         if owner in self.masks:
             raise ValueError(f"{self.name}: cross term for {owner!r} already computed")
         values = request["values"]
-        n_rows, width = values.shape
+        n_rows = len(self.margin)
         weights = (
             self.approx.host_weights(self.margin)
             if owner == self.guest
             else np.ones((n_rows, 1))  # another host's margin (Taylor-1, several hosts)
         ) * self.approx.host_chain(self.margin)[:, None]
-        if weights.shape != (n_rows, width):
-            raise ValueError(
-                f"{self.name}: {owner!r} sent {width} columns, expected "
-                f"{weights.shape[1]} for {n_rows} rows"
-            )
+        width = weights.shape[1]
+        peer = self.peers[owner]
+        pieces.check_columns(values, peer, n_rows, width, self.n_train, owner)
         x = self.block.batch_features()
         # all pieces are summed under the owner's key before masking: the owner
         # decrypts, and this host learns, only its total cross term
-        masked, state = self.peers[owner].masked_cross_term(
-            [x * weights[:, k : k + 1] for k in range(width)],
-            [column(values, k) for k in range(width)],
+        masked, state, slot_bits, count = pieces.masked_cross(
+            peer, [x * weights[:, k : k + 1] for k in range(width)], values, self.n_train
         )
         self.masks[owner] = state
-        slot_bits, count = packing_of(masked, state)
         return Message(
             msg.CROSS_TERM.name,
             {
@@ -283,15 +281,22 @@ class LogisticHost:
         # per-sample vector.
         if request["count"] != self.widths.get(requester, -1):
             raise ValueError(f"{self.name}: cross term of {requester!r} has the wrong width")
-        pieces = self.approx.host_width if requester == self.guest else 1
-        if self.scheme == "paillier" and request["slot_bits"] != expected_slot_bits(
-            len(self.margin), pieces
-        ):
-            raise ValueError(f"{self.name}: cross term of {requester!r} has the wrong slots")
+        n_pieces = self.approx.host_width if requester == self.guest else 1
         if requester in self.decrypted:
             raise ValueError(f"{self.name}: {requester!r} already had a cross term decrypted")
+        try:
+            values = pieces.decrypt_cross(
+                self.own,
+                request["values"],
+                request["slot_bits"],
+                request["count"],
+                len(self.margin),
+                n_pieces,
+                self.n_train,
+            )
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: cross term of {requester!r}: {exc}") from None
         self.decrypted.add(requester)
-        values = self.own.decrypt_packed(request["values"], request["slot_bits"], request["count"])
         return Message(
             msg.MASKED_VALUES.name, {"requester": requester, "values": stack_rows([values])}
         )
@@ -369,11 +374,18 @@ class LogisticHost:
             raise ValueError(f"{self.name}: the epoch's loss was already decrypted")
         if request["count"] != 1:
             raise ValueError(f"{self.name}: a loss total is a single value")
-        if self.scheme == "paillier" and request["slot_bits"] != expected_slot_bits(
-            self.loss_rows, self.approx.host_width
-        ):
-            raise ValueError(f"{self.name}: the loss total has the wrong slots")
-        values = self.own.decrypt_packed(request["values"], request["slot_bits"], 1)
+        try:
+            values = pieces.decrypt_cross(
+                self.own,
+                request["values"],
+                request["slot_bits"],
+                1,
+                self.loss_rows,
+                self.approx.host_width,
+                self.n_train,
+            )
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: the loss total: {exc}") from None
         if isinstance(values, PlainArray):
             values = PlainArray(values.values + self.loss_own)
         else:
