@@ -66,6 +66,7 @@ def align(
     batch_size: int = DEFAULT_BATCH_SIZE,
     verbose: bool = False,
     cardinality_only: bool = False,
+    checkpoint_dir: Any = None,
 ) -> tuple[VerticalData, np.ndarray] | int:
     """Align parties' rows by ECDH private set intersection.
 
@@ -104,6 +105,15 @@ def align(
         Learn only how many ids the two parties share and return that ``int``
         (see :func:`ftl.intersection_size`); both learn the count, nobody learns
         which ids.
+    checkpoint_dir : path, optional
+        Make a long alignment resumable: the guest names the run and keeps its
+        state in this folder after every batch, and each host keeps its own part
+        where it keeps checkpoints (``ftl serve``'s ``checkpoint_dir``). After a host
+        restarts mid-run the alignment goes on where it left off; after the driver
+        restarts, calling ``align`` again with the same parties, data and settings
+        does. No finished batch is redone, and the alignment is the one the
+        uninterrupted run would have made. A finished run removes its checkpoint.
+        Not with ``cardinality_only``.
 
     Returns
     -------
@@ -148,6 +158,8 @@ def align(
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if cardinality_only:
+        if checkpoint_dir is not None:
+            raise ValueError("checkpoint_dir resumes alignments, not cardinality_only runs")
         guest, hosts = _split_parties(parties, "inner")
         if len(hosts) != 1:
             raise ValueError("cardinality_only works between exactly two parties")
@@ -179,6 +191,7 @@ def align(
         batch_size=batch_size,
         channel=channel,
         verbose=verbose,
+        checkpoint_dir=checkpoint_dir,
     )
     # Hosts have committed; the guest's mapping is stored last, in the driver.
     guest.remember_alignment(plan.alignment_id, plan.rows)

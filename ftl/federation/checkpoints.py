@@ -75,10 +75,12 @@ steps can be resumed, and a finished fit's checkpoint is removed.
 **Other protocols.** Nothing here is specific to logistic regression: a role keeps
 ``{"step", "rows", ...}`` states under ``(protocol, run id)`` with
 :meth:`PartyCheckpoints.keep`, restores one with :meth:`~PartyCheckpoints.load`,
-and takes its run over with :meth:`~PartyCheckpoints.claim`. PSI would keep, per
-batch, its secret scalar and order and the batches already blinded (a step per
-batch); batch prediction, the request's row ranges already scored. Both need a
-driver that names its run and a resume message, as ``lr.resume`` does.
+and takes its run over with :meth:`~PartyCheckpoints.claim`; what a run gathers
+piece by piece is kept once with :meth:`~PartyCheckpoints.keep_part`. PSI keeps,
+per batch, its secret scalar and order and the batches already blinded
+(:mod:`ftl.psi._resume`); batch prediction would keep the request's row ranges
+already scored. Each needs a driver that names its run and a resume message, as
+``lr.resume`` and ``psi.resume`` do.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -331,6 +334,8 @@ class PartyCheckpoints:
         # fit id -> (last use, {"latest": state, "previous": state or None, "rows": int})
         self._runs: dict[str, tuple[float, dict]] = {}
         self._live: dict[str, weakref.ref] = {}
+        # fit id -> {part name: value} of runs kept in memory only (keep_part)
+        self._parts: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def for_peer(cls, folder: str | os.PathLike | None, identity: str, ttl: float = 3600.0):
@@ -358,12 +363,14 @@ class PartyCheckpoints:
         return fingerprint({"identity": self.identity, "protocol": protocol, "fit": fit_id})
 
     # -- runs ----------------------------------------------------------------------------
-    def keep(self, protocol: str, fit_id: str, state: dict) -> None:
+    def keep(self, protocol: str, fit_id: str, state: dict, owner: Any = None) -> None:
         """Keep ``state`` (a dict with an int ``"step"`` and ``"rows"``) as the run's
-        latest step, and the step before it (if kept) as its previous one."""
+        latest step, and the step before it (if kept) as its previous one. With
+        ``owner`` (a session), only if it still runs the run (:meth:`claim`)."""
         key = self._key(protocol, safe_id(fit_id, "fit id"))
         now = time.monotonic()
         with self._lock:
+            self._check_owner(key, owner)
             self._forget_idle(now)
             held = self._runs.get(key)
             kept = [] if held is None else [s for s in held[1].values() if s is not None]
@@ -375,10 +382,10 @@ class PartyCheckpoints:
                 path = self._path(protocol, fit_id)
                 write_checkpoint(path, protocol, self._fingerprint(protocol, fit_id), body)
 
-    def load(self, protocol: str, fit_id: str, step: int) -> dict:
-        """The run's state at ``step`` (its latest or previous step), with the most
-        rows processed of either (rows never go back). Changes nothing: the run's
-        next :meth:`keep` goes on from there.
+    def load(self, protocol: str, fit_id: str, step: int | None = None) -> dict:
+        """The run's state at ``step`` (its latest or previous step; ``None``: its
+        latest), with the most rows processed of either (rows never go back).
+        Changes nothing: the run's next :meth:`keep` goes on from there.
 
         Raises
         ------
@@ -394,7 +401,7 @@ class PartyCheckpoints:
             run = held[1] if held is not None else self._read(protocol, fit_id)
             self._runs[key] = (now, run)
             states = [s for s in run.values() if s is not None]
-            found = [s for s in states if s["step"] == step]
+            found = [s for s in states if s["step"] == step or step is None]
             if not found:
                 have = sorted(s["step"] for s in states)
                 raise CheckpointError(
@@ -423,19 +430,81 @@ class PartyCheckpoints:
             raise CheckpointError(f"checkpoint {path} is corrupted (no latest step)")
         return {"latest": latest, "previous": body.get("previous")}
 
+    def has(self, protocol: str, fit_id: str) -> bool:
+        """Whether a step of the run is kept here (in memory or in its file)."""
+        key = self._key(protocol, safe_id(fit_id, "fit id"))
+        with self._lock:
+            held = key in self._runs
+        return held or (self.root is not None and self._path(protocol, fit_id).exists())
+
     def discard(self, protocol: str, fit_id: str) -> None:
-        """Forget a finished run (its file too)."""
+        """Forget a finished run (its files too)."""
         key = self._key(protocol, safe_id(fit_id, "fit id"))
         with self._lock:
             self._runs.pop(key, None)
             self._live.pop(key, None)
+            self._parts.pop(key, None)
             if self.root is not None:
                 remove_checkpoint(self._path(protocol, fit_id))
+                shutil.rmtree(self._parts_folder(protocol, fit_id), ignore_errors=True)
 
     def _forget_idle(self, now: float) -> None:
         """Drop states kept in memory of runs idle for longer than ``ttl`` (lock held)."""
         for key in [k for k, (used, _) in self._runs.items() if now - used > self.ttl]:
             del self._runs[key]
+            self._parts.pop(key, None)
+
+    # -- parts written once --------------------------------------------------------------
+    def _parts_folder(self, protocol: str, fit_id: str) -> Path:
+        return self._path(protocol, fit_id).with_suffix(".parts")
+
+    def keep_part(
+        self, protocol: str, fit_id: str, name: str, value: Any, owner: Any = None
+    ) -> None:
+        """Keep ``value`` (a state, :func:`state_to_json`) as part ``name`` of the run,
+        beside its steps: what a run gathers piece by piece (a PSI run's batches) is
+        written once, not again with every step. Keep a part before the step that
+        names it, so that a kept step never lacks one. ``owner`` as for :meth:`keep`."""
+        key = self._key(protocol, safe_id(fit_id, "fit id"))
+        safe_id(name, "part")
+        with self._lock:
+            self._check_owner(key, owner)
+            if self.root is None:
+                self._parts.setdefault(key, {})[name] = value
+                return
+            path = self._parts_folder(protocol, fit_id) / f"{name}.json"
+            write_checkpoint(path, f"{protocol}.part", self._fingerprint(protocol, fit_id), value)
+
+    def _check_owner(self, key: str, owner: Any) -> None:
+        """Refuse to keep for a session that no longer runs the run (lock held): a
+        request still in flight in a session a resume superseded, or of a finished
+        run, must not overwrite what the run's current session keeps."""
+        if owner is None:
+            return
+        live = self._live.get(key)
+        if live is None or live() is not owner:
+            raise CheckpointError(f"run {key} is no longer run by this session; not kept")
+
+    def load_part(self, protocol: str, fit_id: str, name: str) -> Any:
+        """Part ``name`` of the run (:meth:`keep_part`).
+
+        Raises
+        ------
+        CheckpointError
+            If it is not kept, or its file is corrupted or of another peer or run.
+        """
+        key = self._key(protocol, safe_id(fit_id, "fit id"))
+        safe_id(name, "part")
+        if self.root is None:
+            with self._lock:
+                value = self._parts.get(key, {}).get(name)
+            if value is None:
+                raise CheckpointError(f"run {fit_id} of peer {self.identity!r} lacks {name}")
+            return value
+        path = self._parts_folder(protocol, fit_id) / f"{name}.json"
+        if not path.exists():
+            raise CheckpointError(f"run {fit_id} of peer {self.identity!r} lacks {path}")
+        return read_checkpoint(path, f"{protocol}.part", self._fingerprint(protocol, fit_id))
 
     # -- which session runs a fit --------------------------------------------------------
     def claim(self, protocol: str, fit_id: str, session: Any) -> Any:

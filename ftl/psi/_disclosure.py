@@ -49,6 +49,9 @@ def _section(a: Findings) -> Section:
         ("Sessions (one per host and run)", str(len(sessions))),
         ("Message types seen", ", ".join(f"`{n}`" for n in psi_types)),
     ]
+    resumes = sum(r.type == "psi.resume" for r in a.transcript)
+    if resumes:  # a resumed run goes on in a new session: same run, not a new one
+        rows.append(("Resumes (a run going on in a new session, §2.8)", str(resumes)))
     return Section("Private set intersection", [Table(("item", "value"), rows)])
 
 

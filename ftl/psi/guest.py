@@ -19,6 +19,10 @@ sent in batches so memory stays bounded. The cardinality mode, in which the
 guest learns only how many ids are shared, changes steps 4 and 5
 (:mod:`ftl.psi.cardinality`).
 
+With ``checkpoint_dir`` the guest names the run and keeps its state after every
+batch (:mod:`ftl.psi._guest_run`); the run resumes where every party's checkpoint
+left it after a host restarted mid-run (its session is lost) or the driver did.
+
 Every cross-party value goes through :meth:`ftl.federation.Channel.call`, so the
 transcript records it. Hosts are reached only through the ``Endpoint`` protocol
 (``endpoint.name``, ``endpoint.handle``); the guest's own data is local.
@@ -27,17 +31,25 @@ transcript records it. Hosts are reached only through the ``Endpoint`` protocol
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
+import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from ftl.federation.channel import Channel, Endpoint
+from ftl.exceptions import PolicyError, ProtocolError
+from ftl.federation.budget import guard_of
+from ftl.federation.channel import Channel, Endpoint, new_session_id
+from ftl.federation.checkpoints import attached, checkpoints_of
 from ftl.federation.messages import Message
+from ftl.federation.service import PartyService
 from ftl.psi import host as _host  # noqa: F401  (registers the psi.host role)
+from ftl.psi._guest_run import GuestRun, Progress
 from ftl.psi.curve import (
     POINT_BYTES,
     SALT_BYTES,
@@ -68,6 +80,8 @@ __all__ = [
     "run_psi",
 ]
 
+log = logging.getLogger("ftl.checkpoint")
+
 #: Points per message: 100k points are 3.2 MB on the wire.
 DEFAULT_BATCH_SIZE = 100_000
 PROTOCOL = "ecdh-ristretto255"
@@ -81,6 +95,9 @@ class HostInfo:
     name: str
     n_rows: int
     feature_names: tuple[str, ...]
+    #: After a resume: guest points and step-4 values the host already holds.
+    received: int = 0
+    reblinded: int = 0
 
 
 @dataclass
@@ -157,28 +174,42 @@ def open_host(
     n_hosts: int,
     batch_size: int,
     order: str = "blinded",
+    run_id: str | None = None,
+    resume: bool = False,
 ) -> HostInfo:
-    """Open a ``psi.host`` session at one host and read its public metadata."""
-    request = Message(
-        "psi.open",
-        {
-            "salt": salt,
-            "n_guest": n_guest,
-            "mode": mode,
-            "how": how,
-            "order": order,
-            "n_hosts": n_hosts,
-            "batch_size": batch_size,
-        },
-    )
-    reply = _expect(channel.call(endpoint, "psi.host.open", request), "psi.opened", endpoint.name)
+    """Open a ``psi.host`` session at one host and read its public metadata.
+
+    With ``run_id`` the run is named (``psi.start``), so the host keeps it; with
+    ``resume`` too, the host goes on with it (``psi.resume``) and says how far it had
+    come.
+    """
+    fields = {
+        "salt": salt,
+        "n_guest": n_guest,
+        "mode": mode,
+        "how": how,
+        "order": order,
+        "n_hosts": n_hosts,
+        "batch_size": batch_size,
+    }
+    if run_id is None:
+        request = Message("psi.open", fields)
+    else:
+        request = Message("psi.resume" if resume else "psi.start", {"run_id": run_id, **fields})
+    reply = channel.call(endpoint, "psi.host.open", request)
+    _expect(reply, "psi.resumed" if resume else "psi.opened", endpoint.name)
     n_rows, names = reply["n_rows"], reply["feature_names"]
     # Bounded because the guest allocates n_rows * 32 bytes for the host's points.
     if not isinstance(n_rows, int) or not 0 <= n_rows <= MAX_POINTS:
         raise ValueError(f"PSI: host {endpoint.name!r} announced an invalid set size")
     if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
         raise ValueError(f"PSI: host {endpoint.name!r} sent invalid column names")
-    return HostInfo(endpoint, endpoint.name, n_rows, tuple(names))
+    info = HostInfo(endpoint, endpoint.name, n_rows, tuple(names))
+    if resume:
+        info.received, info.reblinded = reply["received"], reply["reblinded"]
+        if not (0 <= info.received <= n_guest and 0 <= info.reblinded <= n_rows):
+            raise ValueError(f"PSI: host {endpoint.name!r} resumed with invalid counts")
+    return info
 
 
 def close_host(channel: Channel, endpoint: Endpoint) -> None:
@@ -195,16 +226,21 @@ def _send_guest_points(
     alpha: bytes,
     batch_size: int,
     bar: Any,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Step 2: send ``a*P(x)`` in a fresh secret order; return that order.
 
     ``order[k]`` is the guest row whose point was sent at position ``k``. The host
-    stores ``b*a*P(x)`` and replies with a count only.
+    stores ``b*a*P(x)`` and replies with a count only. With ``progress`` (a named
+    run), its order is used and the batches the host already holds are skipped.
     """
     n = len(ids)
     # The guest's secret order: the host must not learn which row a point is.
-    order = secret_permutation(n)
+    order = secret_permutation(n) if progress is None else progress.order
     for start, stop in batches(n, batch_size):
+        if progress is not None and stop <= progress.received:
+            bar.update(1)
+            continue
         rows = order[start:stop]
         # Canonicalise per batch: no Python object per id for the whole set.
         points = blind(hash_to_curve(canonical_ids(ids[rows]), salt), alpha)
@@ -215,17 +251,30 @@ def _send_guest_points(
         )
         if _expect(reply, "psi.received", host.name)["count"] != stop:
             raise ValueError(f"PSI: host {host.name!r} acknowledged a wrong count")
+        if progress is not None:
+            progress.received = stop
         bar.update(1)
     return order
 
 
 def _fetch_doubles(
-    channel: Channel, host: HostInfo, op: str, reply_type: str, n: int, batch_size: int, bar: Any
+    channel: Channel,
+    host: HostInfo,
+    op: str,
+    reply_type: str,
+    n: int,
+    batch_size: int,
+    bar: Any,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """``n`` checked points from the host's operation ``op``, batch by batch, in the
-    order the host sends them."""
-    doubles = np.empty((n, POINT_BYTES), dtype=np.uint8)
+    order the host sends them (with ``progress``: those the guest does not hold yet,
+    each kept)."""
+    doubles = np.empty((n, POINT_BYTES), dtype=np.uint8) if progress is None else progress.final
     for start, stop in batches(n, batch_size):
+        if progress is not None and stop <= progress.n_final:
+            bar.update(1)
+            continue
         reply = channel.call(
             host.endpoint, op, Message("psi.fetch", {"start": start, "stop": stop})
         )
@@ -235,12 +284,20 @@ def _fetch_doubles(
         doubles[start:stop] = check_points(
             reply["points"], f"reply of host {host.name!r}", expected=stop - start
         )
+        if progress is not None:
+            progress.n_final = stop
+            progress.gained("final", start, doubles[start:stop])
         bar.update(1)
     return doubles
 
 
 def _fetch_guest_doubles(
-    channel: Channel, host: HostInfo, order: np.ndarray, batch_size: int, bar: Any
+    channel: Channel,
+    host: HostInfo,
+    order: np.ndarray,
+    batch_size: int,
+    bar: Any,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Step 5 (default mode): ``b*a*P(x)`` in guest row order.
 
@@ -248,7 +305,14 @@ def _fetch_guest_doubles(
     they come back in the (secret) order the guest sent its points.
     """
     received = _fetch_doubles(
-        channel, host, "psi.host.blinded", "psi.guest_points_blinded", len(order), batch_size, bar
+        channel,
+        host,
+        "psi.host.blinded",
+        "psi.guest_points_blinded",
+        len(order),
+        batch_size,
+        bar,
+        progress,
     )
     doubles = np.empty_like(received)
     doubles[order] = received
@@ -256,22 +320,29 @@ def _fetch_guest_doubles(
 
 
 def _fetch_host_points(
-    channel: Channel, host: HostInfo, alpha: bytes, batch_size: int, bar: Any, send_back: bool
+    channel: Channel,
+    host: HostInfo,
+    alpha: bytes,
+    batch_size: int,
+    bar: Any,
+    send_back: bool,
+    progress: Progress | None = None,
 ) -> np.ndarray:
-    """Steps 3 and 4: fetch ``b*P(y)``, compute ``a*b*P(y)``, send it back in step 4."""
-    doubles = np.empty((host.n_rows, POINT_BYTES), dtype=np.uint8)
+    """Steps 3 and 4: fetch ``b*P(y)``, compute ``a*b*P(y)``, send it back in step 4
+    (with ``progress``: fetch what the guest does not hold, each batch kept, and send
+    back what the host does not hold)."""
+    if progress is None:
+        doubles = np.empty((host.n_rows, POINT_BYTES), dtype=np.uint8)
+        fetched = returned = 0
+    else:
+        doubles, fetched, returned = progress.host_doubles, progress.fetched, progress.reblinded
     for start, stop in batches(host.n_rows, batch_size):
-        reply = channel.call(
-            host.endpoint, "psi.host.own", Message("psi.fetch", {"start": start, "stop": stop})
-        )
-        _expect(reply, "psi.host_points", host.name)
-        if reply["start"] != start:
-            raise ValueError(f"PSI: host {host.name!r} sent the wrong batch")
-        # Checked and blinded in one pass (each point is decoded once).
-        doubles[start:stop] = check_and_blind(
-            reply["points"], alpha, f"points of host {host.name!r}", expected=stop - start
-        )
-        if send_back:
+        if stop > fetched:
+            doubles[start:stop] = _fetch_host_batch(channel, host, alpha, start, stop)
+            if progress is not None:
+                progress.fetched = stop
+                progress.gained("own", start, doubles[start:stop])
+        if send_back and stop > returned:
             ack = channel.call(
                 host.endpoint,
                 "psi.host.reblinded",
@@ -281,9 +352,27 @@ def _fetch_host_points(
             )
             if _expect(ack, "psi.received", host.name)["count"] != stop:
                 raise ValueError(f"PSI: host {host.name!r} acknowledged a wrong count")
+            if progress is not None:
+                progress.reblinded = stop
         bar.update(1)
     check_distinct(doubles, f"points of host {host.name!r}")
     return doubles
+
+
+def _fetch_host_batch(
+    channel: Channel, host: HostInfo, alpha: bytes, start: int, stop: int
+) -> np.ndarray:
+    """Step 3 for one batch: the host's ``b*P(y)``, checked, times ``a``."""
+    reply = channel.call(
+        host.endpoint, "psi.host.own", Message("psi.fetch", {"start": start, "stop": stop})
+    )
+    _expect(reply, "psi.host_points", host.name)
+    if reply["start"] != start:
+        raise ValueError(f"PSI: host {host.name!r} sent the wrong batch")
+    # Checked and blinded in one pass (each point is decoded once).
+    return check_and_blind(
+        reply["points"], alpha, f"points of host {host.name!r}", expected=stop - start
+    )
 
 
 def exchange(
@@ -293,17 +382,21 @@ def exchange(
     salt: bytes,
     batch_size: int,
     bar: Any,
+    progress: Progress | None = None,
 ) -> PairResult:
-    """Run the default-mode exchange with one host (fresh guest scalar and order).
+    """Run the default-mode exchange with one host (fresh guest scalar and order,
+    or, in a named run, those of ``progress``, going on where it left off).
 
     The guest commits to its whole set and returns ``a*b*P(y)`` for every host
     point before it receives any ``b*a*P(x)``, so the host can check the
     intersection size (and refuse) before the guest can match anything.
     """
-    alpha = random_scalar()
-    order = _send_guest_points(channel, host, ids, salt, alpha, batch_size, bar)
-    host_doubles = _fetch_host_points(channel, host, alpha, batch_size, bar, send_back=True)
-    guest_doubles = _fetch_guest_doubles(channel, host, order, batch_size, bar)
+    alpha = random_scalar() if progress is None else progress.alpha
+    order = _send_guest_points(channel, host, ids, salt, alpha, batch_size, bar, progress)
+    host_doubles = _fetch_host_points(
+        channel, host, alpha, batch_size, bar, send_back=True, progress=progress
+    )
+    guest_doubles = _fetch_guest_doubles(channel, host, order, batch_size, bar, progress)
     check_distinct(guest_doubles, f"reply of host {host.name!r}")
     in_host = np.isin(point_keys(guest_doubles), point_keys(host_doubles))
     return PairResult(guest_doubles, host_doubles, in_host)
@@ -360,6 +453,7 @@ def run_psi(
     batch_size: int = DEFAULT_BATCH_SIZE,
     channel: Channel | None = None,
     verbose: bool = False,
+    checkpoint_dir: Any = None,
 ) -> PSIPlan:
     """Align the guest with one or more hosts; hosts store their mapping on success.
 
@@ -385,6 +479,11 @@ def run_psi(
         Channel to use (its transcript records every message).
     verbose : bool
         Show a progress bar over batches.
+    checkpoint_dir : path, optional
+        Name the run and keep the guest's state in this folder after every batch
+        (:mod:`ftl.psi._guest_run`): the run resumes where it left off after a host
+        restarts mid-run, and when ``run_psi`` is called again with the same data
+        and settings after the driver restarted.
 
     Returns
     -------
@@ -406,15 +505,105 @@ def run_psi(
         raise ValueError("how='left' aligns exactly two parties (a guest and one host)")
     if not endpoints:
         raise ValueError("PSI needs at least one host")
+    given_salt = salt
     salt = _check_salt(salt)
     batch_size = _check_batch_size(batch_size)
     channel = channel if channel is not None else Channel(guest.name)
     ids = np.asarray(guest.local_ids())
-    n_guest = len(ids)
-    hosts: list[HostInfo] = []
-    attempted: list[Endpoint] = []
-    try:
-        for endpoint in endpoints:
+    settings = {"how": how, "order": order, "batch_size": batch_size}
+    if checkpoint_dir is None:
+        return _align(channel, guest, ids, list(endpoints), salt, settings, verbose, None)
+    key = GuestRun.key_of(
+        ids,
+        [e.name for e in endpoints],
+        {**settings, "mode": "full", "salt": None if given_salt is None else salt.hex()},
+    )
+    run = GuestRun.saved(checkpoint_dir, guest.name, key)
+    if run is None:
+        run = GuestRun.new(checkpoint_dir, guest.name, key, salt)
+    with _local_host_stores(run, endpoints):
+        return _align_resuming(channel, guest, ids, list(endpoints), settings, verbose, run)
+
+
+def _local_host_stores(run: GuestRun, endpoints: Sequence[Endpoint]) -> ExitStack:
+    """The in-process hosts of a simulation (whose data the driver holds anyway) keep
+    their part of a named run next to the guest's, unless they keep checkpoints."""
+    stack = ExitStack()
+    for endpoint in endpoints:
+        party = getattr(endpoint, "party", None)
+        if isinstance(endpoint, PartyService) and checkpoints_of(party) is None:
+            store = run.host_store(endpoint.name, guard_of(party).identity)
+            if store is not None:
+                stack.enter_context(attached(party, store))
+    return stack
+
+
+def _align_resuming(
+    channel: Channel,
+    guest: Any,
+    ids: np.ndarray,
+    endpoints: list[Endpoint],
+    settings: dict,
+    verbose: bool,
+    run: GuestRun,
+) -> PSIPlan:
+    """A named run: resumed where every party's checkpoint left it when a host's
+    session is lost (once per point of progress), or when a kept run is found."""
+    resume, seen = bool(run.progress), None
+    while True:
+        try:
+            return _align(channel, guest, ids, endpoints, run.salt, settings, verbose, run, resume)
+        except PolicyError:  # a host refused: the run is over
+            run.finish()
+            raise
+        except (ValueError, ProtocolError) as exc:
+            if resume and seen is None and run.opened < len(endpoints):
+                # A kept run that a host cannot go on with (its state is gone).
+                warnings.warn(
+                    f"PSI run {run.run_id} cannot be resumed ({exc}); it starts afresh",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                run.finish()
+                run = GuestRun.new(run.folder, guest.name, run.key, run.salt)
+                channel.session, resume = new_session_id(), False
+                continue
+            mark = run.mark()
+            lost = isinstance(exc, ProtocolError) and run.opened == len(endpoints)
+            if not lost:  # refused or misbehaving: resuming cannot help
+                run.finish()
+                raise
+            if mark == seen:
+                raise
+            seen = mark
+            log.warning(
+                "%s; resuming PSI run %s where it left off, in a new session", exc, run.run_id
+            )
+            channel.session, resume = new_session_id(), True
+
+
+def _open_hosts(
+    channel: Channel,
+    endpoints: list[Endpoint],
+    attempted: list[Endpoint],
+    n_guest: int,
+    salt: bytes,
+    settings: dict,
+    run: GuestRun | None,
+    resume: bool,
+) -> list[HostInfo]:
+    """Open (start, or resume) every host's session; a named run's new hosts draw
+    their secrets and keep them."""
+    hosts = []
+    if run is not None:
+        run.opened = 0
+    for i, endpoint in enumerate(endpoints):
+        if resume and endpoint.name in run.committed:  # it stored the alignment already
+            saved = run.hosts[i]
+            names = tuple(saved["feature_names"])
+            hosts.append(HostInfo(endpoint, endpoint.name, saved["n_rows"], names))
+            hosts[-1].received, hosts[-1].reblinded = n_guest, saved["n_rows"]
+        else:
             attempted.append(endpoint)
             hosts.append(
                 open_host(
@@ -423,19 +612,60 @@ def run_psi(
                     salt=salt,
                     n_guest=n_guest,
                     mode="full",
-                    how=how,
+                    how=settings["how"],
                     n_hosts=len(endpoints),
-                    batch_size=batch_size,
-                    order=order,
+                    batch_size=settings["batch_size"],
+                    order=settings["order"],
+                    run_id=None if run is None else run.run_id,
+                    resume=resume,
                 )
             )
+        if run is not None:
+            run.opened += 1
+            if resume:
+                run.resumed(i, hosts[-1])
+    if run is not None and not resume:
+        # Drawn once every host is open, in the order an unnamed run draws them.
+        for info in hosts:
+            metadata = {"name": info.name, "n_rows": info.n_rows}
+            secrets = random_scalar(), secret_permutation(n_guest)
+            run.add_host(
+                {**metadata, "feature_names": info.feature_names},
+                *secrets,
+                settings["batch_size"],
+            )
+    return hosts
+
+
+def _align(
+    channel: Channel,
+    guest: Any,
+    ids: np.ndarray,
+    endpoints: list[Endpoint],
+    salt: bytes,
+    settings: dict,
+    verbose: bool,
+    run: GuestRun | None,
+    resume: bool = False,
+) -> PSIPlan:
+    """One attempt at the alignment (all of it, or, in a named run, what is left)."""
+    how, order, batch_size = settings["how"], settings["order"], settings["batch_size"]
+    n_guest = len(ids)
+    attempted: list[Endpoint] = []
+    try:
+        hosts = _open_hosts(channel, endpoints, attempted, n_guest, salt, settings, run, resume)
         total = sum(
             2 * _n_batches(n_guest, batch_size) + _n_batches(h.n_rows, batch_size) for h in hosts
         )
         with _progress(total, verbose, "PSI") as bar:
-            pairs = [exchange(channel, h, ids, salt, batch_size, bar) for h in hosts]
+            pairs = [
+                exchange(
+                    channel, h, ids, salt, batch_size, bar, None if run is None else run.progress[i]
+                )
+                for i, h in enumerate(hosts)
+            ]
         plan = PSIPlan(
-            alignment_id=uuid.uuid4().hex,
+            alignment_id=uuid.uuid4().hex if run is None else run.name_alignment(),
             rows=np.empty(0, np.int64),
             overlap=None,
             hosts=hosts,
@@ -456,9 +686,7 @@ def run_psi(
             else:
                 # Order by doubly blinded value: it reveals nothing about non-shared ids.
                 rows = rows[np.argsort(point_keys(pairs[0].guest_doubles[rows]), kind="stable")]
-            positions = np.arange(len(rows))
-            for h, p in zip(hosts, pairs, strict=True):
-                _assign(channel, h, plan.alignment_id, p.guest_doubles[rows], positions, len(rows))
+            parts = [(p.guest_doubles[rows], np.arange(len(rows))) for p in pairs]
         else:
             pair = pairs[0]
             if not pair.in_host.any():
@@ -468,25 +696,42 @@ def run_psi(
             rows = np.argsort(point_keys(pair.guest_doubles), kind="stable")
             plan.overlap = pair.in_host[rows]
             positions = np.flatnonzero(plan.overlap)
-            _assign(
-                channel,
-                hosts[0],
-                plan.alignment_id,
-                pair.guest_doubles[rows[positions]],
-                positions,
-                len(rows),
-            )
-        # Two-phase: store only after every host accepted its part of the order.
-        for h in hosts:
-            reply = channel.call(
-                h.endpoint,
-                "psi.host.commit",
-                Message("psi.commit", {"alignment_id": plan.alignment_id}),
-            )
-            _expect(reply, "ack", h.name)
+            parts = [(pair.guest_doubles[rows[positions]], positions)]
+        _store(channel, hosts, plan.alignment_id, parts, len(rows), run)
         plan.rows = rows.astype(np.int64)
+        plan.session = channel.session
         return plan
     finally:
         # Always drop host session state, also after a failure (close is idempotent).
         for endpoint in attempted:
             close_host(channel, endpoint)
+
+
+def _store(
+    channel: Channel,
+    hosts: list[HostInfo],
+    alignment_id: str,
+    parts: list[tuple[np.ndarray, np.ndarray]],
+    n_rows: int,
+    run: GuestRun | None,
+) -> None:
+    """Every host stages its part of the order, then (two-phase) stores it; a named
+    run notes each host that stored it, and is over once all have."""
+    done = [] if run is None else run.committed
+    for h, (points, positions) in zip(hosts, parts, strict=True):
+        if h.name not in done:
+            _assign(channel, h, alignment_id, points, positions, n_rows)
+    # Two-phase: store only after every host accepted its part of the order.
+    for h in hosts:
+        if h.name in done:
+            continue
+        reply = channel.call(
+            h.endpoint,
+            "psi.host.commit",
+            Message("psi.commit", {"alignment_id": alignment_id}),
+        )
+        _expect(reply, "ack", h.name)
+        if run is not None:
+            run.stored(h.name)
+    if run is not None:
+        run.finish()

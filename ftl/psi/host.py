@@ -4,7 +4,7 @@ A host answers the guest's PSI requests with its secret scalar ``b`` and keeps
 everything that identifies its rows -- ids, its secret order, the mapping from
 aligned positions to local rows -- to itself. Operations, in protocol order:
 
-``open`` (``psi.open``)
+``open`` (``psi.open``, ``psi.start`` or ``psi.resume``)
     Refuse with :class:`~ftl.exceptions.PolicyError` if the guest's set is
     smaller than this host's minimum intersection size; count the run (either
     mode) against the peer's alignments per day (:meth:`HostGuard.admit_alignment
@@ -66,6 +66,13 @@ cannot tell which of its rows matched) and the hash destroys the algebra a
 deviating host could otherwise use to trace its own points through the shuffle
 (sending ``Q`` and ``c*Q`` and looking for a returned pair related by ``c``).
 
+**Named runs resume.** A guest that names its run (``psi.start``) lets the host
+keep it where the party keeps checkpoints, batch by batch, and go on with it after
+either side restarted (``psi.resume``, :mod:`ftl.psi._resume`): the host restores
+its own state and tells the guest how far it had come, so a resumed run sends
+nothing the run it continues would not have sent. It is not charged again; a
+finished run is removed and cannot be resumed.
+
 Every point received is checked before use: decoded with
 ``crypto_core_ristretto255_is_valid_point`` or, for the guest's points blinded at
 once, by ``crypto_scalarmult_ristretto255`` itself (see
@@ -87,6 +94,7 @@ from ftl.federation.budget import guard_of
 from ftl.federation.messages import Message
 from ftl.federation.service import ProtocolError, operation, role
 from ftl.psi import messages as _messages  # noqa: F401  (registers the message types)
+from ftl.psi._resume import ResumableHost
 from ftl.psi.curve import (
     POINT_BYTES,
     SALT_BYTES,
@@ -107,6 +115,8 @@ __all__ = ["PSIHost", "cardinality_tags", "id_order"]
 MODES = ("full", "cardinality")
 HOWS = ("inner", "left")
 ORDERS = ("blinded", "id")
+#: The requests that open a session: a run, a named (resumable) run, a resume.
+OPENS = ("psi.open", "psi.start", "psi.resume")
 #: Bytes of one cardinality-mode tag (SHA-256).
 TAG_BYTES = 32
 _TAG_DOMAIN = b"ftl.psi.cardinality-tag.v1"
@@ -159,8 +169,8 @@ def _bounded_int(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
-@role("psi.host", opens=("psi.open",))
-class PSIHost:
+@role("psi.host", opens=OPENS)
+class PSIHost(ResumableHost):
     """Session state of one PSI run at a host (constructed by ``psi.host.open``).
 
     Parameters
@@ -168,11 +178,14 @@ class PSIHost:
     party : ftl.Party
         The local party whose ids take part.
     request : Message
-        The guest's ``psi.open`` message.
+        The guest's ``psi.open``, ``psi.start`` (a named run, which the host keeps
+        where it keeps checkpoints) or ``psi.resume`` (go on with a named run of
+        this peer where the host's checkpoint left it: :mod:`ftl.psi._resume`).
     """
 
     def __init__(self, party: Any, request: Message):
-        _expect(request, "psi.open")
+        if request.type not in OPENS:
+            raise ValueError(f"PSI host: sessions open with one of {OPENS}, not {request.type!r}")
         salt = request["salt"]
         if len(salt) != SALT_BYTES:
             raise ValueError(f"PSI host: salt must be {SALT_BYTES} bytes")
@@ -193,25 +206,44 @@ class PSIHost:
         self.n_guest = _bounded_int(request["n_guest"], "n_guest", 0, MAX_POINTS)
         self.batch_size = _bounded_int(request["batch_size"], "batch_size", 1, MAX_BATCH)
         guard = guard_of(party)
-        # The host's own minimum (from its data-use policy): refuse before any point
-        # is exchanged if the guest's set cannot even reach it.
+        self._party = party
+        self._salt = salt
+        self._ids = party.local_ids()
+        self.n_host = len(self._ids)
+        self._name_run(party, request, guard.identity)
+        # The host's own minimum (from its data-use policy, as it is now, also for a
+        # resume): refuse before any point is exchanged if the guest's set cannot
+        # even reach it.
         self.min_size = int(guard.min_intersection or 0)
         if self.n_guest < self.min_size:
             raise PolicyError(
                 f"PSI host {party.name!r}: the guest's set of {self.n_guest} ids is smaller "
                 f"than this host's minimum intersection size of {self.min_size}"
             )
+        self._allocate()
+        self._resumed = request.type == "psi.resume"
+        if self._resumed:
+            # The same run, not charged again; it supersedes a live session of it.
+            self._take_over()
+            self._restore()
+            return
         # Every run counts, whatever its mode: each one can answer a membership
         # question (see the module docstring). Last, so a refused open costs nothing.
         guard.admit_alignment(self.mode, self.n_guest)
-        self._party = party
-        self._salt = salt
         self._beta = random_scalar()
-        self._ids = party.local_ids()
-        self.n_host = len(self._ids)
         # Secret order in which the host's own points are sent: the guest must not
         # learn which local row a point belongs to.
         self._order = secret_permutation(self.n_host)
+        if self.mode == "cardinality":
+            # One permutation over the whole list: shuffling per batch would tell the
+            # guest how many of each of its batches match.
+            self._shuffle = secret_permutation(self.n_guest)
+        if self.run_id is not None:
+            self._take_over()
+            self._keep_secrets()
+
+    def _allocate(self) -> None:
+        """Room for the run's lists; nothing received, sent or counted yet."""
         self._guest_doubles = np.empty((self.n_guest, POINT_BYTES), dtype=np.uint8)
         self._n_received = 0
         self._own_doubles = np.empty((self.n_host, POINT_BYTES), dtype=np.uint8)
@@ -221,16 +253,22 @@ class PSIHost:
         n_tags = self.n_host if self.mode == "cardinality" else 0
         self._tags = np.empty((n_tags, TAG_BYTES), dtype=np.uint8)
         self._shuffle: np.ndarray | None = None
+        self._finished = False
         self._lookup: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._n_shared: int | None = None
         self._staged: tuple[str, np.ndarray] | None = None
 
     def opened(self) -> Message:
-        """Reply to ``open``: set size and column names are public metadata."""
-        return Message(
-            "psi.opened",
-            {"n_rows": self.n_host, "feature_names": [str(c) for c in self._party.feature_names]},
-        )
+        """Reply to ``open``: set size and column names are public metadata (and for
+        a resume, how far the run had come here)."""
+        metadata = {
+            "n_rows": self.n_host,
+            "feature_names": [str(c) for c in self._party.feature_names],
+        }
+        if not self._resumed:
+            return Message("psi.opened", metadata)
+        progress = {"received": self._n_received, "reblinded": self._n_reblinded}
+        return Message("psi.resumed", {**metadata, **progress})
 
     # -- step 2: the guest's points ----------------------------------------------------
     @operation(accepts=("psi.guest_points",))
@@ -240,6 +278,7 @@ class PSIHost:
         Both modes return these values only after the minimum-size check: the
         default mode with ``blinded``, cardinality mode shuffled with ``shuffled``.
         """
+        self._check_current()
         _expect(request, "psi.guest_points")
         start = request["start"]
         if start != self._n_received:
@@ -256,6 +295,7 @@ class PSIHost:
         doubled = check_and_blind(points, self._beta, "guest points")
         self._guest_doubles[start : start + n] = doubled
         self._n_received += n
+        self._keep_batch("guest", start, doubled)
         return Message("psi.received", {"count": self._n_received})
 
     def _range(self, request: Message, limit: int) -> tuple[int, int]:
@@ -275,38 +315,45 @@ class PSIHost:
         only if the intersection (which the host counts itself) reaches the host's
         minimum size.
         """
+        self._check_current()
         if self.mode != "cardinality":
             raise ProtocolError("PSI host: shuffled is for cardinality mode only")
         if self._n_received != self.n_guest or self._n_reblinded != self.n_host:
             raise ProtocolError("PSI host: exchange not finished (guest points and tags)")
         self._shared_count()
-        if self._shuffle is None:
-            # One permutation over the whole list: shuffling per batch would tell the
-            # guest how many of each of its batches match.
-            self._shuffle = secret_permutation(self.n_guest)
         start, stop = self._range(request, self.n_guest)
         points = self._guest_doubles[self._shuffle[start:stop]]
+        if stop == self.n_guest:  # the whole reply is out: the run is over
+            self._finish()
         return Message("psi.shuffled_doubles", {"start": start, "points": points})
 
     @operation(accepts=("psi.fetch",))
     def own(self, request: Message) -> Message:
-        """Return the next batch of ``b*P(y)`` for the host's ids, in its secret order."""
+        """Return the next batch of ``b*P(y)`` for the host's ids, in its secret order.
+
+        A batch already sent may be asked for again (a resumed guest that lost it):
+        it is the same bytes, under the same scalar and order.
+        """
+        self._check_current()
         if self._n_received != self.n_guest:
             # The guest commits to its whole set before it sees any host point (both
             # modes): the argument that it cannot inflate the count rests on this.
             raise ProtocolError("PSI host: not all guest points received yet")
         start, stop = self._range(request, self.n_host)
-        if start != self._n_sent:
+        if start > self._n_sent:
             raise ProtocolError(f"PSI host: expected fetch at {self._n_sent}, got {start}")
         ids = canonical_ids(self._ids[self._order[start:stop]])
         points = blind(hash_to_curve(ids, self._salt), self._beta)
-        self._n_sent = stop
+        if stop > self._n_sent:
+            self._n_sent = stop
+            self._keep_progress()
         return Message("psi.host_points", {"start": start, "points": points})
 
     # -- step 4: the guest's re-blinding of the host's points ---------------------
     @operation(accepts=("psi.host_points_reblinded",))
     def reblinded(self, request: Message) -> Message:
         """Store the guest's ``a*b*P(y)`` for a batch of the host's points."""
+        self._check_current()
         if self.mode != "full":
             raise ProtocolError("PSI host: cardinality mode returns tags (psi.host.tags)")
         _expect(request, "psi.host_points_reblinded")
@@ -319,6 +366,7 @@ class PSIHost:
             raise ValueError("PSI host: re-blinded batch does not match the points sent")
         self._own_doubles[start : start + n] = check_points(points, "re-blinded host points")
         self._n_reblinded += n
+        self._keep_batch("own", start, self._own_doubles[start : start + n])
         return Message("psi.received", {"count": self._n_reblinded})
 
     @operation(accepts=("psi.host_tags",))
@@ -329,6 +377,7 @@ class PSIHost:
         the whole list, after it has fetched every host point, so the host can count
         matches but not tell which of its rows they are.
         """
+        self._check_current()
         if self.mode != "cardinality":
             raise ProtocolError("PSI host: tags are for cardinality mode only")
         _expect(request, "psi.host_tags")
@@ -345,6 +394,7 @@ class PSIHost:
             raise ValueError("PSI host: tag batch does not match the points sent")
         self._tags[start : start + n] = tags
         self._n_reblinded += n
+        self._keep_batch("tags", start, tags)
         return Message("psi.received", {"count": self._n_reblinded})
 
     # -- step 5: the guest's points, blinded, once the host has checked the size -----
@@ -385,6 +435,7 @@ class PSIHost:
         Only after every guest point and every re-blinded host point is in, and
         only if the intersection reaches the host's minimum size.
         """
+        self._check_current()
         if self.mode != "full":
             raise ProtocolError("PSI host: blinded is for the default mode; use shuffled")
         _expect(request, "psi.fetch")
@@ -423,8 +474,11 @@ class PSIHost:
         position order, have strictly increasing canonical ids, and a single host
         that the assigned values are exactly the shared ones.
         """
+        self._check_current()
         if self.mode != "full":
             raise ProtocolError("PSI host: cardinality mode produces no alignment")
+        if self._finished:  # one run, one alignment
+            raise ProtocolError("PSI host: this run's alignment is already stored")
         _expect(request, "psi.assign")
         own_keys, own_order, guest_sorted = self._tables()
         self._shared_count()  # no alignment below the host's minimum either
@@ -501,10 +555,13 @@ class PSIHost:
     @operation(accepts=("psi.commit",))
     def commit(self, request: Message) -> Message:
         """Store the staged mapping aligned position -> local row at the party."""
+        self._check_current()
         _expect(request, "psi.commit")
         if self._staged is None or self._staged[0] != request["alignment_id"]:
             raise ProtocolError("PSI host: nothing staged for this alignment id")
         alignment_id, local_rows = self._staged
         self._party.remember_alignment(alignment_id, local_rows)
         self._staged = None
+        self._finished = True
+        self._finish()  # a finished run can never be resumed
         return Message("ack", {})

@@ -39,19 +39,52 @@ def _str(max_len: int = 64) -> FieldSpec:
     return FieldSpec("str", _PUBLIC, max_len=max_len)
 
 
+#: The fields of ``psi.open``, which the named (resumable) runs carry too.
+_OPEN_FIELDS = {
+    "salt": FieldSpec("bytes", _PUBLIC, max_len=64),
+    "n_guest": PUBLIC_INT,
+    "mode": _str(),
+    "how": _str(),
+    "order": _str(),
+    "n_hosts": PUBLIC_INT,
+    "batch_size": PUBLIC_INT,
+}
 register(
     "psi.open",
     doc=(
         "Guest -> host: start a PSI session (salt, guest set size, mode, join, "
         "aligned order, number of hosts, batch size)."
     ),
-    salt=FieldSpec("bytes", _PUBLIC, max_len=64),
-    n_guest=PUBLIC_INT,
-    mode=_str(),
-    how=_str(),
-    order=_str(),
-    n_hosts=PUBLIC_INT,
-    batch_size=PUBLIC_INT,
+    **_OPEN_FIELDS,
+)
+register(
+    "psi.start",
+    doc=(
+        "Guest -> host: start a PSI session like psi.open, naming the run (run_id, "
+        "random) so that it can be resumed (psi.resume); answered with psi.opened."
+    ),
+    run_id=_str(),
+    **_OPEN_FIELDS,
+)
+register(
+    "psi.resume",
+    doc=(
+        "Guest -> host: re-open the named run of this peer (same fields as its "
+        "psi.start) where the host's own checkpoint left it; answered with psi.resumed."
+    ),
+    run_id=_str(),
+    **_OPEN_FIELDS,
+)
+register(
+    "psi.resumed",
+    doc=(
+        "Host -> guest: what psi.opened says, and how far the run had come at the "
+        "host: guest points received, step-4 values (re-blinded points or tags) received."
+    ),
+    n_rows=PUBLIC_INT,
+    feature_names=FieldSpec("json", _PUBLIC, max_len=1_000_000),
+    received=PUBLIC_INT,
+    reblinded=PUBLIC_INT,
 )
 register(
     "psi.opened",
