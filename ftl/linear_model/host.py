@@ -173,7 +173,8 @@ class LogisticHost:
             "own_key": key_to_json(self.own),
             "block": self.block.state(),
         }
-        self.checkpoints.keep("lr", self.fit_id, state)
+        # only while this session runs the fit: a superseded one's late step is dropped
+        self.checkpoints.keep("lr", self.fit_id, state, owner=self)
 
     def _resume(self, step: int, n_rows: int, n_features: int) -> None:
         """Restore step ``step`` of this peer's fit: same parameters, rows and data;
