@@ -19,6 +19,8 @@ __all__ = [
     "CHECKPOINT_DIR_PARAMETER",
     "ENCRYPTION_PARAMETERS",
     "N_JOBS_PARAMETER",
+    "PREDICTION_CHECKPOINT_DIR_PARAMETER",
+    "PREDICT_BATCH_ROWS_PARAMETER",
     "WRITTEN_FILE",
     "fill_doc",
 ]
@@ -65,7 +67,31 @@ checkpoint_dir : str, path-like or None, default=None
     gives; the file is removed when the fit ends. Each host keeps its own part
     (``ftl serve``'s ``checkpoint_dir``; the driver keeps a simulation's). A
     host that restarts mid-fit is resumed without it (docs/howto/deploy.md,
-    *Checkpoints and resume*). ``None``: nothing is written."""
+    *Checkpoints and resume*). With ``predict_batch_rows`` prediction keeps
+    its finished batches there too. ``None``: nothing is written."""
+
+#: Batch prediction of every federated estimator (docs/howto/deploy.md).
+PREDICT_BATCH_ROWS_PARAMETER = """\
+predict_batch_rows : int or None, default=None
+    Score the rows of ``predict``, ``predict_proba`` and ``decision_function``
+    in batches of at least this many rows (``n_rows // predict_batch_rows``
+    batches of nearly equal size), each one complete prediction request to
+    every host -- counted by each host's policy and privacy budget like any
+    other, so keep it at or above the hosts' ``min_prediction_rows``. With
+    ``checkpoint_dir`` the guest keeps the finished batches' scores there, and
+    a call with the same model and rows after a crash of the driver or a host
+    scores only the batches still missing and returns what an uninterrupted
+    call returns; a re-scored batch is a new request to the hosts. ``None``:
+    one request of every row."""
+
+#: ``checkpoint_dir`` of the estimators whose fit does not resume (yet).
+PREDICTION_CHECKPOINT_DIR_PARAMETER = """\
+checkpoint_dir : str, path-like or None, default=None
+    Folder where the guest keeps the scores of the finished batches of a
+    prediction in ``predict_batch_rows`` batches (one JSON file per batch,
+    mode 0600, named by the run's fingerprint: the model, the rows and the
+    batches), so that the same call after a crash resumes from them; removed
+    when the prediction ends. ``None``: nothing is written."""
 
 
 def fill_doc(**fragments: str) -> Callable[[_T], _T]:

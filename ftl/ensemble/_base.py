@@ -10,6 +10,7 @@ scikit-learn face.
 
 from __future__ import annotations
 
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -19,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from tqdm import tqdm
 
 from ftl.crypto.keys import check_key_size
+from ftl.data.batch_scoring import rows_identity, score_in_batches, scoring_settings
 from ftl.data.handles import VerticalData
 from ftl.data.simulate import simulate_for_fit, simulate_for_predict
 from ftl.ensemble._binning import draw_seed
@@ -71,6 +73,8 @@ class BaseFederatedGradientBoosting:
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
+        "predict_batch_rows": [Interval(Integral, 1, None, closed="left"), None],
+        "checkpoint_dir": [str, os.PathLike, None],
     }
 
     #: Whether ``fit`` converts ``y`` to float (regressors) when given a plain array.
@@ -272,15 +276,24 @@ class BaseFederatedGradientBoosting:
 
     # ------------------------------------------------------------------ predict
     def _raw_predict(self, X) -> np.ndarray:
-        """Raw predictions (n_samples, n_trees_per_iteration), walked with the hosts."""
+        """Raw predictions (n_samples, n_trees_per_iteration), walked with the hosts;
+        in ``predict_batch_rows`` batches, resumable with ``checkpoint_dir``
+        (:mod:`ftl.data.batch_scoring`)."""
         check_is_fitted(self)
         handle = self._as_handle(X, fitting=False)
         alignment = handle.alignment
-        return predict_raw_federated(
-            alignment,
-            handle.positions,
-            self.baseline_,
-            self.trees_,
-            self.model_id_,
-            Channel(alignment.guest.name, self.transcript_),
-        )
+
+        def score(batch: slice) -> np.ndarray:
+            return predict_raw_federated(
+                alignment,
+                handle.positions[batch],
+                self.baseline_,
+                self.trees_,
+                self.model_id_,
+                Channel(alignment.guest.name, self.transcript_),
+            )
+
+        leaves = [t.value for trees in self.trees_ for t in trees]
+        model = {"model_id": self.model_id_, "baseline": self.baseline_, "values": leaves}
+        run = {"protocol": "sbt.predict", "model": model, "rows": rows_identity(handle)}
+        return score_in_batches(len(handle), score, run, **scoring_settings(self))

@@ -9,7 +9,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import StrOptions
 
-from ftl._docstrings import ENCRYPTION_PARAMETERS, N_JOBS_PARAMETER, fill_doc
+from ftl._docstrings import (
+    ENCRYPTION_PARAMETERS,
+    N_JOBS_PARAMETER,
+    PREDICT_BATCH_ROWS_PARAMETER,
+    PREDICTION_CHECKPOINT_DIR_PARAMETER,
+    fill_doc,
+)
 from ftl.crypto.keys import DEFAULT_KEY_SIZE
 from ftl.data.fit_checks import class_labels
 from ftl.ensemble._base import BaseFederatedGradientBoosting
@@ -124,7 +130,9 @@ _FILL = dict(
     boosting_parameters=_BOOSTING_PARAMETERS,
     encryption_parameters=ENCRYPTION_PARAMETERS,
     n_jobs_parameter=N_JOBS_PARAMETER,
-    federation_parameters=_FEDERATION_PARAMETERS,
+    federation_parameters="\n".join(
+        [_FEDERATION_PARAMETERS, PREDICT_BATCH_ROWS_PARAMETER, PREDICTION_CHECKPOINT_DIR_PARAMETER]
+    ),
     boosting_attributes=_BOOSTING_ATTRIBUTES,
 )
 
@@ -156,6 +164,8 @@ def _init(
     host_depth=None,
     guest_depth=None,
     simulated_hosts=1,
+    predict_batch_rows=None,
+    checkpoint_dir=None,
 ):
     self.loss = loss
     self.learning_rate = learning_rate
@@ -181,6 +191,8 @@ def _init(
     self.host_depth = host_depth
     self.guest_depth = guest_depth
     self.simulated_hosts = simulated_hosts
+    self.predict_batch_rows = predict_batch_rows
+    self.checkpoint_dir = checkpoint_dir
 
 
 def _init_with_loss(loss: str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ftl.data.batch_scoring import rows_identity, score_in_batches, scoring_settings
 from ftl.data.fit_checks import show_progress
 from ftl.data.handles import VerticalData
 from ftl.data.simulate import simulate_for_fit, simulate_for_predict
@@ -131,28 +132,35 @@ class AlignedLinearModel:
 
     def _margins(self, X) -> np.ndarray:
         """Every model's margins ``X w + b``, (n_samples, n_models): computed with the
-        hosts, revealed only to the guest."""
+        hosts, revealed only to the guest; in ``predict_batch_rows`` batches,
+        resumable with ``checkpoint_dir`` (:mod:`ftl.data.batch_scoring`)."""
         check_is_fitted(self)
         handle = self._as_handle(X, fitting=False)
         alignment = handle.alignment
         coef = np.atleast_2d(self.coef_)
         intercept = np.atleast_1d(self.intercept_)
-        scores = []
-        for k, model in enumerate(self.models_):
-            channel = Channel(alignment.guest.name, self.transcript_)
-            scores.append(
-                predict_margin(
-                    alignment.guest,
-                    alignment.hosts,
-                    alignment.id,
-                    handle.positions,
-                    coef[k],
-                    intercept[k],
-                    model["model_id"],
-                    model["host_public_keys"],
-                    self.encryption,
-                    channel,
-                    self.insecure_for_tests,
+
+        def score(batch: slice) -> np.ndarray:
+            scores = []
+            for k, model in enumerate(self.models_):
+                channel = Channel(alignment.guest.name, self.transcript_)
+                scores.append(
+                    predict_margin(
+                        alignment.guest,
+                        alignment.hosts,
+                        alignment.id,
+                        handle.positions[batch],
+                        coef[k],
+                        intercept[k],
+                        model["model_id"],
+                        model["host_public_keys"],
+                        self.encryption,
+                        channel,
+                        self.insecure_for_tests,
+                    )
                 )
-            )
-        return np.column_stack(scores)
+            return np.column_stack(scores)
+
+        model = {"models": [m["model_id"] for m in self.models_], "coef": coef, "b": intercept}
+        run = {"protocol": "lr.predict", "model": model, "rows": rows_identity(handle)}
+        return score_in_batches(len(handle), score, run, **scoring_settings(self))

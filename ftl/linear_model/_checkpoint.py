@@ -35,7 +35,7 @@ log = logging.getLogger("ftl.checkpoint")
 #: The kind of the guest's checkpoint files.
 KIND = "lr.guest"
 #: Parameters that do not change the fit (left out of its fingerprint).
-_NOT_FINGERPRINTED = ("verbose", "n_jobs", "checkpoint_dir")
+_NOT_FINGERPRINTED = ("verbose", "n_jobs", "checkpoint_dir", "predict_batch_rows")
 
 
 def fit_checkpoint(estimator: Any, handle: Any, targets: list) -> FitCheckpoint | None:

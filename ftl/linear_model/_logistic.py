@@ -17,6 +17,7 @@ from ftl._docstrings import (
     CHECKPOINT_DIR_PARAMETER,
     ENCRYPTION_PARAMETERS,
     N_JOBS_PARAMETER,
+    PREDICT_BATCH_ROWS_PARAMETER,
     fill_doc,
 )
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
@@ -37,6 +38,7 @@ __all__ = ["FederatedLogisticRegression"]
     encryption_parameters=ENCRYPTION_PARAMETERS,
     n_jobs_parameter=N_JOBS_PARAMETER,
     checkpoint_dir_parameter=CHECKPOINT_DIR_PARAMETER,
+    predict_batch_rows_parameter=PREDICT_BATCH_ROWS_PARAMETER,
 )
 class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstimator):
     """Logistic regression trained across parties that hold different features.
@@ -165,6 +167,7 @@ class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstim
         for L-BFGS at the weights the iteration ends with, for Adam and SGD at each
         batch's weights, like scikit-learn's SGD "avg loss".
     %(checkpoint_dir_parameter)s
+    %(predict_batch_rows_parameter)s
 
     Attributes
     ----------
@@ -225,6 +228,7 @@ class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstim
         "random_state": ["random_state"],
         "verbose": ["verbose", StrOptions({"auto"})],
         "checkpoint_dir": [str, os.PathLike, None],
+        "predict_batch_rows": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -251,6 +255,7 @@ class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstim
         random_state=None,
         verbose="auto",
         checkpoint_dir=None,
+        predict_batch_rows=None,
     ):
         self.penalty = penalty
         self.C = C
@@ -274,6 +279,7 @@ class FederatedLogisticRegression(ClassifierMixin, AlignedLinearModel, BaseEstim
         self.random_state = random_state
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir
+        self.predict_batch_rows = predict_batch_rows
 
     def _sigmoid_for(self, n_hosts: int) -> str:
         if self.sigmoid == "auto":

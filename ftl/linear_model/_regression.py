@@ -22,6 +22,7 @@ from ftl._docstrings import (
     CHECKPOINT_DIR_PARAMETER,
     ENCRYPTION_PARAMETERS,
     N_JOBS_PARAMETER,
+    PREDICT_BATCH_ROWS_PARAMETER,
     fill_doc,
 )
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
@@ -84,6 +85,7 @@ _SHARED_DOC = """
         ``"auto"`` shows a progress bar for encrypted fits, ``False`` nothing;
         ``True`` always shows it{loss_note}.
     %(checkpoint_dir_parameter)s
+    %(predict_batch_rows_parameter)s
 
     Attributes
     ----------
@@ -150,6 +152,7 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose", StrOptions({"auto"})],
         "checkpoint_dir": [str, os.PathLike, None],
+        "predict_batch_rows": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -169,6 +172,7 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         random_state=None,
         verbose="auto",
         checkpoint_dir=None,
+        predict_batch_rows=None,
     ):
         self.alpha = alpha
         self.fit_intercept = fit_intercept
@@ -184,6 +188,7 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir
+        self.predict_batch_rows = predict_batch_rows
 
     def _penalty(self, n_train: int) -> float:
         """The per-row penalty ``alpha`` of the protocol (its objective is a mean)."""
@@ -299,6 +304,7 @@ class _FederatedRegressor(RegressorMixin, AlignedLinearModel, BaseEstimator):
     encryption_parameters=ENCRYPTION_PARAMETERS,
     n_jobs_parameter=N_JOBS_PARAMETER,
     checkpoint_dir_parameter=CHECKPOINT_DIR_PARAMETER,
+    predict_batch_rows_parameter=PREDICT_BATCH_ROWS_PARAMETER,
 )
 class FederatedLinearRegression(_FederatedRegressor):
     __doc__ = """Ridge regression trained across parties that hold different features.
@@ -358,6 +364,7 @@ class FederatedLinearRegression(_FederatedRegressor):
     encryption_parameters=ENCRYPTION_PARAMETERS,
     n_jobs_parameter=N_JOBS_PARAMETER,
     checkpoint_dir_parameter=CHECKPOINT_DIR_PARAMETER,
+    predict_batch_rows_parameter=PREDICT_BATCH_ROWS_PARAMETER,
 )
 class FederatedPoissonRegressor(_FederatedRegressor):
     __doc__ = """Poisson regression (log link) across a guest and one host.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
 
@@ -17,9 +18,16 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ftl._docstrings import ENCRYPTION_PARAMETERS, N_JOBS_PARAMETER, fill_doc
+from ftl._docstrings import (
+    ENCRYPTION_PARAMETERS,
+    N_JOBS_PARAMETER,
+    PREDICT_BATCH_ROWS_PARAMETER,
+    PREDICTION_CHECKPOINT_DIR_PARAMETER,
+    fill_doc,
+)
 from ftl.crypto import packed
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
+from ftl.data.batch_scoring import rows_identity, score_in_batches, scoring_settings
 from ftl.data.fit_checks import class_labels, show_progress
 from ftl.data.handles import PartyRows, VerticalData
 from ftl.data.simulate import simulate_federation
@@ -34,7 +42,12 @@ __all__ = ["FederatedTransferClassifier"]
 _FLAT = 0.98
 
 
-@fill_doc(encryption_parameters=ENCRYPTION_PARAMETERS, n_jobs_parameter=N_JOBS_PARAMETER)
+@fill_doc(
+    encryption_parameters=ENCRYPTION_PARAMETERS,
+    n_jobs_parameter=N_JOBS_PARAMETER,
+    predict_batch_rows_parameter=PREDICT_BATCH_ROWS_PARAMETER,
+    checkpoint_dir_parameter=PREDICTION_CHECKPOINT_DIR_PARAMETER,
+)
 class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
     """Secure federated transfer learning to customers the labelled party never saw.
 
@@ -98,6 +111,8 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         Show a tqdm progress bar (batches against ``max_iter`` epochs) with the
         source-side loss and the weight change: ``"auto"`` for encrypted fits, which
         take minutes; ``True`` always; ``False`` never.
+    %(predict_batch_rows_parameter)s
+    %(checkpoint_dir_parameter)s
 
     Attributes
     ----------
@@ -155,6 +170,8 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose", StrOptions({"auto"})],
+        "predict_batch_rows": [Interval(Integral, 1, None, closed="left"), None],
+        "checkpoint_dir": [str, os.PathLike, None],
     }
 
     def __init__(
@@ -177,6 +194,8 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         n_jobs=None,
         random_state=None,
         verbose="auto",
+        predict_batch_rows=None,
+        checkpoint_dir=None,
     ):
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -196,6 +215,8 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
+        self.predict_batch_rows = predict_batch_rows
+        self.checkpoint_dir = checkpoint_dir
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -268,7 +289,6 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
             return np.ones(len(handle), dtype=bool)
         return np.asarray(overlap, dtype=bool)[handle.positions]
 
-    # ------------------------------------------------------------------ public API
     def fit(self, X, y):
         """Train on the source's labelled rows and the rows shared with the target.
 
@@ -381,8 +401,16 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("X has 0 rows; at least 1 is required")
             if X.party.name == self.party_names_[0]:
                 return source_scores(X.party, X.rows, model["hidden"], model["output"], protos)
-            channel = Channel(self.party_names_[0], self.transcript_)
-            return target_scores(X.party, self.model_id_, protos, params, channel, ids=list(X.ids))
+            ids = np.asarray([str(i) for i in X.ids])
+
+            def score_ids(batch: slice) -> np.ndarray:
+                channel = Channel(self.party_names_[0], self.transcript_)
+                return target_scores(
+                    X.party, self.model_id_, protos, params, channel, ids=list(ids[batch])
+                )
+
+            rows = {"party": X.party.name, "ids": ids}  # fingerprinted by their bytes
+            return self._in_batches(len(ids), score_ids, rows)
         if isinstance(X, VerticalData):
             if self.party_names_ is None:
                 raise ValueError(
@@ -415,17 +443,30 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
                 alignment.guest, rows, model["hidden"], model["output"], protos
             )
         if overlap.any():
-            channel = Channel(alignment.guest.name, self.transcript_)
-            scores[overlap] = target_scores(
-                alignment.hosts[0],
-                self.model_id_,
-                protos,
-                params,
-                channel,
-                alignment_id=alignment.id,
-                positions=handle.positions[overlap],
-            )
+            shared = handle.positions[overlap]
+
+            def score_shared(batch: slice) -> np.ndarray:
+                channel = Channel(alignment.guest.name, self.transcript_)
+                return target_scores(
+                    alignment.hosts[0],
+                    self.model_id_,
+                    protos,
+                    params,
+                    channel,
+                    alignment_id=alignment.id,
+                    positions=shared[batch],
+                )
+
+            rows = rows_identity(handle, shared)
+            scores[overlap] = self._in_batches(len(shared), score_shared, rows)
         return scores
+
+    def _in_batches(self, n_rows: int, score, rows: dict) -> np.ndarray:
+        """The target's scores of ``n_rows`` rows in ``predict_batch_rows`` batches,
+        resumable with ``checkpoint_dir`` (:mod:`ftl.data.batch_scoring`)."""
+        model = {"model_id": self.model_id_, "prototypes": self.prototypes_}
+        run = {"protocol": "ftl.target_predict", "model": model, "rows": rows}
+        return score_in_batches(n_rows, score, run, **scoring_settings(self))
 
     def predict_proba(self, X):
         """Class probabilities: logistic (two classes) or softmax of the scores.
