@@ -27,6 +27,7 @@ from ftl.ensemble._binning import draw_seed
 from ftl.ensemble._boosting import fit_boosting
 from ftl.ensemble._early_stopping import EarlyStopping
 from ftl.ensemble._loss import make_loss
+from ftl.ensemble._plan import TreePlan
 from ftl.ensemble._split import TreeParams
 from ftl.ensemble.guest import BoostingGuest, predict_raw_federated
 from ftl.federation.channel import Channel
@@ -67,9 +68,10 @@ class BaseFederatedGradientBoosting:
         "insecure_for_tests": ["boolean"],
         "simulated_hosts": [Interval(Integral, 1, None, closed="left")],
         "guest_only_iterations": [Interval(Integral, 0, None, closed="left")],
-        "tree_mode": [StrOptions({"standard", "layered"})],
+        "tree_mode": [StrOptions({"standard", "layered", "mixed"})],
         "host_depth": [Interval(Integral, 1, None, closed="left"), None],
         "guest_depth": [Interval(Integral, 1, None, closed="left"), None],
+        "tree_num_per_party": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
@@ -115,17 +117,22 @@ class BaseFederatedGradientBoosting:
             )
         return X
 
-    def _protocol_params(self, seed: int) -> dict:
-        """The public parameters every host gets (and checks) at ``sbt.open``; layered
-        trees add ``host_depth``, below which a host refuses to split."""
+    def _protocol_params(self, seed: int, plan: TreePlan) -> dict:
+        """The public parameters every host gets (and checks) at ``sbt.open``: the
+        most trees the fit may grow; layered trees add ``host_depth``, below which a
+        host refuses to split, mixed trees their plan (each host's turn is added
+        at its open)."""
         host_depth, max_depth = self._layers()
         layered = {} if host_depth is None else {"host_depth": host_depth}
+        mixed = {"mixed": plan.to_json()} if plan.mixed else {}
         return {
             "max_bins": int(self.max_bins),
             "min_samples_leaf": int(self.min_samples_leaf),
             "max_leaf_nodes": None if self.max_leaf_nodes is None else int(self.max_leaf_nodes),
             "max_depth": None if max_depth is None else int(max_depth),
+            "max_trees": int(self.max_iter) * plan.n_trees_per_iteration,
             **layered,
+            **mixed,
             "seed": int(seed),
             "encryption": self.encryption,
             "key_size": int(self.key_size),
@@ -135,8 +142,9 @@ class BaseFederatedGradientBoosting:
 
     def _layers(self) -> tuple[int | None, int | None]:
         """``(host_depth, max_depth)`` of the trees: layered trees are exactly
-        ``host_depth + guest_depth`` deep; standard ones have no host layers."""
-        if self.tree_mode == "standard":
+        ``host_depth + guest_depth`` deep; standard and mixed ones have no host
+        layers."""
+        if self.tree_mode != "layered":
             return None, self.max_depth
         if self.host_depth is None or self.guest_depth is None:
             raise ValueError('tree_mode="layered" needs host_depth and guest_depth (each >= 1)')
@@ -206,15 +214,20 @@ class BaseFederatedGradientBoosting:
         train, val = self._split_rows(y, n_classes is not None, seed)
         self.transcript_ = Transcript()
         alignment = handle.alignment
-        guest_only_trees = self.guest_only_iterations * loss.n_trees_per_iteration
+        plan = TreePlan(
+            guest_only_iterations=int(self.guest_only_iterations),
+            tree_num_per_party=int(self.tree_num_per_party) if self.tree_mode == "mixed" else None,
+            n_parties=len(alignment.parties),
+            n_trees_per_iteration=loss.n_trees_per_iteration,
+        )
         guest = BoostingGuest(
             alignment,
             handle.positions[train],
             handle.positions[val] if val is not None else handle.positions[:0],
-            self._protocol_params(seed),
+            self._protocol_params(seed, plan),
             Channel(alignment.guest.name, self.transcript_),
             loss.constant_hessian,
-            guest_only_trees,
+            plan.mixed,
         )
         stopping = None
         if self.do_early_stopping_:
@@ -244,7 +257,7 @@ class BaseFederatedGradientBoosting:
                 learning_rate=float(self.learning_rate),
                 bin_thresholds=guest.bin_thresholds,
                 callback=callback,
-                guest_only_trees=guest_only_trees,
+                plan=plan,
             )
             self.model_id_ = guest.finish()
         finally:

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ftl.ensemble._grower import Block, grow_tree
+from ftl.ensemble._plan import TreePlan
 from ftl.ensemble._split import TreeParams
 from ftl.ensemble._tree import Decide, Tree, apply_trees
 
@@ -56,7 +57,7 @@ def fit_boosting(
     learning_rate: float = 0.1,
     bin_thresholds: Sequence[Sequence[np.ndarray] | None] | None = None,
     callback: IterationCallback | None = None,
-    guest_only_trees: int = 0,
+    plan: TreePlan | None = None,
 ) -> BoostingResult:
     """Boost trees on the blocks' columns.
 
@@ -79,9 +80,9 @@ def fit_boosting(
     callback : callable, optional
         ``callback(iteration, trees, raw_predictions)`` after each iteration;
         return True to stop.
-    guest_only_trees : int, default=0
-        The first trees split on the guest's block (block 0) only, at every depth
-        (``TreeParams.guest_only``).
+    plan : TreePlan, optional
+        Which block alone the trees of each iteration split on (the guest's first
+        trees, mixed trees; ``TreeParams.only_block``); default: every block.
 
     Returns
     -------
@@ -91,19 +92,22 @@ def fit_boosting(
     baseline = loss.baseline(y)
     raw = np.zeros((y.shape[0], loss.n_trees_per_iteration), dtype=np.float64, order="F")
     raw += baseline[None, :]
+    plan = TreePlan() if plan is None else plan
     trees: list[list[Tree]] = []
     for iteration in range(max_iter):
         gradients, hessians = loss.gradient_hessian(y, raw)
         trees.append([])
+        owner = plan.owner(iteration)
+        tree_params = params if owner is None else replace(params, only_block=owner)
         for k in range(loss.n_trees_per_iteration):
-            guest_only = iteration * loss.n_trees_per_iteration + k < guest_only_trees
             tree, leaf_of_row = grow_tree(
                 blocks,
                 gradients[:, k],
                 hessians[:, k],
-                replace(params, guest_only=True) if guest_only else params,
+                tree_params,
                 shrinkage=learning_rate,
                 bin_thresholds=bin_thresholds,
+                tree=iteration * loss.n_trees_per_iteration + k,
             )
             raw[:, k] += tree.value[leaf_of_row]
             trees[-1].append(tree)

@@ -18,16 +18,23 @@ from ftl.federation.disclosure import (
 
 __all__ = ["DISCLOSURE", "estimator_facts"]
 
+#: The messages that start a tree at a host (a mixed fit's name the tree).
+_TREE_STARTS = frozenset({"sbt.gradients", "sbt.tree_gradients"})
+
 
 def _training(a: Findings) -> bool:
-    return bool(a.type_set & {"sbt.open", "sbt.gradients"})
+    return bool(a.type_set & ({"sbt.open"} | _TREE_STARTS))
+
+
+def _mixed(a: Findings) -> bool:
+    return "sbt.tree_gradients" in a.type_set
 
 
 def _validation_walk(findings: Findings) -> bool:
     """Whether a fit session walked validation rows (early stopping): a walk
     question in a session that also carried gradients; a prediction's walk has a
     session of its own."""
-    sessions = {r.session for r in findings.transcript.records if r.type == "sbt.gradients"}
+    sessions = {r.session for r in findings.transcript.records if r.type in _TREE_STARTS}
     return any(
         r.type == "sbt.decide" and r.session in sessions for r in findings.transcript.records
     )
@@ -37,16 +44,49 @@ def _prediction(a: Findings) -> bool:
     return "sbt.predict_open" in a.type_set
 
 
+def _tree_numbers(numbers: list[int], shown: int = 12) -> str:
+    """``1, 3, 5`` (1-based), the first ``shown`` and a count of the rest."""
+    text = ", ".join(str(t + 1) for t in numbers[:shown])
+    return text + (f", ... ({len(numbers) - shown} more)" if len(numbers) > shown else "")
+
+
+def _host_partitions(est) -> Iterator[str]:
+    """Per host, the trees in which the guest learned a partition of its rows (the
+    trees with a split on the host's columns), numbered over iterations and classes."""
+    parties = list(getattr(est, "party_split_counts_", {}))
+    trees = [t for per_iteration in est.trees_ for t in per_iteration]
+    for block, party in enumerate(parties[1:], start=1):
+        numbers = [i for i, t in enumerate(trees) if (t.block[~t.is_leaf] == block).any()]
+        yield f"{party}: {len(numbers)} of {len(trees)} trees" + (
+            f" ({_tree_numbers(numbers)})" if numbers else ""
+        )
+
+
+def _tree_mode(est) -> str:
+    mode = getattr(est, "tree_mode", "standard")
+    if mode == "layered":
+        return f"layered (host_depth={est.host_depth}, guest_depth={est.guest_depth})"
+    if mode == "mixed":
+        return (
+            f"mixed (tree_num_per_party={est.tree_num_per_party}: each host hears of its "
+            "own trees only)"
+        )
+    return mode
+
+
 def estimator_facts(est) -> Iterator[tuple[str, str]]:
     """Summary rows of a fitted federated gradient boosting model: its iterations and
-    trees, where the splits are, and whether early stopping ran."""
+    trees, the tree mode, where the splits are, in which trees each host's partitions
+    were revealed to the guest, and whether early stopping ran."""
     n_iter = getattr(est, "n_iter_", None)
     if n_iter is None:
         return
     trees = est.n_iter_ * est.n_trees_per_iteration_
     yield "Boosting iterations", f"{int(n_iter)} ({trees} trees)"
+    yield "Tree mode", _tree_mode(est)
     counts = getattr(est, "party_split_counts_", {})
     yield "Splits per party", ", ".join(f"{party}: {int(n)}" for party, n in counts.items())
+    yield "Host partitions revealed in", "; ".join(_host_partitions(est)) or "none"
     on = "on (validation rows scored by the prediction walk)"
     yield "Early stopping", on if est.do_early_stopping_ else "off"
 
@@ -54,14 +94,15 @@ def estimator_facts(est) -> Iterator[tuple[str, str]]:
 DISCLOSURE = Disclosure(
     listed="when_present",
     name="vertical gradient boosting, SecureBoost (docs/protocols.md §7)",
-    owner_types=frozenset({"sbt.gradients"}),
-    returned_by_design=(
+    owner_types=_TREE_STARTS,
+    returned_by_design=tuple(
         ReturnedByDesign(
-            "sbt.histogram.sums",
+            f"{histogram}.sums",
             "sbt.open",
             "SecureBoost's per-bin gradient sums, computed by the host on the guest's "
             "ciphertexts, go back to the guest (their key owner) to be decrypted, by design",
-        ),
+        )
+        for histogram in ("sbt.histogram", "sbt.split_histogram")
     ),
     public_per_sample=PublicPerSample(
         label="Row partitions at split nodes (public by design)",
@@ -100,6 +141,16 @@ DISCLOSURE = Disclosure(
             "stay at the host.",
             "§7.6",
             applies=_training,
+        ),
+        Leakage(
+            "training",
+            "Mixed trees: each host takes part in its own trees only (the plan of turns "
+            "is public; each tree it gets is named): it learns the number of each of its "
+            "trees, and nothing of the guest's and the other hosts' trees, not even their "
+            "partitions; the guest learns a host's partitions in that host's trees only "
+            "(the report's row 'Host partitions revealed in').",
+            "§7.3",
+            applies=_mixed,
         ),
         Leakage(
             "training",

@@ -72,7 +72,7 @@ guest_only_iterations : int, default=0
     grown on the guest's columns only, so the hosts learn nothing of them (no
     gradients, no partition); the model then differs from scikit-learn's, whose
     first trees may split on host columns.
-tree_mode : {"standard", "layered"}, default="standard"
+tree_mode : {"standard", "layered", "mixed"}, default="standard"
     "layered": SecureBoost+'s layered trees. The top ``host_depth`` layers of
     every tree split on the hosts' columns only, the next ``guest_depth`` layers
     on the guest's only, so the guest learns host partitions only near the root,
@@ -80,9 +80,20 @@ tree_mode : {"standard", "layered"}, default="standard"
     nothing of the guest layers. The trees are ``host_depth + guest_depth`` deep
     (``max_depth`` must be None or that sum) and differ from scikit-learn's. Each
     host refuses its own splits below ``host_depth``.
+    "mixed": SecureBoost+'s mixed trees. The parties take turns, each growing the
+    trees of ``tree_num_per_party`` iterations on its own columns only: the guest
+    first, then the first host, the second, and round again (after the
+    ``guest_only_iterations``). A host gets no gradient, partition or request of
+    the other parties' trees, and the guest learns a host's partitions in that
+    host's trees only; each host knows from the plan which trees are its own and
+    refuses any other. Every tree is scikit-learn's tree on one party's columns,
+    so the model differs from scikit-learn's on the pooled columns.
 host_depth, guest_depth : int or None, default=None
     Layers of the hosts and of the guest in layered trees (each at least 1; both
-    required by "layered", ignored by "standard").
+    required by "layered", ignored otherwise).
+tree_num_per_party : int, default=1
+    Iterations of each party's turn in mixed trees (FATE's name; one tree per
+    iteration, or one per class for several classes); ignored otherwise.
 simulated_hosts : int, default=1
     When ``fit`` gets a plain array, its columns are split into a guest block and
     this many host blocks (a simulated federation)."""
@@ -163,6 +174,7 @@ def _init(
     tree_mode="standard",
     host_depth=None,
     guest_depth=None,
+    tree_num_per_party=1,
     simulated_hosts=1,
     predict_batch_rows=None,
     checkpoint_dir=None,
@@ -190,6 +202,7 @@ def _init(
     self.tree_mode = tree_mode
     self.host_depth = host_depth
     self.guest_depth = guest_depth
+    self.tree_num_per_party = tree_num_per_party
     self.simulated_hosts = simulated_hosts
     self.predict_batch_rows = predict_batch_rows
     self.checkpoint_dir = checkpoint_dir

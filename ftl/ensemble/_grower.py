@@ -27,6 +27,12 @@ trees are the same:
 Layered trees (SecureBoost+, ``TreeParams.host_depth``) restrict which blocks a
 node at a given depth may split on (:meth:`TreeParams.allows`): a block a node may
 not split on is not asked for its histogram, and offers no feature to the scan.
+A tree that splits on one block only (``TreeParams.only_block``: the guest's first
+trees, mixed trees) involves no other block at all: they hear nothing of it.
+
+The block that wins a split returns the partition and, when the children will be
+split further, the smaller child's histogram in one step (a remote block: one
+round trip per host split).
 
 Only ``max_features=1.0``, numerical features, no monotonic or interaction
 constraints and no missing values are supported.
@@ -50,29 +56,42 @@ __all__ = ["Block", "LocalBlock", "grow_tree"]
 class Block(Protocol):
     """A group of columns the grower can ask for histograms and partitions.
 
-    ``begin_tree`` and ``end_tree`` frame each tree (one per class and iteration).
-    Nodes are numbered per tree in creation order: the root is 0, the children of
-    a split get the next two numbers (left, then right). The root's histogram is
-    asked first. Per split of node ``N`` won by block ``b`` the grower calls
-    ``blocks[b].split(N, rows, feature, bin_threshold)``, then
-    ``partitioned(N, L, R, left_rows, right_rows)`` on every block, then, if a
-    child may still be split, ``histogram(smaller_child, its_rows)`` on every
-    block (the sibling's histogram is derived by subtraction).
+    ``begin_tree`` and ``end_tree`` frame each tree (one per class and iteration)
+    the block takes part in (:meth:`TreeParams.takes_part`); a block hears nothing
+    of the other trees. Nodes are numbered per tree in creation order: the root is
+    0, the children of a split get the next two numbers (left, then right). The
+    root's histogram is asked first. Per split of node ``N`` won by block ``b``
+    into children ``L`` and ``R`` the grower calls ``blocks[b].split(N, rows,
+    feature, bin_threshold, (L, R), asked)``, where ``asked`` is the child whose
+    histogram the blocks will build next (the smaller one, the right one on a tie;
+    -1 if none or if ``b`` may not split it); the block may return that histogram
+    with the partition. Then ``partitioned(N, L, R, left_rows, right_rows)`` on
+    every block of the tree, then, if a child may still be split,
+    ``histogram(smaller_child, its_rows)`` on every block that did not return it
+    (the sibling's histogram is derived by subtraction).
     """
 
     n_features: int
     n_bins_non_missing: np.ndarray
 
-    def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray) -> None:
-        """Start a tree: the float32 (n_train,) gradients and hessians of every row."""
+    def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray, tree: int) -> None:
+        """Start tree number ``tree`` (over all iterations and classes): the float32
+        (n_train,) gradients and hessians of every row."""
 
     def histogram(self, node: int, rows: np.ndarray) -> Histogram:
         """Histogram over this block's features of the sorted training rows ``rows``."""
 
     def split(
-        self, node: int, rows: np.ndarray, feature: int, bin_threshold: int
-    ) -> tuple[np.ndarray, str]:
-        """Apply this block's split at ``node``: mask over ``rows`` (True = left) and id."""
+        self,
+        node: int,
+        rows: np.ndarray,
+        feature: int,
+        bin_threshold: int,
+        children: tuple[int, int],
+        asked: int,
+    ) -> tuple[np.ndarray, str, Histogram | None]:
+        """Apply this block's split at ``node``: mask over ``rows`` (True = left), id,
+        and the histogram of child ``asked`` if the block built it (else None)."""
 
     def partitioned(
         self, node: int, left: int, right: int, left_rows: np.ndarray, right_rows: np.ndarray
@@ -104,16 +123,23 @@ class LocalBlock:
         self._n_bins = int(self.n_bins_non_missing.max(initial=1))
         self._gradients = self._hessians = None
 
-    def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray) -> None:
+    def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray, tree: int = 0) -> None:
         self._gradients, self._hessians = gradients, hessians
 
     def histogram(self, node: int, rows: np.ndarray) -> Histogram:
         return build_histogram(self.binned, self._gradients, self._hessians, rows, self._n_bins)
 
     def split(
-        self, node: int, rows: np.ndarray, feature: int, bin_threshold: int
-    ) -> tuple[np.ndarray, str]:
-        return self.binned[rows, feature] <= bin_threshold, ""
+        self,
+        node: int,
+        rows: np.ndarray,
+        feature: int,
+        bin_threshold: int,
+        children: tuple[int, int] = (-1, -1),
+        asked: int = -1,
+    ) -> tuple[np.ndarray, str, None]:
+        """The mask; the histogram is built when asked for, like every block's."""
+        return self.binned[rows, feature] <= bin_threshold, "", None
 
     def partitioned(self, node, left, right, left_rows, right_rows) -> None:
         """Nothing to do: the rows are at hand."""
@@ -161,6 +187,8 @@ class _Grower:
     def __init__(self, blocks: Sequence[Block], params: TreeParams):
         self.blocks = list(blocks)
         self.params = params
+        #: The blocks that hear of the tree (the others may not split any node).
+        self.taking_part = [blk for b, blk in enumerate(self.blocks) if params.takes_part(b)]
         self.n_bins_non_missing = [blk.n_bins_non_missing for blk in self.blocks]
         self.splittable: list[_Node] = []
         self.leaves: list[_Node] = []
@@ -178,8 +206,15 @@ class _Grower:
             return _NO_FEATURES
         return self.blocks[block].histogram(node.node_id, node.rows)
 
-    def _histograms(self, node: _Node) -> list[Histogram]:
-        return [self._histogram(b, node) for b in range(len(self.blocks))]
+    def _histograms(
+        self, node: _Node, built: dict[int, Histogram] | None = None
+    ) -> list[Histogram]:
+        """``node``'s histogram of every block; ``built``: those a block already
+        returned (with its split)."""
+        built = built or {}
+        return [
+            built[b] if b in built else self._histogram(b, node) for b in range(len(self.blocks))
+        ]
 
     def _sibling_histograms(
         self, node: _Node, parent: list[Histogram], sibling: list[Histogram]
@@ -236,9 +271,26 @@ class _Grower:
 
     def split_next(self) -> None:
         node = heapq.heappop(self.splittable)
-        split = node.split
-        mask, node.split_id = self.blocks[split.block].split(
-            node.node_id, node.rows, split.feature, split.bin_threshold
+        split, params = node.split, self.params
+        depth = node.depth + 1
+        # What happens to the children is known before the partition (the counts
+        # come from the histograms), so the winning block can be asked for the
+        # next histogram with its split.
+        n_leaves = len(self.leaves) + len(self.splittable) + 2
+        leaves_full = params.max_leaf_nodes is not None and n_leaves == params.max_leaf_nodes
+        deepest = params.max_depth is not None and depth == params.max_depth
+        small = [n < 2 * params.min_samples_leaf for n in (split.n_left, split.n_right)]
+        grows = not (leaves_full or deepest or all(small))
+        left_id, right_id = self.n_nodes, self.n_nodes + 1
+        smaller_id = left_id if split.n_left < split.n_right else right_id
+        asked = smaller_id if grows and params.allows(split.block, depth) else -1
+        mask, node.split_id, built = self.blocks[split.block].split(
+            node.node_id,
+            node.rows,
+            split.feature,
+            split.bin_threshold,
+            (left_id, right_id),
+            asked,
         )
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != node.rows.shape or int(mask.sum()) != split.n_left:
@@ -246,8 +298,6 @@ class _Grower:
                 f"block {split.block} partitioned node {node.node_id} into "
                 f"{int(mask.sum())} left rows, its histogram said {split.n_left}"
             )
-        depth = node.depth + 1
-        n_leaves = len(self.leaves) + len(self.splittable) + 2
         left = self._new_node(
             depth,
             node.rows[mask],
@@ -263,30 +313,29 @@ class _Grower:
             split.value_right,
         )
         node.left, node.right = left, right
-        for blk in self.blocks:
+        for blk in self.taking_part:
             blk.partitioned(node.node_id, left.node_id, right.node_id, left.rows, right.rows)
         parent_histograms, node.histograms, node.rows = node.histograms, None, None
 
-        params = self.params
-        if params.max_leaf_nodes is not None and n_leaves == params.max_leaf_nodes:
+        if leaves_full:
             self._finalize(left)
             self._finalize(right)
             while self.splittable:
                 self._finalize(self.splittable.pop())
             return
-        if params.max_depth is not None and depth == params.max_depth:
+        if deepest:
             self._finalize(left)
             self._finalize(right)
             return
-        for child in (left, right):
-            if child.rows.shape[0] < 2 * params.min_samples_leaf:
+        for child, is_small in zip((left, right), small, strict=True):
+            if is_small:
                 self._finalize(child)
         if left.is_leaf and right.is_leaf:
             return
-        smaller, larger = (
-            (left, right) if left.rows.shape[0] < right.rows.shape[0] else (right, left)
+        smaller, larger = (left, right) if smaller_id == left.node_id else (right, left)
+        smaller.histograms = self._histograms(
+            smaller, {} if built is None or asked < 0 else {split.block: built}
         )
-        smaller.histograms = self._histograms(smaller)
         larger.histograms = self._sibling_histograms(larger, parent_histograms, smaller.histograms)
         for child in (left, right):
             if child.is_leaf:
@@ -347,6 +396,7 @@ def grow_tree(
     *,
     shrinkage: float = 1.0,
     bin_thresholds: Sequence[Sequence[np.ndarray] | None] | None = None,
+    tree: int = 0,
 ) -> tuple[Tree, np.ndarray]:
     """Grow one tree on the blocks' columns.
 
@@ -362,6 +412,8 @@ def grow_tree(
     bin_thresholds : sequence of (list of ndarray or None), optional
         Per block, the bin thresholds if known here (they fill
         ``Tree.num_threshold``), else None.
+    tree : int, default=0
+        The tree's number over all iterations and classes (the blocks hear it).
 
     Returns
     -------
@@ -372,14 +424,14 @@ def grow_tree(
     gradients = np.ascontiguousarray(gradients, dtype=np.float32)
     hessians = np.ascontiguousarray(hessians, dtype=np.float32)
     grower = _Grower(blocks, params)
-    for blk in grower.blocks:
-        blk.begin_tree(gradients, hessians)
+    for blk in grower.taking_part:
+        blk.begin_tree(gradients, hessians, tree)
     try:
         root = grower.grow_root(gradients.shape[0])
         while grower.splittable:
             grower.split_next()
     finally:
-        for blk in grower.blocks:
+        for blk in grower.taking_part:
             blk.end_tree()
     for leaf in grower.leaves:
         leaf.value *= shrinkage

@@ -1,10 +1,13 @@
 """Message types of vertical gradient boosting, SecureBoost (see docs/protocols.md §7).
 
-Fit (role ``sbt.host``): ``open`` -> ``opened``; per tree ``gradients``; per split
-``grow`` -> ``histogram`` (the partitions the host has not seen yet, and the histogram
-of one node), and for a host's own split ``split`` -> ``partition``; per boosting
-iteration with early stopping ``decide`` -> ``decisions`` (validation rows); at the
-end ``finish``. Prediction (role ``sbt.predict``): ``predict_open``, then one
+Fit (role ``sbt.host``): ``open`` -> ``opened``; per tree ``gradients`` (mixed
+trees: ``tree_gradients``, which names the tree); per split ``grow`` -> ``histogram``
+(the partitions the host has not seen yet, and the histogram of one node), and for a
+host's own split ``split_grow`` -> ``split_histogram`` (the split, its children and
+the smaller child's histogram in one round trip; ``partition`` when no histogram is
+asked for; earlier guests send ``split`` -> ``partition``); per boosting iteration
+with early stopping ``decide`` -> ``decisions`` (validation rows); at the end
+``finish``. Prediction (role ``sbt.predict``): ``predict_open``, then one
 ``decide`` -> ``decisions`` per tree level.
 """
 
@@ -32,7 +35,8 @@ _ID = FieldSpec("str", _PUBLIC, max_len=64)
 OPEN = register(
     "sbt.open",
     "Guest opens a host's training session: public parameters (max_bins, "
-    "min_samples_leaf, max_leaf_nodes, max_depth, the binning seed, encryption), the "
+    "min_samples_leaf, max_leaf_nodes, max_depth, max_trees, the binning seed, "
+    "encryption; layered trees' host_depth; mixed trees' plan and the host's turn), the "
     "guest's public key and the aligned positions of the training rows and of the "
     "validation rows of early stopping (none without).",
     params=PUBLIC_JSON,
@@ -52,6 +56,14 @@ GRADIENTS = register(
     "under the guest's key (fresh randomness every tree), and the public packing.",
     values=FieldSpec("encrypted", ValueKind.CIPHERTEXT, per_sample=True, max_len=_MAX_ROWS),
     layout=PUBLIC_JSON,
+)
+TREE_GRADIENTS = register(
+    "sbt.tree_gradients",
+    "One tree of a mixed fit: sbt.gradients and the tree's number over all iterations "
+    "and classes (public), which the host checks is one of its own.",
+    values=GRADIENTS.fields["values"],
+    layout=PUBLIC_JSON,
+    tree=PUBLIC_INT,
 )
 GROW = register(
     "sbt.grow",
@@ -77,12 +89,35 @@ SPLIT = register(
     feature=PUBLIC_INT,
     bin_threshold=PUBLIC_INT,
 )
+SPLIT_GROW = register(
+    "sbt.split_grow",
+    "The guest's scan chose the host's feature and bin at a node: the partitions the "
+    "host has not seen (as in sbt.grow), the split, the ids of its two children, and "
+    "which child's histogram to build at once (-1: none).",
+    partitions=GROW.fields["partitions"],
+    left=GROW.fields["left"],
+    node=PUBLIC_INT,
+    feature=PUBLIC_INT,
+    bin_threshold=PUBLIC_INT,
+    children=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=2),
+    asked=PUBLIC_INT,
+)
 PARTITION = register(
     "sbt.partition",
     "The host's split: an opaque id (the host keeps feature and threshold) and which of "
     "the node's rows go left.",
     split_id=_ID,
     left=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("bool",), per_sample=True, max_len=_MAX_ROWS),
+)
+SPLIT_HISTOGRAM = register(
+    "sbt.split_histogram",
+    "The host's split (sbt.partition) and the asked child's histogram (sbt.histogram) "
+    "in one reply.",
+    split_id=_ID,
+    left=PARTITION.fields["left"],
+    node=PUBLIC_INT,
+    sums=HISTOGRAM.fields["sums"],
+    counts=HISTOGRAM.fields["counts"],
 )
 DECIDE = register(
     "sbt.decide",

@@ -1,8 +1,8 @@
 """Vertical gradient boosting's declaration in the protocol registry (family ``"sbt"``).
 
-Its host roles, the policy settings ``sbt_min_samples_leaf`` and ``sbt_max_leaf_nodes``
-and the check of the trees a guest asks for, the guest's model-file codec and the
-host's shard.
+Its host roles, the policy settings ``sbt_min_samples_leaf``, ``sbt_max_leaf_nodes``
+and ``sbt_max_trees`` and the check of the trees a guest asks for, the guest's
+model-file codec and the host's shard.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ DEFAULT_MIN_SAMPLES_LEAF = 20
 #: scikit-learn's default ``max_leaf_nodes``.
 DEFAULT_MAX_LEAF_NODES = 64
 
+#: The host policy's default cap on the trees of one fit: the trees its guard's
+#: default ``max_epochs`` already allowed (scikit-learn's default 100 iterations of
+#: up to 10 classes).
+DEFAULT_MAX_TREES = 1000
+
 
 def _leaf_bound(params: Mapping) -> float:
     """The most leaves a tree of these parameters can have (``inf``: unbounded)."""
@@ -41,8 +46,28 @@ def _leaf_bound(params: Mapping) -> float:
     return min(bounds)
 
 
+def _check_trees(params: Mapping, policy: Any, rule: Any) -> None:
+    """Refuse a fit that may grow more trees than ``sbt_max_trees`` (the host's role
+    refuses any tree beyond the fit's declared ``max_trees``)."""
+    cap = policy.setting("sbt_max_trees")
+    trees = params.get("max_trees")
+    if isinstance(trees, bool) or not isinstance(trees, int):
+        raise PolicyError(
+            f"the fit does not declare how many trees it grows (max_trees={trees!r}; an "
+            f"earlier guest version): this host caps trees per fit at {cap} (policy key "
+            f"'sbt_max_trees'; peer {rule.identity!r})"
+        )
+    if trees > cap:
+        raise PolicyError(
+            f"a fit of {trees} trees (max_iter times the classes) is more than this host's "
+            f"{cap} trees per fit (policy key 'sbt_max_trees'; peer {rule.identity!r}): fit "
+            f"with fewer iterations"
+        )
+
+
 def check_params(params: Mapping, policy: Any, rule: Any) -> None:
-    """Refuse a fit whose leaves may be smaller or more than the host's policy allows.
+    """Refuse a fit whose leaves may be smaller or more, or whose trees more, than the
+    host's policy allows.
 
     Every node the host builds a histogram for, and both children of every split,
     have at least the fit's ``min_samples_leaf`` rows (the host's role enforces it);
@@ -50,8 +75,10 @@ def check_params(params: Mapping, policy: Any, rule: Any) -> None:
     host's role also enforces the fit's ``max_leaf_nodes`` and ``max_depth``; this
     check bounds the leaves they allow by ``sbt_max_leaf_nodes``: every leaf is a
     node whose histogram a guest that crafts its gradients can read rows from
-    (docs/protocols.md §7.7).
+    (docs/protocols.md §7.7). Every tree is one more such read, so
+    ``sbt_max_trees`` bounds the trees of a fit.
     """
+    _check_trees(params, policy, rule)
     cap = policy.setting("sbt_max_leaf_nodes")
     if _leaf_bound(params) > cap:
         raise PolicyError(
@@ -96,9 +123,11 @@ SPEC = register_protocol(
         # a host's [policy] sbt_min_samples_leaf: the smallest leaf (and node) a
         # guest may ask its histograms and partitions for
         # and sbt_max_leaf_nodes: the most leaves a tree may have
+        # and sbt_max_trees: the most trees one fit may grow
         policy_settings={
             "sbt_min_samples_leaf": DEFAULT_MIN_SAMPLES_LEAF,
             "sbt_max_leaf_nodes": DEFAULT_MAX_LEAF_NODES,
+            "sbt_max_trees": DEFAULT_MAX_TREES,
         },
         estimators=(
             _spec(FederatedGradientBoostingClassifier),

@@ -2,13 +2,14 @@
 
 :class:`RemoteBlock` implements the grower's block protocol
 (:class:`ftl.ensemble._grower.Block`) with a host's fit session (``sbt.host``):
-per tree it sends the rows' gradients and hessians packed and encrypted under the
-guest's key, and per split one ``grow`` round trip that carries the partitions
-the host has not seen yet together with the request for one node's histogram,
-which comes back as packed ciphertexts the guest decrypts. A split on the host's
-own feature costs one more round trip (``split``), which returns the left rows
-and an opaque id. :func:`remote_decisions` asks a host's fit or prediction
-session for one level of the prediction walk.
+per tree it takes part in it sends the rows' gradients and hessians packed and
+encrypted under the guest's key, and per split one ``grow`` round trip that
+carries the partitions the host has not seen yet together with the request for
+one node's histogram, which comes back as packed ciphertexts the guest decrypts.
+A split on the host's own feature is one round trip too (``split_grow``): it
+returns the left rows, an opaque id and the smaller child's histogram.
+:func:`remote_decisions` asks a host's fit or prediction session for one level
+of the prediction walk.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ class RemoteBlock:
     constant_hessian : bool
         Squared error: the hessians are all one and not sent (the bins' row counts
         are their sums).
-    guest_only_trees : int, default=0
-        The first trees leave this host out (SecureBoost's "complete secure" mode):
-        it gets nothing of them and offers no split.
+    mixed : bool, default=False
+        Mixed trees: each tree's gradients name the tree (``sbt.tree_gradients``),
+        which the host checks is one of its own.
     """
 
     role = "sbt.host"
@@ -66,7 +67,7 @@ class RemoteBlock:
         own_key,
         n_bins_non_missing,
         constant_hessian: bool,
-        guest_only_trees: int = 0,
+        mixed: bool = False,
     ):
         self.channel = channel
         self.endpoint = endpoint
@@ -75,23 +76,21 @@ class RemoteBlock:
         self.n_features = self.n_bins_non_missing.shape[0]
         self.n_bins = int(self.n_bins_non_missing.max(initial=1))
         self.constant_hessian = constant_hessian
-        self.guest_only_trees = guest_only_trees
-        self.n_trees = 0
+        self.mixed = mixed
         self.active = False  # whether the host takes part in the current tree
         self.layout = None
         self._pending: list[tuple[int, int, int]] = []
         self._masks: list[np.ndarray] = []
-        self._own: set[int] = set()
+        self._own: set[int] = set()  # nodes the host split (it knows their children)
 
     def _call(self, op: str, message: Message) -> Message:
         return self.channel.call(self.endpoint, f"{self.role}.{op}", message)
 
-    def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray) -> None:
+    def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray, tree: int) -> None:
         """Send the tree's packed gradients and hessians, encrypted afresh."""
         self._pending, self._masks, self._own = [], [], set()
-        self.n_trees += 1
-        # nothing to split on, or a guest-only tree: the host learns nothing of it
-        self.active = self.n_features > 0 and self.n_trees > self.guest_only_trees
+        # nothing to split on: the host learns nothing of the tree
+        self.active = self.n_features > 0
         if not self.active:
             return
         key_bits = getattr(self.own_key, "n", None)
@@ -103,12 +102,20 @@ class RemoteBlock:
             g_bound, h_bound = 1.0, 0.25  # log-losses: |p - y| <= 1, p (1 - p) <= 1/4
         self.layout = gh_layout(key_bits, gradients.shape[0], g_bound, h_bound)
         values = encrypt_gh(self.own_key, gradients, hessians, self.layout)
-        self._call(
-            "gradients",
-            Message(
-                msg.GRADIENTS.name, {"values": values, "layout": msg.layout_to_json(self.layout)}
-            ),
-        )
+        fields = {"values": values, "layout": msg.layout_to_json(self.layout)}
+        schema = msg.GRADIENTS
+        if self.mixed:
+            fields["tree"], schema = int(tree), msg.TREE_GRADIENTS
+        self._call("gradients", Message(schema.name, fields))
+
+    def _pending_fields(self) -> dict:
+        """The partitions the host has not seen (sent with the next request), dequeued."""
+        fields = {
+            "partitions": np.asarray(self._pending, dtype=np.int64).reshape(-1, 3),
+            "left": np.concatenate([np.zeros(0, dtype=bool), *self._masks]),
+        }
+        self._pending, self._masks = [], []
+        return fields
 
     def histogram(self, node: int, rows: np.ndarray) -> Histogram:
         """The node's histogram: pending partitions and the request in one round trip."""
@@ -116,22 +123,17 @@ class RemoteBlock:
             empty = np.zeros((0, 1))
             return Histogram(empty, empty, empty.astype(np.int64))
         reply = self._call(
-            "grow",
-            Message(
-                msg.GROW.name,
-                {
-                    "partitions": np.asarray(self._pending, dtype=np.int64).reshape(-1, 3),
-                    "left": np.concatenate([np.zeros(0, dtype=bool), *self._masks]),
-                    "node": int(node),
-                },
-            ),
+            "grow", Message(msg.GROW.name, {**self._pending_fields(), "node": int(node)})
         )
-        self._pending, self._masks = [], []
+        return self._decrypt_histogram(reply, node, rows.shape[0])
+
+    def _decrypt_histogram(self, reply: Message, node: int, n_rows: int) -> Histogram:
+        """The histogram of ``node`` (``n_rows`` rows) in a host's reply, decrypted."""
         counts = reply["counts"]
         if (
             reply["node"] != node
             or counts.shape != (self.n_features, self.n_bins)
-            or (counts.sum(axis=1) != rows.shape[0]).any()
+            or (counts.sum(axis=1) != n_rows).any()
         ):
             raise ValueError(f"{self.endpoint.name}: the histogram does not fit node {node}")
         # only the bins that hold rows were sent, in (feature, bin) order
@@ -148,29 +150,45 @@ class RemoteBlock:
         return Histogram(g, h, counts)
 
     def split(
-        self, node: int, rows: np.ndarray, feature: int, bin_threshold: int
-    ) -> tuple[np.ndarray, str]:
-        """The host splits the node; it returns the left rows and its opaque split id."""
-        reply = self._call(
-            "split",
-            Message(
-                msg.SPLIT.name,
-                {"node": int(node), "feature": int(feature), "bin_threshold": int(bin_threshold)},
-            ),
-        )
+        self,
+        node: int,
+        rows: np.ndarray,
+        feature: int,
+        bin_threshold: int,
+        children: tuple[int, int],
+        asked: int,
+    ) -> tuple[np.ndarray, str, Histogram | None]:
+        """The host splits the node into ``children``; it returns the left rows, its
+        opaque split id and the histogram of child ``asked`` (-1: none), all in one
+        round trip that also carries the partitions it has not seen."""
+        request = {
+            **self._pending_fields(),
+            "node": int(node),
+            "feature": int(feature),
+            "bin_threshold": int(bin_threshold),
+            "children": np.asarray(children, dtype=np.int64),
+            "asked": int(asked),
+        }
+        reply = self._call("split_grow", Message(msg.SPLIT_GROW.name, request))
+        expected = msg.PARTITION.name if asked < 0 else msg.SPLIT_HISTOGRAM.name
+        if reply.type != expected:
+            raise ValueError(f"{self.endpoint.name}: a split answered {reply.type}, not {expected}")
         left = reply["left"]
         if left.shape != rows.shape:
             raise ValueError(f"{self.endpoint.name}: split of node {node} has the wrong rows")
         self._own.add(node)
-        return left, reply["split_id"]
+        if asked < 0:
+            return left, reply["split_id"], None
+        n_left = int(left.sum())
+        n_rows = n_left if asked == children[0] else rows.shape[0] - n_left
+        return left, reply["split_id"], self._decrypt_histogram(reply, asked, n_rows)
 
     def partitioned(self, node, left, right, left_rows, right_rows) -> None:
-        """Queue the partition for the next ``grow`` (the host's own needs no mask)."""
-        if not self.active:
+        """Queue the partition for the next request (the host's own it already knows)."""
+        if not self.active or node in self._own:
             return
         self._pending.append((int(node), int(left), int(right)))
-        if node not in self._own:
-            self._masks.append(left_mask(left_rows, right_rows))
+        self._masks.append(left_mask(left_rows, right_rows))
 
     def end_tree(self) -> None:
         """Partitions after the tree's last histogram are never sent."""

@@ -65,9 +65,10 @@ class TreeParams:
         SecureBoost+'s layered trees: nodes above this depth split on the hosts'
         blocks only, deeper nodes on the guest's block (block 0) only; None: every
         block everywhere (see :meth:`allows`).
-    guest_only : bool, default=False
-        The tree splits on the guest's block only, at every depth (SecureBoost's
-        "complete secure" first trees).
+    only_block : int or None, default=None
+        The tree splits on this block only, at every depth: the guest's (0) in
+        SecureBoost's "complete secure" first trees, each party's in turn in
+        SecureBoost+'s mixed trees; the other blocks take no part in the tree.
     """
 
     max_leaf_nodes: int | None = 31
@@ -78,16 +79,21 @@ class TreeParams:
     min_gain_to_split: float = 0.0
     max_bins: int = 255
     host_depth: int | None = None
-    guest_only: bool = False
+    only_block: int | None = None
 
     def allows(self, block: int, depth: int) -> bool:
         """Whether a node at ``depth`` may split on ``block`` (0 is the guest's): the
         one rule of which blocks the scan may choose."""
-        if self.guest_only:
-            return block == 0
+        if self.only_block is not None:
+            return block == self.only_block
         if self.host_depth is None:
             return True
         return (block != 0) == (depth < self.host_depth)
+
+    def takes_part(self, block: int) -> bool:
+        """Whether ``block`` may split any node of the tree; a block that may not
+        hears nothing of the tree (no gradients, no partition)."""
+        return self.only_block is None or block == self.only_block
 
 
 @dataclass(frozen=True)

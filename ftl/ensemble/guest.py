@@ -74,13 +74,15 @@ class BoostingGuest:
         Aligned positions of the validation rows of early stopping (maybe none).
     params : dict
         Public parameters sent to the hosts: ``max_bins``, ``min_samples_leaf``,
-        ``max_leaf_nodes``, ``max_depth``, ``seed`` (the binning draw),
-        ``encryption``, ``key_size``, ``insecure_for_tests``, ``n_jobs``.
+        ``max_leaf_nodes``, ``max_depth``, ``max_trees``, ``seed`` (the binning
+        draw), ``encryption``, ``key_size``, ``insecure_for_tests``, ``n_jobs``;
+        layered trees' ``host_depth``; mixed trees' plan (``mixed``), to which each
+        host's open adds its turn (``party``).
     channel : Channel
     constant_hessian : bool
         Squared error: the hessians are not encrypted.
-    guest_only_trees : int, default=0
-        The first trees are grown on the guest's columns only.
+    mixed : bool, default=False
+        Mixed trees: the hosts' trees are named (``sbt.tree_gradients``).
     """
 
     def __init__(
@@ -91,7 +93,7 @@ class BoostingGuest:
         params: dict,
         channel,
         constant_hessian: bool,
-        guest_only_trees: int = 0,
+        mixed: bool = False,
     ):
         self.alignment = alignment
         self.party = alignment.guest
@@ -100,7 +102,7 @@ class BoostingGuest:
         self.params = params
         self.channel = channel
         self.constant_hessian = constant_hessian
-        self.guest_only_trees = guest_only_trees
+        self.mixed = mixed
         features = self._features(self.positions)
         binning = fit_binning(
             features, params["max_bins"], BINNING_SUBSAMPLE, random_state=params["seed"]
@@ -141,9 +143,13 @@ class BoostingGuest:
             "positions": self.positions,
             "validation": self.validation,
         }
-        for host in self.alignment.hosts:
+        for party, host in enumerate(self.alignment.hosts, start=1):
+            # a mixed fit tells each host its turn: which trees are its own
+            params = {**self.params, "party": party} if self.mixed else self.params
             reply = self.channel.call(
-                host.endpoint, "sbt.host.open", Message(msg.OPEN.name, request)
+                host.endpoint,
+                "sbt.host.open",
+                Message(msg.OPEN.name, {**request, "params": params}),
             )
             self.remote.append(
                 RemoteBlock(
@@ -152,7 +158,7 @@ class BoostingGuest:
                     self.own_key,
                     reply["n_bins_non_missing"],
                     self.constant_hessian,
-                    self.guest_only_trees,
+                    self.mixed,
                 )
             )
 

@@ -4,24 +4,28 @@ Message sequence of a fit, as seen from a host H (see docs/protocols.md §7):
 
 1. ``open``: H bins its own columns on the training rows (the bin edges stay at
    H) and answers with its number of bins per feature.
-2. per tree, ``gradients``: every training row's gradient and hessian packed into
-   one ciphertext under the guest's key.
+2. per tree H takes part in, ``gradients``: every training row's gradient and
+   hessian packed into one ciphertext under the guest's key (mixed trees: the
+   tree's number too, which must be one of H's own).
 3. per split of a node, ``grow``: the partitions H has not seen yet (with the
    left-row masks of the splits it did not make) and the node whose histogram the
    guest needs; H answers with the node's per-bin sums of the packed ciphertexts,
    several bins per ciphertext, re-randomised, and the bins' row counts.
-   ``split``: the guest's scan chose H's feature and bin; H records the real
-   threshold under a fresh opaque id and returns which rows go left.
+   ``split_grow``: the guest's scan chose H's feature and bin; H records the real
+   threshold under a fresh opaque id and returns which rows go left, with the
+   histogram of the child the guest asks for (``split``: the same without
+   children or histogram, as earlier guests ask).
 4. with early stopping, ``decide``: the prediction walk of the validation rows.
 5. ``finish``: H keeps its split table as a model shard.
 
 H protects itself, whatever the guest's code does: it builds histograms only for
 the training rows (the root) and for nodes it saw partitioned, refuses any node
 or child below the run's ``min_samples_leaf`` (which its policy bounds from
-below), caps trees, depth, leaves and bins, refuses its own splits and the
-histograms of nodes below the host layers of layered trees (``host_depth``), and
-checks every mask and index against the nodes it knows. It sees gradients and
-hessians as ciphertexts only.
+below), caps trees (the fit's ``max_trees``, which its policy bounds), depth,
+leaves and bins, refuses its own splits and the histograms of nodes below the
+host layers of layered trees (``host_depth``), refuses any tree of a mixed fit
+that is not its own, and checks every mask and index against the nodes it knows.
+It sees gradients and hessians as ciphertexts only.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ftl.crypto.scheme import peer_key_from_public
 from ftl.ensemble import _messages as msg
 from ftl.ensemble._binning import fit_binning
 from ftl.ensemble._decisions import SplitTable, WalkLedger, answer_walk
+from ftl.ensemble._plan import TreePlan
 from ftl.federation.budget import guard_of
 from ftl.federation.messages import CiphertextArray, Message, PlainArray
 from ftl.federation.service import operation, role
@@ -73,6 +78,12 @@ class HostParams:
     insecure_for_tests: bool
     #: Layered trees (SecureBoost+): this host splits only nodes above this depth.
     host_depth: int | None = None
+    #: Most trees of the fit (iterations times classes); None: not declared (an
+    #: earlier guest's open, which a served host's policy refuses).
+    max_trees: int | None = None
+    #: Mixed trees (SecureBoost+): the plan of turns, and this host's block in it.
+    plan: TreePlan | None = None
+    party: int | None = None
 
     @classmethod
     def from_json(cls, params) -> HostParams:
@@ -91,7 +102,25 @@ class HostParams:
             encryption=encryption,
             insecure_for_tests=params.get("insecure_for_tests") is True,
             host_depth=_int(params, "host_depth", 1, optional=True),
+            max_trees=_int(params, "max_trees", 1, optional=True),
+            **cls._mixed(params),
         )
+
+    @staticmethod
+    def _mixed(params: Mapping) -> dict:
+        """A mixed fit's plan and this host's turn in it (``party``: its block,
+        1 for the first host), checked; nothing for other fits."""
+        if "mixed" not in params:
+            return {}
+        plan = TreePlan.from_json(params["mixed"])
+        party = _int(params, "party", 1, plan.n_parties - 1)
+        if params.get("host_depth") is not None:
+            raise ValueError("mixed trees have no host layers (host_depth)")
+        return {"plan": plan, "party": party}
+
+    def owns(self, tree: int) -> bool:
+        """Whether tree number ``tree`` of a mixed fit splits on this host's columns."""
+        return self.plan.owns(self.party, tree)
 
 
 #: Largest squared-error gradient bound a host accepts (targets in the billions need
@@ -190,7 +219,8 @@ class BoostingHost:
         self.splits = SplitTable()
         self.ledger = WalkLedger()
         self.nodes: _TreeNodes | None = None
-        self.n_trees = 0
+        self.n_trees = 0  # trees this host took part in
+        self.tree = -1  # the current one's number (the guest's only trees skipped)
         self.packed_gh = None
         self.layout = None
         self.finished = False
@@ -203,7 +233,28 @@ class BoostingHost:
         return self.binned.shape[0]
 
     # ------------------------------------------------------------------ per tree
-    @operation(accepts=(msg.GRADIENTS.name,))
+    def _next_tree(self, request: Message) -> int:
+        """The number of the tree ``request`` starts, checked: below the fit's
+        ``max_trees``, after the last one and, in a mixed fit, one of this host's own
+        (no other tree's histogram or split is its to give)."""
+        p = self.params
+        if p.max_trees is not None and self.n_trees + 1 > p.max_trees:
+            raise ValueError(f"{self.name}: the fit asked for at most {p.max_trees} trees")
+        tree = request.fields.get("tree")
+        if tree is None:
+            if p.plan is not None:
+                raise ValueError(f"{self.name}: a mixed fit names its trees (sbt.tree_gradients)")
+            return self.tree + 1
+        if tree <= self.tree or (p.max_trees is not None and tree >= p.max_trees):
+            raise ValueError(f"{self.name}: no tree {tree} after tree {self.tree}")
+        if p.plan is not None and not p.owns(tree):
+            raise ValueError(
+                f"{self.name}: tree {tree} of the mixed fit is not this host's own "
+                f"(its turn is party {p.party})"
+            )
+        return tree
+
+    @operation(accepts=(msg.GRADIENTS.name, msg.TREE_GRADIENTS.name))
     def gradients(self, request: Message) -> Message:
         """A new tree: keep the guest's packed gradients and hessians of every row."""
         values = request["values"]
@@ -218,11 +269,13 @@ class BoostingHost:
                 raise ValueError(f"{self.name}: the packing layout is for another key size")
         elif values.shape != (self.n_train, layout.slots_per_bin):
             raise ValueError(f"{self.name}: expected one (g, h) per training row")
+        tree = self._next_tree(request)
         # one tree is one pass over the guest's values of every training row
         self.guard.cap("epochs", self.n_trees + 1)
         self.n_trees += 1
+        self.tree = tree
         self.packed_gh, self.layout = values, layout
-        self.nodes = _TreeNodes(self.n_trees - 1)
+        self.nodes = _TreeNodes(tree)
         return Message("ack", {})
 
     def _tree(self) -> _TreeNodes:
@@ -247,8 +300,38 @@ class BoostingHost:
 
     @operation(accepts=(msg.SPLIT.name,))
     def split(self, request: Message) -> Message:
-        """Split a node at this host's feature and bin; keep the threshold here."""
+        """Split a node at this host's feature and bin; keep the threshold here (an
+        earlier guest's request: its children come with the next ``grow``)."""
+        split_id, left = self._split(self._tree(), request)
+        return Message(msg.PARTITION.name, {"split_id": split_id, "left": left})
+
+    @operation(accepts=(msg.SPLIT_GROW.name,))
+    def split_grow(self, request: Message) -> Message:
+        """The partitions not seen yet, then a split of a node at this host's feature
+        and bin into the named children, and the histogram of the child asked for.
+
+        What a ``grow`` without histogram, a ``split``, a ``grow`` of the split's
+        partition and the child's histogram would do, in one round trip; each step
+        is checked as there (a refused step leaves the steps before it done).
+        """
         nodes = self._tree()
+        self._learn(nodes, request["partitions"], request["left"], -1)
+        children = request["children"]
+        if children.shape != (2,):
+            raise ValueError(f"{self.name}: a split has two children")
+        asked = request["asked"]
+        if asked >= 0 and asked not in children.tolist():
+            raise ValueError(f"{self.name}: node {asked} is no child of the split")
+        split_id, left = self._split(nodes, request)
+        parts = np.array([[request["node"], *children.tolist()]], dtype=np.int64)
+        self._apply_partitions(nodes, parts, np.zeros(0, dtype=bool), asked)
+        if asked < 0:
+            return Message(msg.PARTITION.name, {"split_id": split_id, "left": left})
+        histogram = self._build(nodes, asked)
+        return Message(msg.SPLIT_HISTOGRAM.name, {"split_id": split_id, "left": left, **histogram})
+
+    def _split(self, nodes: _TreeNodes, request: Message) -> tuple[str, np.ndarray]:
+        """Record the split a request names; its id and the node's left-row mask."""
         node, feature, bin_threshold = request["node"], request["feature"], request["bin_threshold"]
         if not 0 <= feature < self.binned.shape[1]:
             raise ValueError(f"{self.name}: no feature {feature}")
@@ -277,7 +360,7 @@ class BoostingHost:
             float(self.thresholds[feature][bin_threshold]),
         )
         nodes.own[node] = left
-        return Message(msg.PARTITION.name, {"split_id": split_id, "left": left})
+        return split_id, left
 
     def _apply_partitions(
         self, nodes: _TreeNodes, parts: np.ndarray, masks: np.ndarray, node: int
@@ -327,9 +410,16 @@ class BoostingHost:
         """Learn the new partitions, then build the histogram of one node (or none)."""
         nodes = self._tree()
         node = request["node"]
+        self._learn(nodes, request["partitions"], request["left"], node)
+        if node < 0:
+            return Message("ack", {})
+        return Message(msg.HISTOGRAM.name, self._build(nodes, node))
+
+    def _learn(self, nodes: _TreeNodes, parts: np.ndarray, masks: np.ndarray, node: int) -> None:
+        """Learn the partitions of a request that then names ``node`` (-1: none)."""
         if not nodes.rows:
             # the tree's first histogram is its root's: every training row
-            if request["partitions"].shape[0] or node < 0:
+            if parts.shape[0] or node < 0:
                 raise ValueError(f"{self.name}: a tree starts with its root's histogram")
             nodes.rows[node] = np.arange(self.n_train, dtype=np.int64)
             nodes.depth[node] = 0
@@ -339,9 +429,12 @@ class BoostingHost:
             # The root may be small (all training rows, admitted with the fit); any
             # other node has at least the minimum leaf size, as both children of
             # every split this host allowed.
-            self._apply_partitions(nodes, request["partitions"], request["left"], node)
-        if node < 0:
-            return Message("ack", {})
+            self._apply_partitions(nodes, parts, masks, node)
+
+    def _build(self, nodes: _TreeNodes, node: int) -> dict:
+        """The fields of the histogram of a known ``node`` (built once per node)."""
+        if node in nodes.built:
+            raise ValueError(f"{self.name}: the histogram of node {node} was already built")
         host_depth = self.params.host_depth
         if host_depth is not None and nodes.depth[node] >= host_depth:
             # layered trees: nothing below the host layers is split on this host's
@@ -353,7 +446,7 @@ class BoostingHost:
         nodes.built.add(node)
         return self._histogram(node, nodes.rows[node])
 
-    def _histogram(self, node: int, rows: np.ndarray) -> Message:
+    def _histogram(self, node: int, rows: np.ndarray) -> dict:
         """The node's bin sums, packed and re-randomised, and its bins' row counts.
 
         Only the bins that hold rows are sent (feature by feature, bin by bin): the
@@ -370,7 +463,7 @@ class BoostingHost:
         else:
             filled = PlainArray(filled)
         packed = histograms.compress_bins(self.guest_key, filled, self.layout)
-        return Message(msg.HISTOGRAM.name, {"node": node, "sums": packed, "counts": counts})
+        return {"node": node, "sums": packed, "counts": counts}
 
     # ------------------------------------------------------------------ the rest
     @operation(accepts=(msg.DECIDE.name,))

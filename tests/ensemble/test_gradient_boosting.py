@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
@@ -220,7 +222,9 @@ def test_only_ciphertexts_aggregates_and_partitions_cross(breast):
     # the rest is SecureBoost's instance-space partition, public by design
     assert set(per_sample) <= {
         ("sbt.grow", "left"),
+        ("sbt.split_grow", "left"),
         ("sbt.partition", "left"),
+        ("sbt.split_histogram", "left"),
         ("sbt.decide", "pairs"),
         ("sbt.decisions", "left"),
     }
@@ -317,26 +321,44 @@ def _bank_and_shop(n=300):
     return bank, shop
 
 
-def test_a_served_host_refuses_leaves_below_its_policy_minimum(certs):
+@contextmanager
+def _served_shop(certs, **settings):
+    """The bank and the shop served (gRPC + mTLS) under a policy with the protocol
+    ``settings``, aligned: ``(X, y)``."""
     bank, shop = _bank_and_shop()
     policy = Policy(
         peers={"bank": PeerRule("bank")},
         allow_plaintext=True,
         min_intersection=0,
-        settings={"sbt_min_samples_leaf": 40},
+        settings=settings,
     )
     grpc_server, port = PartyServer(shop, policy).start("127.0.0.1:0", tls_for(certs, "shop"))
     try:
         remote = ftl.RemoteParty("shop", f"localhost:{port}", tls=tls_for(certs, "bank"))
-        X, y = ftl.align(bank, remote)
+        yield ftl.align(bank, remote)
+    finally:
+        grpc_server.stop(0)
+
+
+def test_a_served_host_refuses_leaves_below_its_policy_minimum(certs):
+    with _served_shop(certs, sbt_min_samples_leaf=40) as (X, y):
         with pytest.raises(ftl.PolicyError, match="sbt_min_samples_leaf"):
             FederatedGradientBoostingClassifier(max_iter=2, **PLAIN).fit(X, y)
         clf = FederatedGradientBoostingClassifier(max_iter=2, min_samples_leaf=40, **PLAIN)
         assert clf.fit(X, y).score(X, y) > 0.7
         assert clf.party_split_counts_["shop"] > 0
         assert min(t.count[t.is_leaf].min() for it in clf.trees_ for t in it) >= 40
-    finally:
-        grpc_server.stop(0)
+
+
+def test_a_served_host_refuses_more_trees_than_its_policy_allows(certs):
+    """``sbt_max_trees`` bounds the trees a fit declares at its open (iterations
+    times classes); the host's role then refuses any tree beyond the declared number
+    (``tests/security/test_secureboost_attacks.py``)."""
+    with _served_shop(certs, sbt_max_trees=3) as (X, y):
+        with pytest.raises(ftl.PolicyError, match="sbt_max_trees"):
+            FederatedGradientBoostingClassifier(max_iter=4, max_depth=2, **PLAIN).fit(X, y)
+        clf = FederatedGradientBoostingClassifier(max_iter=3, max_depth=2, **PLAIN).fit(X, y)
+        assert clf.n_iter_ == 3
 
 
 # --------------------------------------------------------------------------- host checks
@@ -525,7 +547,7 @@ def test_layered_trees_share_the_host_layers_among_several_hosts():
     [
         (dict(tree_mode="layered", host_depth=2), "needs host_depth and guest_depth"),
         (dict(tree_mode="layered", host_depth=2, guest_depth=1, max_depth=4), "max_depth"),
-        (dict(tree_mode="mixed"), "tree_mode"),
+        (dict(tree_mode="mixing"), "tree_mode"),
         (dict(tree_mode="layered", host_depth=0, guest_depth=1), "host_depth"),
     ],
 )
@@ -533,6 +555,43 @@ def test_layered_trees_need_both_depths(breast, params, match):
     X, y = breast
     with pytest.raises(ValueError, match=match):
         FederatedGradientBoostingClassifier(max_iter=1, **params, **PLAIN).fit(X, y)
+
+
+def _split_grow(s, node, children, asked, feature=0, bin_threshold=7):
+    return s.call(
+        "split_grow",
+        msg.SPLIT_GROW.name,
+        partitions=np.zeros((0, 3), dtype=np.int64),
+        left=np.zeros(0, dtype=bool),
+        node=node,
+        feature=feature,
+        bin_threshold=bin_threshold,
+        children=np.asarray(children, dtype=np.int64),
+        asked=asked,
+    )
+
+
+def test_a_host_split_returns_the_asked_childs_histogram():
+    s = _Session()
+    s.open()
+    s.gradients()
+    s.grow(0)
+    with pytest.raises(ValueError, match="no child"):
+        _split_grow(s, 0, (1, 2), 5)
+    with pytest.raises(ValueError, match="two children"):
+        _split_grow(s, 0, (1,), 1)
+    reply = _split_grow(s, 0, (1, 2), 2)
+    assert reply.type == msg.SPLIT_HISTOGRAM.name
+    n_right = int((~reply["left"]).sum())
+    assert reply["node"] == 2 and (reply["counts"].sum(axis=1) == n_right).all()
+    # the host knows the children: node 1 is built from its own partition, once
+    assert s.grow(1)["counts"].sum(axis=1)[0] == 300 - n_right
+    with pytest.raises(ValueError, match="already built"):
+        s.grow(2)
+    with pytest.raises(ValueError, match="already split"):
+        _split_grow(s, 0, (3, 4), -1)
+    # without a histogram asked for: the partition only
+    assert _split_grow(s, 1, (3, 4), -1, feature=1).type == msg.PARTITION.name
 
 
 def test_the_host_refuses_its_own_splits_below_host_depth():
@@ -545,6 +604,8 @@ def test_the_host_refuses_its_own_splits_below_host_depth():
     s.grow(-1, partitions=[(0, 1, 2)], left=left)  # a guest split of the root
     with pytest.raises(ValueError, match="below the host layers"):
         s.call("split", msg.SPLIT.name, node=1, feature=0, bin_threshold=7)
+    with pytest.raises(ValueError, match="below the host layers"):
+        _split_grow(s, 1, (3, 4), -1)
     # nor does it build a histogram of a node below its layers
     with pytest.raises(ValueError, match="below the host layers"):
         s.grow(1)

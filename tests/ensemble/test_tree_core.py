@@ -205,19 +205,19 @@ class _RecordingBlock:
         self.n_features = block.n_features
         self.n_bins_non_missing = block.n_bins_non_missing
 
-    def begin_tree(self, gradients, hessians):
+    def begin_tree(self, gradients, hessians, tree):
         assert gradients.dtype == hessians.dtype == np.float32
-        self.log.append(("begin", self.index))
-        self.block.begin_tree(gradients, hessians)
+        self.log.append(("begin", self.index, tree))
+        self.block.begin_tree(gradients, hessians, tree)
 
     def histogram(self, node, rows):
         assert (np.diff(rows) > 0).all()
         self.log.append(("histogram", self.index, node))
         return self.block.histogram(node, rows)
 
-    def split(self, node, rows, feature, bin_threshold):
-        self.log.append(("split", self.index, node))
-        return self.block.split(node, rows, feature, bin_threshold)
+    def split(self, node, rows, feature, bin_threshold, children, asked):
+        self.log.append(("split", self.index, node, asked))
+        return self.block.split(node, rows, feature, bin_threshold, children, asked)
 
     def partitioned(self, node, left, right, left_rows, right_rows):
         sizes = {left: left_rows.shape[0], right: right_rows.shape[0]}
@@ -242,6 +242,8 @@ def test_grower_asks_blocks_in_order_and_for_the_smaller_child_only():
     )
     kinds = [entry[0] for entry in log]
     assert kinds.count("begin") == kinds.count("end") == n_iter * n_blocks
+    # every block hears each tree's number (over iterations and classes)
+    assert [e[2] for e in log if e[0] == "begin"] == np.repeat(np.arange(n_iter), n_blocks).tolist()
     assert kinds.count("split") == sum(
         tree.n_nodes // 2 for trees in result.trees for tree in trees
     )
@@ -263,6 +265,9 @@ def test_grower_asks_blocks_in_order_and_for_the_smaller_child_only():
         if asked:  # none when both children are leaves
             smaller = left if n_left < n_right else right
             assert asked == [("histogram", b, smaller) for b in range(n_blocks)]
+        # the winning block was told which child's histogram comes next (a remote
+        # block returns it with the partition: one round trip)
+        assert entry[3] == (smaller if asked else -1)
 
 
 def test_predict_asks_each_block_once_per_level():
@@ -380,7 +385,7 @@ def test_a_block_whose_partition_disagrees_with_its_histogram_is_refused():
     X, y = _pooled("load_breast_cancer")
     binning = fit_binning(X)
     block = LocalBlock(binning.transform(X), binning.n_bins_non_missing, binning.thresholds)
-    block.split = lambda node, rows, feature, threshold: (np.zeros(rows.shape, bool), "")
+    block.split = lambda node, rows, *split: (np.zeros(rows.shape, bool), "", None)
     gradients, hessians = make_loss(2).gradient_hessian(y, np.zeros(y.shape[0]))
     with pytest.raises(ValueError, match="partitioned node 0"):
         grow_tree([block], gradients[:, 0], hessians[:, 0], TreeParams())

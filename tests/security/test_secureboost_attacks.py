@@ -120,9 +120,10 @@ class DeviatingGuest:
         return self.channel.call(self.shop.endpoint, op, Message(schema.name, fields))
 
     # ------------------------------------------------------------------ a tree
-    def tree(self, packed: list[int] | None = None, layout=None) -> None:
+    def tree(self, packed: list[int] | None = None, layout=None, number: int | None = None) -> None:
         """Start a tree: honest-looking gradients, or ``packed`` plaintexts of the
-        guest's choosing (one integer per row, encrypted as they are)."""
+        guest's choosing (one integer per row, encrypted as they are); ``number``
+        names the tree (a mixed fit's ``sbt.tree_gradients``)."""
         if packed is None:
             layout = gh_layout(KEY_BITS, self.n_train, 1.0, 0.25)
             g = np.linspace(-1, 1, self.n_train)
@@ -131,7 +132,16 @@ class DeviatingGuest:
             values = self.key.encrypt_integers(packed, (self.n_train,))
         self.layout = layout
         layout_json = msg.layout_to_json(layout)
-        self.call("sbt.host.gradients", msg.GRADIENTS, values=values, layout=layout_json)
+        if number is None:
+            self.call("sbt.host.gradients", msg.GRADIENTS, values=values, layout=layout_json)
+        else:
+            self.call(
+                "sbt.host.gradients",
+                msg.TREE_GRADIENTS,
+                values=values,
+                layout=layout_json,
+                tree=number,
+            )
         self.rows = {0: np.arange(self.n_train)}
         self.pending: list[tuple[tuple[int, int, int], np.ndarray | None]] = []
         self.splits: dict[int, tuple[str, int, int]] = {}  # host node -> (id, left, right)
@@ -236,11 +246,12 @@ def breast_parties():
 
 
 def fit_watched(X, labels, host, **params) -> HostInbox:
-    """The host's inbox of one fit (SMALL_TREES) on ``X`` and ``labels``."""
+    """The host's inbox of one fit (SMALL_TREES, updated by ``params``) on ``X`` and
+    ``labels``."""
     service = host.endpoint
     inbox = HostInbox(getattr(service, "inner", service))
     host._service = inbox  # after the alignment: the inbox holds the fit only
-    FederatedGradientBoostingClassifier(**SMALL_TREES, **params).fit(X, labels)
+    FederatedGradientBoostingClassifier(**{**SMALL_TREES, **params}).fit(X, labels)
     return inbox
 
 
@@ -660,14 +671,133 @@ def test_the_host_policy_caps_the_leaves_a_crafted_fit_reads_from(tree, admitted
     (``test_crafted_gradients_read_every_training_row_in_one_tree``): every row of
     21 000 once a tree has 167 leaves. The host's policy ``sbt_max_leaf_nodes``
     (default 64) bounds a tree's leaves, so one tree reads at most ``64 * 2w``
-    rows; the tree budget (``max_epochs``) bounds the trees."""
+    rows; ``sbt_max_trees`` bounds the trees (section 7 below)."""
     from ftl.ensemble._protocol import check_params
     from ftl.federation.policy import PeerRule, Policy
 
     policy = Policy(peers={"bank": PeerRule("bank")}, min_intersection=0)
-    params = {"min_samples_leaf": 20, "max_leaf_nodes": 31, "max_depth": None, **tree}
+    params = {
+        "min_samples_leaf": 20,
+        "max_leaf_nodes": 31,
+        "max_depth": None,
+        "max_trees": 100,
+        **tree,
+    }
     if admitted:
         check_params(params, policy, policy.peers["bank"])
     else:
         with pytest.raises(ftl.PolicyError, match="sbt_max_leaf_nodes"):
+            check_params(params, policy, policy.peers["bank"])
+
+
+# --------------------------------------------------------------------------- 7. more trees
+def read_in_trees(guest: DeviatingGuest, numbers, *, rows_per_tree: int = 100) -> np.ndarray:
+    """One crafted read per tree (numbered ``numbers``; None: unnamed): the root's
+    histogram of one-bit rows gives the bins of the next ``rows_per_tree`` rows."""
+    layout = gh_layout(KEY_BITS, N_ROWS, 1.0, 0.25)
+    found = []
+    for i, number in enumerate(numbers):
+        rows = np.arange(i * rows_per_tree, (i + 1) * rows_per_tree) % N_ROWS
+        guest.tree(one_bit_per_row([rows], N_ROWS), layout, number)
+        found.append(bins_from_bits(guest, guest.histogram(0), rows_per_tree))
+    return np.vstack(found)
+
+
+def test_a_tree_beyond_the_fits_max_trees_is_refused(monkeypatch):
+    """Every tree is one more crafted read (§7.7): here 100 rows from the root alone,
+    ``leaves x 2w`` from a whole tree. The fit declares its trees at the open
+    (``max_trees``: iterations times classes), the host's policy bounds that number
+    (``sbt_max_trees``) and the host refuses any tree beyond it: with the check off,
+    a fit opened for two trees reads a third tree's rows too."""
+    with monkeypatch.context() as unprotected:
+        unprotected.setattr(BoostingHost, "_next_tree", lambda self, request: self.tree + 1)
+        guest = DeviatingGuest(encrypted=True, max_trees=2)
+        np.testing.assert_array_equal(read_in_trees(guest, [None] * 3), guest.true_bins())
+    guest = DeviatingGuest(encrypted=True, max_trees=2)
+    read_in_trees(guest, [None] * 2)
+    with pytest.raises(ValueError, match="at most 2 trees"):
+        guest.tree()
+
+
+#: A mixed fit of one host, four single-class iterations: the host's are 1 and 3.
+MIXED = {
+    "max_trees": 4,
+    "mixed": {
+        "guest_only_iterations": 0,
+        "tree_num_per_party": 1,
+        "n_parties": 2,
+        "n_trees_per_iteration": 1,
+    },
+    "party": 1,
+}
+
+
+def test_a_mixed_host_refuses_the_trees_of_other_parties(monkeypatch):
+    """In a mixed fit the host's columns belong to its own trees only; a guest that
+    asks for its histograms in the guest's trees too reads twice the rows. The host
+    knows its trees from the plan it checked at the open and refuses any other, an
+    unnamed one, and a number it already had."""
+    with monkeypatch.context() as unprotected:
+        unprotected.setattr(sbt_host.HostParams, "owns", lambda self, tree: True)
+        guest = DeviatingGuest(encrypted=True, **MIXED)
+        found = read_in_trees(guest, [0, 1, 2])
+        np.testing.assert_array_equal(found, guest.true_bins())
+    guest = DeviatingGuest(encrypted=True, **MIXED)
+    for number, match in [(0, "not this host's own"), (2, "not this host's own"), (None, "names")]:
+        with pytest.raises(ValueError, match=match):
+            guest.tree(number=number)
+    read_in_trees(guest, [1])  # its own tree
+    for number in (1, 0, 5):  # again, back, beyond max_trees
+        with pytest.raises(ValueError, match="no tree"):
+            guest.tree(number=number)
+    read_in_trees(guest, [3])
+
+
+@pytest.mark.parametrize(
+    ("plan", "match"),
+    [
+        ({**MIXED, "party": 2}, "party"),  # two parties: the host is party 1
+        ({**MIXED, "party": 0}, "party"),  # the guest's turn
+        ({**MIXED, "mixed": {**MIXED["mixed"], "n_parties": 1}}, "n_parties"),
+        ({**MIXED, "mixed": {**MIXED["mixed"], "tree_num_per_party": 0}}, "tree_num"),
+        ({**MIXED, "mixed": {"tree_num_per_party": 1}}, "exactly the fields"),
+        ({**MIXED, "host_depth": 1}, "host layers"),
+    ],
+)
+def test_a_mixed_host_checks_the_plan(plan, match):
+    with pytest.raises(ValueError, match=match):
+        DeviatingGuest(**plan)
+
+
+def test_a_curious_host_of_a_mixed_fit_hears_of_its_own_trees_only():
+    """Its inbox holds the gradients of its own trees (numbered 2, 3, 6, 7 of 8:
+    turns of two iterations) and nothing of the guest's."""
+    X, y, host = breast_parties()
+    inbox = fit_watched(
+        X, y, host, tree_mode="mixed", tree_num_per_party=2, max_iter=8, **SMALL_KEY
+    )
+    numbers = [r["tree"] for op, r in inbox.requests if op == "sbt.host.gradients"]
+    assert numbers == [2, 3, 6, 7]
+    assert labels_read_by_the_host(inbox) is None
+
+
+@pytest.mark.parametrize(
+    ("trees", "admitted"),
+    [(100, True), (1000, True), (1001, False), (None, False)],
+)
+def test_the_host_policy_caps_the_trees_of_a_fit(trees, admitted):
+    """``sbt_max_trees`` (default 1000, what the guard's default ``max_epochs``
+    allowed before) bounds the trees a fit declares at its open; a fit that does not
+    declare them (an earlier guest) is refused."""
+    from ftl.ensemble._protocol import check_params
+    from ftl.federation.policy import PeerRule, Policy
+
+    policy = Policy(peers={"bank": PeerRule("bank")}, min_intersection=0)
+    params = {"min_samples_leaf": 20, "max_leaf_nodes": 31, "max_depth": None}
+    if trees is not None:
+        params["max_trees"] = trees
+    if admitted:
+        check_params(params, policy, policy.peers["bank"])
+    else:
+        with pytest.raises(ftl.PolicyError, match="sbt_max_trees"):
             check_params(params, policy, policy.peers["bank"])
