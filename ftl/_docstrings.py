@@ -54,7 +54,7 @@ n_jobs : int, default=None
     joblib workers for encryption and encrypted products."""
 
 
-#: Checkpoint and resume of a fit built on the federated linear protocol.
+#: Checkpoint and resume of a fit (the linear estimators, transfer learning).
 CHECKPOINT_DIR_PARAMETER = """\
 checkpoint_dir : str, path-like or None, default=None
     Folder where the guest keeps its checkpoint of the fit after every

@@ -66,5 +66,10 @@ def predict_margin(
             reply = channel.call(h.endpoint, "lr.predict.decrypt", request)
             margin = margin + peer.unmask(reply["values"], state)
         finally:
-            channel.call(h.endpoint, "lr.predict.close", Message("ack", {}))
+            # best effort: a host that restarted mid-prediction has no session to close,
+            # and the error that ended the prediction is the one to show
+            try:
+                channel.call(h.endpoint, "lr.predict.close", Message("ack", {}))
+            except Exception:  # noqa: BLE001
+                pass
     return margin

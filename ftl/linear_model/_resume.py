@@ -19,18 +19,12 @@ Design and protection: :mod:`ftl.federation.checkpoints`.
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Callable
 from contextlib import ExitStack
 
 import numpy as np
 
-from ftl.exceptions import CheckpointError, PartyUnavailableError, ProtocolError
-from ftl.federation.budget import guard_of
-from ftl.federation.channel import new_session_id
-from ftl.federation.checkpoints import attached
+from ftl.data.fit_checkpoint import ResumableRun, local_party_checkpoints
 from ftl.federation.json_forms import key_from_json, key_to_json
-from ftl.federation.service import PartyService
 from ftl.linear_model import _lbfgs
 
 __all__ = ["ResumableGuest"]
@@ -38,7 +32,7 @@ __all__ = ["ResumableGuest"]
 log = logging.getLogger("ftl.checkpoint")
 
 
-class ResumableGuest:
+class ResumableGuest(ResumableRun):
     """The guest's steps: what it keeps after each, and how it goes back to one.
 
     The class using it sets ``checkpoint`` (a
@@ -76,95 +70,45 @@ class ResumableGuest:
             else {"gram": b.gram.copy(), "n_pairs": b.n_pairs, "iteration": b.iteration},
         }
 
-    def _restore(self, state: dict) -> None:
+    def _restore_state(self, state: dict) -> None:
         """Go back to a step kept by :meth:`_state` (before the sessions re-open)."""
-        try:
-            self.params = dict(state["params"])
-            insecure = bool(self.params.get("insecure_for_tests", False))
-            self.own = key_from_json(state["own_key"], insecure, self.params.get("n_jobs"))
-            self.block.restore(state["block"])
-            self.history = [dict(entry) for entry in state["history"]]
-            self.passes, self.pass_loss = int(state["passes"]), None
-            self.epoch, self.converged = int(state["epoch"]), bool(state["converged"])
-            self.rng.bit_generator.state = state["rng"]
-            b = state["lbfgs"]
-            self.boundary = (
-                None
-                if b is None
-                else _lbfgs.Boundary(
-                    np.asarray(b["gram"], dtype=np.float64), int(b["n_pairs"]), int(b["iteration"])
-                )
+        self.params = dict(state["params"])
+        insecure = bool(self.params.get("insecure_for_tests", False))
+        self.own = key_from_json(state["own_key"], insecure, self.params.get("n_jobs"))
+        self.block.restore(state["block"])
+        self.history = [dict(entry) for entry in state["history"]]
+        self.passes, self.pass_loss = int(state["passes"]), None
+        self.epoch, self.converged = int(state["epoch"]), bool(state["converged"])
+        self.rng.bit_generator.state = state["rng"]
+        b = state["lbfgs"]
+        self.boundary = (
+            None
+            if b is None
+            else _lbfgs.Boundary(
+                np.asarray(b["gram"], dtype=np.float64), int(b["n_pairs"]), int(b["iteration"])
             )
-            self.step = int(state["step"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"the guest's checkpoint is not a state of this fit ({exc})"
-            ) from None
-        self._last_state = state
-
-    def _keep(self) -> None:
-        """The next step is reached: keep the state (in the checkpoint file too)."""
-        self.step += 1
-        self._last_state = self._state()
-        if self.checkpoint is not None:
-            self.checkpoint.keep(self._last_state)
+        )
+        self.step = int(state["step"])
 
     # -- starting and resuming -----------------------------------------------------------
     def _local_host_checkpoints(self) -> ExitStack:
         """With a checkpoint file, the in-process hosts (a simulation's, whose data
         the driver holds anyway) keep their checkpoints next to it."""
-        stack = ExitStack()
-        if self.checkpoint is not None:
-            for host in self.hosts:
-                if isinstance(host.endpoint, PartyService):
-                    store = self.checkpoint.party_store(host.name, guard_of(host).identity)
-                    stack.enter_context(attached(host, store))
-        return stack
+        return local_party_checkpoints(self.checkpoint, self.hosts)
 
     def _start_sessions(self) -> None:
         """Open the hosts' sessions (step 0), or resume them from the checkpoint."""
         saved = None if self.checkpoint is None else self.checkpoint.saved
-        if saved is not None:
-            fresh = self.block.state(), self.rng.bit_generator.state, self.params
-            self._restore(saved)
-            try:
-                self._open_sessions(resume_step=self.step)
-                return
-            except (ValueError, ProtocolError) as exc:
-                warnings.warn(
-                    f"the fit's checkpoint (step {self.step}) cannot be resumed ({exc}); this "
-                    "model starts afresh",
-                    UserWarning,
-                    stacklevel=5,
-                )
-                self.channel.session = new_session_id()
-                self.block.restore(fresh[0])
-                self.rng.bit_generator.state, self.params = fresh[1:]
-        self._reset_steps()
-        self._open_sessions()
-        self._keep()
+        if saved is None:
+            self._reset_steps()
+            self._open_or_resume(None)
+            return
+        fresh = self.block.state(), self.rng.bit_generator.state, self.params
 
-    def _run_resuming(self, run: Callable[[], list]) -> list:
-        """``run()`` (the training loop), going back to the last step and resuming the
-        hosts' sessions there when one is lost mid-fit; once per step."""
-        while True:
-            try:
-                return run()
-            except ProtocolError as exc:
-                self._resume_after(exc)
+        def start_over() -> None:
+            self.block.restore(fresh[0])
+            self.rng.bit_generator.state, self.params = fresh[1:]
+            self._reset_steps()
 
-    def _resume_after(self, exc: Exception) -> None:
-        state = self._last_state
-        if state is None or state["step"] in self._resumed:
-            raise exc
-        self._resumed.add(state["step"])
-        log.warning(
-            "%s; resuming the fit at its last step (%d) in a new session", exc, state["step"]
-        )
-        self.channel.session = new_session_id()
-        self._restore(state)
-        try:
-            self._open_sessions(resume_step=self.step)
-        except (ValueError, ProtocolError, PartyUnavailableError) as failed:
-            log.warning("the fit cannot be resumed: %s", failed)
-            raise exc from failed
+        self._restore(saved)
+        self._open_or_resume(start_over)

@@ -33,8 +33,6 @@ unmasked per-sample value of another party.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from ftl.crypto.scheme import (
@@ -48,7 +46,8 @@ from ftl.crypto.scheme import (
     row,
     stack_rows,
 )
-from ftl.exceptions import CheckpointError, ProtocolError
+from ftl.data.fit_checkpoint import in_current_run as _in_current_run
+from ftl.exceptions import CheckpointError
 from ftl.federation.budget import guard_of
 from ftl.federation.checkpoints import checkpoints_of, digest, fingerprint, safe_id
 from ftl.federation.json_forms import key_from_json, key_to_json
@@ -70,21 +69,6 @@ def _peer_keys(table: dict, me: str, scheme: str, insecure: bool, n_jobs, min_bi
             continue
         keys[name] = peer_key_from_public(pub, scheme, insecure, n_jobs, min_bits=min_bits)
     return keys
-
-
-def _in_current_run(method):
-    """Refuse the operation in a session whose fit a resume has taken over."""
-
-    @functools.wraps(method)
-    def guarded(self, request: Message) -> Message:
-        if self.superseded:
-            raise ProtocolError(
-                f"{self.name}: fit {self.fit_id} was resumed in another session; this one "
-                "answers no more"
-            )
-        return method(self, request)
-
-    return guarded
 
 
 @role("lr.host", opens=(msg.OPEN.name, msg.RESUME.name))

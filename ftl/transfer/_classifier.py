@@ -19,20 +19,22 @@ from sklearn.utils.validation import (
 )
 
 from ftl._docstrings import (
+    CHECKPOINT_DIR_PARAMETER,
     ENCRYPTION_PARAMETERS,
     N_JOBS_PARAMETER,
     PREDICT_BATCH_ROWS_PARAMETER,
-    PREDICTION_CHECKPOINT_DIR_PARAMETER,
     fill_doc,
 )
 from ftl.crypto import packed
 from ftl.crypto.keys import DEFAULT_KEY_SIZE, check_key_size
 from ftl.data.batch_scoring import rows_identity, score_in_batches, scoring_settings
+from ftl.data.fit_checkpoint import fit_fingerprint
 from ftl.data.fit_checks import class_labels, show_progress
 from ftl.data.handles import PartyRows, VerticalData
 from ftl.data.simulate import simulate_federation
 from ftl.federation.channel import Channel
 from ftl.federation.transcript import Transcript
+from ftl.transfer._resume import SourceCheckpoint
 from ftl.transfer.source import TransferSource, source_scores, target_scores
 
 __all__ = ["FederatedTransferClassifier"]
@@ -46,7 +48,7 @@ _FLAT = 0.98
     encryption_parameters=ENCRYPTION_PARAMETERS,
     n_jobs_parameter=N_JOBS_PARAMETER,
     predict_batch_rows_parameter=PREDICT_BATCH_ROWS_PARAMETER,
-    checkpoint_dir_parameter=PREDICTION_CHECKPOINT_DIR_PARAMETER,
+    checkpoint_dir_parameter=CHECKPOINT_DIR_PARAMETER,
 )
 class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
     """Secure federated transfer learning to customers the labelled party never saw.
@@ -289,6 +291,14 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
             return np.ones(len(handle), dtype=bool)
         return np.asarray(overlap, dtype=bool)[handle.positions]
 
+    def _checkpoint(self, handle, codes, overlap) -> SourceCheckpoint | None:
+        """The fit's checkpoint file with ``checkpoint_dir`` (:mod:`._resume`): its
+        fingerprint covers the labels and which rows the target shares too."""
+        if getattr(self, "checkpoint_dir", None) is None:
+            return None
+        return SourceCheckpoint(self.checkpoint_dir, fit_fingerprint(self, handle, codes, overlap))
+
+    # ------------------------------------------------------------------ public API
     def fit(self, X, y):
         """Train on the source's labelled rows and the rows shared with the target.
 
@@ -342,6 +352,7 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
             channel,
             np.random.default_rng(rng.randint(2**31 - 1)),
             verbose=show_progress(self.verbose, self.encryption),
+            checkpoint=self._checkpoint(handle, codes, overlap),
         )
         result = source.fit(self.max_iter, self.tol, batch_size)
         self.prototypes_ = result.prototypes

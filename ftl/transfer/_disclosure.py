@@ -37,7 +37,7 @@ _TGT = "`ftl/transfer/target.py`"
 
 
 def _training(a: Findings) -> bool:
-    return bool(a.type_set & {"ftl.open", "ftl.source_terms"})
+    return bool(a.type_set & {"ftl.open", "ftl.resume", "ftl.source_terms"})
 
 
 def _prediction(a: Findings) -> bool:

@@ -23,6 +23,16 @@ OPEN = register(
     alignment=PUBLIC_STR,
     positions=ALIGNED_POSITIONS,
 )
+RESUME = register(
+    "ftl.resume",
+    "Source re-opens a target session to go on with a checkpointed fit (params carry its "
+    "fit_id) from epoch boundary `step`; answered like an open (ftl.opened).",
+    params=PUBLIC_JSON,
+    public_key=PUBLIC_JSON,
+    alignment=PUBLIC_STR,
+    positions=ALIGNED_POSITIONS,
+    step=PUBLIC_INT,
+)
 OPENED = register(
     "ftl.opened",
     "Target's public key and the width of its output layer's input (hidden units + 1).",

@@ -80,6 +80,16 @@ class Adam:
             v += (1 - b2) * g * g
             p -= lr * m / (np.sqrt(v) + eps)
 
+    def state(self) -> dict:
+        """The moments and the step count (a checkpoint keeps them)."""
+        return {"m": [m.copy() for m in self.m], "v": [v.copy() for v in self.v], "t": self.t}
+
+    def restore(self, state: dict) -> None:
+        """Go back to a :meth:`state`; the moments are overwritten in place."""
+        for mine, kept in zip([*self.m, *self.v], [*state["m"], *state["v"]], strict=True):
+            mine[...] = kept
+        self.t = int(state["t"])
+
 
 def glorot(rng: np.random.Generator, n_in: int, n_out: int) -> np.ndarray:
     """Weights ``(n_out, n_in + 1)`` (last column: bias, zero) with Glorot scaling."""
@@ -203,6 +213,13 @@ class SGD:
     def step(self, grads: list[np.ndarray]) -> None:
         for p, g in zip(self.params, grads, strict=True):
             p -= self.learning_rate * g
+
+    def state(self) -> dict:
+        """Nothing: plain gradient descent keeps no state."""
+        return {}
+
+    def restore(self, state: dict) -> None:
+        """Nothing to restore (:meth:`state`)."""
 
 
 def make_optimizer(name: str, params: list[np.ndarray], learning_rate: float):

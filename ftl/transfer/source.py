@@ -14,7 +14,8 @@ holds features only. Per batch of overlap rows (see docs/transfer.md):
    ``W_S``) and ``h_i`` the source's hidden activations with the bias column;
    T decrypts it, S removes ``r``. Both step.
 
-Neither party ever holds the other's private key; there is no arbiter.
+Neither party ever holds the other's private key; there is no arbiter. S keeps
+its state after every epoch and resumes from it (:mod:`ftl.transfer._resume`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from tqdm import tqdm
 
 from ftl.crypto import packed
 from ftl.crypto.scheme import make_own_key, peer_key_from_public, public_key_json
+from ftl.data.fit_checkpoint import local_party_checkpoints
+from ftl.exceptions import ProtocolError
 from ftl.federation.channel import Channel
 from ftl.federation.messages import Message
 from ftl.transfer import _messages as msg
@@ -39,6 +42,7 @@ from ftl.transfer._network import (
     with_bias,
 )
 from ftl.transfer._objective import label_coding, taylor_loss
+from ftl.transfer._resume import ResumableSource
 
 __all__ = ["TransferSource", "TransferResult", "source_scores", "target_scores"]
 
@@ -88,7 +92,7 @@ def _penalty(w: np.ndarray, alpha: float) -> np.ndarray:
     return g
 
 
-class TransferSource:
+class TransferSource(ResumableSource):
     """Runs the transfer training protocol from the source's side.
 
     Parameters
@@ -110,6 +114,10 @@ class TransferSource:
     channel : Channel
     random_state : numpy Generator
     verbose : bool
+    checkpoint : SourceCheckpoint, optional
+        Where the run keeps its state after every epoch, and resumes from
+        (:mod:`~ftl.transfer._resume`); without it the state is kept in memory
+        only (a target's lost session still resumes).
     """
 
     def __init__(
@@ -125,6 +133,7 @@ class TransferSource:
         channel: Channel,
         random_state: np.random.Generator,
         verbose: bool = False,
+        checkpoint=None,
     ):
         self.source = source
         self.target = target
@@ -137,43 +146,73 @@ class TransferSource:
                 "needs some overlap (check ftl.align(..., how='left').alignment.overlap)"
             )
         self.coding = label_coding(codes, n_classes)
+        self.codes = codes
         self.params = params
         self.channel = channel
         self.rng = random_state
         self.verbose = verbose
+        self.checkpoint = checkpoint
         rows = source.aligned_rows(alignment_id, self.positions)
-        x = source.local_features(rows)
-        hidden = tuple(params["hidden_layer_sizes"])
-        self.stack = HiddenStack(x.shape[1], hidden, params["activation"], self.rng)
-        # hidden layers: a classifier of the source's own labels, trained locally
-        pretrain_classifier(self.stack, x, codes, self.rng, epochs=params["pretrain_epochs"])
-        self.h = with_bias(self.stack.forward(x) if hidden else x)
+        self.x = source.local_features(rows)
         self.dim = int(params["n_components"])
-        self.w = glorot(self.rng, self.h.shape[1] - 1, self.dim)
         self.alpha = float(params["alpha"])
-        self.opt = make_optimizer(params["optimizer"], [self.w], params["learning_rate"])
-        self.epoch = 0
+        self._fresh = self.rng.bit_generator.state  # to start afresh
+        self._last_state, self._resumed = None, set()
+        saved = None if checkpoint is None else checkpoint.saved
+        if saved is None:
+            self._initialise()
+        else:  # the kept networks: pre-training again would cost as much
+            self._restore(saved)
+
+    def _initialise(self) -> None:
+        """Pre-train the hidden layers and draw the output layer: no step yet."""
+        self.rng.bit_generator.state = self._fresh
+        hidden = tuple(self.params["hidden_layer_sizes"])
+        self.stack = HiddenStack(self.x.shape[1], hidden, self.params["activation"], self.rng)
+        # hidden layers: a classifier of the source's own labels, trained locally
+        pretrain_classifier(
+            self.stack, self.x, self.codes, self.rng, epochs=self.params["pretrain_epochs"]
+        )
+        self._set_hidden()
+        self.w = glorot(self.rng, self.h.shape[1] - 1, self.dim)
+        self.opt = make_optimizer(self.params["optimizer"], [self.w], self.params["learning_rate"])
+        self._reset_steps()
+
+    def _set_hidden(self) -> None:
+        """The hidden activations of the training rows, and what depends on them."""
+        self.h = with_bias(self.stack.forward(self.x) if self.stack.weights else self.x)
         self.t_s = self.coding.R.T @ self.h  # K' x m_S: how P moves with W_S
 
     # ------------------------------------------------------------------ set-up
-    def _open(self) -> None:
+    def _open_sessions(self, resume_step: int | None = None) -> None:
+        """Open the target's session; or, from step ``resume_step`` of this fit,
+        re-open it as a resume (the source's key and parameters restored)."""
         p = self.params
         insecure = bool(p.get("insecure_for_tests", False))
-        self.own = make_own_key(p["encryption"], int(p["key_size"]), insecure, p.get("n_jobs"))
-        p = {**p, "source_inputs": int(self.h.shape[1]), "seed": int(self.rng.integers(2**31))}
-        reply = self.channel.call(
-            self.target.endpoint,
-            "ftl.target.open",
-            Message(
-                msg.OPEN.name,
-                {
-                    "params": p,
-                    "public_key": public_key_json(self.own),
-                    "alignment": self.alignment_id,
-                    "positions": self.positions[self.overlap_idx],
-                },
-            ),
+        if resume_step is None:
+            self.own = make_own_key(p["encryption"], int(p["key_size"]), insecure, p.get("n_jobs"))
+            # the fit id names the target's checkpoints of this run, for a resume
+            self.params = p = {
+                **p,
+                "source_inputs": int(self.h.shape[1]),
+                "seed": int(self.rng.integers(2**31)),
+                "fit_id": uuid.uuid4().hex,
+            }
+        fields = {
+            "params": p,
+            "public_key": public_key_json(self.own),
+            "alignment": self.alignment_id,
+            "positions": self.positions[self.overlap_idx],
+        }
+        request = (
+            Message(msg.OPEN.name, fields)
+            if resume_step is None
+            else Message(msg.RESUME.name, {**fields, "step": resume_step})
         )
+        reply = self.channel.call(self.target.endpoint, "ftl.target.open", request)
+        if resume_step is not None and reply["public_key"] != self.peer_public:
+            raise ProtocolError("the target resumed the fit with another key; refused")
+        self.peer_public = reply["public_key"]
         self.peer = peer_key_from_public(
             reply["public_key"], self.own.scheme, insecure, p.get("n_jobs"), min_bits=p["key_size"]
         )
@@ -250,8 +289,53 @@ class TransferSource:
 
     # ------------------------------------------------------------------ training loop
     def fit(self, max_iter: int, tol: float, batch_size: int) -> TransferResult:
-        self._open()
-        n = len(self.overlap_idx)
+        """Train for at most ``max_iter`` epochs; with a checkpoint of this run, go on
+        from its last epoch; a target session lost mid-fit is resumed at the last
+        epoch (:mod:`._resume`)."""
+        with local_party_checkpoints(self.checkpoint, [self.target]):
+            self._start_sessions()
+            n = len(self.overlap_idx)
+            n_batches = max(1, n // self._batch_rows(n, batch_size))
+            mode = self.params["encryption"] or "plaintext"
+            bar = tqdm(
+                total=n_batches * max_iter,
+                initial=n_batches * self.epoch,
+                desc=f"federated transfer ({mode})",
+                unit="batch",
+                disable=not self.verbose,
+                leave=False,
+            )
+            model_id = uuid.uuid4().hex
+            ch, endpoint = self.channel, self.target.endpoint
+
+            def train() -> None:
+                self._epochs(max_iter, tol, n_batches, bar)
+                ch.call(
+                    endpoint, "ftl.target.finish", Message(msg.FINISH.name, {"model_id": model_id})
+                )
+
+            try:
+                self._run_resuming(train)
+            finally:
+                bar.close()
+                try:
+                    ch.call(endpoint, "ftl.target.close", Message("ack", {}))
+                except Exception:  # noqa: BLE001 - best effort; the real error is already raised
+                    pass
+        if self.checkpoint is not None:
+            self.checkpoint.remove()
+        return TransferResult(
+            self.stack.to_dict(),
+            self.w.copy(),
+            self.prototypes(),
+            model_id,
+            self.epoch,
+            self.history,
+            self.coding.constant,
+        )
+
+    def _batch_rows(self, n: int, batch_size: int) -> int:
+        """Rows per batch: ``batch_size``, at least the private minimum if encrypted."""
         bs = min(int(batch_size), n)
         if self.own.scheme == "paillier":
             smallest = min_private_batch(self.h.shape[1], self.target_inputs)
@@ -264,65 +348,41 @@ class TransferSource:
                     "hidden_layer_sizes"
                 )
             bs = max(bs, smallest)
-        n_batches = max(1, n // bs)
-        mode = self.params["encryption"] or "plaintext"
-        bar = tqdm(
-            total=n_batches * max_iter,
-            desc=f"federated transfer ({mode})",
-            unit="batch",
-            disable=not self.verbose,
-            leave=False,
-        )
-        history, n_iter = [], 0
-        ch, endpoint = self.channel, self.target.endpoint
-        try:
-            start_w = self.w.copy()
-            for epoch in range(max_iter):
-                started = time.perf_counter()
-                order = self.rng.permutation(n)
-                # the remainder joins the other batches: a batch smaller than the
-                # gradients' widths would let a party solve for per-row values
-                for batch in np.array_split(order, n_batches):
-                    self._batch(batch)
-                    bar.update(1)
-                reply = ch.call(
-                    endpoint, "ftl.target.epoch_end", Message(msg.EPOCH_END.name, {"epoch": epoch})
-                )
-                delta = float(((self.w - start_w) ** 2).sum()) + float(reply["delta_sq"][0])
-                norm = float((self.w**2).sum()) + float(reply["delta_sq"][1])
-                start_w = self.w.copy()
-                change = float(np.sqrt(delta / max(norm, 1e-300)))
-                seconds = time.perf_counter() - started
-                loss = self.source_side_loss()
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "relative_change": change,
-                        "source_side_loss": loss,
-                        "seconds": seconds,
-                    }
-                )
-                bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", change=f"{change:.2e}")
-                n_iter = self.epoch = epoch + 1
-                if change < tol:
-                    break
-            model_id = uuid.uuid4().hex
-            ch.call(endpoint, "ftl.target.finish", Message(msg.FINISH.name, {"model_id": model_id}))
-        finally:
-            bar.close()
-            try:
-                ch.call(endpoint, "ftl.target.close", Message("ack", {}))
-            except Exception:  # noqa: BLE001 - best effort; the real error is already raised
-                pass
-        return TransferResult(
-            self.stack.to_dict(),
-            self.w.copy(),
-            self.prototypes(),
-            model_id,
-            n_iter,
-            history,
-            self.coding.constant,
-        )
+        return bs
+
+    def _epochs(self, max_iter: int, tol: float, n_batches: int, bar) -> None:
+        """Epochs from the current one until ``max_iter`` or convergence; each ends
+        with a step (:meth:`_keep`)."""
+        n = len(self.overlap_idx)
+        while self.epoch < max_iter and not self.converged:
+            started = time.perf_counter()
+            order = self.rng.permutation(n)
+            # the remainder joins the other batches: a batch smaller than the
+            # gradients' widths would let a party solve for per-row values
+            for batch in np.array_split(order, n_batches):
+                self._batch(batch)
+                bar.update(1)
+            reply = self.channel.call(
+                self.target.endpoint,
+                "ftl.target.epoch_end",
+                Message(msg.EPOCH_END.name, {"epoch": self.epoch}),
+            )
+            delta = float(((self.w - self.start_w) ** 2).sum()) + float(reply["delta_sq"][0])
+            norm = float((self.w**2).sum()) + float(reply["delta_sq"][1])
+            self.start_w = self.w.copy()
+            change = float(np.sqrt(delta / max(norm, 1e-300)))
+            loss = self.source_side_loss()
+            self.history.append(
+                {
+                    "epoch": self.epoch,
+                    "relative_change": change,
+                    "source_side_loss": loss,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            bar.set_postfix(epoch=self.epoch, loss=f"{loss:.4f}", change=f"{change:.2e}")
+            self.epoch, self.converged = self.epoch + 1, change < tol
+            self._keep()
 
 
 def source_scores(source, rows: np.ndarray, hidden: dict, output, prototypes) -> np.ndarray:

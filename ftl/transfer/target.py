@@ -14,6 +14,14 @@ the target T (the source is S; see docs/transfer.md):
    removes ``r`` and steps; it decrypts S's masked gradient (masked by S) and
    returns it.
 
+Checkpoints: where the party keeps them (``ftl serve``'s ``checkpoint_dir``, see
+:mod:`ftl.federation.checkpoints`), T keeps its state at the open and after every
+``epoch_end`` (its pretrained hidden layers too); a session opened with
+``ftl.resume`` restores the epoch the source names (the same peer's fit, checked
+against the policy again, not charged again), supersedes the session that ran the
+fit before, replays the batches that epoch answered before in their order, and is
+refused for an epoch resumed once already (:data:`RESUMES_PER_STEP`).
+
 T never sees the labels, the prototypes, the source's representations or any
 unmasked value computed from them; it learns its own weight gradient.
 """
@@ -26,8 +34,11 @@ import numpy as np
 
 from ftl.crypto import packed
 from ftl.crypto.scheme import make_own_key, peer_key_from_public, public_key_json
-from ftl.exceptions import PolicyError
+from ftl.data.fit_checkpoint import in_current_run, take_over
+from ftl.exceptions import CheckpointError, PolicyError, ProtocolError
 from ftl.federation.budget import guard_of
+from ftl.federation.checkpoints import checkpoints_of, digest, fingerprint, safe_id
+from ftl.federation.json_forms import key_from_json, key_to_json
 from ftl.federation.messages import Message
 from ftl.federation.service import operation, role
 from ftl.transfer import _messages as msg
@@ -41,6 +52,16 @@ from ftl.transfer._network import (
 from ftl.transfer.source import current_gamma, min_private_batch
 
 __all__ = ["TransferTarget", "TransferTargetPredictor"]
+
+#: The target's checkpoints of its fits are kept under this name.
+PROTOCOL = "transfer"
+#: How often one step of a fit may be resumed. A resumed step restores the
+#: target's weights, so each batch of the step is answered twice at the same
+#: weights (the replay check keeps them the same batches): the source's gradient
+#: gives it ``m_S`` linear combinations of the batch's ``n`` target
+#: representations per answer, and ``2 m_S < n`` (min_private_batch) still
+#: leaves them under-determined. A third answer would not.
+RESUMES_PER_STEP = 1
 
 
 def _own_seed(features: np.ndarray, source_seed: int) -> int:
@@ -71,15 +92,19 @@ def _network_size(guard, params: dict) -> tuple[tuple[int, ...], int, int]:
     return hidden, dim, guard.cap("pretrain_epochs", int(params["pretrain_epochs"]))
 
 
-@role("ftl.target", opens=(msg.OPEN.name,))
+@role("ftl.target", opens=(msg.OPEN.name, msg.RESUME.name))
 class TransferTarget:
     """Training state of the target: its network, key pair, optimiser and masks."""
 
+    #: Set when a resume (in another session) takes this session's fit over.
+    superseded = False
+
     def __init__(self, party, request: Message):
-        if request.type != msg.OPEN.name:
-            raise ValueError("ftl.target sessions open with an ftl.open message")
+        if request.type not in (msg.OPEN.name, msg.RESUME.name):
+            raise ValueError("ftl.target sessions open with an ftl.open (or ftl.resume) message")
         p = request["params"]
         self.party = party
+        self.name = party.name
         self.params = p
         self.insecure = bool(p.get("insecure_for_tests", False))
         # The target's budget, caps and its own parallelism: never the source's n_jobs.
@@ -96,25 +121,154 @@ class TransferTarget:
         self.source = peer_key_from_public(
             request["public_key"], scheme, self.insecure, self.n_jobs
         )
-        # Admitted once the request is known to be well formed, before any costly work.
-        self.guard.admit_fit("transfer", request["alignment"], len(rows), party.n_features)
+        # Sources name each fit (older ones do not: nothing is kept for them); the
+        # checkpoints bind it to this peer, its parameters and key, rows and data.
+        self.fit_id = p.get("fit_id")
+        self.checkpoints = None if self.fit_id is None else checkpoints_of(party)
+        if self.checkpoints is not None:  # they name files: checked before any budget
+            safe_id(self.fit_id, "fit id")
+            safe_id(request["alignment"], "alignment id")
         # all of the target's rows, read once (a derived party transforms on read)
         everything = party.local_features(np.arange(party.n_rows))
-        rng = np.random.default_rng(_own_seed(everything, int(p["seed"])))
-        self.stack = HiddenStack(party.n_features, hidden, p["activation"], rng)
-        # Hidden layers learn from all of the target's own rows, labels being unknown
-        # here: an autoencoder, trained locally before the federated phase.
-        pretrain_autoencoder(self.stack, everything, rng, epochs=pretrain_epochs)
+        self.bound = {
+            "identity": self.guard.identity,
+            "params": fingerprint(p),
+            "source_key": fingerprint(request["public_key"]),
+            "positions": digest(np.asarray(request["positions"], dtype=np.int64)),
+            "features": digest(everything),
+        }
+        kept = None
+        if request.type == msg.RESUME.name:
+            kept = self._resume(request["step"], hidden)
+        else:
+            # Admitted once the request is well formed, before any costly work.
+            self.guard.admit_fit("transfer", request["alignment"], len(rows), party.n_features)
+            rng = np.random.default_rng(_own_seed(everything, int(p["seed"])))
+            self.stack = HiddenStack(party.n_features, hidden, p["activation"], rng)
+            # Hidden layers learn from all of the target's own rows, labels being
+            # unknown here: an autoencoder, trained locally before the federated phase.
+            pretrain_autoencoder(self.stack, everything, rng, epochs=pretrain_epochs)
         x = everything[rows]
         self.h = with_bias(self.stack.forward(x) if hidden else x)
-        self.w = glorot(rng, self.h.shape[1] - 1, self.dim)
+        if kept is None:
+            self.w = glorot(rng, self.h.shape[1] - 1, self.dim)
+        else:
+            self.w = np.array(kept["weights"], dtype=np.float64)
         self.opt = make_optimizer(p["optimizer"], [self.w], p["learning_rate"])
-        self.epoch = 0
         self.alpha = float(p["alpha"])
-        self.own = make_own_key(p["encryption"], int(p["key_size"]), self.insecure, self.n_jobs)
+        # digests of the batches since the step, in order: a resumed run replays them
+        self.replay, self.replayed = [], 0
+        if kept is None:
+            self.own = make_own_key(p["encryption"], int(p["key_size"]), self.insecure, self.n_jobs)
+            self.epoch, self.step = 0, 0
+            self.epoch_start = self.w.copy()
+        else:
+            self._restore_step(kept)
         self.state = None
         self.batch = None
-        self.epoch_start = self.w.copy()
+        opening = request.type == msg.OPEN.name
+        if self.checkpoints is not None:
+            take_over(self, PROTOCOL, request, party, opening)
+        if opening:
+            self._keep()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _keep(self) -> None:
+        """Keep this step where the party keeps checkpoints, if anywhere: the network
+        (its pretrained hidden layers too), optimiser, epoch and key pair, and what
+        the fit is bound to."""
+        if self.checkpoints is not None:
+            self.checkpoints.keep(PROTOCOL, self.fit_id, self._step_state(), owner=self)
+
+    def _step_state(self) -> dict:
+        return {
+            "hidden": list(self.stack.weights),
+            "weights": self.w.copy(),
+            "optimizer": self.opt.state(),
+            "epoch": self.epoch,
+            "epoch_start": self.epoch_start.copy(),
+            "own_key": key_to_json(self.own),
+            "bound": self.bound,
+            "step": self.step,
+            "rows": self.epoch * len(self.rows),
+        }
+
+    def _resume(self, step: int, hidden: tuple) -> dict:
+        """Load step ``step`` of this peer's fit (same parameters, key, rows and data),
+        checked again against the policy (row minimum, caps on the network and the
+        epochs), not charged again; each step resumes at most
+        :data:`RESUMES_PER_STEP` times."""
+        if self.checkpoints is None:
+            raise CheckpointError(f"{self.name}: this party keeps no checkpoints to resume from")
+        state = self.checkpoints.load(PROTOCOL, self.fit_id, step)
+        if state.get("bound") != self.bound:
+            raise CheckpointError(
+                f"{self.name}: fit {self.fit_id} ran with other parameters, keys, rows or "
+                "data than this resume asks for; refused"
+            )
+        self.guard.check_fit_rows("transfer", len(self.rows), self.party.n_features)
+        self.guard.cap("epochs", int(state["epoch"]))
+        resumes = self._resumes(step)
+        if resumes >= RESUMES_PER_STEP:
+            raise CheckpointError(
+                f"{self.name}: step {step} of fit {self.fit_id} was resumed {resumes} time(s) "
+                "already; refused (docs/transfer.md, resume)"
+            )
+        self.checkpoints.keep_part(PROTOCOL, self.fit_id, f"resumed-{step}", {"count": resumes + 1})
+        # the pretrained hidden layers are kept: pre-training again would cost as much
+        self.stack = HiddenStack.from_dict(
+            {"activation": self.params["activation"], "weights": state["hidden"]}
+        )
+        if [w.shape[0] for w in self.stack.weights] != list(hidden):
+            raise CheckpointError(f"{self.name}: the kept network is not of this fit; refused")
+        return state
+
+    def _restore_step(self, state: dict) -> None:
+        """Restore a loaded step's optimiser, key, counters and batches."""
+        self.opt.restore(state["optimizer"])
+        self.own = key_from_json(state["own_key"], self.insecure, self.n_jobs)
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.epoch_start = np.array(state["epoch_start"], dtype=np.float64)
+        self.replay = self._batches_of(self.step)
+
+    def _resumes(self, step: int) -> int:
+        try:
+            return int(
+                self.checkpoints.load_part(PROTOCOL, self.fit_id, f"resumed-{step}")["count"]
+            )
+        except CheckpointError:
+            return 0
+
+    def _batches_of(self, step: int) -> list:
+        try:
+            kept = self.checkpoints.load_part(PROTOCOL, self.fit_id, f"batches-{step}")
+        except CheckpointError:
+            return []
+        return list(kept["batches"])
+
+    def _check_replay(self, batch: np.ndarray) -> None:
+        """A resumed step answers the batches it answered before, in the same order,
+        before any new one: a source cannot have a second batch answered at weights
+        that answered another batch before (differencing the two answers)."""
+        if self.checkpoints is None:
+            return
+        mark = digest(batch)
+        if self.replayed < len(self.replay):
+            if self.replay[self.replayed] != mark:
+                raise ProtocolError(
+                    f"{self.name}: a resumed fit must replay the batches of its step in order "
+                    f"(batch {self.replayed} differs); refused"
+                )
+        else:
+            self.replay.append(mark)
+            self.checkpoints.keep_part(
+                PROTOCOL,
+                self.fit_id,
+                f"batches-{self.step}",
+                {"batches": list(self.replay)},
+                owner=self,
+            )
+        self.replayed += 1
 
     def opened(self) -> Message:
         return Message(
@@ -123,6 +277,7 @@ class TransferTarget:
         )
 
     @operation(accepts=(msg.SOURCE_TERMS.name,))
+    @in_current_run
     def terms(self, request: Message) -> Message:
         """Representations and Gram matrix (own key) and the masked own gradient."""
         batch = np.asarray(request["batch"], dtype=np.int64)
@@ -143,6 +298,7 @@ class TransferTarget:
         n_ct = self._n_ct(width)
         if a.values.shape != (n, n_ct) or m_cols.values.shape != (d, n_ct):
             raise ValueError("source terms do not match the batch and dimension")
+        self._check_replay(batch)
         h = self.h[batch]
         u = h @ self.w.T
         g = u.T @ h  # d x m, the target's own aggregate
@@ -171,6 +327,7 @@ class TransferTarget:
         return packed.layout(int(self.source.n).bit_length(), width, self.dim)[1]
 
     @operation(accepts=(msg.EXCHANGE.name,))
+    @in_current_run
     def exchange(self, request: Message) -> Message:
         """Step on the own gradient; decrypt the source's masked gradient."""
         if self.batch is None:
@@ -189,15 +346,20 @@ class TransferTarget:
         return Message(msg.DECRYPTED.name, {"decrypted": decrypted})
 
     @operation(accepts=(msg.EPOCH_END.name,))
+    @in_current_run
     def epoch_end(self, request: Message) -> Message:
         self.guard.cap("epochs", self.epoch + 1)
         delta = float(((self.w - self.epoch_start) ** 2).sum())
         norm = float((self.w**2).sum())
         self.epoch_start = self.w.copy()
         self.epoch += 1
+        self.step += 1
+        self.replay, self.replayed = [], 0
+        self._keep()  # before answering: the target is at the source's step or one ahead
         return Message(msg.WEIGHT_CHANGE.name, {"delta_sq": np.array([delta, norm])})
 
     @operation(accepts=(msg.FINISH.name,))
+    @in_current_run
     def finish(self, request: Message) -> Message:
         self.party.store_model(
             request["model_id"],
@@ -208,6 +370,8 @@ class TransferTarget:
                 "has_hidden": bool(self.stack.weights),
             },
         )
+        if self.checkpoints is not None:  # a finished fit cannot be resumed
+            self.checkpoints.discard(PROTOCOL, self.fit_id)
         return Message("ack", {})
 
 

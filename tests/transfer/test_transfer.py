@@ -52,7 +52,7 @@ def _opened_source(data, X, codes, n_classes, params):
         Channel("hospital", Transcript()),
         np.random.default_rng(0),
     )
-    src._open()
+    src._open_sessions()
     return src
 
 
