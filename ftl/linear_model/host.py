@@ -33,6 +33,8 @@ unmasked per-sample value of another party.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ftl.crypto.scheme import (
@@ -398,7 +400,10 @@ class LogisticHost:
             {
                 "kind": "lr",
                 "coef": self.block.weights.copy(),
-                "own_key": self.own,
+                # the key without its encryption tables (~40 MB at 2048 bits) or
+                # randomness pool, which a kept shard never needs: it only names its
+                # key's kind and size and exports its factors
+                "own_key": copy.copy(self.own),
                 "scheme": self.scheme,
                 "insecure": self.insecure,
                 "n_jobs": self.n_jobs,
