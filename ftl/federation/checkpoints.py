@@ -78,8 +78,11 @@ steps can be resumed, and a finished fit's checkpoint is removed.
 and takes its run over with :meth:`~PartyCheckpoints.claim`; what a run gathers
 piece by piece is kept once with :meth:`~PartyCheckpoints.keep_part`. PSI keeps,
 per batch, its secret scalar and order and the batches already blinded
-(:mod:`ftl.psi._resume`). Each needs a driver that names its run and a resume
-message, as ``lr.resume`` and ``psi.resume`` do. Batch prediction needs neither:
+(:mod:`ftl.psi._resume`). Transfer learning keeps, per epoch, both parties'
+networks and optimisers (``ftl.resume``); its target also keeps, with
+:meth:`~PartyCheckpoints.keep_part`, the digests of the batches answered since the
+step and how often the step was resumed. Each needs a driver that names its run and a
+resume message, as ``lr.resume`` and ``psi.resume`` do. Batch prediction needs neither:
 the guest alone keeps the scores of its finished batches
 (:mod:`ftl.data.batch_scoring`), and every batch is a new, complete request.
 """
