@@ -33,6 +33,30 @@ from tests.conftest import SMALL_KEY
 # the served lab of the linear models' resume tests (fixtures certs_dir, lab)
 from tests.data.test_remote_resume import certs_dir, lab, on_call, remote  # noqa: F401
 
+
+class _Recorded(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def checkpoint_log(monkeypatch):
+    """The ``ftl.checkpoint`` warnings of the test, read at the logger itself: another
+    test's logging set-up (a disabled logger, a handler that stops propagation) cannot
+    hide them from it."""
+    logger = logging.getLogger("ftl.checkpoint")
+    recorded = _Recorded()
+    monkeypatch.setattr(logger, "disabled", False)
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    logger.addHandler(recorded)
+    yield recorded.messages
+    logger.removeHandler(recorded)
+
+
 PLAIN = dict(
     encryption=None,
     random_state=0,
@@ -179,7 +203,7 @@ def test_an_encrypted_fit_resumes_to_fixed_point_precision(breast_transfer, tmp_
 
 
 def test_a_restarted_driver_resumes_without_pretraining_again(
-    breast_transfer, tmp_path, monkeypatch, caplog
+    breast_transfer, tmp_path, monkeypatch, checkpoint_log
 ):
     _, X, y = breast_transfer
     reference = ftl.FederatedTransferClassifier(**PLAIN).fit(X, y)
@@ -195,9 +219,8 @@ def test_a_restarted_driver_resumes_without_pretraining_again(
 
     monkeypatch.setattr(source_role, "pretrain_classifier", pretrain)
     monkeypatch.setattr(target_role, "pretrain_autoencoder", pretrain)
-    with caplog.at_level(logging.WARNING, logger="ftl.checkpoint"):
-        clf = ftl.FederatedTransferClassifier(checkpoint_dir=tmp_path, **PLAIN).fit(X, y)
-    assert [r for r in caplog.records if "resumes from its checkpoint" in r.getMessage()]
+    clf = ftl.FederatedTransferClassifier(checkpoint_dir=tmp_path, **PLAIN).fit(X, y)
+    assert [m for m in checkpoint_log if "resumes from its checkpoint" in m]
     assert len({r.session for r in clf.transcript_}) == 1  # the resumed session only
     assert_same_model(clf, reference, X)
 
@@ -368,17 +391,17 @@ def test_a_resumed_epoch_replays_its_batches_and_resumes_once(breast_transfer, s
 
 
 # -- a target that loses its session --------------------------------------------------
-def test_a_lost_target_session_is_resumed_in_process(breast_transfer, monkeypatch, caplog):
+def test_a_lost_target_session_is_resumed_in_process(breast_transfer, monkeypatch, checkpoint_log):
     """A target whose session is gone mid-fit (a restart, as far as the driver can
     tell) is resumed at the last epoch from its checkpoints, without ``checkpoint_dir``."""
     _, X, y = breast_transfer
     reference = ftl.FederatedTransferClassifier(**PLAIN).fit(X, y)
     target = X.alignment.hosts[0]
     monkeypatch.setattr(target, "checkpoints", PartyCheckpoints(None, "<sim>"), raising=False)
-    with monkeypatch.context() as patch, caplog.at_level("WARNING", logger="ftl.checkpoint"):
+    with monkeypatch.context() as patch:
         Kills({2: (5, "target")}, target).install(patch)
         clf = ftl.FederatedTransferClassifier(**PLAIN).fit(X, y)
-    assert [r for r in caplog.records if "resuming the fit at its last step" in r.getMessage()]
+    assert [m for m in checkpoint_log if "resuming the fit at its last step" in m]
     assert len({r.session for r in clf.transcript_}) == 2  # it went on in a new session
     assert_same_model(clf, reference, X)
 
