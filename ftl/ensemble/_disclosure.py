@@ -102,7 +102,7 @@ DISCLOSURE = Disclosure(
             "SecureBoost's per-bin gradient sums, computed by the host on the guest's "
             "ciphertexts, go back to the guest (their key owner) to be decrypted, by design",
         )
-        for histogram in ("sbt.histogram", "sbt.split_histogram")
+        for histogram in ("sbt.histogram", "sbt.split_histogram", "sbt.tied_split_histogram")
     ),
     public_per_sample=PublicPerSample(
         label="Row partitions at split nodes (public by design)",
@@ -138,7 +138,9 @@ DISCLOSURE = Disclosure(
             "asks about, the per-bin row counts and sums of its own gradients and hessians "
             "over each host feature's bins (so which groups of rows share a host bin), and "
             "at each host split which rows go left; the host's bin edges and thresholds "
-            "stay at the host.",
+            "stay at the host. It knows a host's features by pseudonym only (an order the "
+            "host draws for each fit and keeps secret), not by column; of splits of exactly "
+            "equal gain the host applies its first column's and says which.",
             "§7.6",
             applies=_training,
         ),

@@ -106,8 +106,10 @@ n_trees_per_iteration_ : int
 trees_ : list of list of Tree
     The guest's trees, ``trees_[i][k]`` of iteration ``i`` and target ``k``: node
     arrays in scikit-learn's order. A node split by a host holds the host's
-    opaque split id and the position and bin of the host's feature the guest's
-    scan chose; the host keeps the threshold (``num_threshold`` is NaN).
+    opaque split id, the bin and the host feature's pseudonym (its position in
+    an order the host drew for the fit and keeps secret, not among the host's
+    columns); the host keeps the feature and threshold (``num_threshold`` is
+    NaN).
 baseline_ : ndarray of shape ``(n_trees_per_iteration_,)``
     Raw prediction before the first tree.
 model_id_ : str
@@ -117,8 +119,8 @@ train_score_, validation_score_ : ndarray
     Scores before the first tree and after each iteration (early stopping only).
 split_counts_, split_gains_ : ndarray of shape (n_guest_features,)
     Splits on each of the guest's own features and their summed gains. A host's
-    split thresholds stay in its shard; the guest knows which of a host's features
-    (by position) and bins its splits use, but not their thresholds.
+    split features and thresholds stay in its shard; the guest knows a host's
+    features by pseudonym only, and the bins its splits use.
 party_split_counts_ : dict of str to int
     Splits per party.
 n_features_in_ : int

@@ -47,7 +47,7 @@ from typing import Protocol
 import numpy as np
 
 from ftl.ensemble._histogram import Histogram, build_histogram
-from ftl.ensemble._split import SplitInfo, TreeParams, find_best_split
+from ftl.ensemble._split import SplitInfo, TreeParams, find_best_split, split_at
 from ftl.ensemble._tree import Tree
 
 __all__ = ["Block", "LocalBlock", "grow_tree"]
@@ -73,6 +73,10 @@ class Block(Protocol):
 
     n_features: int
     n_bins_non_missing: np.ndarray
+    #: Whether the block's features reach the scan in an order other than its
+    #: columns' (a host's pseudonyms), so that it breaks ties itself (optional:
+    #: false when absent).
+    breaks_ties: bool
 
     def begin_tree(self, gradients: np.ndarray, hessians: np.ndarray, tree: int) -> None:
         """Start tree number ``tree`` (over all iterations and classes): the float32
@@ -89,9 +93,17 @@ class Block(Protocol):
         bin_threshold: int,
         children: tuple[int, int],
         asked: int,
-    ) -> tuple[np.ndarray, str, Histogram | None]:
+        *,
+        ties: list[tuple[int, int, int]] | None = None,
+    ) -> tuple:
         """Apply this block's split at ``node``: mask over ``rows`` (True = left), id,
-        and the histogram of child ``asked`` if the block built it (else None)."""
+        and the histogram of child ``asked`` if the block built it (else None).
+
+        ``ties`` (given only to a block whose ``breaks_ties`` is true, and only when
+        the scan found them): the other ``(feature, bin_threshold, asked)`` of the
+        same gain; the block applies the one its column order puts first and returns
+        its index as a fourth element (0: the scan's own pick, ``i``: ``ties[i - 1]``).
+        """
 
     def partitioned(
         self, node: int, left: int, right: int, left_rows: np.ndarray, right_rows: np.ndarray
@@ -269,6 +281,21 @@ class _Grower:
             self._evaluate(root)
         return root
 
+    def _split_at(self, node: _Node, split: SplitInfo, feature: int, bin_threshold: int):
+        """The split of ``node`` at another feature and bin of ``split``'s block, with
+        the same gain (a tie)."""
+        return split_at(
+            node.histograms[split.block],
+            split.block,
+            feature,
+            bin_threshold,
+            split.gain,
+            sum_gradients=node.sum_gradients,
+            sum_hessians=node.sum_hessians,
+            n_samples=node.rows.shape[0],
+            params=self.params,
+        )
+
     def split_next(self) -> None:
         node = heapq.heappop(self.splittable)
         split, params = node.split, self.params
@@ -279,19 +306,31 @@ class _Grower:
         n_leaves = len(self.leaves) + len(self.splittable) + 2
         leaves_full = params.max_leaf_nodes is not None and n_leaves == params.max_leaf_nodes
         deepest = params.max_depth is not None and depth == params.max_depth
-        small = [n < 2 * params.min_samples_leaf for n in (split.n_left, split.n_right)]
-        grows = not (leaves_full or deepest or all(small))
         left_id, right_id = self.n_nodes, self.n_nodes + 1
-        smaller_id = left_id if split.n_left < split.n_right else right_id
-        asked = smaller_id if grows and params.allows(split.block, depth) else -1
-        mask, node.split_id, built = self.blocks[split.block].split(
-            node.node_id,
-            node.rows,
-            split.feature,
-            split.bin_threshold,
-            (left_id, right_id),
-            asked,
-        )
+
+        def children(split: SplitInfo) -> tuple[list[bool], int, int]:
+            """Which children are too small to split, the smaller's id, the asked one."""
+            small = [n < 2 * params.min_samples_leaf for n in (split.n_left, split.n_right)]
+            grows = not (leaves_full or deepest or all(small))
+            smaller_id = left_id if split.n_left < split.n_right else right_id
+            asked = smaller_id if grows and params.allows(split.block, depth) else -1
+            return small, smaller_id, asked
+
+        small, smaller_id, asked = children(split)
+        block = self.blocks[split.block]
+        args = (node.node_id, node.rows, split.feature, split.bin_threshold, (left_id, right_id))
+        if not (split.ties and getattr(block, "breaks_ties", False)):
+            mask, node.split_id, built = block.split(*args, asked)
+        else:
+            # Splits of the same gain: the block takes the one its column order puts
+            # first (scikit-learn's choice), which only it knows. A block that shows
+            # its columns in their order (``breaks_ties`` false) needs no say: the
+            # scan's pick is already the first.
+            candidates = [split, *(self._split_at(node, split, *tie) for tie in split.ties)]
+            ties = [(c.feature, c.bin_threshold, children(c)[2]) for c in candidates[1:]]
+            mask, node.split_id, built, chosen = block.split(*args, asked, ties=ties)
+            split = node.split = candidates[chosen]
+            small, smaller_id, asked = children(split)
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != node.rows.shape or int(mask.sum()) != split.n_left:
             raise ValueError(

@@ -5,7 +5,9 @@ trees: ``tree_gradients``, which names the tree); per split ``grow`` -> ``histog
 (the partitions the host has not seen yet, and the histogram of one node), and for a
 host's own split ``split_grow`` -> ``split_histogram`` (the split, its children and
 the smaller child's histogram in one round trip; ``partition`` when no histogram is
-asked for; earlier guests send ``split`` -> ``partition``); per boosting iteration
+asked for; earlier guests send ``split`` -> ``partition``; splits of equal gain on
+several of the host's features: ``split_grow_tied`` -> ``tied_split_histogram`` or
+``tied_partition``, which name the one the host applied); per boosting iteration
 with early stopping ``decide`` -> ``decisions`` (validation rows); at the end
 ``finish``. Prediction (role ``sbt.predict``): ``predict_open``, then one
 ``decide`` -> ``decisions`` per tree level.
@@ -102,6 +104,14 @@ SPLIT_GROW = register(
     children=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=2),
     asked=PUBLIC_INT,
 )
+SPLIT_GROW_TIED = register(
+    "sbt.split_grow_tied",
+    "sbt.split_grow when the guest's scan found other features of the host with exactly "
+    "the same gain: ties holds their (pseudonym, bin_threshold, asked); the host applies "
+    "the one first in its own column order (scikit-learn's choice).",
+    **SPLIT_GROW.fields,
+    ties=FieldSpec("array", _PUBLIC, ndim=2, dtypes=("int64",), max_len=MAX_FEATURES),
+)
 PARTITION = register(
     "sbt.partition",
     "The host's split: an opaque id (the host keeps feature and threshold) and which of "
@@ -118,6 +128,21 @@ SPLIT_HISTOGRAM = register(
     node=PUBLIC_INT,
     sums=HISTOGRAM.fields["sums"],
     counts=HISTOGRAM.fields["counts"],
+)
+#: Which split of an sbt.split_grow_tied the host applied: 0 the request's own
+#: feature and bin, i the i-th of its ties.
+_CHOICE = {"choice": PUBLIC_INT}
+TIED_PARTITION = register(
+    "sbt.tied_partition",
+    "sbt.partition of a tied split, and which of the tied splits the host applied.",
+    **PARTITION.fields,
+    **_CHOICE,
+)
+TIED_SPLIT_HISTOGRAM = register(
+    "sbt.tied_split_histogram",
+    "sbt.split_histogram of a tied split, and which of the tied splits the host applied.",
+    **SPLIT_HISTOGRAM.fields,
+    **_CHOICE,
 )
 DECIDE = register(
     "sbt.decide",

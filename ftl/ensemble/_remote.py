@@ -59,6 +59,9 @@ class RemoteBlock:
     """
 
     role = "sbt.host"
+    #: The host shows its features by pseudonym (a secret order of its own): of
+    #: splits of equal gain it applies the one on its first column.
+    breaks_ties = True
 
     def __init__(
         self,
@@ -157,10 +160,15 @@ class RemoteBlock:
         bin_threshold: int,
         children: tuple[int, int],
         asked: int,
-    ) -> tuple[np.ndarray, str, Histogram | None]:
+        *,
+        ties: list[tuple[int, int, int]] | None = None,
+    ) -> tuple:
         """The host splits the node into ``children``; it returns the left rows, its
         opaque split id and the histogram of child ``asked`` (-1: none), all in one
-        round trip that also carries the partitions it has not seen."""
+        round trip that also carries the partitions it has not seen. With ``ties``
+        (other ``(feature, bin_threshold, asked)`` of the same gain) the host
+        applies the one on its first column and a fourth element says which (0: the
+        scan's own pick, ``i``: ``ties[i - 1]``)."""
         request = {
             **self._pending_fields(),
             "node": int(node),
@@ -169,19 +177,29 @@ class RemoteBlock:
             "children": np.asarray(children, dtype=np.int64),
             "asked": int(asked),
         }
-        reply = self._call("split_grow", Message(msg.SPLIT_GROW.name, request))
-        expected = msg.PARTITION.name if asked < 0 else msg.SPLIT_HISTOGRAM.name
+        if ties is None:
+            reply = self._call("split_grow", Message(msg.SPLIT_GROW.name, request))
+            choice, replies = 0, (msg.PARTITION, msg.SPLIT_HISTOGRAM)
+        else:
+            request["ties"] = np.asarray(ties, dtype=np.int64).reshape(-1, 3)
+            reply = self._call("split_grow", Message(msg.SPLIT_GROW_TIED.name, request))
+            choice, replies = reply["choice"], (msg.TIED_PARTITION, msg.TIED_SPLIT_HISTOGRAM)
+            if not 0 <= choice <= len(ties):
+                raise ValueError(f"{self.endpoint.name}: no tied split {choice}")
+            asked = ties[choice - 1][2] if choice else asked
+        expected = (replies[0] if asked < 0 else replies[1]).name
         if reply.type != expected:
             raise ValueError(f"{self.endpoint.name}: a split answered {reply.type}, not {expected}")
         left = reply["left"]
         if left.shape != rows.shape:
             raise ValueError(f"{self.endpoint.name}: split of node {node} has the wrong rows")
         self._own.add(node)
-        if asked < 0:
-            return left, reply["split_id"], None
-        n_left = int(left.sum())
-        n_rows = n_left if asked == children[0] else rows.shape[0] - n_left
-        return left, reply["split_id"], self._decrypt_histogram(reply, asked, n_rows)
+        histogram = None
+        if asked >= 0:
+            n_left = int(left.sum())
+            n_rows = n_left if asked == children[0] else rows.shape[0] - n_left
+            histogram = self._decrypt_histogram(reply, asked, n_rows)
+        return (left, reply["split_id"], histogram) + (() if ties is None else (choice,))
 
     def partitioned(self, node, left, right, left_rows, right_rows) -> None:
         """Queue the partition for the next request (the host's own it already knows)."""

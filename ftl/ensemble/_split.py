@@ -34,7 +34,7 @@ import numpy as np
 
 from ftl.ensemble._histogram import Histogram
 
-__all__ = ["SplitInfo", "TreeParams", "find_best_split", "node_value"]
+__all__ = ["SplitInfo", "TreeParams", "find_best_split", "node_value", "split_at"]
 
 #: Term scikit-learn adds to the denominator of a node value.
 _VALUE_EPS = 1e-15
@@ -115,6 +115,11 @@ class SplitInfo:
         Number of training rows of each child.
     value_left, value_right : float
         Unshrunk values of the children.
+    ties : tuple of (int, int)
+        The other ``(feature, bin_threshold)`` of the block with exactly this gain,
+        in the block's feature order (each feature's first best bin). scikit-learn
+        takes the first in column order; a host, whose features the guest knows by
+        pseudonym only, picks among them by its own column order.
     """
 
     block: int
@@ -129,6 +134,7 @@ class SplitInfo:
     n_right: int
     value_left: float
     value_right: float
+    ties: tuple[tuple[int, int], ...] = ()
 
 
 def node_value(sum_gradient, sum_hessian, l2_regularization: float):
@@ -209,11 +215,41 @@ def find_best_split(
         feature = int(np.argmax(gains))
         # Strictly greater: an earlier block wins a tie, as an earlier feature does.
         if np.isfinite(gains[feature]) and (best is None or gains[feature] > best[0]):
-            best = (gains[feature], block, feature, int(bins[feature]))
+            tied = np.flatnonzero(gains == gains[feature])[1:]
+            ties = tuple((int(f), int(bins[f])) for f in tied)
+            best = (gains[feature], block, feature, int(bins[feature]), ties)
     if best is None:
         return None
-    gain, block, feature, bin_threshold = best
-    histogram = histograms[block]
+    gain, block, feature, bin_threshold, ties = best
+    return split_at(
+        histograms[block],
+        block,
+        feature,
+        bin_threshold,
+        gain,
+        sum_gradients=sum_gradients,
+        sum_hessians=sum_hessians,
+        n_samples=n_samples,
+        params=params,
+        ties=ties,
+    )
+
+
+def split_at(
+    histogram: Histogram,
+    block: int,
+    feature: int,
+    bin_threshold: int,
+    gain: float,
+    *,
+    sum_gradients: float,
+    sum_hessians: float,
+    n_samples: int,
+    params: TreeParams,
+    ties: tuple[tuple[int, int], ...] = (),
+) -> SplitInfo:
+    """The split of a node at ``feature`` and ``bin_threshold`` of ``block`` (whose
+    histogram is ``histogram``), with its ``gain``: the children's sums and values."""
     gradient_left = float(np.cumsum(histogram.sum_gradients[feature])[bin_threshold])
     hessian_left = float(np.cumsum(histogram.sum_hessians[feature])[bin_threshold])
     n_left = int(histogram.count[feature, : bin_threshold + 1].sum())
@@ -233,4 +269,5 @@ def find_best_split(
         n_right=n_samples - n_left,
         value_left=float(node_value(gradient_left, hessian_left, l2)),
         value_right=float(node_value(gradient_right, hessian_right, l2)),
+        ties=ties,
     )

@@ -3,7 +3,10 @@
 Message sequence of a fit, as seen from a host H (see docs/protocols.md §7):
 
 1. ``open``: H bins its own columns on the training rows (the bin edges stay at
-   H) and answers with its number of bins per feature.
+   H), draws a secret order of its features for the fit and answers with its
+   number of bins per feature in that order. Everything the guest sees or names
+   of H's features (bins per feature, histograms, splits) is in that order: the
+   guest knows them by pseudonym, not by column.
 2. per tree H takes part in, ``gradients``: every training row's gradient and
    hessian packed into one ciphertext under the guest's key (mixed trees: the
    tree's number too, which must be one of H's own).
@@ -11,10 +14,12 @@ Message sequence of a fit, as seen from a host H (see docs/protocols.md §7):
    left-row masks of the splits it did not make) and the node whose histogram the
    guest needs; H answers with the node's per-bin sums of the packed ciphertexts,
    several bins per ciphertext, re-randomised, and the bins' row counts.
-   ``split_grow``: the guest's scan chose H's feature and bin; H records the real
-   threshold under a fresh opaque id and returns which rows go left, with the
-   histogram of the child the guest asks for (``split``: the same without
-   children or histogram, as earlier guests ask).
+   ``split_grow``: the guest's scan chose H's feature and bin; H records the
+   column and real threshold under a fresh opaque id and returns which rows go
+   left, with the histogram of the child the guest asks for (``split``: the same
+   without children or histogram, as earlier guests ask). ``split_grow_tied``:
+   the scan found several of H's features of exactly the same gain; H applies
+   the one on its first column (scikit-learn's choice) and says which.
 4. with early stopping, ``decide``: the prediction walk of the validation rows.
 5. ``finish``: H keeps its split table as a model shard.
 
@@ -46,7 +51,7 @@ from ftl.federation.budget import guard_of
 from ftl.federation.messages import CiphertextArray, Message, PlainArray
 from ftl.federation.service import operation, role
 
-__all__ = ["BoostingHost", "HostParams", "SHARD_KIND", "aligned_rows"]
+__all__ = ["BoostingHost", "HostParams", "SHARD_KIND", "aligned_rows", "secret_feature_order"]
 
 #: The ``"kind"`` of the shard a host keeps (its split table).
 SHARD_KIND = "sbt.host"
@@ -173,6 +178,16 @@ def bin_counts(binned: np.ndarray, n_bins: int) -> np.ndarray:
     return counts.reshape(n_features, n_bins).astype(np.int64)
 
 
+def secret_feature_order(n_features: int) -> np.ndarray:
+    """A uniformly random order of ``n_features`` columns, from the OS's CSPRNG.
+
+    Drawn afresh by the host for every fit and never sent: the guest knows the
+    host's features only by their positions in it (pseudonyms), so a guest that
+    knows the host's column order still cannot tell which column a split uses.
+    """
+    return np.array(secrets.SystemRandom().sample(range(n_features), n_features), dtype=np.intp)
+
+
 class _TreeNodes:
     """The nodes of the tree being grown that this host knows, with their rows."""
 
@@ -212,9 +227,14 @@ class BoostingHost:
         binning = fit_binning(
             features, self.params.max_bins, BINNING_SUBSAMPLE, random_state=self.params.seed
         )
-        self.thresholds = binning.thresholds
-        self.n_bins_non_missing = binning.n_bins_non_missing
-        self.binned = binning.transform(features)
+        # Everything the guest sees names this host's features by pseudonym: the
+        # position in an order the host draws for this fit and keeps to itself.
+        # ``order[p]`` is the column of pseudonym ``p``; the split table records
+        # columns, so the shard and the walk never depend on the order.
+        self.order = secret_feature_order(features.shape[1])
+        self.thresholds = [binning.thresholds[j] for j in self.order]
+        self.n_bins_non_missing = binning.n_bins_non_missing[self.order]
+        self.binned = binning.transform(features)[:, self.order]
         self.validation = party.local_features(validation)
         self.splits = SplitTable()
         self.ledger = WalkLedger()
@@ -302,37 +322,64 @@ class BoostingHost:
     def split(self, request: Message) -> Message:
         """Split a node at this host's feature and bin; keep the threshold here (an
         earlier guest's request: its children come with the next ``grow``)."""
-        split_id, left = self._split(self._tree(), request)
+        split_id, left = self._split(
+            self._tree(), request["node"], request["feature"], request["bin_threshold"]
+        )
         return Message(msg.PARTITION.name, {"split_id": split_id, "left": left})
 
-    @operation(accepts=(msg.SPLIT_GROW.name,))
+    @operation(accepts=(msg.SPLIT_GROW.name, msg.SPLIT_GROW_TIED.name))
     def split_grow(self, request: Message) -> Message:
         """The partitions not seen yet, then a split of a node at this host's feature
         and bin into the named children, and the histogram of the child asked for.
 
         What a ``grow`` without histogram, a ``split``, a ``grow`` of the split's
         partition and the child's histogram would do, in one round trip; each step
-        is checked as there (a refused step leaves the steps before it done).
+        is checked as there (a refused step leaves the steps before it done). Of
+        tied splits (``split_grow_tied``) the host applies the one on its first
+        column, as scikit-learn would on the pooled columns, and says which.
         """
         nodes = self._tree()
         self._learn(nodes, request["partitions"], request["left"], -1)
         children = request["children"]
         if children.shape != (2,):
             raise ValueError(f"{self.name}: a split has two children")
-        asked = request["asked"]
+        choice, feature, bin_threshold, asked = self._tie_break(request)
         if asked >= 0 and asked not in children.tolist():
             raise ValueError(f"{self.name}: node {asked} is no child of the split")
-        split_id, left = self._split(nodes, request)
+        split_id, left = self._split(nodes, request["node"], feature, bin_threshold)
         parts = np.array([[request["node"], *children.tolist()]], dtype=np.int64)
         self._apply_partitions(nodes, parts, np.zeros(0, dtype=bool), asked)
+        fields = {"split_id": split_id, "left": left}
+        tied = request.type == msg.SPLIT_GROW_TIED.name
+        if tied:
+            fields["choice"] = choice
         if asked < 0:
-            return Message(msg.PARTITION.name, {"split_id": split_id, "left": left})
-        histogram = self._build(nodes, asked)
-        return Message(msg.SPLIT_HISTOGRAM.name, {"split_id": split_id, "left": left, **histogram})
+            return Message((msg.TIED_PARTITION if tied else msg.PARTITION).name, fields)
+        fields.update(self._build(nodes, asked))
+        return Message((msg.TIED_SPLIT_HISTOGRAM if tied else msg.SPLIT_HISTOGRAM).name, fields)
 
-    def _split(self, nodes: _TreeNodes, request: Message) -> tuple[str, np.ndarray]:
-        """Record the split a request names; its id and the node's left-row mask."""
-        node, feature, bin_threshold = request["node"], request["feature"], request["bin_threshold"]
+    def _tie_break(self, request: Message) -> tuple[int, int, int, int]:
+        """Of the request's split and its ``ties`` (if any), the one on this host's
+        first column: its index (0: the request's own), feature, bin and asked child."""
+        candidates = [(request["feature"], request["bin_threshold"], request["asked"])]
+        if request.type == msg.SPLIT_GROW_TIED.name:
+            ties = request["ties"]
+            if ties.ndim != 2 or ties.shape[1] != 3:
+                raise ValueError(f"{self.name}: ties are rows (feature, bin_threshold, asked)")
+            candidates += [tuple(int(v) for v in row) for row in ties.tolist()]
+        features = [feature for feature, _, _ in candidates]
+        if not all(0 <= f < self.binned.shape[1] for f in features):
+            raise ValueError(f"{self.name}: no feature {features}")
+        if len(set(features)) != len(features):
+            raise ValueError(f"{self.name}: tied splits are of different features")
+        choice = int(np.argmin(self.order[features]))
+        return (choice, *candidates[choice])
+
+    def _split(
+        self, nodes: _TreeNodes, node: int, feature: int, bin_threshold: int
+    ) -> tuple[str, np.ndarray]:
+        """Record the split of ``node`` at ``feature`` (a pseudonym) and
+        ``bin_threshold``; its id and the node's left-row mask."""
         if not 0 <= feature < self.binned.shape[1]:
             raise ValueError(f"{self.name}: no feature {feature}")
         # the last bin is never a threshold: its right child would be empty
@@ -356,7 +403,7 @@ class BoostingHost:
             split_id,
             nodes.tree,
             depth,
-            feature,
+            int(self.order[feature]),  # the column, not the pseudonym the guest knows
             float(self.thresholds[feature][bin_threshold]),
         )
         nodes.own[node] = left

@@ -28,6 +28,7 @@ from ftl.crypto.histograms import encrypt_gh, gh_layout
 from ftl.crypto.plain import PlainOwnKey
 from ftl.ensemble import FederatedGradientBoostingClassifier, FederatedGradientBoostingRegressor
 from ftl.ensemble import _messages as msg
+from ftl.ensemble import host as sbt_host
 from ftl.federation import Channel, Message
 from ftl.federation.budget import BudgetLimits, HostGuard
 from ftl.federation.policy import PeerRule, Policy
@@ -63,6 +64,25 @@ def _host_splits(clf, X) -> dict:
             splits[split_id] = (offset + int(feature), float(threshold))
         offset += width
     return splits
+
+
+def split_columns(clf, X, tree) -> np.ndarray:
+    """Each split node's column within its party: the guest's tree holds it for the
+    guest's splits, a host's pseudonym for the host's; the host's real column is
+    read from its shard (which only a test may do). -1 at leaves."""
+    columns = {}
+    for host in X.alignment.hosts:
+        table = host.load_model(clf.model_id_)["splits"]
+        columns.update(zip(table.ids, table.feature.tolist(), strict=True))
+    return np.array(
+        [
+            -1 if leaf else (feature if block == 0 else columns[split_id])
+            for leaf, block, feature, split_id in zip(
+                tree.is_leaf, tree.block, tree.feature, tree.split_id, strict=True
+            )
+        ],
+        dtype=np.int64,
+    )
 
 
 def assert_same_trees(clf, sk, X) -> int:
@@ -179,7 +199,8 @@ def test_encrypted_grows_the_plaintext_trees(breast):
     for ours, theirs in zip(enc.trees_, plain.trees_, strict=True):
         for a, b in zip(ours, theirs, strict=True):
             np.testing.assert_array_equal(a.block, b.block)
-            np.testing.assert_array_equal(a.feature, b.feature)
+            # each fit names the host's features by a pseudonym of its own
+            np.testing.assert_array_equal(split_columns(enc, X, a), split_columns(plain, X, b))
             np.testing.assert_array_equal(a.bin_threshold, b.bin_threshold)
             np.testing.assert_allclose(a.value, b.value, rtol=1e-9, atol=1e-12)
     scores = enc.decision_function(X)
@@ -557,10 +578,9 @@ def test_layered_trees_need_both_depths(breast, params, match):
         FederatedGradientBoostingClassifier(max_iter=1, **params, **PLAIN).fit(X, y)
 
 
-def _split_grow(s, node, children, asked, feature=0, bin_threshold=7):
-    return s.call(
-        "split_grow",
-        msg.SPLIT_GROW.name,
+def split_fields(node, children, asked, feature=0, bin_threshold=7) -> dict:
+    """The fields of an ``sbt.split_grow`` with no partitions pending."""
+    return dict(
         partitions=np.zeros((0, 3), dtype=np.int64),
         left=np.zeros(0, dtype=bool),
         node=node,
@@ -568,6 +588,14 @@ def _split_grow(s, node, children, asked, feature=0, bin_threshold=7):
         bin_threshold=bin_threshold,
         children=np.asarray(children, dtype=np.int64),
         asked=asked,
+    )
+
+
+def _split_grow(s, node, children, asked, feature=0, bin_threshold=7):
+    return s.call(
+        "split_grow",
+        msg.SPLIT_GROW.name,
+        **split_fields(node, children, asked, feature, bin_threshold),
     )
 
 
@@ -592,6 +620,29 @@ def test_a_host_split_returns_the_asked_childs_histogram():
         _split_grow(s, 0, (3, 4), -1)
     # without a histogram asked for: the partition only
     assert _split_grow(s, 1, (3, 4), -1, feature=1).type == msg.PARTITION.name
+
+
+def test_of_tied_splits_the_host_applies_its_first_column(monkeypatch):
+    """The guest knows the host's features by pseudonym: of splits of the same gain
+    it names them all, and the host applies the one on its first column (what
+    scikit-learn takes on the pooled columns), records that column and says which."""
+    order = np.array([2, 0, 1])  # pseudonym p is column order[p]
+    monkeypatch.setattr(sbt_host, "secret_feature_order", lambda n: order)
+    s = _Session()
+    bins = s.open()["n_bins_non_missing"]
+    s.gradients()
+    s.grow(0)
+    tied = split_fields(0, (1, 2), 1)
+    with pytest.raises(ValueError, match="different features"):
+        s.call("split_grow", msg.SPLIT_GROW_TIED.name, **tied, ties=np.array([[0, 6, 1]]))
+    ties = np.array([[1, 5, 2], [2, 7, -1]])  # pseudonym 1 is column 0: it wins
+    reply = s.call("split_grow", msg.SPLIT_GROW_TIED.name, **tied, ties=ties)
+    assert reply.type == msg.TIED_SPLIT_HISTOGRAM.name
+    assert (reply["choice"], reply["node"]) == (1, 2)  # the tie's own child asked for
+    assert reply["counts"].shape[0] == bins.shape[0] == 3
+    s.call("finish", msg.FINISH.name, model_id="tied")
+    table = s.shop.load_model("tied")["splits"]
+    assert table.feature.tolist() == [0]  # the column, never the pseudonym
 
 
 def test_the_host_refuses_its_own_splits_below_host_depth():

@@ -29,6 +29,7 @@ from ftl.ensemble import (
     _remote,
 )
 from ftl.ensemble import _messages as msg
+from ftl.ensemble import host as sbt_host
 from ftl.ensemble._binning import draw_seed, fit_binning
 from ftl.ensemble._grower import LocalBlock, grow_tree
 from ftl.ensemble._loss import make_loss
@@ -36,6 +37,7 @@ from ftl.ensemble._remote import RemoteBlock, left_mask
 from ftl.ensemble._split import TreeParams
 from ftl.federation import Message
 from tests.conftest import SMALL_KEY, aligned_by_id, pooled
+from tests.ensemble.test_gradient_boosting import split_columns
 
 PLAIN = dict(encryption=None, random_state=0)
 
@@ -113,7 +115,9 @@ def test_mixed_trees_are_each_partys_own_trees(request, case):
             assert (tree.block[split] == owner).all()  # that party's columns only
             np.testing.assert_array_equal(tree.is_leaf, reference.is_leaf)
             np.testing.assert_array_equal(tree.count, reference.count)
-            np.testing.assert_array_equal(tree.feature, reference.feature)
+            np.testing.assert_array_equal(
+                split_columns(clf, X, tree)[split], reference.feature[split]
+            )
             np.testing.assert_array_equal(tree.bin_threshold, reference.bin_threshold)
             np.testing.assert_allclose(tree.value, reference.value, rtol=1e-6, atol=1e-12)
     # every party's turn came, and the model scores the training rows as rebuilt
@@ -200,8 +204,9 @@ def test_mixed_trees_score_default_credit_near_the_standard_trees(credit):
 
 
 # --------------------------------------------------------------------------- round trips
-def _split_then_grow(self, node, rows, feature, bin_threshold, children, asked):
-    """The earlier guest's host split: ``split``, the children with the next ``grow``."""
+def _split_then_grow(self, node, rows, feature, bin_threshold, children, asked, *, ties=None):
+    """The earlier guest's host split: ``split``, the children with the next ``grow``
+    (it knows no ties: the host applies the scan's own pick)."""
     reply = self._call(
         "split",
         Message(
@@ -211,7 +216,7 @@ def _split_then_grow(self, node, rows, feature, bin_threshold, children, asked):
     )
     self._own.add(node)
     self._pending.append((int(node), *map(int, children)))  # no mask: the host's own
-    return reply["left"], reply["split_id"], None
+    return (reply["left"], reply["split_id"], None) + (() if ties is None else (0,))
 
 
 def _queue_others(self, node, left, right, left_rows, right_rows):
@@ -221,7 +226,13 @@ def _queue_others(self, node, left, right, left_rows, right_rows):
 
 
 #: The guest's requests of a tree (each one round trip).
-_TREE_REQUESTS = (msg.GRADIENTS.name, msg.GROW.name, msg.SPLIT.name, msg.SPLIT_GROW.name)
+_TREE_REQUESTS = (
+    msg.GRADIENTS.name,
+    msg.GROW.name,
+    msg.SPLIT.name,
+    msg.SPLIT_GROW.name,
+    msg.SPLIT_GROW_TIED.name,
+)
 
 
 def _requests_per_tree(clf, host: str) -> dict[str, float]:
@@ -240,6 +251,9 @@ def test_a_host_split_is_one_round_trip(breast, monkeypatch):
     X, y = breast
     params = dict(max_iter=10, **PLAIN)
     host = X.alignment.hosts[0].name
+    # the host's columns in their own order: an earlier guest's tied splits then
+    # resolve as the tie-break does (the host applies its first column)
+    monkeypatch.setattr(sbt_host, "secret_feature_order", np.arange)
     now = FederatedGradientBoostingClassifier(**params).fit(X, y)
     with monkeypatch.context() as earlier:
         earlier.setattr(RemoteBlock, "split", _split_then_grow)
@@ -247,11 +261,11 @@ def test_a_host_split_is_one_round_trip(breast, monkeypatch):
         before = FederatedGradientBoostingClassifier(**params).fit(X, y)
     # the same trees either way: the host accepts both
     for a, b in zip(itertools.chain(*now.trees_), itertools.chain(*before.trees_), strict=True):
-        np.testing.assert_array_equal(a.feature, b.feature)
+        np.testing.assert_array_equal(split_columns(now, X, a), split_columns(before, X, b))
         np.testing.assert_array_equal(a.value, b.value)
     after, earlier_counts = _requests_per_tree(now, host), _requests_per_tree(before, host)
     assert msg.SPLIT.name not in after and msg.SPLIT_GROW.name not in earlier_counts
-    host_splits = after[msg.SPLIT_GROW.name]
+    host_splits = after[msg.SPLIT_GROW.name] + after.get(msg.SPLIT_GROW_TIED.name, 0)
     assert host_splits == earlier_counts[msg.SPLIT.name] > 0
     saved = earlier_counts[msg.GROW.name] - after[msg.GROW.name]
     assert 0 < saved <= host_splits
