@@ -7,6 +7,7 @@ pyproject.toml states them as a contract, which the first test checks.
 import importlib
 import inspect
 import json
+import logging
 import pkgutil
 import subprocess
 import sys
@@ -26,7 +27,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_imports_follow_the_layers():
     """No module imports from a higher layer or an independent sibling (lazy,
     function-level imports included)."""
-    result = CliRunner().invoke(lint_imports_command, ["--no-cache", str(ROOT / "pyproject.toml")])
+    # import-linter configures logging with dictConfig, which disables every logger
+    # that exists (ftl's included) for the rest of the test session: restore them
+    loggers = [
+        log for log in logging.root.manager.loggerDict.values() if isinstance(log, logging.Logger)
+    ]
+    disabled = [log.disabled for log in loggers]
+    try:
+        result = CliRunner().invoke(
+            lint_imports_command, ["--no-cache", str(ROOT / "pyproject.toml")]
+        )
+    finally:
+        for log, was in zip(loggers, disabled, strict=True):
+            log.disabled = was
     if result.exit_code != 0:
         pytest.fail(f"import-linter found upward imports:\n{result.output}", pytrace=False)
 
