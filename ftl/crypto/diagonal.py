@@ -67,6 +67,7 @@ __all__ = [
     "layout",
     "mask_diagonal",
     "masked_diagonal",
+    "pieces_per_ciphertext",
     "slot_bits",
 ]
 
@@ -76,10 +77,16 @@ def slot_bits(n_rows: int, n_pieces: int) -> int:
     return expected_slot_bits(n_rows, n_pieces)
 
 
+def pieces_per_ciphertext(key_bits: int, width: int) -> int:
+    """Pieces per ciphertext, 0 if not even one fits: a result of ``G`` pieces spans
+    ``2G - 1`` slots, which must stay within ``key_bits - 2`` bits (below ``n / 2``)
+    to decode."""
+    return ((key_bits - 2) // width + 1) // 2
+
+
 def group_size(key_bits: int, width: int) -> int:
-    """Pieces per ciphertext: a result of ``G`` pieces spans ``2G - 1`` slots, which
-    must stay within ``key_bits - 2`` bits (below ``n / 2``) to decode."""
-    size = ((key_bits - 2) // width + 1) // 2
+    """:func:`pieces_per_ciphertext`, refusing a key that cannot hold one."""
+    size = pieces_per_ciphertext(key_bits, width)
     if size < 1:
         raise fixedpoint.FixedPointOverflowError(
             f"a {key_bits}-bit key cannot hold one slot of {width} bits"

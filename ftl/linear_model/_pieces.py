@@ -42,7 +42,7 @@ def packs(key, n_pieces: int, n_train: int) -> bool:
     if key.scheme != "paillier" or n_pieces < 2:
         return False
     width = diagonal.slot_bits(n_train, n_pieces)
-    return int(key.n).bit_length() - 2 >= 3 * width  # two pieces: three slots
+    return diagonal.pieces_per_ciphertext(int(key.n).bit_length(), width) >= 2
 
 
 def encrypt_pieces(own, values: np.ndarray, n_train: int):
