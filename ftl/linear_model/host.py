@@ -49,6 +49,7 @@ from ftl.crypto.scheme import (
     stack_rows,
 )
 from ftl.data.fit_checkpoint import in_current_run as _in_current_run
+from ftl.data.fit_checkpoint import take_over
 from ftl.exceptions import CheckpointError
 from ftl.federation.budget import guard_of
 from ftl.federation.checkpoints import checkpoints_of, digest, fingerprint, safe_id
@@ -137,14 +138,11 @@ class LogisticHost:
         self.loss_rows = 0
         self.loss_own = 0.0
         if self.checkpoints is not None:
-            previous = self.checkpoints.claim("lr", self.fit_id, self)
+            opening = request.type == msg.OPEN.name
+            previous = take_over(self, "lr", request, party, opening)
             if previous is not None:  # still alive: it stops, its passes count here too
-                previous.superseded = True
                 self.rows_processed = max(self.rows_processed, previous.rows_processed)
-            if request.type == msg.OPEN.name:
-                self.checkpoints.keep_alignment(
-                    request["alignment"], party.alignment_table(request["alignment"])
-                )
+            if opening:
                 self._keep()
 
     # ------------------------------------------------------------------ checkpoints
