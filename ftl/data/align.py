@@ -112,8 +112,8 @@ def align(
         restarts mid-run the alignment goes on where it left off; after the driver
         restarts, calling ``align`` again with the same parties, data and settings
         does. No finished batch is redone, and the alignment is the one the
-        uninterrupted run would have made. A finished run removes its checkpoint.
-        Not with ``cardinality_only``.
+        uninterrupted run would have made (with ``cardinality_only``: the same
+        count). A finished run removes its checkpoint.
 
     Returns
     -------
@@ -158,8 +158,6 @@ def align(
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if cardinality_only:
-        if checkpoint_dir is not None:
-            raise ValueError("checkpoint_dir resumes alignments, not cardinality_only runs")
         guest, hosts = _split_parties(parties, "inner")
         if len(hosts) != 1:
             raise ValueError("cardinality_only works between exactly two parties")
@@ -170,6 +168,7 @@ def align(
             transcript=transcript,
             batch_size=batch_size,
             verbose=verbose,
+            checkpoint_dir=checkpoint_dir,
         )
     guest, hosts = _split_parties(parties, how)
     if order == "id" and how != "inner":

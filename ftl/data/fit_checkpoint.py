@@ -30,6 +30,7 @@ from ftl.federation.checkpoints import (
     digest,
     fingerprint,
     read_checkpoint,
+    refuse_superseded,
     remove_checkpoint,
     write_checkpoint,
 )
@@ -256,11 +257,7 @@ def in_current_run(method):
 
     @functools.wraps(method)
     def guarded(self, request):
-        if self.superseded:
-            raise ProtocolError(
-                f"{self.name}: fit {self.fit_id} was resumed in another session; this one "
-                "answers no more"
-            )
+        refuse_superseded(self, self.name, "fit", self.fit_id)
         return method(self, request)
 
     return guarded

@@ -106,7 +106,7 @@ from typing import Any
 
 import numpy as np
 
-from ftl.exceptions import CheckpointError
+from ftl.exceptions import CheckpointError, ProtocolError
 from ftl.federation.json_forms import decode_array, encode_array
 
 __all__ = [
@@ -118,6 +118,7 @@ __all__ = [
     "digest",
     "fingerprint",
     "read_checkpoint",
+    "refuse_superseded",
     "remove_checkpoint",
     "safe_id",
     "state_from_json",
@@ -549,6 +550,24 @@ class PartyCheckpoints:
             except (CheckpointError, KeyError, TypeError, ValueError) as exc:
                 log.error("cannot reload alignment %s: %s", path, exc)
         return count
+
+
+def refuse_superseded(session: Any, who: str, word: str, run_id: str) -> None:
+    """Refuse every operation of a role's ``session`` whose run a resume has taken over.
+
+    The role that :meth:`~PartyCheckpoints.claim` superseded sets ``superseded``;
+    it answers no more, so that a run never goes on in two sessions at once. ``who``
+    names the role in the message and ``word`` what it runs (``"fit"``, ``"run"``).
+
+    Raises
+    ------
+    ProtocolError
+        If ``session.superseded``.
+    """
+    if session.superseded:
+        raise ProtocolError(
+            f"{who}: {word} {run_id} was resumed in another session; this one answers no more"
+        )
 
 
 def checkpoints_of(party: Any) -> PartyCheckpoints | None:

@@ -1,7 +1,7 @@
 """The guest's state of a named PSI run, kept per batch so that the run resumes.
 
-With ``checkpoint_dir`` (:func:`ftl.align`) the guest names its run (128 random
-bits, sent in ``psi.start``) and keeps, in
+With ``checkpoint_dir`` (:func:`ftl.align`, :func:`ftl.intersection_size`) the guest
+names its run (128 random bits, sent in ``psi.start``) and keeps, in
 ``<checkpoint_dir>/psi-guest/<fingerprint>.json`` and its ``.parts`` folder:
 
 - once per host: its secret scalar ``a`` and secret order for that host (and, in
@@ -11,12 +11,14 @@ bits, sent in ``psi.start``) and keeps, in
 - which hosts have stored the alignment, and its id.
 
 The fingerprint covers the guest's ids, the hosts' names, the join, order, mode,
-batch size and salt (if given), so a restarted driver that calls ``align`` again
-with the same data finds the run. The in-process hosts of a simulation keep theirs
-in ``psi-guest-hosts/<fingerprint>/<host>/``. A finished run removes all of it. What the
-guest sends is a function of what it keeps (the same scalar and order give the
-same points), so a host that is ahead of the guest's checkpoint receives nothing
-new and a host that is behind receives the same bytes again.
+batch size and salt (if given), so a restarted driver that calls ``align`` (or
+``intersection_size``) again with the same data finds the run. The in-process hosts
+of a simulation keep theirs in ``psi-guest-hosts/<fingerprint>/<host>/``. A finished
+run removes all of it. What the guest sends is a function of what it keeps (the same
+scalar and order give the same points), so a host that is ahead of the guest's
+checkpoint receives nothing new and a host that is behind receives the same bytes
+again. :func:`run_named` runs a named run to its end, resuming it where every
+party's checkpoint left it.
 Design and protection: :mod:`ftl.federation.checkpoints`, :mod:`ftl.psi._resume`.
 """
 
@@ -25,55 +27,29 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ftl.exceptions import CheckpointError
-from ftl.federation.checkpoints import PartyCheckpoints, fingerprint
+from ftl.exceptions import CheckpointError, PolicyError, ProtocolError
+from ftl.federation.budget import guard_of
+from ftl.federation.channel import Channel, Endpoint, new_session_id
+from ftl.federation.checkpoints import PartyCheckpoints, attached, checkpoints_of, fingerprint
+from ftl.federation.service import PartyService
+from ftl.psi._guest_steps import HostInfo, Progress
 from ftl.psi._resume import ids_digest, points_from_json, points_to_json
 from ftl.psi.curve import POINT_BYTES, batches
 
-__all__ = ["GuestRun", "Progress"]
+__all__ = ["GuestRun", "run_named"]
 
 log = logging.getLogger("ftl.checkpoint")
 
 #: Under which protocol name the guest keeps its runs.
 KIND = "psi-guest"
-
-
-@dataclass
-class Progress:
-    """The guest's exchange with one host: its secrets and how far each list came.
-
-    ``received`` and ``reblinded`` count what the host acknowledged (guest points,
-    step-4 values); ``fetched`` the host's points the guest holds blinded in
-    ``host_doubles``; ``n_final`` the final values it holds in ``final`` (in the
-    order it sent its points).
-    """
-
-    alpha: bytes
-    order: np.ndarray
-    n_rows: int
-    host_doubles: np.ndarray = field(init=False)
-    final: np.ndarray = field(init=False)
-    fetched: int = 0
-    n_final: int = 0
-    received: int = 0
-    reblinded: int = 0
-    tag_order: np.ndarray | None = None
-    #: ``keep(kind, start, values)``: called with every batch the guest gains.
-    keep: Any = None
-
-    def __post_init__(self) -> None:
-        self.host_doubles = np.empty((self.n_rows, POINT_BYTES), dtype=np.uint8)
-        self.final = np.empty((len(self.order), POINT_BYTES), dtype=np.uint8)
-
-    def gained(self, kind: str, start: int, values: np.ndarray) -> None:
-        if self.keep is not None:
-            self.keep(kind, start, values)
 
 
 class GuestRun:
@@ -112,7 +88,7 @@ class GuestRun:
         counts = [(p.received, p.fetched, p.reblinded, p.n_final) for p in self.progress]
         return tuple(counts), len(self.committed)
 
-    def resumed(self, index: int, info: Any) -> None:
+    def resumed(self, index: int, info: HostInfo) -> None:
         """Host ``index`` resumed the run: go on from the counts it holds."""
         if info.n_rows != self.hosts[index]["n_rows"]:
             raise CheckpointError(
@@ -157,6 +133,12 @@ class GuestRun:
         store = None if folder is None else PartyCheckpoints(Path(folder), guest)
         return cls(uuid.uuid4().hex, salt, store, key)
 
+    @classmethod
+    def of(cls, folder: Any, guest: str, key: str, salt: bytes) -> GuestRun:
+        """The run kept in ``folder`` under ``key`` (a restarted driver's), else a new one."""
+        run = cls.saved(folder, guest, key)
+        return run if run is not None else cls.new(folder, guest, key, salt)
+
     def host_store(self, name: str, identity: str) -> PartyCheckpoints | None:
         """Where a simulation's in-process host ``name`` keeps its part of the run."""
         if self.store is None:
@@ -167,13 +149,17 @@ class GuestRun:
         return self.store.root / f"{KIND}-hosts" / self.key
 
     # -- keeping -----------------------------------------------------------------------
-    def add_host(self, info: dict, alpha: bytes, order: np.ndarray, batch_size: int) -> Progress:
+    def add_host(
+        self, info: HostInfo, alpha: bytes, order: np.ndarray, batch_size: int
+    ) -> Progress:
         """A host's exchange starts: keep its secrets once."""
         index = len(self.progress)
         self.batch_size = batch_size
-        progress = Progress(alpha, order, int(info["n_rows"]))
+        progress = Progress(alpha, order, info.n_rows)
         progress.keep = self._keeper(index)
-        self.hosts.append(dict(info))
+        self.hosts.append(
+            {"name": info.name, "n_rows": info.n_rows, "feature_names": info.feature_names}
+        )
         self.progress.append(progress)
         if self.store is not None:
             self.store.keep_part(KIND, self.key, f"h{index}-order", {"order": order})
@@ -262,3 +248,66 @@ class GuestRun:
 
     def _part(self, name: str) -> Any:
         return self.store.load_part(KIND, self.key, name)
+
+
+def run_named(
+    channel: Channel,
+    guest: str,
+    endpoints: Sequence[Endpoint],
+    run: GuestRun,
+    attempt: Callable[[GuestRun, bool], Any],
+) -> Any:
+    """Run the named ``run`` with ``endpoints`` to its end: ``attempt(run, resume)``
+    does all of it or, with ``resume``, what is left.
+
+    The run is resumed, in a new session, where every party's checkpoint left it
+    when a host's session is lost (once per point of progress) and, from the start,
+    when ``run`` was kept by a driver that restarted; a kept run that a host cannot
+    go on with starts afresh, with a warning. A refusal ends the run.
+    """
+    resume, seen = bool(run.progress), None
+    with _local_host_stores(run, endpoints):
+        while True:
+            run.opened = 0
+            try:
+                return attempt(run, resume)
+            except PolicyError:  # a host refused: the run is over
+                run.finish()
+                raise
+            except (ValueError, ProtocolError) as exc:
+                if resume and seen is None and run.opened < len(endpoints):
+                    # A kept run that a host cannot go on with (its state is gone).
+                    warnings.warn(
+                        f"PSI run {run.run_id} cannot be resumed ({exc}); it starts afresh",
+                        UserWarning,
+                        stacklevel=4,
+                    )
+                    run.finish()
+                    run = GuestRun.new(run.folder, guest, run.key, run.salt)
+                    channel.session, resume = new_session_id(), False
+                    continue
+                mark = run.mark()
+                lost = isinstance(exc, ProtocolError) and run.opened == len(endpoints)
+                if not lost:  # refused or misbehaving: resuming cannot help
+                    run.finish()
+                    raise
+                if mark == seen:
+                    raise
+                seen = mark
+                log.warning(
+                    "%s; resuming PSI run %s where it left off, in a new session", exc, run.run_id
+                )
+                channel.session, resume = new_session_id(), True
+
+
+def _local_host_stores(run: GuestRun, endpoints: Sequence[Endpoint]) -> ExitStack:
+    """The in-process hosts of a simulation (whose data the driver holds anyway) keep
+    their part of a named run next to the guest's, unless they keep checkpoints."""
+    stack = ExitStack()
+    for endpoint in endpoints:
+        party = getattr(endpoint, "party", None)
+        if isinstance(endpoint, PartyService) and checkpoints_of(party) is None:
+            store = run.host_store(endpoint.name, guard_of(party).identity)
+            if store is not None:
+                stack.enter_context(attached(party, store))
+    return stack

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from ftl.exceptions import CheckpointError, ProtocolError
-from ftl.federation.checkpoints import checkpoints_of, fingerprint, safe_id
+from ftl.exceptions import CheckpointError
+from ftl.federation.checkpoints import checkpoints_of, fingerprint, refuse_superseded, safe_id
 from ftl.federation.messages import Message
 from ftl.psi.curve import canonical_ids
 
@@ -122,11 +122,7 @@ class ResumableHost:
 
     def _check_current(self) -> None:
         """Refuse every operation of a session whose run was resumed elsewhere."""
-        if self.superseded:
-            raise ProtocolError(
-                f"PSI host: run {self.run_id} was resumed in another session; this one "
-                "answers no more"
-            )
+        refuse_superseded(self, "PSI host", "run", self.run_id)
 
     def _keep_secrets(self) -> None:
         """At the start of a named run: the secret orders once, then step 0."""

@@ -8,7 +8,11 @@ Steps 1 to 3 are those of the default mode (:mod:`ftl.psi.guest`, as in
 5. host -> guest: ``b*a*P(x)`` under one secret shuffle -- only after the host has
    counted the intersection from the tags and checked it reaches its minimum size.
 
-Nothing is stored at either party.
+Nothing is stored at either party, except, with ``checkpoint_dir``, each party's
+part of the named run until it ends (:mod:`ftl.psi._guest_run`,
+:mod:`ftl.psi._resume`): a resumed run sends and answers exactly what the run it
+continues would have, and the host counts the intersection once, over the set the
+guest committed, so a resume cannot count a second set.
 """
 
 from __future__ import annotations
@@ -17,65 +21,54 @@ from typing import Any
 
 import numpy as np
 
-from ftl.federation.channel import Channel
-from ftl.federation.messages import Message
+from ftl.federation.channel import Channel, Endpoint
 from ftl.federation.transcript import Transcript
-from ftl.psi.curve import batches, check_distinct, point_keys, random_scalar, secret_permutation
-from ftl.psi.guest import (
-    DEFAULT_BATCH_SIZE,
+from ftl.psi._guest_run import GuestRun, run_named
+from ftl.psi._guest_steps import (
     HostInfo,
-    _check_batch_size,
-    _check_salt,
-    _expect,
-    _fetch_doubles,
-    _fetch_host_points,
-    _n_batches,
-    _progress,
-    _send_guest_points,
+    Progress,
+    check_batch_size,
+    check_salt,
     close_host,
+    fetch_doubles,
+    fetch_host_points,
+    n_batches,
     open_host,
+    progress_bar,
+    send_batch,
+    send_guest_points,
 )
+from ftl.psi.curve import batches, check_distinct, point_keys, random_scalar, secret_permutation
+from ftl.psi.guest import DEFAULT_BATCH_SIZE
 from ftl.psi.host import cardinality_tags
 
 __all__ = ["intersection_size"]
 
 
 def _send_tags(
-    channel: Channel,
-    host: HostInfo,
-    host_doubles: np.ndarray,
-    salt: bytes,
-    batch_size: int,
-    bar: Any,
+    channel: Channel, host: HostInfo, salt: bytes, batch_size: int, bar: Any, progress: Progress
 ) -> None:
     """Cardinality mode, step 4: tags of all ``a*b*P(y)``, under one secret shuffle.
 
     The host needs them to count the intersection itself (and refuse below its
     minimum) before the guest can count. One permutation over the whole list, drawn
-    after every host point has arrived: a per-batch shuffle would tell the host
-    which of its batches hold the matches. Tags, not the points: a point would let
-    a deviating host trace its own points through the shuffle by their algebraic
-    relations (``Q`` and ``c*Q`` come back as ``a*Q`` and ``c*a*Q``).
+    after every host point has arrived (and kept, in a named run, before the first
+    tag is sent, so that a resumed run sends the same tags): a per-batch shuffle
+    would tell the host which of its batches hold the matches. Tags, not the
+    points: a point would let a deviating host trace its own points through the
+    shuffle by their algebraic relations (``Q`` and ``c*Q`` come back as ``a*Q`` and
+    ``c*a*Q``).
     """
-    shuffled = cardinality_tags(host_doubles, salt)[secret_permutation(len(host_doubles))]
+    if progress.tag_order is None:
+        progress.tag_order = secret_permutation(host.n_rows)
+        progress.gained("tags", 0, progress.tag_order)
+    shuffled = cardinality_tags(progress.host_doubles, salt)[progress.tag_order]
     for start, stop in batches(len(shuffled), batch_size):
-        ack = channel.call(
-            host.endpoint,
-            "psi.host.tags",
-            Message("psi.host_tags", {"start": start, "tags": shuffled[start:stop]}),
-        )
-        if _expect(ack, "psi.received", host.name)["count"] != stop:
-            raise ValueError(f"PSI: host {host.name!r} acknowledged a wrong count")
+        if stop > progress.reblinded:
+            tags = shuffled[start:stop]
+            send_batch(channel, host, "psi.host.tags", "psi.host_tags", "tags", start, tags)
+            progress.reblinded = stop
         bar.update(1)
-
-
-def _fetch_shuffled(
-    channel: Channel, host: HostInfo, n: int, batch_size: int, bar: Any
-) -> np.ndarray:
-    """Cardinality mode, step 5: the host's shuffled ``b*a*P(x)``, batch by batch."""
-    return _fetch_doubles(
-        channel, host, "psi.host.shuffled", "psi.shuffled_doubles", n, batch_size, bar
-    )
 
 
 def intersection_size(
@@ -86,6 +79,7 @@ def intersection_size(
     transcript: Transcript | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     verbose: bool = False,
+    checkpoint_dir: Any = None,
 ) -> int:
     """Number of ids two parties share, without revealing which (PSI cardinality).
 
@@ -94,7 +88,8 @@ def intersection_size(
     the guest's points, refuses if the count is below its minimum intersection
     size, and only then returns the doubly blinded guest values under one secret
     shuffle. So each side learns ``|A & B|`` and the other's set size, and
-    neither learns which ids are shared. Nothing is stored.
+    neither learns which ids are shared. Nothing is stored (but a named run's
+    checkpoints until it ends).
 
     Parameters
     ----------
@@ -110,6 +105,12 @@ def intersection_size(
         Points per message.
     verbose : bool
         Show a progress bar over batches.
+    checkpoint_dir : path, optional
+        Name the run and keep the guest's state in this folder after every batch
+        (:mod:`ftl.psi._guest_run`): the run resumes where it left off after the
+        host restarts mid-run, and when ``intersection_size`` is called again with
+        the same data and settings after the driver restarted. A finished run
+        removes its checkpoint.
 
     Returns
     -------
@@ -138,11 +139,43 @@ def intersection_size(
     """
     if getattr(guest, "name", None) == getattr(host, "name", None):
         raise ValueError("guest and host must be different parties (names are equal)")
-    salt = _check_salt(salt)
-    batch_size = _check_batch_size(batch_size)
+    given_salt = salt
+    salt = check_salt(salt)
+    batch_size = check_batch_size(batch_size)
     endpoint = host.endpoint
     channel = Channel(guest.name, transcript=transcript)
     ids = np.asarray(guest.local_ids())
+    if checkpoint_dir is None:
+        return _count(channel, endpoint, ids, salt, batch_size, verbose, None)
+    settings = {"how": "inner", "order": "blinded", "batch_size": batch_size}
+    key = GuestRun.key_of(
+        ids,
+        [endpoint.name],
+        {**settings, "mode": "cardinality", "salt": None if given_salt is None else salt.hex()},
+    )
+    run = GuestRun.of(checkpoint_dir, guest.name, key, salt)
+    return run_named(
+        channel,
+        guest.name,
+        [endpoint],
+        run,
+        lambda run, resume: _count(
+            channel, endpoint, ids, run.salt, batch_size, verbose, run, resume
+        ),
+    )
+
+
+def _count(
+    channel: Channel,
+    endpoint: Endpoint,
+    ids: np.ndarray,
+    salt: bytes,
+    batch_size: int,
+    verbose: bool,
+    run: GuestRun | None,
+    resume: bool = False,
+) -> int:
+    """One attempt at the count (all of it, or, in a named run, what is left)."""
     try:
         info = open_host(
             channel,
@@ -153,15 +186,44 @@ def intersection_size(
             how="inner",
             n_hosts=1,
             batch_size=batch_size,
+            run_id=None if run is None else run.run_id,
+            resume=resume,
         )
-        total = 2 * _n_batches(len(ids), batch_size) + 2 * _n_batches(info.n_rows, batch_size)
-        alpha = random_scalar()
-        with _progress(total, verbose, "PSI cardinality") as bar:
-            _send_guest_points(channel, info, ids, salt, alpha, batch_size, bar)
-            host_doubles = _fetch_host_points(channel, info, alpha, batch_size, bar, False)
-            _send_tags(channel, info, host_doubles, salt, batch_size, bar)
-            guest_doubles = _fetch_shuffled(channel, info, len(ids), batch_size, bar)
+        progress = _progress_with(info, len(ids), batch_size, run, resume)
+        total = 2 * n_batches(len(ids), batch_size) + 2 * n_batches(info.n_rows, batch_size)
+        with progress_bar(total, verbose, "PSI cardinality") as bar:
+            send_guest_points(channel, info, ids, salt, batch_size, bar, progress)
+            host_doubles = fetch_host_points(
+                channel, info, batch_size, bar, progress, send_back=False
+            )
+            _send_tags(channel, info, salt, batch_size, bar, progress)
+            guest_doubles = fetch_doubles(
+                channel,
+                info,
+                "psi.host.shuffled",
+                "psi.shuffled_doubles",
+                batch_size,
+                bar,
+                progress,
+            )
             check_distinct(guest_doubles, f"reply of host {info.name!r}")
-        return int(np.isin(point_keys(guest_doubles), point_keys(host_doubles)).sum())
+        count = int(np.isin(point_keys(guest_doubles), point_keys(host_doubles)).sum())
+        if run is not None:
+            run.finish()
+        return count
     finally:
         close_host(channel, endpoint)
+
+
+def _progress_with(
+    info: HostInfo, n_guest: int, batch_size: int, run: GuestRun | None, resume: bool
+) -> Progress:
+    """The exchange's secrets and progress: fresh (kept in a named run), or, in a
+    resumed run, those kept, going on from the counts the host holds."""
+    if run is None:
+        return Progress(random_scalar(), secret_permutation(n_guest), info.n_rows)
+    run.opened += 1
+    if resume:
+        run.resumed(0, info)
+        return run.progress[0]
+    return run.add_host(info, random_scalar(), secret_permutation(n_guest), batch_size)

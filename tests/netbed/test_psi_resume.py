@@ -1,11 +1,12 @@
-"""A host restarted mid-alignment on the other machine, through a slow link.
+"""A host restarted mid-alignment (or mid-count) on the other machine, through a slow link.
 
 The lab's ``ftl serve`` keeps checkpoints (``checkpoint_dir``); the test kills it
 (SIGKILL) once it has kept a good part of a named PSI run and starts it again on
 the same address a second later, while the proxy delays every byte by 20 ms each
 way. The driver's calls are retried until the lab is back, which refuses the
 lost session; the driver resumes the run there (``psi.resume``), and the
-alignment is the in-process one: the same ids, and the same model fitted on it.
+alignment is the in-process one: the same ids, and the same model fitted on it
+(a cardinality run: the same count).
 """
 
 from __future__ import annotations
@@ -60,6 +61,23 @@ def align_script(checkpoint_dir: Path) -> str:
     """
 
 
+def count_script(checkpoint_dir: Path) -> str:
+    """Reference count in-process; a named count with the lab."""
+    return f"""
+        import ftl
+        from netbed.guest import *
+
+        guest = guest_party()
+        result = {{"reference": ftl.intersection_size(guest, local_host())}}
+        lab = remote_party(timeout=30, retry_for=60)
+        with timed(result, "psi"):
+            result["count"] = ftl.intersection_size(
+                guest, lab, batch_size=32, checkpoint_dir={str(checkpoint_dir)!r}
+            )
+        emit(**result)
+    """
+
+
 @contextlib.contextmanager
 def restarted(restarter):
     """While the block runs, ``restarter`` kills and restarts the lab; both lab
@@ -76,20 +94,34 @@ def restarted(restarter):
     assert restarter.restarted is not None, "the lab was not restarted mid-alignment"
 
 
-@pytest.mark.slow
-def test_host_restart_mid_alignment_through_the_link_is_resumed(bed, deployment, monkeypatch):
-    folder = deployment.workdir / "lab-psi-checkpoints"
+def restart_mid_run(bed, deployment, monkeypatch, name: str, script) -> dict:
+    """Run ``script(guest checkpoint folder)`` while the lab, keeping its checkpoints,
+    is killed and restarted mid-run; the result. Exactly one session resumed the run,
+    and the finished run left nothing at the lab."""
+    folder = deployment.workdir / f"lab-{name}-checkpoints"
     config = deployment.write_config(
-        "lab-psi-resume", TEST_POLICY, server={"checkpoint_dir": str(folder)}
+        f"lab-{name}-resume", TEST_POLICY, server={"checkpoint_dir": str(folder)}
     )
     lab = bed.serve(config)
     monkeypatch.setattr(test_resume, "kept_step", kept_psi_step)  # watch the PSI run
     with restarted(test_resume.Restarter(bed, config, lab, folder, KILL_AT_STEP)):
-        script = align_script(deployment.workdir / "guest-psi-checkpoints")
-        result = drive(bed, deployment, lab, "psi-restart", script)
+        code = script(deployment.workdir / f"guest-{name}-checkpoints")
+        result = drive(bed, deployment, lab, f"{name}-restart", code)
     assert "error" not in result, result.get("error")
-    assert result["same_ids"]
-    assert_same_model(result)
-    records = ftl.Transcript.from_jsonl(deployment.audit_log("lab-psi-resume")).records
+    records = ftl.Transcript.from_jsonl(deployment.audit_log(f"lab-{name}-resume")).records
     assert len({r.session for r in records if r.type == "psi.resume"}) == 1
     assert not list(folder.glob("*/psi/*.json"))  # finished: nothing left to resume
+    return result
+
+
+@pytest.mark.slow
+def test_host_restart_mid_alignment_through_the_link_is_resumed(bed, deployment, monkeypatch):
+    result = restart_mid_run(bed, deployment, monkeypatch, "psi", align_script)
+    assert result["same_ids"]
+    assert_same_model(result)
+
+
+@pytest.mark.slow
+def test_host_restart_mid_count_through_the_link_is_resumed(bed, deployment, monkeypatch):
+    result = restart_mid_run(bed, deployment, monkeypatch, "count", count_script)
+    assert result["count"] == result["reference"]

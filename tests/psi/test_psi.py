@@ -175,14 +175,14 @@ def test_min_intersection_refuses_before_guest_can_match():
 
 
 def test_min_intersection_keeps_refusing_and_blocks_assign():
-    from ftl.psi.guest import _fetch_host_points, _send_guest_points
+    from ftl.psi._guest_steps import Progress, fetch_host_points, send_guest_points
 
     guest = make_party("bank", range(20), labels=True)
     host = with_minimum(make_party("shop", range(17, 40)), 4)  # 3 shared
     ch, info = opened_by_the_guest(host, n_guest=20, batch_size=8)
-    alpha = curve.random_scalar()
-    _send_guest_points(ch, info, guest.local_ids(), SALT, alpha, 8, Bar())
-    host_doubles = _fetch_host_points(ch, info, alpha, 8, Bar(), send_back=True)
+    progress = Progress(curve.random_scalar(), np.arange(20), info.n_rows)
+    send_guest_points(ch, info, guest.local_ids(), SALT, 8, Bar(), progress)
+    host_doubles = fetch_host_points(ch, info, 8, Bar(), progress, send_back=True)
     for _ in range(2):
         with pytest.raises(PolicyError):
             ch.call(

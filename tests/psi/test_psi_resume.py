@@ -24,6 +24,7 @@ import pytest
 import rbcl
 
 import ftl
+import ftl.psi.cardinality as cardinality_module
 import ftl.psi.guest as guest_module
 import ftl.psi.host as host_module
 from ftl.data.align import align
@@ -53,7 +54,7 @@ def fixed_secrets(monkeypatch):
         counter["n"] += 1
         return np.random.default_rng(counter["n"]).permutation(n).astype(np.int64)
 
-    for module in (guest_module, host_module):
+    for module in (guest_module, cardinality_module, host_module):
         monkeypatch.setattr(module, "random_scalar", scalar)
         monkeypatch.setattr(module, "secret_permutation", permutation)
 
@@ -95,10 +96,41 @@ def restart(host) -> None:
         host.endpoint.end_session(session)
 
 
+def killed_until_done(monkeypatch, host, run, seed):
+    """``run()``, the driver killed at random calls and both sides restarted (the host
+    from its folder) after each kill, until it ends: its result, and the attempts."""
+    rng = np.random.default_rng(seed)
+    for attempt in range(60):  # bounded: every attempt gets at least one call through
+        with monkeypatch.context() as patch:
+            kill_after(patch, int(rng.integers(2, 5)), bool(rng.integers(2)))
+            try:
+                return run(), attempt
+            except Killed:
+                restart(host)
+    pytest.fail("the run never finished")
+
+
+def restart_at(monkeypatch, host, op: str, calls: int) -> None:
+    """The host (keeping checkpoints on disk, as ftl serve does) restarts before the
+    driver's ``calls``-th call of ``op``: a new store reads its folder."""
+    store, seen = host.checkpoints, {"n": 0}
+    real = Channel.call
+
+    def call(self, endpoint, op_, request, origin=None):
+        if op_ == op:
+            seen["n"] += 1
+            if seen["n"] == calls:
+                restart(host)
+                host.checkpoints = PartyCheckpoints(store.root, store.identity)
+        return real(self, endpoint, op_, request, origin)
+
+    monkeypatch.setattr(Channel, "call", call)
+
+
 def count_runs(monkeypatch) -> dict:
     """How often the host ran each storing operation (so: what was redone)."""
-    counts = {"submit": 0, "reblinded": 0, "own": 0, "admitted": 0}
-    for name in ("submit", "reblinded", "own"):
+    counts = {"submit": 0, "reblinded": 0, "tags": 0, "own": 0, "admitted": 0}
+    for name in ("submit", "reblinded", "tags", "own"):
         real = getattr(PSIHost, name)
 
         @functools.wraps(real)  # keeps the operation's declaration
@@ -131,21 +163,13 @@ def test_killed_at_random_batch_boundaries_the_run_ends_as_the_uninterrupted_one
 
     fixed_secrets()
     counts = count_runs(monkeypatch)
-    rng = np.random.default_rng(7)
-    # bounded: every attempt gets at least one call through
-    for attempt in range(60):  # noqa: B007 (read after the loop)
-        with monkeypatch.context() as patch:
-            kill_after(patch, int(rng.integers(2, 5)), bool(rng.integers(2)))
-            try:
-                X, y = align(
-                    guest, host, how=how, batch_size=16, salt=SALT, checkpoint_dir=tmp_path
-                )
-                break
-            except Killed:
-                restart(host)  # both sides restart: the host from its folder
-    else:
-        pytest.fail("the run never finished")
-    assert attempt > 10
+    (X, y), attempts = killed_until_done(
+        monkeypatch,
+        host,
+        lambda: align(guest, host, how=how, batch_size=16, salt=SALT, checkpoint_dir=tmp_path),
+        seed=7,
+    )
+    assert attempts > 10
     for mine, theirs in zip(aligned(X, guest, host), reference, strict=True):
         np.testing.assert_array_equal(mine, theirs)
     np.testing.assert_array_equal(y, y_ref)
@@ -166,21 +190,9 @@ def test_a_host_that_lost_its_session_is_resumed_in_the_same_run(
     fixed_secrets()
     reference = aligned(align(guest, host, batch_size=8, salt=SALT)[0], guest, host)
 
-    store = PartyCheckpoints(tmp_path / "shop" / "bank", "local")
-    host.checkpoints = store  # ftl serve's checkpoint_dir
+    host.checkpoints = PartyCheckpoints(tmp_path / "shop" / "bank", "local")  # ftl serve's
     fixed_secrets()
-    seen = {"n": 0}
-    real = Channel.call
-
-    def call(self, endpoint, op, request, origin=None):
-        if op == "psi.host.own":
-            seen["n"] += 1
-            if seen["n"] == 5:  # the host restarts: a new store reads its folder
-                restart(host)
-                host.checkpoints = PartyCheckpoints(store.root, store.identity)
-        return real(self, endpoint, op, request, origin)
-
-    monkeypatch.setattr(Channel, "call", call)
+    restart_at(monkeypatch, host, "psi.host.own", 5)
     with caplog.at_level("WARNING", logger="ftl.checkpoint"):
         X, _ = align(guest, host, batch_size=8, salt=SALT, checkpoint_dir=tmp_path / "bank")
     assert [r for r in caplog.records if "resuming PSI run" in r.getMessage()]
@@ -238,8 +250,9 @@ def test_a_refused_run_keeps_no_checkpoint(tmp_path):
     with pytest.raises(PolicyError):
         align(guest, host, batch_size=8, checkpoint_dir=tmp_path)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing to resume
-    with pytest.raises(ValueError, match="not cardinality_only"):
-        align(guest, host, cardinality_only=True, checkpoint_dir=tmp_path)
+    with pytest.raises(PolicyError):
+        align(guest, host, cardinality_only=True, batch_size=8, checkpoint_dir=tmp_path)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
 # -- attacks: a resume gives a deviating guest nothing a run would not -----------------------
