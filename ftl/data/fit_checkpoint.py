@@ -243,8 +243,6 @@ def take_over(session: Any, protocol: str, request: Any, party: Any, opening: bo
     its fit: the session it supersedes, if still alive, answers no more (and is
     returned). At the fit's ``opening``, keep the alignment table its steps use."""
     previous = session.checkpoints.claim(protocol, session.fit_id, session)
-    if previous is not None:
-        previous.superseded = True
     if opening:
         alignment = request["alignment"]
         session.checkpoints.keep_alignment(alignment, party.alignment_table(alignment))

@@ -514,13 +514,17 @@ class PartyCheckpoints:
     # -- which session runs a fit --------------------------------------------------------
     def claim(self, protocol: str, fit_id: str, session: Any) -> Any:
         """Make ``session`` (a role object) the one that runs the fit; return the one
-        it supersedes, if that is still alive (the caller makes it stop)."""
+        it supersedes, if that is still alive. That one answers no more: its
+        ``superseded`` flag is set (see :func:`refuse_superseded`)."""
         key = self._key(protocol, fit_id)
         with self._lock:
             before = self._live.get(key)
             self._live[key] = weakref.ref(session)
         previous = None if before is None else before()
-        return previous if previous is not session else None
+        if previous is None or previous is session:
+            return None
+        previous.superseded = True
+        return previous
 
     # -- alignments ----------------------------------------------------------------------
     def keep_alignment(self, alignment_id: str, rows: np.ndarray) -> None:

@@ -116,9 +116,7 @@ class ResumableHost:
         """
         if self.checkpoints is None:
             return
-        previous = self.checkpoints.claim(PROTOCOL_KEY, self.run_id, self)
-        if previous is not None:
-            previous.superseded = True
+        self.checkpoints.claim(PROTOCOL_KEY, self.run_id, self)
 
     def _check_current(self) -> None:
         """Refuse every operation of a session whose run was resumed elsewhere."""

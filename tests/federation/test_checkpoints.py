@@ -125,16 +125,20 @@ def test_memory_checkpoints_serve_a_live_party_and_are_forgotten_after_their_ttl
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_a_claim_names_the_session_it_supersedes():
+def test_a_claim_names_and_stops_the_session_it_supersedes():
     class Session:
-        pass
+        superseded = False
 
     kept = PartyCheckpoints(None, "bank")
     first, second = Session(), Session()
     assert kept.claim("lr", "d" * 32, first) is None
     assert kept.claim("lr", "d" * 32, second) is first
+    assert first.superseded and not second.superseded
+    assert kept.claim("lr", "d" * 32, second) is None  # claiming again supersedes nothing
+    assert not second.superseded
     del first
     assert kept.claim("lr", "d" * 32, Session()) is second
+    assert second.superseded
 
 
 def test_alignment_tables_are_kept_and_reloaded(tmp_path):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import ftl
+from ftl.data import fit_checkpoint
 from ftl.exceptions import CheckpointError, PolicyError, ProtocolError
 from ftl.federation import Channel, Message
 from ftl.federation.budget import BudgetLedger, BudgetLimits, HostGuard
@@ -355,8 +356,7 @@ def test_a_resume_supersedes_the_session_that_ran_the_fit(breast_transfer, serve
         late = terms_of_epoch(calls, 2)[0]  # a request of the dead driver, in flight
         with monkeypatch.context() as patch:
             if not superseding:  # off: both sessions answer at the same weights
-                claim = PartyCheckpoints.claim
-                patch.setattr(PartyCheckpoints, "claim", lambda *a, real=claim: real(*a) and None)
+                patch.setattr(fit_checkpoint, "refuse_superseded", lambda *a: None)
                 patch.setattr(PartyCheckpoints, "_check_owner", lambda *a: None)
             channel = open_at(served.target, resume_request(calls, 2))
             if superseding:
