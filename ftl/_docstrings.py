@@ -19,7 +19,6 @@ __all__ = [
     "CHECKPOINT_DIR_PARAMETER",
     "ENCRYPTION_PARAMETERS",
     "N_JOBS_PARAMETER",
-    "PREDICTION_CHECKPOINT_DIR_PARAMETER",
     "PREDICT_BATCH_ROWS_PARAMETER",
     "WRITTEN_FILE",
     "fill_doc",
@@ -83,15 +82,6 @@ predict_batch_rows : int or None, default=None
     scores only the batches still missing and returns what an uninterrupted
     call returns; a re-scored batch is a new request to the hosts. ``None``:
     one request of every row."""
-
-#: ``checkpoint_dir`` of the estimators whose fit does not resume (yet).
-PREDICTION_CHECKPOINT_DIR_PARAMETER = """\
-checkpoint_dir : str, path-like or None, default=None
-    Folder where the guest keeps the scores of the finished batches of a
-    prediction in ``predict_batch_rows`` batches (one JSON file per batch,
-    mode 0600, named by the run's fingerprint: the model, the rows and the
-    batches), so that the same call after a crash resumes from them; removed
-    when the prediction ends. ``None``: nothing is written."""
 
 
 def fill_doc(**fragments: str) -> Callable[[_T], _T]:

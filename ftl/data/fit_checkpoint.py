@@ -39,8 +39,12 @@ from ftl.federation.service import PartyService
 __all__ = [
     "GuestCheckpoint",
     "ResumableRun",
+    "StepCheckpoint",
+    "count_resume",
     "fit_fingerprint",
     "in_current_run",
+    "kept_count",
+    "load_bound_step",
     "local_party_checkpoints",
     "take_over",
 ]
@@ -144,6 +148,29 @@ class GuestCheckpoint:
     def party_store(self, name: str, identity: str) -> PartyCheckpoints:
         """Where the simulation's in-process party ``name`` keeps its checkpoints."""
         return PartyCheckpoints(self.parties / name, identity)
+
+
+class StepCheckpoint(GuestCheckpoint):
+    """A guest's checkpoint file that holds its state at the fit's last step.
+
+    Parameters
+    ----------
+    folder, fingerprint, kind, prefix
+        As for :class:`GuestCheckpoint`.
+    """
+
+    def __init__(self, folder, fingerprint: str, kind: str, prefix: str):
+        super().__init__(folder, fingerprint, kind, prefix, {"state": None})
+
+    @property
+    def saved(self) -> dict | None:
+        """The state at the fit's last step, if any."""
+        return self.body["state"]
+
+    def keep(self, state: dict) -> None:
+        """Write ``state``, the fit's latest step."""
+        self.body["state"] = state
+        self.write()
 
 
 def local_party_checkpoints(checkpoint: Any, parties: list) -> ExitStack:
@@ -259,3 +286,52 @@ def in_current_run(method):
         return method(self, request)
 
     return guarded
+
+
+def load_bound_step(session: Any, protocol: str, step: int) -> dict:
+    """Step ``step`` of the fit a role's ``session`` resumes (the role has
+    ``checkpoints``, ``fit_id``, ``bound`` and ``name``): refused unless the fit ran
+    bound to what the session is -- the peer, parameters, keys, rows and data.
+
+    Raises
+    ------
+    CheckpointError
+        If the party keeps no checkpoints, not of this step, or of another binding.
+    """
+    if session.checkpoints is None:
+        raise CheckpointError(f"{session.name}: this party keeps no checkpoints to resume from")
+    state = session.checkpoints.load(protocol, session.fit_id, step)
+    if state.get("bound") != session.bound:
+        raise CheckpointError(
+            f"{session.name}: fit {session.fit_id} ran with other parameters, keys, rows or "
+            "data than this resume asks for; refused"
+        )
+    return state
+
+
+def kept_count(session: Any, protocol: str, part: str) -> int:
+    """A count the session's fit keeps as part ``part`` (0 if none)."""
+    try:
+        return int(session.checkpoints.load_part(protocol, session.fit_id, part)["count"])
+    except CheckpointError:
+        return 0
+
+
+def count_resume(session: Any, protocol: str, step: int, limit: int, docs: str) -> None:
+    """Count one more resume of step ``step`` of the session's fit, refused once the
+    step was resumed ``limit`` times: a resumed step answers its requests again
+    (``docs`` names where the protocol says what that gives a peer).
+
+    Raises
+    ------
+    CheckpointError
+        If the step was resumed ``limit`` times already.
+    """
+    name = f"resumed-{int(step)}"
+    resumes = kept_count(session, protocol, name)
+    if resumes >= limit:
+        raise CheckpointError(
+            f"{session.name}: step {step} of fit {session.fit_id} was resumed {resumes} "
+            f"time(s) already; refused ({docs})"
+        )
+    session.checkpoints.keep_part(protocol, session.fit_id, name, {"count": resumes + 1})

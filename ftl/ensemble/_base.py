@@ -24,10 +24,10 @@ from ftl.data.batch_scoring import rows_identity, score_in_batches, scoring_sett
 from ftl.data.handles import VerticalData
 from ftl.data.simulate import simulate_for_fit, simulate_for_predict
 from ftl.ensemble._binning import draw_seed
-from ftl.ensemble._boosting import fit_boosting
 from ftl.ensemble._early_stopping import EarlyStopping
 from ftl.ensemble._loss import make_loss
 from ftl.ensemble._plan import TreePlan
+from ftl.ensemble._resume import boosting_checkpoint
 from ftl.ensemble._split import TreeParams
 from ftl.ensemble.guest import BoostingGuest, predict_raw_federated
 from ftl.federation.channel import Channel
@@ -210,7 +210,10 @@ class BaseFederatedGradientBoosting:
         y, n_classes = self._encode_y(y)
         loss = make_loss(n_classes)
         self.n_trees_per_iteration_ = loss.n_trees_per_iteration
+        checkpoint = boosting_checkpoint(self, handle, y)
         seed = draw_seed(self.random_state)
+        if checkpoint is not None and checkpoint.seed is not None:
+            seed = checkpoint.seed  # a resumed fit bins and splits as it did before
         train, val = self._split_rows(y, n_classes is not None, seed)
         self.transcript_ = Transcript()
         alignment = handle.alignment
@@ -228,6 +231,7 @@ class BaseFederatedGradientBoosting:
             Channel(alignment.guest.name, self.transcript_),
             loss.constant_hessian,
             plan.mixed,
+            checkpoint,
         )
         stopping = None
         if self.do_early_stopping_:
@@ -241,28 +245,20 @@ class BaseFederatedGradientBoosting:
                 seed,
             )
         bar = tqdm(total=self.max_iter, desc="federated boosting", disable=not self.verbose)
-
-        def callback(iteration, trees, raw):
-            bar.update(1)
-            return stopping is not None and stopping(iteration, trees, raw)
-
         try:
-            guest.open()
-            result = fit_boosting(
-                guest.blocks,
+            result = guest.fit(
                 y[train],
                 loss,
                 self._tree_params(),
                 max_iter=self.max_iter,
                 learning_rate=float(self.learning_rate),
-                bin_thresholds=guest.bin_thresholds,
-                callback=callback,
                 plan=plan,
+                stopping=stopping,
+                progress=lambda: bar.update(1),
             )
-            self.model_id_ = guest.finish()
         finally:
             bar.close()
-            guest.close()
+        self.model_id_ = guest.model_id
         self.baseline_ = result.baseline
         self.trees_ = result.trees
         self.n_iter_ = len(result.trees)

@@ -58,6 +58,7 @@ def fit_boosting(
     bin_thresholds: Sequence[Sequence[np.ndarray] | None] | None = None,
     callback: IterationCallback | None = None,
     plan: TreePlan | None = None,
+    start: BoostingResult | None = None,
 ) -> BoostingResult:
     """Boost trees on the blocks' columns.
 
@@ -83,6 +84,9 @@ def fit_boosting(
     plan : TreePlan, optional
         Which block alone the trees of each iteration split on (the guest's first
         trees, mixed trees; ``TreeParams.only_block``); default: every block.
+    start : BoostingResult, optional
+        The iterations grown before (a resumed fit): the loop goes on after them,
+        from their raw predictions, as if it had never stopped.
 
     Returns
     -------
@@ -92,9 +96,12 @@ def fit_boosting(
     baseline = loss.baseline(y)
     raw = np.zeros((y.shape[0], loss.n_trees_per_iteration), dtype=np.float64, order="F")
     raw += baseline[None, :]
-    plan = TreePlan() if plan is None else plan
     trees: list[list[Tree]] = []
-    for iteration in range(max_iter):
+    if start is not None:
+        raw[:] = start.raw_predictions
+        trees = [list(per_iteration) for per_iteration in start.trees]
+    plan = TreePlan() if plan is None else plan
+    for iteration in range(len(trees), max_iter):
         gradients, hessians = loss.gradient_hessian(y, raw)
         trees.append([])
         owner = plan.owner(iteration)

@@ -74,12 +74,34 @@ class SplitTable:
         return np.bincount(self.feature, minlength=n_features).astype(np.int64)
 
 
+#: The depth of a tree whose walk is over (:meth:`WalkLedger.close`).
+_CLOSED = np.iinfo(np.int64).max
+
+
 class WalkLedger:
     """Which rows a walk has asked about, per tree, at the tree's current depth."""
 
     def __init__(self):
         # tree -> (depth, sorted rows already answered at that depth)
         self._asked: dict[int, tuple[int, np.ndarray]] = {}
+
+    def close(self) -> None:
+        """No more answers about the trees asked so far (their iteration's walk is
+        over): a later question about one of them is refused as going back."""
+        for t in self._asked:
+            self._asked[t] = (_CLOSED, np.empty(0, dtype=np.int64))
+
+    def state(self) -> list:
+        """The walk so far as a checkpoint keeps it: ``[tree, depth, rows]`` per tree."""
+        return [[t, d, rows.copy()] for t, (d, rows) in sorted(self._asked.items())]
+
+    @classmethod
+    def from_state(cls, state: list) -> WalkLedger:
+        """The ledger :meth:`state` kept."""
+        ledger = cls()
+        for t, d, rows in state:
+            ledger._asked[int(t)] = (int(d), np.asarray(rows, dtype=np.int64))
+        return ledger
 
     def admit(self, rows: np.ndarray, tree: np.ndarray, depth: np.ndarray) -> None:
         """Record the (row, tree) pairs asked at ``depth``; ``ValueError`` (nothing

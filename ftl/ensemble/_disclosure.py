@@ -23,7 +23,11 @@ _TREE_STARTS = frozenset({"sbt.gradients", "sbt.tree_gradients"})
 
 
 def _training(a: Findings) -> bool:
-    return bool(a.type_set & ({"sbt.open"} | _TREE_STARTS))
+    return bool(a.type_set & ({"sbt.open", "sbt.resume"} | _TREE_STARTS))
+
+
+def _resumed(a: Findings) -> bool:
+    return "sbt.resume" in a.type_set
 
 
 def _mixed(a: Findings) -> bool:
@@ -101,6 +105,7 @@ DISCLOSURE = Disclosure(
             "sbt.open",
             "SecureBoost's per-bin gradient sums, computed by the host on the guest's "
             "ciphertexts, go back to the guest (their key owner) to be decrypted, by design",
+            reopened_by=("sbt.resume",),
         )
         for histogram in ("sbt.histogram", "sbt.split_histogram", "sbt.tied_split_histogram")
     ),
@@ -162,6 +167,17 @@ DISCLOSURE = Disclosure(
             "fits and trees bound how many such reads it gets.",
             "§7.7",
             applies=_training,
+        ),
+        Leakage(
+            "training",
+            "Resumed fit: a host that kept the fit's steps learns when the guest's fit "
+            "stopped and went on (a resume names the iteration to go on from). Each step is "
+            "resumed at most once, so a deviating guest gets the histograms of each "
+            "iteration's trees at most twice, and the trees grown again count against the "
+            "host's pass cap (max_epochs); only the fit's own peer resumes it, bound to its "
+            "parameters, key, rows and the host's data.",
+            "§7.8",
+            applies=_resumed,
         ),
         Leakage(
             "training",

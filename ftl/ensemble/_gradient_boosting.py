@@ -13,7 +13,6 @@ from ftl._docstrings import (
     ENCRYPTION_PARAMETERS,
     N_JOBS_PARAMETER,
     PREDICT_BATCH_ROWS_PARAMETER,
-    PREDICTION_CHECKPOINT_DIR_PARAMETER,
     fill_doc,
 )
 from ftl.crypto.keys import DEFAULT_KEY_SIZE
@@ -98,6 +97,22 @@ simulated_hosts : int, default=1
     When ``fit`` gets a plain array, its columns are split into a guest block and
     this many host blocks (a simulated federation)."""
 
+#: Checkpoint and resume of a boosting fit (docs/howto/deploy.md).
+_CHECKPOINT_DIR_PARAMETER = """\
+checkpoint_dir : str, path-like or None, default=None
+    Folder where the guest keeps its checkpoint of the fit after every boosting
+    iteration (its trees, one per class): the trees so far, the training rows'
+    raw predictions, early stopping's scores, the binning seed and its own key
+    pair, in one JSON file (mode 0600) per fit, named by the fit's fingerprint
+    (parameters, alignment, the guest's training data, the hosts). Calling
+    ``fit`` again with the same fingerprint -- after the driver crashed or was
+    stopped -- resumes after the last completed iteration and grows the trees an
+    uninterrupted fit grows; the file is removed when the fit ends. Each host
+    keeps its own part, its split table included (``ftl serve``'s
+    ``checkpoint_dir``; the driver keeps a simulation's); a host that restarts
+    mid-fit is resumed without it. With ``predict_batch_rows`` prediction keeps
+    its finished batches there too. ``None``: nothing is written."""
+
 _BOOSTING_ATTRIBUTES = """\
 n_iter_ : int
     Boosting iterations run (fewer than ``max_iter`` after early stopping).
@@ -144,7 +159,7 @@ _FILL = dict(
     encryption_parameters=ENCRYPTION_PARAMETERS,
     n_jobs_parameter=N_JOBS_PARAMETER,
     federation_parameters="\n".join(
-        [_FEDERATION_PARAMETERS, PREDICT_BATCH_ROWS_PARAMETER, PREDICTION_CHECKPOINT_DIR_PARAMETER]
+        [_FEDERATION_PARAMETERS, PREDICT_BATCH_ROWS_PARAMETER, _CHECKPOINT_DIR_PARAMETER]
     ),
     boosting_attributes=_BOOSTING_ATTRIBUTES,
 )

@@ -8,9 +8,12 @@ the smaller child's histogram in one round trip; ``partition`` when no histogram
 asked for; earlier guests send ``split`` -> ``partition``; splits of equal gain on
 several of the host's features: ``split_grow_tied`` -> ``tied_split_histogram`` or
 ``tied_partition``, which name the one the host applied); per boosting iteration
-with early stopping ``decide`` -> ``decisions`` (validation rows); at the end
-``finish``. Prediction (role ``sbt.predict``): ``predict_open``, then one
-``decide`` -> ``decisions`` per tree level.
+with early stopping ``decide`` -> ``decisions`` (validation rows); after every
+iteration, to a host that keeps the fit's steps, ``iteration_end``; at the end
+``finish``. A guest that resumes a fit re-opens the session with ``resume`` (at a
+step); a host that keeps steps answers an open or a resume with ``opened_steps``.
+Prediction (role ``sbt.predict``): ``predict_open``, then one ``decide`` ->
+``decisions`` per tree level.
 """
 
 from ftl.crypto.histograms import GHLayout
@@ -47,10 +50,33 @@ OPEN = register(
     positions=ALIGNED_POSITIONS,
     validation=ALIGNED_POSITIONS,
 )
+RESUME = register(
+    "sbt.resume",
+    "Guest re-opens a host's training session to go on with a checkpointed fit (params "
+    "carry its fit_id) from the end of boosting iteration `step` (0: the open); the "
+    "fields of sbt.open, answered like an open (sbt.opened_steps).",
+    **OPEN.fields,
+    step=PUBLIC_INT,
+)
 OPENED = register(
     "sbt.opened",
     "Host's bins per feature (bin edges stay at the host): the scan of a split needs them.",
     n_bins_non_missing=FieldSpec("array", _PUBLIC, ndim=1, dtypes=("int64",), max_len=MAX_FEATURES),
+)
+OPENED_STEPS = register(
+    "sbt.opened_steps",
+    "sbt.opened of a host that keeps the fit's steps (the open named a fit_id): its bins "
+    "per feature, the step it (re-)opened at, and the SHA-256 of its split ids so far "
+    "(sorted), which a resuming guest checks against the trees it kept.",
+    n_bins_non_missing=OPENED.fields["n_bins_non_missing"],
+    step=PUBLIC_INT,
+    splits=_ID,
+)
+ITERATION_END = register(
+    "sbt.iteration_end",
+    "End of boosting iteration `step` - 1: the host keeps its state at step `step` (sent to "
+    "a host that answered with sbt.opened_steps).",
+    step=PUBLIC_INT,
 )
 GRADIENTS = register(
     "sbt.gradients",

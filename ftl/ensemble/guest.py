@@ -11,7 +11,9 @@ The guest holds the labels and runs the driver. Per fit (see docs/protocols.md Â
    the gradients and hessians encrypted, per split the guest decrypts the hosts'
    packed histograms and finds the best split over all parties;
 3. with early stopping, after every iteration it walks the new trees for the
-   validation rows, asking each host about its nodes (``decide``);
+   validation rows, asking each host about its nodes (``decide``); then every host
+   that keeps steps keeps the iteration's end (``iteration_end``), and the guest
+   keeps its own state (:mod:`ftl.ensemble._resume`: a fit resumes from there);
 4. ``finish``: every host keeps its split table under one model id.
 
 Prediction (:func:`predict_raw_federated`) walks all trees level by level and asks
@@ -22,15 +24,18 @@ rows at those nodes.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 
 from ftl.crypto.scheme import make_own_key, public_key_json
+from ftl.data.fit_checkpoint import local_party_checkpoints
 from ftl.ensemble import _messages as msg
 from ftl.ensemble._binning import fit_binning
-from ftl.ensemble._boosting import predict_raw
+from ftl.ensemble._boosting import BoostingResult, fit_boosting, predict_raw
 from ftl.ensemble._grower import LocalBlock
 from ftl.ensemble._remote import RemoteBlock, remote_decisions
+from ftl.ensemble._resume import ResumableBoosting
 from ftl.ensemble._tree import SplitQueries, Tree, apply_trees, go_left
 from ftl.ensemble.host import BINNING_SUBSAMPLE
 from ftl.federation.channel import Channel
@@ -61,7 +66,7 @@ def _close(channel: Channel, endpoints, role: str) -> None:
             pass
 
 
-class BoostingGuest:
+class BoostingGuest(ResumableBoosting):
     """The guest's side of one fit: its own block, the hosts' sessions and blocks.
 
     Parameters
@@ -83,6 +88,10 @@ class BoostingGuest:
         Squared error: the hessians are not encrypted.
     mixed : bool, default=False
         Mixed trees: the hosts' trees are named (``sbt.tree_gradients``).
+    checkpoint : BoostingCheckpoint, optional
+        Where the fit keeps its state after every iteration, and resumes from
+        (:mod:`~ftl.ensemble._resume`); without it the state is kept in memory
+        only (a host's lost session still resumes).
     """
 
     def __init__(
@@ -94,6 +103,7 @@ class BoostingGuest:
         channel,
         constant_hessian: bool,
         mixed: bool = False,
+        checkpoint=None,
     ):
         self.alignment = alignment
         self.party = alignment.guest
@@ -111,14 +121,11 @@ class BoostingGuest:
             binning.transform(features), binning.n_bins_non_missing, binning.thresholds
         )
         self.validation_features = self._features(self.validation)
-        self.own_key = make_own_key(
-            params["encryption"],
-            int(params["key_size"]),
-            bool(params["insecure_for_tests"]),
-            params["n_jobs"],
-            pool_capacity=_pool_capacity(params["n_jobs"], self.positions.shape[0]),
-        )
+        self.checkpoint = checkpoint
+        self.stopping = None
         self.remote: list[RemoteBlock] = []
+        self.stepping: list[bool] = []  # which hosts keep the fit's steps
+        self._reset_steps()
 
     def _features(self, positions: np.ndarray) -> np.ndarray:
         rows = self.party.aligned_rows(self.alignment.id, positions)
@@ -134,23 +141,40 @@ class BoostingGuest:
         """The thresholds the guest knows: its own block's only."""
         return [self.local.bin_thresholds] + [None] * len(self.remote)
 
-    def open(self) -> None:
-        """Open a fit session at every host; it answers with its bins per feature."""
+    def _open_sessions(self, resume_step: int | None = None) -> None:
+        """Open a fit session at every host, which answers with its bins per feature;
+        or, from step ``resume_step`` of this fit, re-open them as a resume (the
+        guest's key and parameters restored)."""
+        p = self.params
+        if resume_step is None:
+            self.own_key = make_own_key(
+                p["encryption"],
+                int(p["key_size"]),
+                bool(p["insecure_for_tests"]),
+                p["n_jobs"],
+                pool_capacity=_pool_capacity(p["n_jobs"], self.positions.shape[0]),
+            )
+            # the fit id names the hosts' checkpoints of this run, for a resume
+            self.params = p = {**p, "fit_id": uuid.uuid4().hex}
         request = {
-            "params": self.params,
             "public_key": public_key_json(self.own_key),
             "alignment": self.alignment.id,
             "positions": self.positions,
             "validation": self.validation,
         }
+        self.remote, self.stepping = [], []
         for party, host in enumerate(self.alignment.hosts, start=1):
             # a mixed fit tells each host its turn: which trees are its own
-            params = {**self.params, "party": party} if self.mixed else self.params
-            reply = self.channel.call(
-                host.endpoint,
-                "sbt.host.open",
-                Message(msg.OPEN.name, {**request, "params": params}),
+            fields = {**request, "params": {**p, "party": party} if self.mixed else p}
+            message = (
+                Message(msg.OPEN.name, fields)
+                if resume_step is None
+                else Message(msg.RESUME.name, {**fields, "step": resume_step})
             )
+            reply = self.channel.call(host.endpoint, "sbt.host.open", message)
+            if resume_step is not None:
+                self._check_resumed(party, reply, resume_step)
+            self.stepping.append(reply.type == msg.OPENED_STEPS.name)
             self.remote.append(
                 RemoteBlock(
                     self.channel,
@@ -172,6 +196,60 @@ class BoostingGuest:
     def validation_leaves(self, trees: list[Tree]) -> np.ndarray:
         """The leaf of every validation row in each of ``trees`` (the walk)."""
         return apply_trees(trees, self.validation.shape[0], self.decide)
+
+    def fit(
+        self,
+        y: np.ndarray,
+        loss,
+        tree_params,
+        *,
+        max_iter: int,
+        learning_rate: float,
+        plan,
+        stopping=None,
+        progress: Callable[[], None] | None = None,
+    ) -> BoostingResult:
+        """Grow the trees with the hosts (:func:`~ftl.ensemble._boosting.fit_boosting`),
+        keeping a step after every iteration; with a checkpoint of this fit, go on
+        from its last step; a host's session lost mid-fit is resumed at the last step
+        (:mod:`~ftl.ensemble._resume`). ``stopping``: early stopping, called after
+        every iteration; ``progress``: called once per iteration."""
+        self.stopping = stopping
+
+        def iteration_done(iteration, trees, raw) -> bool:
+            self.trees.append(trees)
+            self.raw = raw
+            if progress is not None:
+                progress()
+            self.stopped = stopping is not None and bool(stopping(iteration, trees, raw))
+            self._end_iteration()
+            return self.stopped
+
+        def run() -> BoostingResult:
+            result = fit_boosting(
+                self.blocks,
+                y,
+                loss,
+                tree_params,
+                max_iter=len(self.trees) if self.stopped else max_iter,
+                learning_rate=learning_rate,
+                bin_thresholds=self.bin_thresholds,
+                callback=iteration_done,
+                plan=plan,
+                start=self.progress,
+            )
+            self.model_id = self.finish()
+            return result
+
+        with local_party_checkpoints(self.checkpoint, self.alignment.hosts):
+            try:
+                self._start_sessions()
+                result = self._run_resuming(run)
+            finally:
+                self.close()
+        if self.checkpoint is not None:
+            self.checkpoint.remove()
+        return result
 
     def finish(self) -> str:
         """Every host keeps its split table under one new model id; returns the id."""

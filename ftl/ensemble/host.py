@@ -21,7 +21,9 @@ Message sequence of a fit, as seen from a host H (see docs/protocols.md §7):
    the scan found several of H's features of exactly the same gain; H applies
    the one on its first column (scikit-learn's choice) and says which.
 4. with early stopping, ``decide``: the prediction walk of the validation rows.
-5. ``finish``: H keeps its split table as a model shard.
+5. after every iteration, ``iteration_end``: H keeps its step (fits it keeps steps
+   of, :mod:`ftl.ensemble._checkpoint`; a resumed fit re-opens with ``resume``).
+6. ``finish``: H keeps its split table as a model shard.
 
 H protects itself, whatever the guest's code does: it builds histograms only for
 the training rows (the root) and for nodes it saw partitioned, refuses any node
@@ -30,7 +32,9 @@ below), caps trees (the fit's ``max_trees``, which its policy bounds), depth,
 leaves and bins, refuses its own splits and the histograms of nodes below the
 host layers of layered trees (``host_depth``), refuses any tree of a mixed fit
 that is not its own, and checks every mask and index against the nodes it knows.
-It sees gradients and hessians as ciphertexts only.
+It sees gradients and hessians as ciphertexts only. A fit it keeps steps of resumes
+for the fit's own peer only, each step once and each of the host's trees started at
+most twice (:mod:`ftl.ensemble._checkpoint`).
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ import numpy as np
 
 from ftl.crypto import histograms
 from ftl.crypto.scheme import peer_key_from_public
+from ftl.data.fit_checkpoint import in_current_run
 from ftl.ensemble import _messages as msg
 from ftl.ensemble._binning import fit_binning
+from ftl.ensemble._checkpoint import ResumableHost, splits_digest
 from ftl.ensemble._decisions import SplitTable, WalkLedger, answer_walk
 from ftl.ensemble._plan import TreePlan
 from ftl.federation.budget import guard_of
@@ -201,12 +207,14 @@ class _TreeNodes:
         self.n_splits = 0
 
 
-@role("sbt.host", opens=(msg.OPEN.name,))
-class BoostingHost:
+@role("sbt.host", opens=(msg.OPEN.name, msg.RESUME.name))
+class BoostingHost(ResumableHost):
     """Training state of one host: its binned columns, the current tree's nodes, the
     guest's ciphertexts of that tree and the splits made so far."""
 
     def __init__(self, party, request: Message):
+        if request.type not in (msg.OPEN.name, msg.RESUME.name):
+            raise ValueError("sbt.host sessions open with an sbt.open (or sbt.resume) message")
         self.params = HostParams.from_json(request["params"])
         self.party = party
         self.name = party.name
@@ -220,10 +228,15 @@ class BoostingHost:
             request["public_key"], scheme, self.params.insecure_for_tests, self.n_jobs
         )
         self.guard.cap("n_bins", self.params.max_bins)
-        # Admitted last, once the request is known to be well formed (a refused or
-        # malformed open consumes no budget), before the binning.
-        self.guard.admit_fit("sbt", alignment, len(rows), party.n_features)
         features = party.local_features(rows)
+        self._bind(request, features)
+        kept = None
+        if request.type == msg.RESUME.name:
+            kept = self._load_step(request["step"], len(rows), party.n_features)
+        else:
+            # Admitted last, once the request is known to be well formed (a refused or
+            # malformed open consumes no budget), before the binning.
+            self.guard.admit_fit("sbt", alignment, len(rows), party.n_features)
         binning = fit_binning(
             features, self.params.max_bins, BINNING_SUBSAMPLE, random_state=self.params.seed
         )
@@ -231,7 +244,11 @@ class BoostingHost:
         # position in an order the host draws for this fit and keeps to itself.
         # ``order[p]`` is the column of pseudonym ``p``; the split table records
         # columns, so the shard and the walk never depend on the order.
-        self.order = secret_feature_order(features.shape[1])
+        self.order = (
+            secret_feature_order(features.shape[1])
+            if kept is None
+            else np.asarray(kept["order"], dtype=np.intp)
+        )
         self.thresholds = [binning.thresholds[j] for j in self.order]
         self.n_bins_non_missing = binning.n_bins_non_missing[self.order]
         self.binned = binning.transform(features)[:, self.order]
@@ -241,12 +258,21 @@ class BoostingHost:
         self.nodes: _TreeNodes | None = None
         self.n_trees = 0  # trees this host took part in
         self.tree = -1  # the current one's number (the guest's only trees skipped)
+        self.trees_started = 0  # with the trees a resume grew again: never goes back
         self.packed_gh = None
         self.layout = None
         self.finished = False
+        if kept is not None:
+            self._restore_step(kept)
+        self._take_over(request, opening=kept is None)
 
     def opened(self) -> Message:
-        return Message(msg.OPENED.name, {"n_bins_non_missing": self.n_bins_non_missing})
+        if self.checkpoints is None:
+            return Message(msg.OPENED.name, {"n_bins_non_missing": self.n_bins_non_missing})
+        fields = {"step": self.step, "splits": splits_digest(self.splits.ids)}
+        return Message(
+            msg.OPENED_STEPS.name, {"n_bins_non_missing": self.n_bins_non_missing, **fields}
+        )
 
     @property
     def n_train(self) -> int:
@@ -275,6 +301,7 @@ class BoostingHost:
         return tree
 
     @operation(accepts=(msg.GRADIENTS.name, msg.TREE_GRADIENTS.name))
+    @in_current_run
     def gradients(self, request: Message) -> Message:
         """A new tree: keep the guest's packed gradients and hessians of every row."""
         values = request["values"]
@@ -290,8 +317,7 @@ class BoostingHost:
         elif values.shape != (self.n_train, layout.slots_per_bin):
             raise ValueError(f"{self.name}: expected one (g, h) per training row")
         tree = self._next_tree(request)
-        # one tree is one pass over the guest's values of every training row
-        self.guard.cap("epochs", self.n_trees + 1)
+        self._count_tree()
         self.n_trees += 1
         self.tree = tree
         self.packed_gh, self.layout = values, layout
@@ -319,6 +345,7 @@ class BoostingHost:
             )
 
     @operation(accepts=(msg.SPLIT.name,))
+    @in_current_run
     def split(self, request: Message) -> Message:
         """Split a node at this host's feature and bin; keep the threshold here (an
         earlier guest's request: its children come with the next ``grow``)."""
@@ -328,6 +355,7 @@ class BoostingHost:
         return Message(msg.PARTITION.name, {"split_id": split_id, "left": left})
 
     @operation(accepts=(msg.SPLIT_GROW.name, msg.SPLIT_GROW_TIED.name))
+    @in_current_run
     def split_grow(self, request: Message) -> Message:
         """The partitions not seen yet, then a split of a node at this host's feature
         and bin into the named children, and the histogram of the child asked for.
@@ -453,6 +481,7 @@ class BoostingHost:
         nodes.n_splits = n_splits
 
     @operation(accepts=(msg.GROW.name,))
+    @in_current_run
     def grow(self, request: Message) -> Message:
         """Learn the new partitions, then build the histogram of one node (or none)."""
         nodes = self._tree()
@@ -514,11 +543,24 @@ class BoostingHost:
 
     # ------------------------------------------------------------------ the rest
     @operation(accepts=(msg.DECIDE.name,))
+    @in_current_run
     def decide(self, request: Message) -> Message:
         """Early stopping: the prediction walk of the validation rows."""
         return answer_walk(self.splits, self.ledger, self.validation, request)
 
+    @operation(accepts=(msg.ITERATION_END.name,))
+    @in_current_run
+    def iteration_end(self, request: Message) -> Message:
+        """An iteration's trees (and their validation walk) are done: keep the step.
+        The tree's rows and ciphertexts are not needed any more, nor answers about
+        the trees walked so far."""
+        self.nodes, self.packed_gh = None, None
+        self.ledger.close()
+        self._end_step(request["step"])
+        return Message("ack", {})
+
     @operation(accepts=(msg.FINISH.name,))
+    @in_current_run
     def finish(self, request: Message) -> Message:
         """Keep the split table (ids, features, thresholds) as a model shard."""
         if self.finished:
@@ -528,4 +570,5 @@ class BoostingHost:
             request["model_id"],
             {"kind": SHARD_KIND, "splits": self.splits, "n_features": self.binned.shape[1]},
         )
+        self._finished()
         return Message("ack", {})

@@ -81,7 +81,9 @@ per batch, its secret scalar and order and the batches already blinded
 (:mod:`ftl.psi._resume`). Transfer learning keeps, per epoch, both parties'
 networks and optimisers (``ftl.resume``); its target also keeps, with
 :meth:`~PartyCheckpoints.keep_part`, the digests of the batches answered since the
-step and how often the step was resumed. Each needs a driver that names its run and a
+step and how often the step was resumed. SecureBoost keeps, per boosting iteration,
+the host's feature order, split table and validation walk (``sbt.resume``), and with
+:meth:`~PartyCheckpoints.keep_part` how often each of its trees was started. Each needs a driver that names its run and a
 resume message, as ``lr.resume`` and ``psi.resume`` do. Batch prediction needs neither:
 the guest alone keeps the scores of its finished batches
 (:mod:`ftl.data.batch_scoring`), and every batch is a new, complete request.

@@ -141,7 +141,8 @@ class ReturnedByDesign:
     """A ciphertext field that goes back to its key owner by design.
 
     The report accepts it only when the receiver opened the message's session
-    with a message of type ``opened_by`` (and so made the key for it).
+    with a message of type ``opened_by`` (and so made the key for it), or re-opened
+    it with one of ``reopened_by`` (a resumed run, under the key it made before).
 
     Attributes
     ----------
@@ -151,11 +152,14 @@ class ReturnedByDesign:
         The message type the key owner opens the session with.
     reason : str
         Why this is not a failure (shown with the passed check).
+    reopened_by : tuple of str, default=()
+        The message types the key owner resumes a session with.
     """
 
     field: str
     opened_by: str
     reason: str
+    reopened_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -315,7 +315,8 @@ def analyse(obj: Any) -> Analysis:
             if f.kind == "ciphertext" and f.key_id and key_owner.get(f.key_id) == r.receiver:
                 label = f"{r.type}.{f.name} ({direction(r)})"
                 rb = by_design.get(f"{r.type}.{f.name}")
-                if rb is not None and openers.get((rb.opened_by, r.session)) == r.receiver:
+                opened = () if rb is None else (rb.opened_by, *rb.reopened_by)
+                if any(openers.get((t, r.session)) == r.receiver for t in opened):
                     returned.setdefault(label, rb)
                 else:
                     to_owner.setdefault(label)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftl.data.fit_checkpoint import GuestCheckpoint, ResumableRun
+from ftl.data.fit_checkpoint import ResumableRun, StepCheckpoint
 from ftl.federation.json_forms import key_from_json, key_to_json
 from ftl.transfer._network import HiddenStack, make_optimizer
 
@@ -38,7 +38,7 @@ __all__ = ["ResumableSource", "SourceCheckpoint"]
 KIND = "ftl.source"
 
 
-class SourceCheckpoint(GuestCheckpoint):
+class SourceCheckpoint(StepCheckpoint):
     """The source's checkpoint file of one fit: its state at the last step.
 
     Parameters
@@ -50,17 +50,7 @@ class SourceCheckpoint(GuestCheckpoint):
     """
 
     def __init__(self, folder, fingerprint: str):
-        super().__init__(folder, fingerprint, KIND, "ftl", {"state": None})
-
-    @property
-    def saved(self) -> dict | None:
-        """The state at the fit's last step, if any."""
-        return self.body["state"]
-
-    def keep(self, state: dict) -> None:
-        """Write ``state``, the fit's latest step."""
-        self.body["state"] = state
-        self.write()
+        super().__init__(folder, fingerprint, KIND, "ftl")
 
 
 class ResumableSource(ResumableRun):

@@ -34,7 +34,7 @@ import numpy as np
 
 from ftl.crypto import packed
 from ftl.crypto.scheme import make_own_key, peer_key_from_public, public_key_json
-from ftl.data.fit_checkpoint import in_current_run, take_over
+from ftl.data.fit_checkpoint import count_resume, in_current_run, load_bound_step, take_over
 from ftl.exceptions import CheckpointError, PolicyError, ProtocolError
 from ftl.federation.budget import guard_of
 from ftl.federation.checkpoints import checkpoints_of, digest, fingerprint, safe_id
@@ -198,23 +198,10 @@ class TransferTarget:
         checked again against the policy (row minimum, caps on the network and the
         epochs), not charged again; each step resumes at most
         :data:`RESUMES_PER_STEP` times."""
-        if self.checkpoints is None:
-            raise CheckpointError(f"{self.name}: this party keeps no checkpoints to resume from")
-        state = self.checkpoints.load(PROTOCOL, self.fit_id, step)
-        if state.get("bound") != self.bound:
-            raise CheckpointError(
-                f"{self.name}: fit {self.fit_id} ran with other parameters, keys, rows or "
-                "data than this resume asks for; refused"
-            )
+        state = load_bound_step(self, PROTOCOL, step)
         self.guard.check_fit_rows("transfer", len(self.rows), self.party.n_features)
         self.guard.cap("epochs", int(state["epoch"]))
-        resumes = self._resumes(step)
-        if resumes >= RESUMES_PER_STEP:
-            raise CheckpointError(
-                f"{self.name}: step {step} of fit {self.fit_id} was resumed {resumes} time(s) "
-                "already; refused (docs/transfer.md, resume)"
-            )
-        self.checkpoints.keep_part(PROTOCOL, self.fit_id, f"resumed-{step}", {"count": resumes + 1})
+        count_resume(self, PROTOCOL, step, RESUMES_PER_STEP, "docs/transfer.md, resume")
         # the pretrained hidden layers are kept: pre-training again would cost as much
         self.stack = HiddenStack.from_dict(
             {"activation": self.params["activation"], "weights": state["hidden"]}
@@ -230,14 +217,6 @@ class TransferTarget:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.epoch_start = np.array(state["epoch_start"], dtype=np.float64)
         self.replay = self._batches_of(self.step)
-
-    def _resumes(self, step: int) -> int:
-        try:
-            return int(
-                self.checkpoints.load_part(PROTOCOL, self.fit_id, f"resumed-{step}")["count"]
-            )
-        except CheckpointError:
-            return 0
 
     def _batches_of(self, step: int) -> list:
         try:
