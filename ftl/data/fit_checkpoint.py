@@ -282,7 +282,7 @@ def in_current_run(method):
 
     @functools.wraps(method)
     def guarded(self, request):
-        refuse_superseded(self, self.name, "fit", self.fit_id)
+        refuse_superseded(self, self.name, "fit", "fit_id")
         return method(self, request)
 
     return guarded

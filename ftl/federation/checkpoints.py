@@ -83,8 +83,9 @@ networks and optimisers (``ftl.resume``); its target also keeps, with
 :meth:`~PartyCheckpoints.keep_part`, the digests of the batches answered since the
 step and how often the step was resumed. SecureBoost keeps, per boosting iteration,
 the host's feature order, split table and validation walk (``sbt.resume``), and with
-:meth:`~PartyCheckpoints.keep_part` how often each of its trees was started. Each needs a driver that names its run and a
-resume message, as ``lr.resume`` and ``psi.resume`` do. Batch prediction needs neither:
+:meth:`~PartyCheckpoints.keep_part` how often each of its trees was started. Each
+needs a driver that names its run and a resume message, as ``lr.resume`` and
+``psi.resume`` do. Batch prediction needs neither:
 the guest alone keeps the scores of its finished batches
 (:mod:`ftl.data.batch_scoring`), and every batch is a new, complete request.
 """
@@ -558,12 +559,14 @@ class PartyCheckpoints:
         return count
 
 
-def refuse_superseded(session: Any, who: str, word: str, run_id: str) -> None:
+def refuse_superseded(session: Any, who: str, word: str, id_attribute: str) -> None:
     """Refuse every operation of a role's ``session`` whose run a resume has taken over.
 
-    The role that :meth:`~PartyCheckpoints.claim` superseded sets ``superseded``;
-    it answers no more, so that a run never goes on in two sessions at once. ``who``
-    names the role in the message and ``word`` what it runs (``"fit"``, ``"run"``).
+    :meth:`~PartyCheckpoints.claim` sets the superseded role's ``superseded``; it
+    answers no more, so that a run never goes on in two sessions at once. ``who``
+    names the role in the message, ``word`` what it runs (``"fit"``, ``"run"``) and
+    ``id_attribute`` the role's attribute holding the run's id (read only when
+    refusing: a role that keeps no checkpoints may have none).
 
     Raises
     ------
@@ -572,7 +575,8 @@ def refuse_superseded(session: Any, who: str, word: str, run_id: str) -> None:
     """
     if session.superseded:
         raise ProtocolError(
-            f"{who}: {word} {run_id} was resumed in another session; this one answers no more"
+            f"{who}: {word} {getattr(session, id_attribute)} was resumed in another session; "
+            "this one answers no more"
         )
 
 

@@ -120,7 +120,7 @@ class ResumableHost:
 
     def _check_current(self) -> None:
         """Refuse every operation of a session whose run was resumed elsewhere."""
-        refuse_superseded(self, "PSI host", "run", self.run_id)
+        refuse_superseded(self, "PSI host", "run", "run_id")
 
     def _keep_secrets(self) -> None:
         """At the start of a named run: the secret orders once, then step 0."""
