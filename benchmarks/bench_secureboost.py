@@ -9,17 +9,20 @@ does; ``n_jobs=-1``):
    config for this data): scikit-learn's ``HistGradientBoostingClassifier`` on the
    pooled columns, the plaintext protocol (``encryption=None``: same trees, so the
    same AUC), and Paillier at 2048 bits (ftl's default) and 1024 bits (FATE's; ftl
-   needs ``insecure_for_tests=True`` below 2048). Per encrypted tree: wall and
-   CPU seconds (this process and its workers) and the wall time inside the
-   kernel's four calls (``ftl.crypto.histograms``: encrypt g|h, bin sums,
-   pack + re-randomise, decrypt) timed at their call sites, the rest (plaintext
-   histograms, split search, messages) by difference; key generation, binning and
-   the hosts' set-up are counted apart. Ratios to FATE's 37 s (81 CPU-s) per tree.
+   needs ``insecure_for_tests=True`` below 2048; ``--key-sizes`` with no size:
+   plaintext and scikit-learn only). Per encrypted tree: wall and CPU seconds
+   (this process and its workers) and the wall time of each stage (:data:`STAGES`)
+   timed at its call sites -- the kernel's four calls (``ftl.crypto.histograms``:
+   encrypt g|h, bin sums, pack + re-randomise, decrypt), the host's bin counts,
+   the guest's own histograms, the split search, the partitions and the messages'
+   encoding -- the rest by difference; key generation, binning and the hosts'
+   set-up are counted apart. Ratios to FATE's 37 s (81 CPU-s) per tree.
 2. ``scale``: synthetic rows, ``--scale-features`` per party (guest + one host):
    a plaintext federated fit of 5 trees (depth 6, 31 leaves, 255 bins) on
    ``--scale-rows`` rows with its peak RSS, scikit-learn on the same columns;
    then one encrypted tree (depth 3, 255 bins, 2048 bits) on ``--encrypted-rows``
-   rows and its extrapolation to ``--scale-rows`` (formula printed).
+   rows and its extrapolation to ``--scale-rows`` (formula printed; none with
+   ``--encrypted-rows 0``).
 3. ``dask``: a small encrypted fit with every joblib loop on a Dask
    ``LocalCluster`` (two single-threaded worker processes), the functions that
    ran there, and the same fit run locally.
@@ -27,8 +30,11 @@ does; ``n_jobs=-1``):
 Load averages are printed with every section: the figures are from a shared machine.
 
 Usage: python benchmarks/bench_secureboost.py [--quick] [--sections credit scale dask]
-       [--rows R] [--trees 3 30] [--key-sizes 2048 1024] [--n-jobs J] [--scale-rows N]
+       [--rows R] [--trees 3 30] [--key-sizes [2048 1024]] [--n-jobs J] [--scale-rows N]
        [--scale-features F] [--encrypted-rows M] [--dask-rows D]
+
+Run it against the checkout (``PYTHONPATH=.``, or an editable install): the script's
+own folder, not the working directory, starts ``sys.path``.
 """
 
 from __future__ import annotations
@@ -48,10 +54,12 @@ from bench_lr import pooled
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
 
 import ftl
 from ftl.crypto import histograms
-from ftl.ensemble import FederatedGradientBoostingClassifier, _remote, guest
+from ftl.ensemble import FederatedGradientBoostingClassifier, _grower, _remote, guest, host
+from ftl.federation import channel, service
 
 #: FATE 2.2's hetero SecureBoost defaults in scikit-learn's names (FederatedAI/FATE,
 #: python/fate/components/components/hetero_secureboost.py: num_trees=3,
@@ -77,14 +85,28 @@ SCALE = dict(max_depth=6, max_leaf_nodes=31, max_bins=255, early_stopping=False)
 #: The encrypted tree measured for the extrapolation.
 SCALE_ENCRYPTED = dict(max_depth=3, max_leaf_nodes=None, max_bins=255, early_stopping=False)
 
-#: The kernel's calls, timed where the estimator makes them: (module, name, label).
-KERNEL_CALLS = (
+#: The stages of a tree, timed where the estimator calls them: (owner, name, label).
+#: A stage's time excludes the stages called within it (the host's histogram
+#: step calls the bin sums and the packing: "counts" is what it does besides).
+TIMED_CALLS = (
     (_remote, "encrypt_gh", "encrypt"),
     (histograms, "encrypted_bin_sums", "bin sums"),
     (histograms, "compress_bins", "pack"),
     (_remote, "decrypt_bin_sums", "decrypt"),
+    (host.BoostingHost, "_histogram", "counts"),
+    (_grower.LocalBlock, "histogram", "guest hist."),
+    (_grower, "find_best_split", "split search"),
+    (_grower, "split_at", "split search"),
+    (host.BoostingHost, "_split", "partitions"),
+    (host.BoostingHost, "_apply_partitions", "partitions"),
+    (_grower.LocalBlock, "split", "partitions"),
+    (_remote, "left_mask", "partitions"),
+    (channel, "encode", "messages"),
+    (channel, "decode", "messages"),
+    (service, "encode", "messages"),
+    (service, "decode", "messages"),
 )
-STAGES = [label for _, _, label in KERNEL_CALLS]
+STAGES = list(dict.fromkeys(label for _, _, label in TIMED_CALLS))
 
 
 def load() -> str:
@@ -156,12 +178,13 @@ class TreeTimes:
 
 
 class FitProfile:
-    """Times a fit per tree by patching the estimator's call sites of the kernel.
+    """Times a fit per tree by patching the estimator's call sites (:data:`TIMED_CALLS`).
 
     A tree starts when the guest sends a host its gradients
     (``RemoteBlock.begin_tree``) and ends when the next one starts, or when the
     guest closes the fit (``BoostingGuest.finish``). Times before the first tree
-    (key generation, binning, the hosts' set-up) go to ``setup``.
+    (key generation, binning, the hosts' set-up) go to ``setup``. A stage gets
+    the time of its calls less that of the timed calls inside them.
     """
 
     def __init__(self):
@@ -169,6 +192,7 @@ class FitProfile:
         self.calls = dict.fromkeys(STAGES, 0)
         self.setup = 0.0
         self._stack = ExitStack()
+        self._inner: list[float] = []  # per open timed call: time of the calls in it
 
     def _close_tree(self, wall: float, cpu: float) -> None:
         if self.trees:
@@ -178,12 +202,17 @@ class FitProfile:
     def _timed(self, function, label):
         def timed(*args, **kwargs):
             start = time.perf_counter()
+            self._inner.append(0.0)
             try:
                 return function(*args, **kwargs)
             finally:
+                elapsed = time.perf_counter() - start
+                inner = self._inner.pop()
+                if self._inner:
+                    self._inner[-1] += elapsed
                 self.calls[label] += 1
                 if self.trees:
-                    self.trees[-1].stages[label] += time.perf_counter() - start
+                    self.trees[-1].stages[label] += elapsed - inner
 
         return timed
 
@@ -207,10 +236,8 @@ class FitProfile:
             mock.patch.object(_remote.RemoteBlock, "begin_tree", tree_begins),
             mock.patch.object(guest.BoostingGuest, "finish", fit_ends),
         ]
-        for module, name, label in KERNEL_CALLS:
-            patches.append(
-                mock.patch.object(module, name, self._timed(getattr(module, name), label))
-            )
+        for owner, name, label in TIMED_CALLS:
+            patches.append(mock.patch.object(owner, name, self._timed(getattr(owner, name), label)))
         for patch in patches:
             self._stack.enter_context(patch)
         return self
@@ -269,23 +296,33 @@ def fit_federated(label, params, X_tr, y_tr, X_te, y_te) -> Run:
     return run
 
 
-def fit_sklearn(params, X_tr, y_tr, X_te, y_te) -> Run:
+def timed_sklearn(params, X, y, threads: int | None = None):
+    """scikit-learn's HGB fitted on ``X``, and its fit seconds; ``threads``: OpenMP
+    threads (its default: all cores). One thread is the steadier baseline on a
+    loaded machine: OpenMP threads that wait for a busy core slow down far more
+    than a single thread does (and ftl's plaintext kernel is single-threaded)."""
     sk_params = {k: v for k, v in params.items() if k not in ("n_jobs",)}
-    start = time.perf_counter()
-    sk = HistGradientBoostingClassifier(random_state=0, **sk_params).fit(X_tr, y_tr)
-    fit_seconds = time.perf_counter() - start
+    with threadpool_limits(threads, user_api="openmp"):
+        start = time.perf_counter()
+        sk = HistGradientBoostingClassifier(random_state=0, **sk_params).fit(X, y)
+        return sk, time.perf_counter() - start
+
+
+def fit_sklearn(params, X_tr, y_tr, X_te, y_te, threads: int | None = None) -> Run:
+    sk, fit_seconds = timed_sklearn(params, X_tr, y_tr, threads)
     raw = sk.decision_function(X_te)
-    return Run("scikit-learn HGB, pooled", fit_seconds, roc_auc_score(y_te, raw), raw)
+    label = "scikit-learn HGB, pooled" + (f" ({threads} thread)" if threads else "")
+    return Run(label, fit_seconds, roc_auc_score(y_te, raw), raw)
 
 
 def profile_table(runs: list[Run], n_trees: int, plain: Run) -> None:
     """Markdown table of the encrypted runs, per tree, with FATE's ratios."""
     print(
-        f"\n| {n_trees} trees | s/tree (median) | CPU-s/tree | encrypt | bin sums | pack "
-        "| decrypt | rest | set-up s | MB/tree | test AUC | AUC − plaintext | FATE s ÷ ours "
-        "(median) | FATE CPU-s ÷ ours |"
+        f"\n| {n_trees} trees | s/tree (median) | CPU-s/tree | {' | '.join(STAGES)} | rest "
+        "| set-up s | MB/tree | test AUC | AUC − plaintext | FATE s ÷ ours (median) "
+        "| FATE CPU-s ÷ ours |"
     )
-    print("|---|" + "---:|" * 13)
+    print("|---|" + "---:|" * (len(STAGES) + 9))
     for run in runs:
         p = run.profile
         wall, median, cpu = p.mean("wall"), p.median_wall(), p.mean("cpu")
@@ -310,6 +347,7 @@ def credit(args) -> None:
     for n_trees in args.trees:
         params = dict(FATE, max_iter=n_trees)
         sk = fit_sklearn(params, P_tr, y_tr, P_te, y_te)
+        sk1 = fit_sklearn(params, P_tr, y_tr, P_te, y_te, threads=1)
         plain = fit_federated(
             "plaintext", dict(params, encryption=None, n_jobs=args.n_jobs), X_tr, y_tr, X_te, y_te
         )
@@ -321,9 +359,13 @@ def credit(args) -> None:
             )
             encrypted.append(run)
         print(f"\n{n_trees} trees, {load()}")
+        print(
+            f"plaintext federated fit ÷ scikit-learn HGB: {plain.fit_seconds / sk.fit_seconds:.1f}×"
+            f" (÷ one thread of it: {plain.fit_seconds / sk1.fit_seconds:.1f}×)"
+        )
         print("| model | fit s | s/tree | test AUC | FATE's AUC |")
         print("|---|---:|---:|---:|---:|")
-        for run in (sk, plain, *encrypted):
+        for run in (sk, sk1, plain, *encrypted):
             print(
                 f"| {run.label} | {run.fit_seconds:.2f} | {run.fit_seconds / n_trees:.3f} | "
                 f"{run.auc:.6f} | {FATE_AUC.get(n_trees, float('nan')):.3f} |"
@@ -332,9 +374,10 @@ def credit(args) -> None:
         print(
             f"plaintext vs scikit-learn: AUC equal: {same}; max |raw difference| "
             f"{np.abs(plain.raw - sk.raw).max():.1e}; secure prediction of "
-            f"{len(X_te)} rows: {encrypted[0].predict_seconds:.2f} s"
+            f"{len(X_te)} rows: {(encrypted or [plain])[0].predict_seconds:.2f} s"
         )
-        profile_table(encrypted, n_trees, plain)
+        if encrypted:
+            profile_table(encrypted, n_trees, plain)
 
 
 def synthetic(n_rows: int, n_per_party: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -375,18 +418,20 @@ def scale(args) -> None:
         f"(before: {before:.2f} GiB), < 24 GiB: {memory.gib < 24}; {load()}",
         flush=True,
     )
-    start = time.perf_counter()
-    sk = HistGradientBoostingClassifier(random_state=0, **dict(SCALE, max_iter=5)).fit(X, y)
-    sk_seconds = time.perf_counter() - start
+    sk, sk_seconds = timed_sklearn(dict(SCALE, max_iter=5), X, y)
+    _, one_thread = timed_sklearn(dict(SCALE, max_iter=5), X, y, threads=1)
     check = slice(0, min(n, 100_000))
     diff = np.abs(plain.decision_function(X[check]) - sk.decision_function(X[check])).max()
     print(
-        f"scikit-learn HGB, same columns: {sk_seconds:.1f} s; max |raw difference| on "
-        f"{check.stop:,} rows: {diff:.1e}",
+        f"scikit-learn HGB, same columns: {sk_seconds:.1f} s, one thread {one_thread:.1f} s; "
+        f"federated ÷ scikit-learn {seconds / sk_seconds:.1f}× (÷ one thread "
+        f"{seconds / one_thread:.1f}×); max |raw difference| on {check.stop:,} rows: {diff:.1e}; "
+        f"{load()}",
         flush=True,
     )
     del X, plain, sk
-    encrypted_tree(args)
+    if args.encrypted_rows:
+        encrypted_tree(args)
 
 
 def encrypted_tree(args) -> None:
@@ -401,7 +446,6 @@ def encrypted_tree(args) -> None:
         seconds = time.perf_counter() - start
     t = p.trees[0]
     s = t.stages
-    rest = t.wall - sum(s.values())
     print(
         f"\nencrypted tree (depth 3, 255 bins, 2048 bits) on {m:,} rows x {f}+{f} features: "
         f"fit {seconds:.1f} s (set-up {p.setup:.1f} s), tree {t.wall:.1f} s wall, "
@@ -409,15 +453,16 @@ def encrypted_tree(args) -> None:
         f"peak RSS {memory.gib:.2f} GiB; {load()}"
     )
     r = n / m
-    # encryption and the plaintext parts grow with the rows, bin sums with the node
-    # rows (the same shares of the rows at every depth), pack and decrypt with the
-    # histogram nodes times the filled bins (all 255 already filled at m rows)
-    extrapolated = r * (s["encrypt"] + s["bin sums"] + rest) + s["pack"] + s["decrypt"]
+    # pack and decrypt grow with the histogram nodes times the filled bins (all 255
+    # already filled at m rows); everything else with the rows (bin sums with the
+    # node rows: the same shares of the rows at every depth)
+    by_bins = s["pack"] + s["decrypt"]
+    by_rows = t.wall - by_bins
+    extrapolated = r * by_rows + by_bins
     cpu_scaled = t.cpu * (extrapolated / t.wall)
     print(
-        f"extrapolated to {n:,} rows: T = {r:g} x (encrypt + bin sums + rest) + pack + "
-        f"decrypt = {r:g} x ({s['encrypt']:.1f} + {s['bin sums']:.1f} + {rest:.1f}) + "
-        f"{s['pack']:.1f} + {s['decrypt']:.1f} = {extrapolated:.0f} s per tree "
+        f"extrapolated to {n:,} rows: T = {r:g} x (tree - pack - decrypt) + pack + decrypt "
+        f"= {r:g} x {by_rows:.1f} + {by_bins:.1f} = {extrapolated:.0f} s per tree "
         f"(~{cpu_scaled:.0f} CPU-s at this run's CPU/wall ratio)",
         flush=True,
     )
@@ -467,7 +512,7 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=["credit", "scale", "dask"])
     parser.add_argument("--rows", type=int, default=None, help="first aligned credit rows")
     parser.add_argument("--trees", type=int, nargs="+", default=[3, 30])
-    parser.add_argument("--key-sizes", type=int, nargs="+", default=[2048, 1024])
+    parser.add_argument("--key-sizes", type=int, nargs="*", default=[2048, 1024])
     parser.add_argument("--n-jobs", type=int, default=-1)
     parser.add_argument("--scale-rows", type=int, default=1_000_000)
     parser.add_argument("--scale-features", type=int, default=50)

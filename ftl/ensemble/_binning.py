@@ -29,10 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = ["Binning", "draw_seed", "find_bin_thresholds", "fit_binning"]
+__all__ = ["Binning", "bin_indices", "draw_seed", "find_bin_thresholds", "fit_binning"]
 
 #: Upper clip of thresholds (scikit-learn keeps +inf for "split on missing" only).
 ALMOST_INF = 1e300
+#: Values binned at a time by :func:`bin_indices`: its temporaries stay in the cache.
+_SEARCH_CHUNK = 1 << 15
 
 
 def draw_seed(random_state) -> int:
@@ -72,10 +74,15 @@ def find_bin_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
         Increasing upper bounds of the bins; empty for a constant column.
     """
     values = np.sort(np.asarray(column, dtype=np.float64))
-    distinct = np.unique(values)
-    if distinct.shape[0] == 1:
+    # the first of each run of equal values: np.unique's mask, without sorting again
+    first = np.empty(values.shape, dtype=bool)
+    first[:1] = True
+    np.not_equal(values[1:], values[:-1], out=first[1:])
+    n_distinct = int(np.count_nonzero(first))
+    if n_distinct == 1:
         return np.asarray([], dtype=np.float64)
-    if distinct.shape[0] <= max_bins:
+    if n_distinct <= max_bins:
+        distinct = values[first]
         thresholds = (distinct[:-1] + distinct[1:]) / 2
     else:
         percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
@@ -120,9 +127,45 @@ class Binning:
             )
         binned = np.empty(X.shape, dtype=np.uint8, order="F")
         for j, thresholds in enumerate(self.thresholds):
-            # side="left" puts x in bin i iff thresholds[i - 1] < x <= thresholds[i].
-            binned[:, j] = np.searchsorted(thresholds, X[:, j], side="left")
+            binned[:, j] = bin_indices(thresholds, X[:, j])
         return binned
+
+
+def bin_indices(thresholds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The bin of each value: how many thresholds lie strictly below it.
+
+    That is ``np.searchsorted(thresholds, values, side="left")`` -- ``x`` in bin
+    ``i`` iff ``thresholds[i - 1] < x <= thresholds[i]``, NaN last -- found by a
+    binary search without branches: the thresholds padded with ``+inf`` to
+    ``2**d - 1``, each of the ``d`` steps compares every value with one table
+    entry, vectorised over a cache-sized chunk of values. (``searchsorted``
+    branches per value and mispredicts about every other step on unsorted
+    values: 2 to 3 times slower on a million.)
+
+    Parameters
+    ----------
+    thresholds : ndarray of float64, shape (n_thresholds,)
+        Increasing.
+    values : ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    bins : ndarray of intp, shape (n_samples,)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    depth = int(thresholds.shape[0]).bit_length()
+    table = np.full((1 << depth) - 1, np.inf)
+    table[: thresholds.shape[0]] = thresholds
+    out = np.empty(values.shape[0], dtype=np.intp)
+    for start in range(0, values.shape[0], _SEARCH_CHUNK):
+        chunk = np.ascontiguousarray(values[start : start + _SEARCH_CHUNK])
+        bins = np.zeros(chunk.shape[0], dtype=np.intp)
+        for shift in range(depth - 1, -1, -1):
+            step = 1 << shift
+            bins += step * (table.take(bins + (step - 1)) < chunk)
+        bins[np.isnan(chunk)] = thresholds.shape[0]
+        out[start : start + chunk.shape[0]] = bins
+    return out
 
 
 def fit_binning(

@@ -176,14 +176,6 @@ def aligned_rows(party, alignment: str, positions: np.ndarray, what: str) -> np.
     return rows
 
 
-def bin_counts(binned: np.ndarray, n_bins: int) -> np.ndarray:
-    """Rows per (feature, bin) of binned rows, int64 of shape (n_features, n_bins)."""
-    n_features = binned.shape[1]
-    codes = binned.astype(np.intp) + np.arange(n_features, dtype=np.intp) * n_bins
-    counts = np.bincount(codes.ravel(), minlength=n_features * n_bins)
-    return counts.reshape(n_features, n_bins).astype(np.int64)
-
-
 def secret_feature_order(n_features: int) -> np.ndarray:
     """A uniformly random order of ``n_features`` columns, from the OS's CSPRNG.
 
@@ -529,7 +521,7 @@ class BoostingHost(ResumableHost):
         counts already tell which are empty, and a deep node fills few of them.
         """
         n_bins = int(self.n_bins_non_missing.max(initial=1))
-        counts = bin_counts(self.binned[rows], n_bins)
+        counts = histograms.bin_counts(self.binned, rows, n_bins)
         sums = histograms.encrypted_bin_sums(
             self.guest_key, self.packed_gh, self.binned, rows, n_bins, n_jobs=self.n_jobs
         )
