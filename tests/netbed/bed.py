@@ -4,9 +4,10 @@
 creating process), joins them with a veth pair on a private /30, and runs
 processes inside them: ``ftl serve`` in the host's (:meth:`NetBed.serve`), the
 fault-injecting proxy (:mod:`proxy`) and the driver in the guest's
-(:meth:`NetBed.proxy`, :meth:`NetBed.drive`). All traffic between the two stays
-on the link. :meth:`NetBed.limit_bandwidth` shapes the link with ``tbf`` (this
-kernel has no ``netem``: delay and faults come from the proxy).
+(:meth:`NetBed.proxy`, :meth:`NetBed.drive`; :meth:`NetBed.start` to kill a
+driver and start it again). All traffic between the two stays on the link.
+:meth:`NetBed.limit_bandwidth` shapes the link with ``tbf`` (this kernel has no
+``netem``: delay and faults come from the proxy).
 
 :meth:`NetBed.down` kills every process left in either namespace and deletes
 both; it runs on exit from the ``with`` block whatever happened inside it.
@@ -16,6 +17,7 @@ why it cannot be made here, for the tests to skip with that reason.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -31,6 +33,7 @@ from pathlib import Path
 __all__ = [
     "BANDWIDTH_LIMIT",
     "Driver",
+    "DriverProcess",
     "NetBed",
     "ProxyProcess",
     "ServeProcess",
@@ -322,26 +325,76 @@ class NetBed:
         ``script`` is Python source (dedented here); it reaches the host through
         :mod:`netbed.guest` and ends with :func:`netbed.guest.emit`.
         """
+        return self.start(script, driver).result(timeout)
+
+    def start(self, script: str, driver: Driver) -> DriverProcess:
+        """Start a driver script (see :meth:`drive`) in the guest's namespace, without
+        waiting for it: to kill it and start it again, or to wait for its result."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / f"driver-{time.monotonic_ns()}.py"
         path.write_text(textwrap.dedent(script))
-        log = path.with_suffix(".log")
         env = _driver_env(**driver.environ(), FTL_NETBED_DEVICE=self.guest_dev)
-        proc = self.popen(self.guest_ns, [sys.executable, str(path)], log, env)
+        return DriverProcess(self, path, env)
+
+
+class DriverProcess:
+    """A driver script running in the guest's namespace (:meth:`NetBed.start`).
+
+    Attributes
+    ----------
+    proc : subprocess.Popen
+        The script's current run: :meth:`restart` starts another.
+    log : path
+        Its standard error, every run's in turn.
+    """
+
+    def __init__(self, bed: NetBed, path: Path, env: dict[str, str]):
+        self.bed, self.path, self.env = bed, path, env
+        self.log = path.with_suffix(".log")
+        self.proc = self._run()
+
+    def _run(self) -> subprocess.Popen:
+        return self.bed.popen(
+            self.bed.guest_ns, [sys.executable, str(self.path)], self.log, self.env
+        )
+
+    def _ended(self) -> None:
+        with contextlib.suppress(ValueError):  # already forgotten
+            self.bed._procs.remove(self.proc)
+
+    def kill(self) -> str:
+        """SIGKILL the script's run (as a crash stops it); what the run printed."""
+        self.proc.send_signal(signal.SIGKILL)
+        out, _ = self.proc.communicate()
+        self._ended()
+        return out
+
+    def restart(self) -> None:
+        """Start the script again, with the same environment (its last run ended)."""
+        self._ended()
+        self.proc = self._run()
+
+    def result(self, timeout: float = 120.0) -> dict:
+        """Wait for the run to end; its JSON result (raises if it failed or printed none)."""
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _stop(proc)
+            _stop(self.proc)
             raise RuntimeError(
-                f"driver {path.name} still running after {timeout} s\n{log.read_text()}"
+                f"driver {self.path.name} still running after {timeout} s\n{self.log.read_text()}"
             ) from None
         finally:
-            self._procs.remove(proc)
-        results = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
-        if proc.returncode != 0 or not results:
+            self._ended()
+        if self.proc.returncode != 0 or result_line(out) is None:
             raise RuntimeError(
-                f"driver {path.name} exited with {proc.returncode}:\n{out}\n{log.read_text()}"
+                f"driver {self.path.name} exited with {self.proc.returncode}:\n{out}\n"
+                f"{self.log.read_text()}"
             )
-        result = results[-1][len(RESULT_MARK) :]
-        path.with_suffix(".json").write_text(result)  # for a look after a failure
-        return json.loads(result)
+        self.path.with_suffix(".json").write_text(result_line(out))  # for a look after a failure
+        return json.loads(result_line(out))
+
+
+def result_line(out: str) -> str | None:
+    """The JSON result in a driver's output (its last :data:`RESULT_MARK` line), or ``None``."""
+    results = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
+    return results[-1][len(RESULT_MARK) :] if results else None

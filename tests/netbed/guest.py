@@ -4,7 +4,9 @@ The bed tells the script, through ``FTL_NETBED_*`` environment variables, where
 the host is, the guest's data and certificates, and the proxy's control socket.
 A script builds its parties with :func:`guest_party` and :func:`remote_party`,
 injects faults at the moments it chooses with :func:`inject`, and ends with
-:func:`emit`, whose JSON line the bed returns to the test.
+:func:`emit`, whose JSON line the bed returns to the test. A script the test kills
+and starts again keeps what its first run made (an alignment, a model) with
+:func:`once`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+import joblib
 import pandas as pd
 
 import ftl
@@ -30,7 +33,9 @@ __all__ = [
     "inject",
     "local_host",
     "model_summary",
+    "once",
     "proxy_stats",
+    "reference_fit",
     "remote_party",
     "timed",
 ]
@@ -117,6 +122,27 @@ def model_summary(clf, X) -> dict:
         "decision": clf.decision_function(X).tolist(),
         "n_iter": int(clf.n_iter_[0]),
     }
+
+
+def once(path, make):
+    """``make()``, made by the script's first run and kept in ``path`` (joblib,
+    written atomically) for its runs after a kill: loaded from there every time."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        joblib.dump(make(), part)
+        os.replace(part, path)
+    return joblib.load(path)
+
+
+def reference_fit(guest: ftl.Party, params: dict) -> tuple:
+    """The in-process reference of a networked fit: ``guest`` aligned with
+    :func:`local_host` by id, and the :func:`model_summary` of the logistic
+    regression fitted there with ``params`` (the same guest party, hence the same
+    secret start as the networked fit); the aligned data and the summary."""
+    X, y = ftl.align(guest, local_host(), order="id")
+    return X, model_summary(ftl.FederatedLogisticRegression(**params).fit(X, y), X)
 
 
 def emit(**result) -> None:
