@@ -74,6 +74,10 @@ def _peer_keys(table: dict, me: str, scheme: str, insecure: bool, n_jobs, min_bi
     return keys
 
 
+#: The open's parameters every host session reads (the rest have defaults).
+_REQUIRED_PARAMS = ("encryption", "key_size", "widths", "guest", "optimizer", "penalty", "alpha")
+
+
 @role("lr.host", opens=(msg.OPEN.name, msg.RESUME.name))
 class LogisticHost:
     """Training state of one host: its weight block, key pair and masks."""
@@ -85,6 +89,12 @@ class LogisticHost:
         if request.type not in (msg.OPEN.name, msg.RESUME.name):
             raise ValueError("lr.host sessions open with an lr.open (or lr.resume) message")
         params = request["params"]
+        required = _REQUIRED_PARAMS
+        if params.get("optimizer") != "lbfgs":
+            required += ("learning_rate", "decay")
+        missing = [k for k in required if k not in params]
+        if missing:  # a malformed open or resume: refused before any state is made
+            raise ValueError(f"{request.type} lacks the parameters {missing}")
         self.party = party
         self.name = party.name
         self.params = params

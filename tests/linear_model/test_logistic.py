@@ -599,3 +599,17 @@ def test_host_refuses_a_second_loss_decryption_in_one_epoch(breast):
     state.track_loss = False
     with pytest.raises(ValueError, match="does not track"):
         state.decrypt_loss(Message("lr.loss_term", {"values": None, "slot_bits": 0, "count": 1}))
+
+
+@pytest.mark.parametrize("kind", ["lr.open", "lr.resume"])
+@pytest.mark.parametrize("params", [{}, {"optimizer": "adam", "encryption": None}])
+def test_host_refuses_an_open_that_lacks_its_parameters(kind, params):
+    """A malformed open or resume is a clean refusal naming what is missing, made
+    before the host reads its rows or makes a key -- not a KeyError (which the
+    server would answer as an internal error; found by the wire fuzzer)."""
+    from ftl.federation import Message
+    from ftl.linear_model.host import LogisticHost
+
+    _, shop = ftl.datasets.load_breast_cancer()
+    with pytest.raises(ValueError, match="lacks the parameters"):
+        LogisticHost(shop, Message(kind, {"params": params, "alignment": "a" * 32}))
