@@ -8,8 +8,11 @@ guest's rows, a fit of a small logistic regression on the peer's latest
 alignment, a prediction with its latest model -- for ``--minutes``, sampling the
 server's resident memory (RSS) every ``--sample`` seconds. Prints the sessions per
 minute of each kind, the memory at the start and the end, the least-squares
-slope of RSS over the second half of the run, and whether memory stayed flat
-(slope below ``--flat`` MiB/min after the warm-up half).
+slope of RSS over the second half of the run and over its last 20 minutes, and
+whether memory stayed flat (slope below ``--flat`` MiB/min after the warm-up
+half). The lab's leases (``alignment_ttl_hours``, ``model_ttl_hours``) are set to
+``--lease-minutes``, so that the alignments and models the peers no longer use
+expire during the run; how many did is read from the lab's audit log.
 
 ``--sessions N`` measures throughput instead: each peer runs 1, then N, jobs at
 once (every job PSI, fit and prediction), and the sessions per minute of both
@@ -21,6 +24,7 @@ insecure test keys: flagged as INSECURE in the output).
 Usage::
 
     nice -n 10 python benchmarks/bench_soak.py [--minutes 15] [--sample 5] [--small-keys]
+        [--lease-minutes 5]
     nice -n 10 python benchmarks/bench_soak.py --sessions 16 [--jobs 2]
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
 import tempfile
@@ -161,14 +166,26 @@ def sample_memory(pid: int, every: float, stop: threading.Event, samples: list) 
             return
 
 
-def slope_mib_per_min(samples: list) -> float:
-    """Least-squares slope of RSS over the second half of the run (MiB/min)."""
+def slope_mib_per_min(samples: list, last_minutes: float | None = None) -> float:
+    """Least-squares slope of RSS (MiB/min) over the second half of the run, or
+    over its last ``last_minutes``."""
     t = np.array([s[0] for s in samples])
     rss = np.array([s[1] for s in samples]) / MIB
-    late = t >= t[-1] / 2
+    late = t >= (t[-1] / 2 if last_minutes is None else t[-1] - 60 * last_minutes)
     if late.sum() < 2:
         return float("nan")
     return float(np.polyfit(t[late] / 60, rss[late], 1)[0])
+
+
+def expired_leases(audit_log: Path) -> dict[str, int]:
+    """How many alignments and models the lab's audit log says expired."""
+    counts: dict[str, int] = defaultdict(int)
+    if audit_log.exists():
+        with audit_log.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith('{"expired"'):
+                    counts[json.loads(line)["expired"]["kind"]] += 1
+    return dict(counts)
 
 
 def run_threads(targets) -> None:
@@ -179,7 +196,7 @@ def run_threads(targets) -> None:
         thread.join()
 
 
-def soak(args, peers: dict, pid: int) -> int:
+def soak(args, peers: dict, pid: int, audit_log: Path) -> int:
     tally, samples, stop = Tally(), [], threading.Event()
     sampler = threading.Thread(target=sample_memory, args=(pid, args.sample, stop, samples))
     sampler.start()
@@ -206,6 +223,7 @@ def soak(args, peers: dict, pid: int) -> int:
     rss = [s[1] / MIB for s in samples]
     slope = slope_mib_per_min(samples)
     flat = slope < args.flat
+    last = slope_mib_per_min(samples, last_minutes=20) if minutes > 25 else float("nan")
     print(
         f"server RSS: start {rss[0]:.1f} MiB, end {rss[-1]:.1f} MiB, max {max(rss):.1f} MiB "
         f"({len(samples)} samples every {args.sample:g} s)"
@@ -215,6 +233,13 @@ def soak(args, peers: dict, pid: int) -> int:
     print(
         f"RSS slope over the second half: {slope:+.3f} MiB/min -> "
         f"{'FLAT' if flat else 'GROWING'} (threshold {args.flat:g} MiB/min)"
+    )
+    if minutes > 25:
+        print(f"RSS slope over the last 20 minutes: {last:+.3f} MiB/min")
+    expired = expired_leases(audit_log)
+    print(
+        f"leases ({args.lease_minutes:g} min) expired during the run: "
+        f"{expired.get('alignment', 0)} alignments, {expired.get('model', 0)} models"
     )
     return 0 if flat and not tally.errors else 1
 
@@ -264,6 +289,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="jobs each concurrent thread runs")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of each fit")
     parser.add_argument("--small-keys", action="store_true", help="512-bit INSECURE test keys")
+    parser.add_argument(
+        "--lease-minutes", type=float, default=5.0, help="the lab's alignment and model TTL"
+    )
     args = parser.parse_args()
 
     if args.small_keys:
@@ -277,7 +305,9 @@ def main() -> int:
     n = max(args.sessions, 1)
     server = (
         f"max_sessions_per_peer = {max(n, 16)}\n"
-        f"max_streams_per_peer = {max(n, 4)}\nmax_workers = {max(2 * n + 2, 8)}"
+        f"max_streams_per_peer = {max(n, 4)}\nmax_workers = {max(2 * n + 2, 8)}\n"
+        f"alignment_ttl_hours = {args.lease_minutes / 60}\n"
+        f"model_ttl_hours = {args.lease_minutes / 60}"
     )
     load = os.getloadavg()
     guest = ftl.datasets.load_breast_cancer()[0]
@@ -315,7 +345,7 @@ def main() -> int:
                 )
             else:
                 peers = {p: peer(p, i) for i, p in enumerate(PEERS)}
-                status = soak(args, peers, lab.proc.pid)
+                status = soak(args, peers, lab.proc.pid, lab.audit)
         finally:
             lab.stop()
     end = os.getloadavg()

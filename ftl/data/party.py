@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ftl.data.leases import Leased, Leases
 from ftl.data.stores import ModelStore, TransformerStore
 from ftl.federation.service import PartyService
 
@@ -92,7 +93,7 @@ def _refuse_missing(name: str, features: np.ndarray) -> None:
         )
 
 
-class Party(ModelStore, TransformerStore):
+class Party(Leased, ModelStore, TransformerStore):
     """One organisation's data: ids, feature columns and optionally labels.
 
     The data stays inside this object; protocols reach it only through the
@@ -313,7 +314,8 @@ class Party(ModelStore, TransformerStore):
         try:
             table = self._alignments[alignment_id]
         except KeyError:
-            raise ValueError(f"party {self.name!r} has no alignment {alignment_id!r}") from None
+            raise self._not_held("alignment", alignment_id) from None
+        self._touch("alignment", alignment_id)
         positions = np.asarray(positions, dtype=np.int64)
         if positions.size and (positions.min() < 0 or positions.max() >= len(table)):
             raise ValueError(f"party {self.name!r}: aligned row position out of range")
@@ -327,6 +329,7 @@ class Party(ModelStore, TransformerStore):
 
     def remember_alignment(self, alignment_id: str, local_rows: np.ndarray) -> None:
         self._alignments[alignment_id] = np.asarray(local_rows, dtype=np.int64)
+        self._leases.touch("alignment", alignment_id)
 
     def rows_for_ids(self, ids: Any) -> np.ndarray:
         """Local row numbers of the given ids (all must exist).
@@ -379,6 +382,7 @@ class Party(ModelStore, TransformerStore):
     def _empty_stores(self) -> None:
         """No model shards, no transformers, no open protocol sessions yet."""
         self._models: dict[str, dict] = {}
+        self._lease_book = Leases()
         self._transformers = {}
         self._derived: dict[str, DerivedParty] = {}
         self._service: PartyService | None = None
@@ -428,6 +432,12 @@ class DerivedParty(Party):
     def base(self) -> Party:
         """The party whose rows this one transforms."""
         return self._base
+
+    def keep_own_alignments(self) -> None:
+        """From now on, keep alignment tables apart from the base's: a served party's
+        view for one peer, whose alignments no other peer may name (parties derived
+        from this one share this one's)."""
+        self._alignments = {}
 
     @property
     def n_features(self) -> int:

@@ -21,6 +21,11 @@ Example (paths are relative to the file)::
     # state_file = "shop-policy-state.json"   # alignment counts survive restarts
     # model_dir = "models"                     # trained shards survive restarts
     # checkpoint_dir = "checkpoints"           # running fits resume after a restart
+    # alignment_ttl_hours = 168                # a peer's alignment table, unused this
+    #                                          # long, is dropped (it must align again)
+    # model_ttl_hours = 168                    # a model shard in memory, unused this long,
+    #                                          # is dropped (reloaded from model_dir if
+    #                                          # kept there, else the peer fits again)
 
     [tls]
     cert = "certs/shop.crt"
@@ -53,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftl.federation.peer_views import LEASE_SECONDS
 from ftl.federation.policy import Policy
 from ftl.federation.transport.grpc.tls import TLSConfig
 
@@ -62,6 +68,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["ServeConfig", "load_config"]
+
+#: Default lease of alignments and model shards in memory, in the file's unit.
+_LEASE_HOURS = LEASE_SECONDS / 3600
 
 _SECTIONS = {
     "party": {"name", "data", "id_column", "columns", "allow_missing"},
@@ -79,6 +88,8 @@ _SECTIONS = {
         "log_file",
         "model_dir",
         "checkpoint_dir",
+        "alignment_ttl_hours",
+        "model_ttl_hours",
     },
     "tls": {"cert", "key", "ca"},
 }
@@ -107,6 +118,8 @@ class ServeConfig:
     read_timeout: float = 120.0
     idle_session_ttl: float = 60.0
     checkpoint_dir: Path | None = None
+    alignment_ttl: float = LEASE_SECONDS
+    model_ttl: float = LEASE_SECONDS
 
     def server_settings(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~ftl.federation.server.PartyServer` set here."""
@@ -118,6 +131,8 @@ class ServeConfig:
             "read_timeout": self.read_timeout,
             "idle_session_ttl": self.idle_session_ttl,
             "checkpoint_dir": self.checkpoint_dir,
+            "alignment_ttl": self.alignment_ttl,
+            "model_ttl": self.model_ttl,
         }
 
     def party_settings(self) -> dict[str, Any]:
@@ -217,6 +232,8 @@ def load_config(path: str | Path) -> ServeConfig:
         read_timeout=_positive(server, "read_timeout_seconds", 120.0, float),
         idle_session_ttl=_positive(server, "idle_session_ttl_seconds", 60.0, float),
         checkpoint_dir=rel(server["checkpoint_dir"]) if server.get("checkpoint_dir") else None,
+        alignment_ttl=3600 * _positive(server, "alignment_ttl_hours", _LEASE_HOURS, float),
+        model_ttl=3600 * _positive(server, "model_ttl_hours", _LEASE_HOURS, float),
     )
 
 

@@ -144,6 +144,13 @@ class SessionTable:
             state.last_used = now
             return state
 
+    def holds(self, key: SessionKey) -> bool:
+        """Whether the session of ``key`` is in the table (after dropping the
+        expired ones)."""
+        with self.lock:
+            self._expire(time.monotonic())
+            return key in self._sessions
+
     def drop(self, key: SessionKey, state: TransportSession) -> None:
         """Remove the entry of a session whose first request was refused."""
         with self.lock:

@@ -123,6 +123,8 @@ class Transcript:
     _next_step: int = field(default=0, init=False, repr=False, compare=False)
     #: A served party's last recorded privacy-budget readings, per peer.
     budget: dict = field(default_factory=dict, repr=False, compare=False)
+    #: What a served party dropped because its lease ran out (latest ``keep``).
+    expired: list = field(default_factory=list, repr=False, compare=False)
 
     def record_budget(self, peer: str, readings: dict) -> None:
         """Log a peer's privacy-budget readings (a served party, after admitting a
@@ -131,6 +133,17 @@ class Transcript:
         if self.log_path is not None:
             with Path(self.log_path).open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"budget": {"peer": peer, "readings": readings}}) + "\n")
+
+    def record_expiry(self, peer: str, kind: str, key: str, idle_seconds: float) -> None:
+        """Log that a served party dropped what it kept for ``peer`` (an alignment, a
+        model shard in memory; ``kind``) after ``idle_seconds`` unused."""
+        entry = {"peer": peer, "kind": kind, "id": key, "idle_seconds": round(idle_seconds, 3)}
+        self.expired.append(entry)
+        if self.keep is not None and len(self.expired) > 2 * self.keep:
+            del self.expired[: len(self.expired) - self.keep]
+        if self.log_path is not None:
+            with Path(self.log_path).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"expired": entry}) + "\n")
 
     def record(
         self,
@@ -301,18 +314,21 @@ class Transcript:
     @classmethod
     def from_jsonl(cls, path: str | Path) -> Transcript:
         """Read a transcript written by :meth:`to_jsonl`."""
-        records, budget = [], {}
+        records, budget, expired = [], {}, []
         with Path(path).open(encoding="utf-8") as fh:
             for line in fh:
                 raw = json.loads(line)
                 if "budget" in raw and "step" not in raw:  # a host's budget readings
                     budget[raw["budget"]["peer"]] = raw["budget"]["readings"]
                     continue
+                if "expired" in raw and "step" not in raw:  # a host's expired state
+                    expired.append(raw["expired"])
+                    continue
                 raw["fields"] = tuple(
                     FieldRecord(**{**f, "shape": tuple(f["shape"])}) for f in raw["fields"]
                 )
                 records.append(TranscriptRecord(**raw))
-        return cls(records, budget=budget)
+        return cls(records, budget=budget, expired=expired)
 
 
 def _header_fields(header: Header) -> tuple[FieldRecord, ...]:

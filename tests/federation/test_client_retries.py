@@ -1,6 +1,8 @@
 """The driver's retries of an unavailable party are timed, not only counted
 (issue 17): an outage shorter than ``retry_for`` is survived, a longer one fails
-after about ``retry_for``, and ``retries=0`` fails at once."""
+after about ``retry_for``, and ``retries=0`` fails at once. A call the host put
+off as busy (the ``ftl-retry: busy`` trailer) is sent again with jittered
+exponential back-off until the call's timeout; no other refusal is."""
 
 from __future__ import annotations
 
@@ -107,4 +109,58 @@ def test_other_failures_are_not_retried(clock):
     client._error = lambda what, exc: PolicyError(what)
     with pytest.raises(PolicyError):
         client._with_retries("update", attempt)
+    assert len(calls) == 1
+
+
+class _Busy(_RpcError):
+    """A call the server put off: ``RESOURCE_EXHAUSTED`` with the retry trailer."""
+
+    def __init__(self):
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def trailing_metadata(self):
+        return (("ftl-error", "PolicyError"), ("ftl-retry", "busy"))
+
+
+def _busy_until(clock, seconds):
+    calls = []
+
+    def attempt():
+        calls.append(clock.now)
+        if clock.now < seconds:
+            raise _Busy()
+        return "reply"
+
+    return attempt, calls
+
+
+def test_a_busy_call_is_sent_again_with_growing_jittered_waits(clock):
+    attempt, calls = _busy_until(clock, 5.0)
+    # busy retries do not depend on retries / retry_for (those are for outages)
+    client = _client(retries=0, retry_for=0)
+    assert client._with_retries("update", attempt, busy_for=60) == "reply"
+    waits = clock.sleeps
+    assert len(calls) == len(waits) + 1 and clock.now >= 5.0
+    # each wait is half to all of 50 ms doubled per try, capped at 2 s
+    for i, wait in enumerate(waits):
+        assert 0.5 * min(2.0, 0.05 * 2**i) <= wait <= min(2.0, 0.05 * 2**i)
+    assert len(set(waits)) == len(waits)  # jittered
+
+
+def test_a_busy_call_gives_up_at_the_calls_timeout(clock):
+    attempt, _ = _busy_until(clock, 1e9)
+    client = _client()
+    client._error = lambda what, exc: PolicyError(what)
+    with pytest.raises(PolicyError):
+        client._with_retries("update", attempt, busy_for=10)
+    assert 8.0 <= clock.now <= 10.0
+
+
+def test_without_the_retry_trailer_resource_exhausted_is_not_retried(clock):
+    """A refusal for open sessions (or any policy refusal) is not busy."""
+    attempt, calls = _outage(clock, 1e9, code=grpc.StatusCode.RESOURCE_EXHAUSTED)
+    client = _client()
+    client._error = lambda what, exc: PolicyError(what)
+    with pytest.raises(PolicyError):
+        client._with_retries("update", attempt, busy_for=60)
     assert len(calls) == 1

@@ -7,9 +7,10 @@ columns), each run N jobs at once -- PSI, a plaintext fit and a prediction, ever
 job on its own rows with its own seed -- so any mix-up of sessions or peers would
 change a job's alignment or model. Each job must end with exactly what it gives
 alone, and the lab's audit log must hold every job's messages in that job's
-sessions only. The (N+1)-th session of a peer is refused; so are a peer's calls
-beyond its cap of calls in flight. ``benchmarks/bench_soak.py`` measures
-throughput and memory over a long run.
+sessions only. The (N+1)-th session of a peer is refused; a peer's calls beyond
+its cap of calls in flight are put off as busy and sent again by the driver, so
+N jobs of one peer all finish under the default cap. ``benchmarks/bench_soak.py``
+measures throughput and memory over a long run.
 """
 
 from __future__ import annotations
@@ -202,22 +203,27 @@ def test_a_session_beyond_the_policy_maximum_is_refused_cleanly(certs_dir, lab, 
     raw.send(encode(Message("ack", {})), session=sessions[0], op="psi.host.close", seq=1)
     X, _ = ftl.align(job_guest(breast, "hospital", 0), hospital)
     assert len(X) > 0
-    # in the lab's log: the refused open, and the driver's close of that session
-    # (refused: the refused open left no session to close); nothing else refused
-    refused = [r for r in ftl.Transcript.from_jsonl(lab.audit) if r.outcome == "refused"]
-    assert [r.op for r in refused] == ["psi.host.open", "psi.host.close"]
-    assert "open sessions" in refused[0].error and "unknown or expired" in refused[1].error
-    assert refused[0].session == refused[1].session not in sessions
+    # in the lab's log: the refused open, once; the driver's close of that session
+    # found nothing to free and is ignored, not a second refusal
+    log = ftl.Transcript.from_jsonl(lab.audit)
+    refused = [r for r in log if r.outcome == "refused"]
+    assert [r.op for r in refused] == ["psi.host.open"] and "open sessions" in refused[0].error
+    closes = [r for r in log if r.session == refused[0].session and r.op]
+    assert [(r.op, r.outcome) for r in closes][1:] == [("psi.host.close", "ignored")]
+    assert refused[0].session not in sessions
     for session in sessions[1:]:
         raw.send(encode(Message("ack", {})), session=session, op="psi.host.close", seq=1)
     raw.close()
 
 
-def test_calls_beyond_the_in_flight_cap_are_refused_never_mixed_up(certs_dir, breast):
+@pytest.mark.slow  # 16 jobs and their solo runs: ~25 s on a loaded machine
+def test_calls_beyond_the_in_flight_cap_are_put_off_and_sent_again(certs_dir, breast):
     """With the default cap of calls in flight per peer (4), N jobs of one peer at
-    once exceed it: the excess calls are refused as a policy error (the driver does
-    not queue them), and every job that is not refused is exactly right."""
+    once exceed it: the excess calls are put off as busy and the driver sends them
+    again, so every job finishes, exactly right; the lab's log counts no refusal."""
     host = lab_with(certs_dir, "capped-lab", f"max_sessions_per_peer = {N}")
+    # the labs of this module share one audit file: this test's records come after
+    earlier = len(ftl.Transcript.from_jsonl(host.audit).records) if host.audit.exists() else 0
     try:
         party = ftl.RemoteParty("lab", host.address, tls=tls(certs_dir, "hospital"))
         guests = [job_guest(breast, "hospital", job) for job in range(N)]
@@ -227,11 +233,14 @@ def test_calls_beyond_the_in_flight_cap_are_refused_never_mixed_up(certs_dir, br
         results, errors = run_concurrently(jobs)
     finally:
         host.stop()
-    assert errors and all(isinstance(exc, PolicyError) for *_, exc in errors)
-    assert all("calls in flight" in str(exc) for *_, exc in errors)
+    assert not errors, errors[:3]
+    assert len(results) == N
     for peer, job, got in results:
         alone = run_job(guests[job], local_lab(breast, peer), job)
         np.testing.assert_array_equal(got["coef"], alone["coef"])
+    log = ftl.Transcript.from_jsonl(host.audit).records[earlier:]
+    assert [r.error for r in log if r.refused] == []
+    assert any(r.outcome == "busy" for r in log)
 
 
 def test_a_served_fit_leaves_no_encryption_tables_behind(tmp_path):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ from ftl.federation.transport.grpc.wire import (
     CLIENT_OPTIONS,
     ERROR_KEY,
     INFO,
+    RETRY_BUSY,
+    RETRY_KEY,
     chunks,
     import_grpc,
 )
@@ -50,6 +53,10 @@ __all__ = ["Connection", "PartyClient"]
 
 #: Waits between retries of an unavailable party; the last one repeats (capped back-off).
 _RETRY_BACKOFF = (0.25, 1.0, 3.0)
+#: A call put off as busy is sent again after about this long, doubled each time up
+#: to the cap; half of each wait is random, so that drivers put off together do
+#: not all come back at once.
+_BUSY_FIRST, _BUSY_CAP = 0.05, 2.0
 _log = logging.getLogger(__name__)
 #: Longest the TLS probe that explains an unavailable party may take per step.
 _PROBE_SECONDS = 5.0
@@ -68,6 +75,13 @@ def _issuer_and_expiry(cert_path) -> tuple[str, datetime.datetime | None]:
     utc = datetime.timezone.utc
     end = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=utc)
     return issuer, (end if end < datetime.datetime.now(utc) else None)
+
+
+def _put_off(exc) -> bool:
+    """Whether a failed call was put off as busy (not read; to be sent again), as
+    opposed to refused: only the ``ftl-retry: busy`` trailer says so."""
+    trailers = dict(exc.trailing_metadata() or ())
+    return trailers.get(RETRY_KEY) == RETRY_BUSY
 
 
 class Connection:
@@ -231,7 +245,9 @@ class PartyClient:
         The request carries the next sequence number of its session, consumed even
         if the call fails (the host may have run it); a retry after a transport
         failure resends the same number and digest, so the host answers it from the
-        stored reply instead of running it twice.
+        stored reply instead of running it twice. A call the host put off as busy
+        (its cap of calls in flight from this peer) is sent again, with jittered
+        exponential back-off, until the call's timeout is spent.
         """
         conn = self.connection()
         with self._lock:
@@ -259,22 +275,33 @@ class PartyClient:
                     raise MessageError(f"{op}: reply exceeds {max_reply_bytes} bytes")
             return bytes(reply)
 
-        return self._with_retries(op, attempt)
+        return self._with_retries(op, attempt, busy_for=timeout)
 
-    def _with_retries(self, what: str, attempt) -> Any:
+    def _with_retries(self, what: str, attempt, busy_for: float = 0.0) -> Any:
         """``attempt()``, retried while the party is unavailable: at least
         ``retries`` times, and for as long as the outage is shorter than
         ``retry_for`` seconds (safe: the server answers a retransmitted request
-        with its stored reply)."""
+        with its stored reply); and while the party puts it off as busy, for up to
+        ``busy_for`` seconds (safe: it did not read the request)."""
         grpc = import_grpc()
 
+        start = time.monotonic()
         first_failure = None
-        tries = 0
+        tries = busy = 0
         while True:
             try:
                 return attempt()
             except grpc.RpcError as exc:
                 now = time.monotonic()
+                if _put_off(exc):
+                    # not a refusal: the request was not read; back off and send it again
+                    wait = min(_BUSY_CAP, _BUSY_FIRST * 2**busy) * random.uniform(0.5, 1.0)
+                    if now - start + wait > busy_for:
+                        raise self._error(what, exc) from None
+                    _log.debug("party %r busy during %r; again in %.2f s", self.name, what, wait)
+                    time.sleep(wait)
+                    busy += 1
+                    continue
                 first_failure = now if first_failure is None else first_failure
                 wait = _RETRY_BACKOFF[min(tries, len(_RETRY_BACKOFF) - 1)]
                 within = tries < self.retries or now - first_failure + wait <= self.retry_for

@@ -21,22 +21,27 @@ messages -- and adds what a boundary between organisations needs:
   request types and the schema's bounds as soon as its first bytes arrive, so a
   request is refused before its body is read, and never decoded unchecked;
 - **bounded resources**: a peer may have at most ``max_streams_per_peer`` calls in
-  flight (so it cannot hold every worker thread), a request must arrive (and a
-  reply be taken) within a read deadline, a refused first request leaves no
-  session behind, and sessions that hold no protocol state are forgotten after
-  ``idle_session_ttl`` seconds (at most ``4 * max_sessions_per_peer`` per peer);
+  flight (so it cannot hold every worker thread; more are put off as busy, unread,
+  and the driver sends them again: :mod:`~ftl.federation.transport.grpc.wire`),
+  a request must arrive (and a reply be taken) within a read deadline, a refused
+  first request leaves no session behind, and sessions that hold no protocol
+  state are forgotten after ``idle_session_ttl`` seconds (at most
+  ``4 * max_sessions_per_peer`` per peer);
 - **audit** (:mod:`ftl.federation.audit`): every request is appended, with its
-  operation and outcome (accepted, repeated, or refused and why), to a JSON-lines
-  transcript together with every reply (the same records as ``transcript_``),
-  which ``ftl report`` reads; a connection that makes no call (most likely a
-  failed TLS handshake, which gRPC does not report) is logged with its client
-  address (:mod:`~ftl.federation.transport.grpc.handshakes`).
+  operation and outcome (accepted, repeated, refused and why, busy, or ignored: a
+  close of a session the party does not hold), to a JSON-lines transcript
+  together with every reply (the same records as ``transcript_``), which
+  ``ftl report`` reads; a connection that makes no call (most likely a failed
+  TLS handshake, which gRPC does not report) is logged with its client address
+  (:mod:`~ftl.federation.transport.grpc.handshakes`).
 
-Each peer sees the party through its own view (:mod:`ftl.federation.views`):
+Each peer sees the party through its own view (:mod:`ftl.federation.peer_views`):
 only its allowed columns, and its own fitted transformers and model shards, which
-``model_dir`` keeps across restarts (:mod:`ftl.federation.model_store`), and its
-own runs' checkpoints, which ``checkpoint_dir`` keeps across restarts
-(:mod:`ftl.federation.checkpoints`).
+``model_dir`` keeps across restarts (:mod:`ftl.federation.model_store`), its own
+runs' checkpoints, which ``checkpoint_dir`` keeps across restarts
+(:mod:`ftl.federation.checkpoints`), and its alignment tables. What a view keeps
+in memory between sessions is leased: dropped, and audited, once unused for the
+host's time-to-live of its kind.
 """
 
 from __future__ import annotations
@@ -44,11 +49,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import traceback
 from concurrent import futures
 from functools import partial
-from pathlib import Path
 
 from ftl.exceptions import (
     MessageError,
@@ -57,20 +60,23 @@ from ftl.exceptions import (
     ReplayError,
     SessionLimitError,
 )
-from ftl.federation.audit import AuditLog, RequestRecord
+from ftl.federation.audit import BUSY, IGNORED, AuditLog, RequestRecord
 from ftl.federation.budget import guard_of
-from ftl.federation.checkpoints import PartyCheckpoints
 from ftl.federation.codec import FORMAT_VERSION, Header, header_size
 from ftl.federation.identity import certificate_identity
-from ftl.federation.model_store import ModelDirectory
+from ftl.federation.messages import Message, encode
+from ftl.federation.peer_views import LEASE_SECONDS, PeerViews
 from ftl.federation.policy import PeerRule, Policy
 from ftl.federation.schema import max_encoded_bytes
 from ftl.federation.service import request_limit
 from ftl.federation.sessions import SessionKey, SessionTable, StreamCounter, TransportSession
+from ftl.federation.transcript import REPEATED
+from ftl.federation.transport.grpc.calls import Deadline, _Abort, abort_for, put_off
 from ftl.federation.transport.grpc.handshakes import HandshakeWatcher
 from ftl.federation.transport.grpc.tls import TLSConfig
 from ftl.federation.transport.grpc.wire import (
     ERROR_KEY,
+    RETRY_KEY,
     SERVER_OPTIONS,
     SERVICE,
     check_metadata,
@@ -79,7 +85,7 @@ from ftl.federation.transport.grpc.wire import (
     import_grpc,
     parse_path,
 )
-from ftl.federation.views import ServedParty, peer_view, through, with_derived
+from ftl.federation.views import ServedParty
 
 __all__ = ["PartyServer", "ReplayError"]
 
@@ -87,47 +93,6 @@ log = logging.getLogger("ftl.serve")
 
 #: Transfer deadlines scale with the size above this (``read_timeout`` per 64 MiB).
 _DEADLINE_UNIT = 64 << 20
-
-
-class _Abort(Exception):
-    """Ends a call with a gRPC status and the ``ftl-error`` trailer naming the error."""
-
-    def __init__(self, code, error: str, message: str):
-        super().__init__(message)
-        self.code, self.error, self.message = code, error, message
-
-
-class _Deadline:
-    """Cancels a call that has not finished a transfer in time.
-
-    A request iterator blocks while the peer sends nothing; cancelling the call
-    makes it raise, which frees the worker thread.
-    """
-
-    def __init__(self, context):
-        self._context = context
-        self._timer: threading.Timer | None = None
-        self.expired = False
-
-    def arm(self, seconds: float) -> None:
-        self.disarm()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _expire(self) -> None:
-        self.expired = True
-        self._context.cancel()
-
-    @property
-    def active(self) -> bool:
-        """Whether the call is still live (the peer has not cancelled or left)."""
-        return self._context.is_active()
-
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class PartyServer:
@@ -157,12 +122,14 @@ class PartyServer:
         taken, per 64 MiB (at least this long for smaller messages): a stalled or
         trickling stream is cancelled after that and frees its worker thread.
     max_streams_per_peer : int, optional
-        Calls one peer may have in flight at once; more are refused with
-        ``RESOURCE_EXHAUSTED``. Default: half of :meth:`start`'s ``max_workers``,
+        Calls one peer may have in flight at once; more are put off, unread, with
+        ``RESOURCE_EXHAUSTED`` and the ``ftl-retry: busy`` trailer (the driver
+        sends them again). Default: half of :meth:`start`'s ``max_workers``,
         between 1 and 4, so that one peer never holds every worker thread.
     audit_log : path, optional
         JSON-lines file every request (with its operation and outcome: accepted,
-        repeated, or refused and why) and every reply is appended to.
+        repeated, refused and why, busy, or ignored), every reply, and every
+        expired lease is appended to.
     model_dir : path, optional
         Where the party keeps its shards of models trained by each peer (one
         JSON file per model, under a folder per peer identity, written with
@@ -176,6 +143,13 @@ class PartyServer:
         resumes a fit after this server restarted. Without it the state is kept
         in memory only (a driver that restarts can still resume; ``session_ttl``
         bounds how long).
+    alignment_ttl, model_ttl : float, default=7 days
+        Seconds after which an alignment table a peer made, and a model shard it
+        trained, are dropped from memory if no request used them meanwhile (their
+        *lease*; swept while requests arrive, no thread of its own, and written to
+        the audit log). A peer that names one later is told to align, or fit,
+        again; a shard kept in ``model_dir`` stays there and is loaded again when
+        it is next used.
 
     Attributes
     ----------
@@ -198,6 +172,8 @@ class PartyServer:
         audit_log=None,
         model_dir=None,
         checkpoint_dir=None,
+        alignment_ttl: float = LEASE_SECONDS,
+        model_ttl: float = LEASE_SECONDS,
     ):
         if party.has_labels:
             raise ValueError(
@@ -217,22 +193,24 @@ class PartyServer:
             raise ValueError("read_timeout, idle_session_ttl and max_streams_per_peer must be > 0")
         self.audit = AuditLog(party.name, audit_log)
         self.handshakes = HandshakeWatcher(log)
-        self._views: dict[str, ServedParty] = {}
         self._sessions = SessionTable(
             session_ttl=self.session_ttl,
             idle_session_ttl=self.idle_session_ttl,
             max_sessions_per_peer=self.max_sessions_per_peer,
-            active_sessions=self._active_sessions,
-            expired=self._free_expired,
+            active_sessions=lambda identity: self.peers.active_sessions(identity),
+            expired=lambda stale, now: self.peers.free_expired(stale, now),
         )
-        self.model_dir = None if model_dir is None else Path(model_dir)
-        self._kept = None if model_dir is None else ModelDirectory(model_dir)
-        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        for rule in policy.peers.values():  # fail at start-up on a bad column list
-            view = self._view(rule)
-            view.checkpoints.reload_alignments(view)
-            if self._kept is not None:
-                self._kept.reload(rule.identity, view)
+        self.peers = PeerViews(
+            party,
+            policy,
+            lock=self._sessions.lock,
+            audit=self.audit,
+            session_ttl=self.session_ttl,
+            lease_ttls={"alignment": float(alignment_ttl), "model": float(model_ttl)},
+            checkpoint_dir=checkpoint_dir,
+            model_dir=model_dir,
+        )
+        self.model_dir, self.checkpoint_dir = self.peers.model_dir, self.peers.checkpoint_dir
 
     @property
     def transcript(self):
@@ -297,8 +275,13 @@ class PartyServer:
             return None
 
     def _fail(self, context, exc: _Abort, identity: str | None, what: str):
-        log.warning("refused %s from %s: %s", what, identity or "<unknown>", exc.message)
-        context.set_trailing_metadata(((ERROR_KEY, exc.error),))
+        trailers = [(ERROR_KEY, exc.error)]
+        if exc.retry is None:
+            log.warning("refused %s from %s: %s", what, identity or "<unknown>", exc.message)
+        else:  # the driver sends it again: routine under load, not a warning
+            log.info("put off %s from %s: %s", what, identity or "<unknown>", exc.message)
+            trailers.append((RETRY_KEY, exc.retry))
+        context.set_trailing_metadata(tuple(trailers))
         context.abort(exc.code, exc.message)
 
     # -- Info --------------------------------------------------------------------------
@@ -307,11 +290,11 @@ class PartyServer:
         identity = self._identity(context)
         try:
             rule = self._rule(identity)
-            party = self._resolve(rule, parse_path(dict(context.invocation_metadata())))
+            party = self.peers.resolve(rule, parse_path(dict(context.invocation_metadata())))
         except _Abort as exc:
             self._fail(context, exc, identity, "info")
         except ValueError as exc:
-            self._fail(context, self._abort_for(exc), identity, "info")
+            self._fail(context, abort_for(exc), identity, "info")
         info = {
             "format_version": FORMAT_VERSION,
             "name": party.name,
@@ -334,16 +317,16 @@ class PartyServer:
     def _call(self, request_iterator, context):
         self.handshakes.call_from(context.peer())
         identity = self._identity(context)
-        request = RequestRecord()
-        deadline = _Deadline(context)
+        metadata = dict(context.invocation_metadata())
+        # what an audit record of the call may name, also if it is put off or refused
+        request = RequestRecord(*describe_call(metadata))
+        deadline = Deadline(context)
         peer = None
         try:
             try:
                 rule = self._rule(identity)
                 peer = self._take_stream(rule.identity)
-                reply = self._serve_call(
-                    rule, dict(context.invocation_metadata()), request_iterator, deadline, request
-                )
+                reply = self._serve_call(rule, metadata, request_iterator, deadline, request)
             except _Abort as exc:
                 if deadline.expired:
                     exc = _Abort(
@@ -363,11 +346,16 @@ class PartyServer:
                 self._streams.release(peer)
 
     def _take_stream(self, identity: str) -> str:
-        """Count a call of ``identity`` in flight; refuse it above the per-peer cap."""
+        """Count a call of ``identity`` in flight; put it off above the per-peer cap.
+
+        A call put off was not read: the driver may send it again as it was (the
+        ``ftl-retry: busy`` trailer, see :mod:`~ftl.federation.transport.grpc.wire`),
+        and however often it does, the peer never has more than the cap in flight.
+        """
         try:
             return self._streams.take(identity)
         except SessionLimitError as exc:
-            raise self._abort_for(exc) from None
+            raise put_off(exc) from None
 
     def _transfer_seconds(self, nbytes: int) -> float:
         """The deadline to receive a request (or have a reply taken) of ``nbytes``."""
@@ -379,18 +367,21 @@ class PartyServer:
         request: RequestRecord,
         exc: _Abort | None = None,
         *,
-        repeated: bool = False,
+        outcome: str | None = None,
     ) -> None:
-        """Log a request with its outcome (refused: ``exc``) in the audit log; after
-        an admitted run, the peer's budget readings too (the budget moved)."""
-        view = self._views.get(identity or "")
-        admitted = exc is None and not repeated and view is not None and request.op
+        """Log a request with its outcome (refused: ``exc``; put off: ``exc`` with a
+        retry) in the audit log; after an admitted run, the peer's budget readings
+        too (the budget moved)."""
+        if exc is not None and exc.retry is not None:
+            outcome = BUSY
+        view = self.peers.get(identity)
+        admitted = exc is None and outcome is None and view is not None and request.op
         opened = admitted and request.op.endswith(".open")
         self.audit.request(
             identity,
             request,
             None if exc is None else f"{exc.error}: {exc.message}",
-            repeated=repeated,
+            outcome=outcome,
             budget=guard_of(view).readings() if opened else None,
         )
 
@@ -399,19 +390,26 @@ class PartyServer:
         rule: PeerRule,
         metadata: dict,
         request_iterator,
-        deadline: _Deadline,
+        deadline: Deadline,
         request: RequestRecord,
     ) -> bytes:
-        request.session, request.op, request.nbytes = describe_call(metadata)
         try:
             head = check_metadata(metadata, self.max_message_bytes)
-            self.policy.check_operation(rule, head["op"])
-            party = self._resolve(rule, head["path"])
+            key = (rule.identity, head["session"], head["path"])
+            # a close of a session the party does not hold frees nothing: it needs no
+            # permission and no transformer on its path (see _close_unknown)
+            unknown = head["op"].endswith(".close") and not self._sessions.holds(key)
+            if unknown and head["seq"] > 0:
+                party = self.peers.view(rule)
+            else:
+                self.policy.check_operation(rule, head["op"])
+                party = self.peers.resolve(rule, head["path"])
             self._admit(party, head)
             payload, request.header = self._receive(request_iterator, head, party, deadline)
         except (ValueError, PolicyError, ProtocolError) as exc:
-            raise self._abort_for(exc) from None
-        key = (rule.identity, head["session"], head["path"])
+            raise abort_for(exc) from None
+        if unknown and head["seq"] > 0:
+            return self._close_unknown(rule, party, head, request)
         while True:
             state = self._session(key, head)
             with state.lock:
@@ -420,10 +418,10 @@ class PartyServer:
                 try:
                     cached = state.check_sequence(head)
                 except ReplayError as exc:
-                    raise self._abort_for(exc) from None
+                    raise abort_for(exc) from None
                 if cached is not None:
                     # an exact retransmission: same reply, no state change
-                    self._audit(rule.identity, request, None, repeated=True)
+                    self._audit(rule.identity, request, outcome=REPEATED)
                     self.audit.reply(head["session"], party.name, rule.identity, cached)
                     return cached
                 try:
@@ -437,11 +435,27 @@ class PartyServer:
                 self._sessions.evict_idle(rule.identity)
             return reply
 
+    def _close_unknown(
+        self,
+        rule: PeerRule,
+        party: ServedParty,
+        head: dict,
+        request: RequestRecord,
+    ) -> bytes:
+        """A close of a session this party does not hold -- its open was refused, it
+        expired, or it never was: nothing to free, nothing is touched. Answered as
+        any close is, and audited as ignored, not refused, so that an auditor counts
+        a refused open (which every driver follows with a close) as one refusal."""
+        reply = encode(Message("ack", {}), self.max_message_bytes)
+        self._audit(rule.identity, request, outcome=IGNORED)
+        self.audit.reply(head["session"], party.name, rule.identity, reply)
+        return reply
+
     def _session(self, key: SessionKey, head: dict) -> TransportSession:
         try:
             return self._sessions.session(key, head)
         except (ProtocolError, SessionLimitError) as exc:
-            raise self._abort_for(exc) from None
+            raise abort_for(exc) from None
 
     def _admit(self, party: ServedParty, head: dict) -> None:
         """Checks before the request is read: the operation exists, its session holds
@@ -455,30 +469,18 @@ class PartyServer:
                 f"{head['length']}; refused before reading it"
             )
 
+    def _view(self, rule: PeerRule) -> ServedParty:
+        """The peer's view of the party (:meth:`PeerViews.view`)."""
+        return self.peers.view(rule)
+
     def _rule(self, identity: str | None) -> PeerRule:
         try:
             return self.policy.peer(identity)
         except PolicyError as exc:
-            raise self._abort_for(exc) from None
-
-    def _view(self, rule: PeerRule) -> ServedParty:
-        with self._sessions.lock:
-            view = self._views.get(rule.identity)
-            if view is None:
-                view = peer_view(self.party, rule, self.policy)
-                # the peer's own runs' checkpoints (found by its protocol roles)
-                view.checkpoints = PartyCheckpoints.for_peer(
-                    self.checkpoint_dir, rule.identity, self.session_ttl
-                )
-                self._views[rule.identity] = view
-            return view
-
-    def _resolve(self, rule: PeerRule, path: tuple[str, ...]) -> ServedParty:
-        """The peer's view, seen through the fitted transformers named by ``path``."""
-        return through(self._view(rule), path)
+            raise abort_for(exc) from None
 
     def _receive(
-        self, request_iterator, head: dict, party: ServedParty, deadline: _Deadline
+        self, request_iterator, head: dict, party: ServedParty, deadline: Deadline
     ) -> tuple[bytearray, Header]:
         """Reassemble the chunked request within its deadline; refuse it as soon as it
         is too long, or as soon as its header is in and not one the operation takes."""
@@ -538,36 +540,6 @@ class PartyServer:
             raise MessageError(f"{header.type} messages are at most {limit} bytes")
         return header
 
-    def _active_sessions(self, identity: str) -> set[str]:
-        """Sessions of a peer that hold protocol state (table lock held)."""
-        view = self._views.get(identity)
-        if view is None:
-            return set()
-        return set().union(*(p.endpoint.session_ids() for p in with_derived(view)))
-
-    def _free_expired(self, stale: list[tuple[SessionKey, TransportSession]], now: float):
-        """Free the protocol state of expired sessions, then the transformers no peer
-        uses any more (table lock held)."""
-        for (identity, session, path), state in stale:
-            view = self._views.get(identity)
-            if view is None or not state.holds_state:
-                continue
-            try:
-                party = through(view, path)
-            except ValueError:
-                continue
-            dropped = party.endpoint.end_session(session)
-            log.info(
-                "session %s of %s expired (%d role state(s) freed)", session, identity, dropped
-            )
-        # Fitted transformers are leased: dropped once unused for the TTL unless a kept
-        # model, a later transformer or an open session still needs them.
-        for identity, view in self._views.items():
-            for path in view.expire_transformers(self.session_ttl, now):
-                log.info(
-                    "transformer %s of %s expired (unused; no kept model needs it)", path, identity
-                )
-
     def _dispatch(
         self,
         rule: PeerRule,
@@ -589,7 +561,7 @@ class PartyServer:
             if op.endswith(".open"):
                 # A refused open leaves no role state behind.
                 party.endpoint.end_session(session)
-            raise self._abort_for(exc) from None
+            raise abort_for(exc) from None
         except Exception as exc:  # noqa: BLE001 - reported, never leaked in detail
             log.error("internal error in %s for %s:\n%s", op, rule.identity, traceback.format_exc())
             raise _Abort(
@@ -599,24 +571,9 @@ class PartyServer:
             ) from None
         self._audit(rule.identity, request)
         self.audit.reply(session, party.name, rule.identity, reply)
-        if op.endswith(".finish") and self._kept is not None:
-            self._kept.keep(rule.identity, self._view(rule), party, head["path"])
+        if op.endswith(".finish"):
+            self.peers.keep_models(rule, party, head["path"])
         return reply
-
-    @staticmethod
-    def _abort_for(exc: Exception) -> _Abort:
-        """The gRPC status and ``ftl-error`` name a refusal travels with."""
-        grpc = import_grpc()
-
-        if isinstance(exc, SessionLimitError):
-            return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "PolicyError", str(exc))
-        if isinstance(exc, PolicyError):
-            return _Abort(grpc.StatusCode.PERMISSION_DENIED, "PolicyError", str(exc))
-        if isinstance(exc, ProtocolError):
-            return _Abort(grpc.StatusCode.FAILED_PRECONDITION, type(exc).__name__, str(exc))
-        if isinstance(exc, MessageError):
-            return _Abort(grpc.StatusCode.INVALID_ARGUMENT, "MessageError", str(exc))
-        return _Abort(grpc.StatusCode.INVALID_ARGUMENT, "ValueError", str(exc))
 
     # -- what tests and operators may look at -----------------------------------------
     @property
@@ -626,6 +583,4 @@ class PartyServer:
 
     def role_states(self) -> int:
         """Protocol role states held over all peers' views (and derived parties)."""
-        with self._sessions.lock:
-            views = list(self._views.values())
-        return sum(p.endpoint.open_sessions for view in views for p in with_derived(view))
+        return self.peers.role_states()

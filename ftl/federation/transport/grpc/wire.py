@@ -16,6 +16,19 @@ go in and out unchanged, because every payload already is an encoded, validated
 
 Errors travel as gRPC status codes plus an ``ftl-error`` trailer naming the
 error class, so the driver raises the same exception types as in-process runs.
+
+A call the server put off because the peer already has its cap of calls in
+flight (``max_streams_per_peer``) carries a second trailer, ``ftl-retry: busy``:
+the server did not read the request, so sending the very same request again
+(same session, sequence number and digest) is safe, and a driver does so with
+jittered exponential back-off until the call's timeout. Every other refusal --
+a policy refusal above all -- lacks it and must never be retried: the answer
+would be the same, and a retried refusal is a probe. The busy call keeps its
+``RESOURCE_EXHAUSTED`` status and ``ftl-error: PolicyError`` trailer, so that
+drivers older than the retry trailer still see the clean policy error they
+always saw; a new trailer, not a new status code, because gRPC itself sends
+``RESOURCE_EXHAUSTED`` for oversized messages and ``UNAVAILABLE`` (the only
+status gRPC clients retry on their own) would read as a host that is down.
 """
 
 from __future__ import annotations
@@ -31,6 +44,8 @@ __all__ = [
     "GRPC_MESSAGE_LIMIT",
     "INFO",
     "MAX_PATH_DEPTH",
+    "RETRY_BUSY",
+    "RETRY_KEY",
     "SERVER_OPTIONS",
     "SERVICE",
     "check_metadata",
@@ -49,6 +64,10 @@ CHUNK_BYTES = 1 << 20
 #: gRPC's own per-message limit, set on both sides: one chunk plus framing.
 GRPC_MESSAGE_LIMIT = CHUNK_BYTES + (64 << 10)
 ERROR_KEY = "ftl-error"
+#: Trailer of a call that was not run and may be sent again as it was (value
+#: :data:`RETRY_BUSY`: the peer had its cap of calls in flight).
+RETRY_KEY = "ftl-retry"
+RETRY_BUSY = "busy"
 MAX_PATH_DEPTH = 8
 
 _SESSION = re.compile(r"[0-9a-f]{32}")
