@@ -54,6 +54,22 @@ CONTRIBUTION = register(
     owner=PUBLIC_STR,
     values=FieldSpec("encrypted", ValueKind.CIPHERTEXT, ndim=2, per_sample=True, max_len=_MAX_ROWS),
 )
+# First pass at a host's start (docs/protocols.md §3.6): its weights are zero, so
+# its pieces are the public phi_k(0) and the guest alone knows the residual.
+ZERO_MARGIN = register(
+    "lr.zero_margin",
+    "A host's answer to lr.batch while its weights are exactly zero (its start, known "
+    "to both; only if the guest's lr.open declared zero_margin_form): no ciphertexts, "
+    "its pieces are the public values at margin 0.",
+    owner=PUBLIC_STR,
+)
+RESIDUAL = register(
+    "lr.residual",
+    "Answer to lr.zero_margin: the guest's whole residual per row (rows x 1, one piece), "
+    "under its own key; the host accepts it only while it declared its margin zero.",
+    owner=PUBLIC_STR,
+    values=FieldSpec("encrypted", ValueKind.CIPHERTEXT, ndim=2, per_sample=True, max_len=_MAX_ROWS),
+)
 CROSS_TERM = register(
     "lr.cross_term",
     "sum_k (X_P * w_k).T @ [[c_Q,k]] + mask, packed `count` values per slot_bits-bit "

@@ -18,6 +18,10 @@ polynomial). Per batch (see docs/protocols.md):
    (default; every batch is all rows): every party forms its gradient; the driver
    assembles the next direction from the parties' Gram matrices (``_fit_lbfgs``).
 
+While the host's weights are exactly zero (its start) it answers step 1 with
+``lr.zero_margin`` instead: the guest knows the whole residual, forms its own
+gradient alone and sends the residual as one piece for the host's (``lr.residual``).
+
 No party holds another's private key; there is no arbiter.
 
 The guest's other parts live beside it: its secret and random start
@@ -177,7 +181,14 @@ class LogisticGuest(ResumableGuest):
             for host in self.hosts:
                 widths[host.name] = host.n_features
             # the fit id names the hosts' checkpoints of this run, for a resume
-            self.params = {**p, "widths": widths, "guest": self.name, "fit_id": uuid.uuid4().hex}
+            self.params = {
+                **p,
+                "widths": widths,
+                "guest": self.name,
+                "fit_id": uuid.uuid4().hex,
+                # we answer a host's lr.zero_margin (hosts that know it use it only then)
+                "zero_margin_form": True,
+            }
         p = self.params
         public = {self.name: public_key_json(self.own)}
         self.widths = p["widths"]
@@ -223,6 +234,10 @@ class LogisticGuest(ResumableGuest):
         }
         u_guest = self.block.start_batch(batch)
         y = self.y[batch]
+        x = self.block.batch_features()
+        weights = approx.guest_weights(u_guest)
+        if self._at_zero_margin(contributions):
+            return self._zero_margin_batch(u_guest, y, x, weights)
         if self.track_loss:
             self._accumulate_loss(contributions[self.hosts[0].name]["values"], u_guest, y)
         n_train = len(self.positions)
@@ -236,8 +251,6 @@ class LogisticGuest(ResumableGuest):
 
         # guest gradient: masked cross terms on each host's encrypted columns
         guest_terms = []
-        weights = approx.guest_weights(u_guest)
-        x = self.block.batch_features()
         for h in self.hosts:
             values = contributions[h.name]["values"]
             peer = self.peers[h.name]
@@ -267,25 +280,7 @@ class LogisticGuest(ResumableGuest):
             owners, values = [], []
             for owner in [self.name, *(o.name for o in self.hosts if o is not h)]:
                 if owner == self.name:
-                    term = ch.call(h.endpoint, "lr.host.cross", own_message)
-                    # decrypt only what the protocol calls for: one total cross term exactly
-                    # as wide as this host's block, packed with the public slot width
-                    # (never a per-sample vector of ours)
-                    if term["count"] != self.widths[h.name]:
-                        raise ValueError(f"{h.name!r} returned a malformed cross term")
-                    try:
-                        plain = pieces.decrypt_cross(
-                            self.own,
-                            term["values"],
-                            term["slot_bits"],
-                            term["count"],
-                            len(batch),
-                            approx.guest_width,
-                            n_train,
-                        )
-                    except ValueError as exc:
-                        raise ValueError(f"{h.name!r} returned a malformed cross term") from exc
-                    decrypted = stack_rows([plain])
+                    decrypted = self._host_cross(h, own_message, len(batch), approx.guest_width)
                 else:
                     term = ch.call(h.endpoint, "lr.host.cross", contributions[owner], origin=owner)
                     decrypted = ch.call(
@@ -294,14 +289,75 @@ class LogisticGuest(ResumableGuest):
                 for i in range(decrypted.shape[0]):
                     owners.append(owner)
                     values.append(row(decrypted, i))
-            reply = ch.call(
-                h.endpoint,
-                "lr.host.update",
-                Message(msg.UPDATE.name, {"owners": owners, "values": stack_rows(values)}),
-            )
-            if self.lbfgs:
-                slope += _scalar(reply, msg.SLOPE.name, "slope", h.name)
+            slope += self._host_update(h, owners, values)
         self.block.apply_gradient(approx.guest_own(u_guest, y), guest_terms, approx.scale)
+        return slope + self.block.slope() if self.lbfgs else 0.0
+
+    def _host_cross(self, host, request: Message, n_rows: int, n_pieces: int) -> np.ndarray:
+        """The host's masked cross term on our ``n_pieces`` pieces, decrypted by us.
+
+        We decrypt only what the protocol calls for: one total cross term exactly as
+        wide as the host's block, packed with the public slot width (never a
+        per-sample vector of ours).
+        """
+        term = self.channel.call(host.endpoint, "lr.host.cross", request)
+        if term["count"] != self.widths[host.name]:
+            raise ValueError(f"{host.name!r} returned a malformed cross term")
+        try:
+            plain = pieces.decrypt_cross(
+                self.own,
+                term["values"],
+                term["slot_bits"],
+                term["count"],
+                n_rows,
+                n_pieces,
+                len(self.positions),
+            )
+        except ValueError as exc:
+            raise ValueError(f"{host.name!r} returned a malformed cross term") from exc
+        return stack_rows([plain])
+
+    def _host_update(self, host, owners: list, values: list) -> float:
+        """Send a host its masked cross terms; its slope (L-BFGS; 0 otherwise)."""
+        reply = self.channel.call(
+            host.endpoint,
+            "lr.host.update",
+            Message(msg.UPDATE.name, {"owners": owners, "values": stack_rows(values)}),
+        )
+        return _scalar(reply, msg.SLOPE.name, "slope", host.name) if self.lbfgs else 0.0
+
+    # ------------------------------------------------------------------ zero host margin
+    def _at_zero_margin(self, contributions: dict) -> bool:
+        """Whether the (single) host answered the batch with ``lr.zero_margin``."""
+        zero = [n for n, reply in contributions.items() if reply.type == msg.ZERO_MARGIN.name]
+        if not zero:
+            return False
+        if len(self.hosts) > 1 or self.track_loss or zero != [self.hosts[0].name]:
+            raise ValueError(f"{zero[0]!r} declared a zero margin where none is allowed")
+        return True
+
+    def _zero_margin_batch(self, u_guest, y, x, weights) -> float:
+        """The batch at the host's zero weights: its pieces are the public values at
+        margin 0, so we know the whole residual (docs/protocols.md §3.6).
+
+        Our gradient needs nothing from the host; the host's needs the residual as one
+        piece under our key, and we decrypt its masked cross term as in any batch.
+        """
+        approx, host = self.approx, self.hosts[0]
+        zero = np.zeros(len(y))
+        # our gradient's cross term on the host's (public) pieces
+        cross = x.T @ np.sum(weights * approx.host_values(zero), axis=1)
+        residual = np.sum(approx.guest_values(u_guest, y) * approx.host_weights(zero), axis=1)
+        request = Message(
+            msg.RESIDUAL.name,
+            {
+                "owner": self.name,
+                "values": pieces.encrypt_pieces(self.own, residual[:, None], len(self.positions)),
+            },
+        )
+        decrypted = self._host_cross(host, request, len(y), 1)
+        slope = self._host_update(host, [self.name], [row(decrypted, 0)])
+        self.block.apply_gradient(approx.guest_own(u_guest, y), [cross], approx.scale)
         return slope + self.block.slope() if self.lbfgs else 0.0
 
     # ------------------------------------------------------------------ training loss

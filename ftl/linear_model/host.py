@@ -6,7 +6,11 @@ Message sequence per batch, as seen from a host H (see docs/protocols.md):
    returns its columns of the residual, encrypted under its own key:
    ``[[u_H]]_H`` (Taylor-1) or ``[[s]], [[s**2]], ..., [[s**K]]`` with
    ``s = c(u_H) / R``, ``c`` a smooth clip to ``[-R, R]`` (two-party polynomial,
-   see ``_sigmoid``).
+   see ``_sigmoid``). At its start (weights exactly zero, a guest that declared
+   ``zero_margin_form``, one peer, no loss tracked) H answers ``lr.zero_margin``
+   instead: its pieces are then the public values at margin 0, the guest sends its
+   whole residual as one piece (``lr.residual``) in step 2, and H decrypts nothing
+   in step 3.
 2. ``cross``: for every other party Q, H receives Q's encrypted columns
    ``[[c_Q,k]]_Q`` and returns ``[[(X_H * w_k).T c_Q,k + r_k]]_Q`` (masked,
    re-randomised), with its own per-row weights ``w_k`` (times ``c'(u_H)``), for
@@ -141,6 +145,8 @@ class LogisticHost:
         self.guest = str(params["guest"])
         self.approx = make_link(params)
         self.margin: np.ndarray | None = None
+        # this batch was answered with lr.zero_margin: no ciphertext of ours is out
+        self.zero_margin = False
         self.masks: dict = {}
         self.decrypted: set[str] = set()
         # verbose runs: the guest learns the epoch's total training loss (one scalar)
@@ -218,6 +224,9 @@ class LogisticHost:
         if self.track_loss:
             self.loss_rows += len(self.margin)
             self.loss_own += self.approx.loss_host_own(self.margin)
+        self.zero_margin = self._at_zero_start()
+        if self.zero_margin:
+            return Message(msg.ZERO_MARGIN.name, {"owner": self.name})
         return Message(
             msg.CONTRIBUTION.name,
             {
@@ -228,10 +237,38 @@ class LogisticHost:
             },
         )
 
-    @operation(accepts=(msg.CONTRIBUTION.name,))
+    def _at_zero_start(self) -> bool:
+        """Whether this batch's pieces are the public ``phi_k(0)``: our weights are
+        still our start, zero, which both parties know (no row processed yet: zero
+        weights reached later, e.g. under an L1 penalty, are not told), we have one
+        peer (the guest), the run tracks no loss (its total needs our ciphertexts)
+        and the guest declared it answers an ``lr.zero_margin`` (older guests do not)."""
+        return (
+            bool(self.params.get("zero_margin_form", False))
+            and not self.track_loss
+            and list(self.peers) == [self.guest]
+            and self.rows_processed == 0
+            and not self.block.weights.any()
+        )
+
+    def _check_residual(self, owner: str) -> None:
+        """Refuse a one-piece residual unless this batch is at our zero margin: the
+        guest's residual ``r`` is then ``sum_k c_k phi_k(0)``, so ``X_H.T r`` is our
+        gradient; at any other margin it would not be (a guest's wrong answer)."""
+        if not (self.zero_margin and owner == self.guest):
+            raise ValueError(
+                f"{self.name}: a one-piece residual is accepted only at our zero margin"
+            )
+
+    @operation(accepts=(msg.CONTRIBUTION.name, msg.RESIDUAL.name))
     @_in_current_run
     def cross(self, request: Message) -> Message:
-        """Masked ``(X_H * w_k).T @ [[c_k]]`` for each column k of a peer's ciphertexts."""
+        """Masked ``(X_H * w_k).T @ [[c_k]]`` for each column k of a peer's ciphertexts.
+
+        After our ``lr.zero_margin`` the guest may send its whole residual as one
+        piece (``lr.residual``): accepted only then, since at any other margin its
+        cross term would not be our gradient.
+        """
         owner = request["owner"]
         if owner not in self.peers:
             raise ValueError(f"{self.name}: no public key for {owner!r}")
@@ -239,11 +276,14 @@ class LogisticHost:
             raise ValueError(f"{self.name}: cross term for {owner!r} already computed")
         values = request["values"]
         n_rows = len(self.margin)
-        weights = (
-            self.approx.host_weights(self.margin)
-            if owner == self.guest
-            else np.ones((n_rows, 1))  # another host's margin (Taylor-1, several hosts)
-        ) * self.approx.host_chain(self.margin)[:, None]
+        if request.type == msg.RESIDUAL.name:
+            self._check_residual(owner)
+            weights = np.ones((n_rows, 1))
+        elif owner == self.guest:
+            weights = self.approx.host_weights(self.margin)
+        else:
+            weights = np.ones((n_rows, 1))  # another host's margin (Taylor-1, several hosts)
+        weights = weights * self.approx.host_chain(self.margin)[:, None]
         width = weights.shape[1]
         peer = self.peers[owner]
         pieces.check_columns(values, peer, n_rows, width, self.n_train, owner)
@@ -270,6 +310,8 @@ class LogisticHost:
     def decrypt(self, request: Message) -> Message:
         if request["owner"] != self.name:
             raise ValueError(f"{self.name}: asked to decrypt values under another key")
+        if self.zero_margin:
+            raise ValueError(f"{self.name}: none of our ciphertexts is out in this batch")
         requester = request["requester"]
         # Decrypt only what the protocol calls for: one set of cross terms per peer and
         # batch, each exactly as wide as that peer's weight block (public) -- never a

@@ -341,6 +341,7 @@ def test_transcript_shows_only_ciphertexts_and_masked_values(breast):
         "lr.open",
         "lr.batch",
         "lr.contribution",
+        "lr.residual",  # the first pass's one piece (the guest's ciphertexts)
         "lr.cross_term",
         "lr.update",
         "lr.epoch_end",

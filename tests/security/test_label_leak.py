@@ -318,7 +318,8 @@ def test_guarded_host_refuses_tiny_batches_from_a_deviating_guest():
     assert not answered, "the host computed on a 4-row batch"
     # a batch of 32 rows is admitted
     ok = Message(msg.BATCH.name, {"batch": np.arange(32, dtype=np.int64)})
-    assert channel.call(host.endpoint, "lr.host.contribution", ok).type == msg.CONTRIBUTION.name
+    answer = channel.call(host.endpoint, "lr.host.contribution", ok).type
+    assert answer in (msg.CONTRIBUTION.name, msg.ZERO_MARGIN.name)  # the latter at its start
 
 
 # --------------------------------------------------------------------------- label privacy
