@@ -156,6 +156,15 @@ def test_a_busy_call_gives_up_at_the_calls_timeout(clock):
     assert 8.0 <= clock.now <= 10.0
 
 
+def test_a_long_busy_period_keeps_waiting_at_the_cap(clock):
+    """Over a thousand put-offs (a host busy for an hour): the waits stay at the
+    2 s cap instead of overflowing a float."""
+    attempt, calls = _busy_until(clock, 3000.0)
+    client = _client(retries=0, retry_for=0)
+    assert client._with_retries("update", attempt, busy_for=3600) == "reply"
+    assert len(calls) > 1100 and max(clock.sleeps) <= 2.0
+
+
 def test_without_the_retry_trailer_resource_exhausted_is_not_retried(clock):
     """A refusal for open sessions (or any policy refusal) is not busy."""
     attempt, calls = _outage(clock, 1e9, code=grpc.StatusCode.RESOURCE_EXHAUSTED)

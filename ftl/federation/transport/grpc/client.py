@@ -295,7 +295,10 @@ class PartyClient:
                 now = time.monotonic()
                 if _put_off(exc):
                     # not a refusal: the request was not read; back off and send it again
-                    wait = min(_BUSY_CAP, _BUSY_FIRST * 2**busy) * random.uniform(0.5, 1.0)
+                    # (the doubling stops at the cap: 2**busy alone would overflow a float
+                    # after ~1 000 put-offs)
+                    grown = min(_BUSY_CAP, _BUSY_FIRST * 2 ** min(busy, 16))
+                    wait = grown * random.uniform(0.5, 1.0)
                     if now - start + wait > busy_for:
                         raise self._error(what, exc) from None
                     _log.debug("party %r busy during %r; again in %.2f s", self.name, what, wait)
