@@ -162,6 +162,18 @@ def shared(values, doubles):
     return int(np.isin(curve.point_keys(values), curve.point_keys(doubles)).sum())
 
 
+def count_under_way():
+    """A kept host with 40 ids and a count whose guest committed 0..7 (shared) and
+    100..103 (not) and fetched the host's points: ``(host, alpha, channel, doubles)``."""
+    host = kept_host(range(0, 40))
+    alpha = curve.random_scalar()
+    channel = Channel("bank", session="s1")
+    start(host, mode="cardinality")
+    submit_all(channel, host, blinded_ids([*range(8), *range(100, 104)], alpha))
+    doubles = host_points(channel, host, alpha, 40, send_back=False)
+    return host, alpha, channel, doubles
+
+
 def test_a_resumed_count_cannot_swap_a_batch_after_the_count(monkeypatch):
     """The guest commits 0..7 (shared) and 100..103 (not), has the count begin (the
     host counted, and served all but the last batch of its reply), then resumes to
@@ -170,12 +182,7 @@ def test_a_resumed_count_cannot_swap_a_batch_after_the_count(monkeypatch):
     4) -- per batch, or with batches of one id, id by id."""
 
     def count_with_a_swapped_batch():
-        host = kept_host(range(0, 40))
-        alpha = curve.random_scalar()
-        channel = Channel("bank", session="s1")
-        start(host, mode="cardinality")
-        submit_all(channel, host, blinded_ids([*range(8), *range(100, 104)], alpha))
-        doubles = host_points(channel, host, alpha, 40, send_back=False)
+        host, alpha, channel, doubles = count_under_way()
         send_tags(channel, host, doubles)
         shuffled(channel, host, 0, 8)  # the run goes on: its last batch is not out
         channel, _ = resume(host, mode="cardinality")
@@ -228,12 +235,7 @@ def test_a_count_cannot_be_resumed_as_an_alignment(monkeypatch):
     ids the host has, not only how many."""
 
     def resumed_as_an_alignment():
-        host = kept_host(range(0, 40))
-        alpha = curve.random_scalar()
-        channel = Channel("bank", session="s1")
-        start(host, mode="cardinality")
-        submit_all(channel, host, blinded_ids([*range(8), *range(100, 104)], alpha))
-        doubles = host_points(channel, host, alpha, 40, send_back=False)
+        host, alpha, channel, doubles = count_under_way()
         channel, _ = resume(host, mode="full")
         host_points(channel, host, alpha, 40)  # the same points again, re-blinded (step 4)
         values = final_values(channel, host, 12)  # in the order the guest sent its points
