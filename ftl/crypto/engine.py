@@ -16,9 +16,10 @@ Three techniques make encrypted training cheap without weakening it:
 * **Bucket multi-exponentiation** (Pippenger) for ``X.T @ [[v]]``: per column,
   each window of the fixed-point exponents sorts ciphertexts into buckets, so the
   cost is about ``n * bits / w`` multiplications instead of one full ``powmod``
-  per cell. Negative exponents use a separate bucket set and one inversion. The
-  window width is chosen per column and sign from the row count and the exponents'
-  actual bit length (:func:`bucket_window`).
+  per cell. Digits are signed (a negative one takes the ciphertext's inverse, all
+  inverses from one batch inversion), so one set of ``2**(w-1)`` buckets serves
+  both signs. The window width is chosen per column from the row count and the
+  exponents' actual bit length (:func:`bucket_window`).
 """
 
 from __future__ import annotations
@@ -225,35 +226,92 @@ def encrypt_with_factors(plaintexts: Sequence[int], factors: Sequence[mpz], n: i
     return [(1 + mpz(m) * n) * r % n2 for m, r in zip(plaintexts, factors, strict=True)]
 
 
-#: Widest bucket window: 2**14 buckets of 4096-bit residues are ~9 MB per worker.
+#: Widest bucket window: 2**13 buckets of 4096-bit residues are ~4 MB per worker.
 MAX_BUCKET_WINDOW = 14
 
 
-def bucket_window(count: int, bits: int) -> int:
-    """The window width that makes a bucket multi-exponentiation cheapest.
+def _windows(bits: int, width: int) -> int:
+    """Signed digits of ``width`` bits a ``bits``-bit magnitude needs (one more bit
+    for the carry the recoding may push out of the top window)."""
+    return -(-(bits + 1) // width)
 
-    With windows of ``w`` bits, ``count`` exponents of ``bits`` bits cost
-    ``ceil(bits / w)`` rounds of one multiplication per (non-zero) digit plus
-    ``2 * 2**w`` to add up the buckets (plus ``bits`` squarings, whatever ``w``).
-    For 14 700 rows and 22-bit exponents that is ``w = 11`` (two windows), a fifth
-    fewer multiplications than three windows of 10 bits.
+
+def bucket_window(count: int, bits: int) -> int:
+    """The signed-digit window width that makes a bucket multi-exponentiation cheapest.
+
+    With windows of ``w`` bits and digits in ``(-2**(w-1), 2**(w-1)]``, ``count``
+    exponents of ``bits`` bits cost ``ceil((bits + 1) / w)`` rounds of one
+    multiplication per (non-zero) digit plus ``2**w`` to add up the ``2**(w-1)``
+    buckets (plus ``bits`` squarings, whatever ``w``). For 14 700 rows and 21-bit
+    exponents that is ``w = 11`` (two windows).
     """
     if count <= 0 or bits <= 0:
         return 1
     return min(
-        range(1, MAX_BUCKET_WINDOW + 1),
-        key=lambda w: (-(-bits // w)) * (count + 2 ** (w + 1)),
+        range(2, MAX_BUCKET_WINDOW + 1),
+        key=lambda w: (_windows(bits, w) * (count + 2**w), -w),
     )
+
+
+def signed_digits(magnitudes: np.ndarray, width: int, n_windows: int) -> np.ndarray:
+    """Signed base-``2**width`` digits of non-negative integers below ``2**63``.
+
+    Returns an int64 array of shape ``(len(magnitudes), n_windows)``, lowest window
+    first, digits in ``(-2**(width-1), 2**(width-1)]``, with
+    ``sum_k digits[:, k] * 2**(width * k) == magnitudes`` (``n_windows`` from
+    :func:`_windows`, so the last carry always has a window to land in).
+    """
+    mag = np.asarray(magnitudes, dtype=np.uint64)
+    half, full = 1 << (width - 1), 1 << width
+    mask = np.uint64(full - 1)
+    out = np.empty((mag.shape[0], n_windows), dtype=np.int64)
+    carry = np.zeros(mag.shape[0], dtype=np.int64)
+    for k in range(n_windows):
+        shift = width * k
+        window = ((mag >> np.uint64(shift)) & mask).astype(np.int64) if shift < 64 else 0
+        digit = window + carry
+        carry = (digit > half).astype(np.int64)
+        out[:, k] = digit - carry * full
+    if carry.any():
+        raise ValueError("exponents wider than the windows given")
+    return out
+
+
+def batch_invert(values: Sequence[mpz], modulus: mpz) -> list[mpz]:
+    """Inverses of units mod ``modulus`` with one modular inversion (Montgomery's
+    trick: three multiplications each, instead of one inversion each -- about nine
+    multiplications' worth at 4096 bits)."""
+    m = mpz(modulus)
+    prefix = []
+    acc = mpz(1)
+    for v in values:
+        acc = acc * v % m
+        prefix.append(acc)
+    if not prefix:
+        return []
+    inv = gmpy2.invert(acc, m)
+    out = [mpz(0)] * len(prefix)
+    for i in range(len(prefix) - 1, 0, -1):
+        out[i] = inv * prefix[i - 1] % m
+        inv = inv * values[i] % m
+    out[0] = inv
+    return out
 
 
 def column_multiexp(ciphertexts: Sequence[mpz], exponents: np.ndarray, modulus: int) -> list[mpz]:
     """``prod_i c_i ** E[i, j] mod modulus`` for every column ``j`` of ``E``.
 
+    Each exponent is cut into signed digits (:func:`signed_digits` of its magnitude,
+    negated for a negative exponent); a negative digit multiplies the ciphertext's
+    inverse into its bucket. So one set of ``2**(w-1)`` buckets serves both signs --
+    half the buckets of unsigned digits, and a quarter of keeping positive and
+    negative rows apart -- for one batch inversion of the ciphertexts per call.
+
     Parameters
     ----------
     ciphertexts : sequence of mpz, length n
     exponents : int64 ndarray of shape (n, p)
-        Signed fixed-point integers (``|e| < 2**62``).
+        Signed fixed-point integers (``|e| <= 2**62``).
     modulus : int
         ``n**2`` of the key the ciphertexts are under.
     """
@@ -262,41 +320,47 @@ def column_multiexp(ciphertexts: Sequence[mpz], exponents: np.ndarray, modulus: 
     if n_rows != len(ciphertexts):
         raise ValueError("one exponent row per ciphertext required")
     cts = list(ciphertexts)
+    inverses = None
     out = []
     for j in range(n_cols):
         col = exponents[:, j]
-        sign_neg = col < 0
-        mag = np.abs(col).astype(np.uint64)
-        results = []
-        for neg in (False, True):
-            rows = np.flatnonzero(sign_neg == neg)
-            acc = mpz(1)
-            if rows.size:
-                sub = mag[rows]
-                bits = int(sub.max()).bit_length()
-                width = bucket_window(rows.size, bits)
-                mask = (1 << width) - 1
-                for k in range(-(-bits // width) - 1, -1, -1):
-                    # Horner over windows: acc = acc ** (2**width) * window_sum_k
+        rows = np.flatnonzero(col)
+        acc = mpz(1)
+        if rows.size:
+            signed = col[rows]
+            mag = np.abs(signed).astype(np.uint64)
+            bits = int(mag.max()).bit_length()
+            width = bucket_window(rows.size, bits)
+            digits = signed_digits(mag, width, _windows(bits, width))
+            digits[signed < 0] *= -1
+            if inverses is None and (digits < 0).any():
+                inverses = batch_invert(cts, m)
+            for k in range(digits.shape[1] - 1, -1, -1):
+                # Horner over windows: acc = acc ** (2**width) * window_sum_k
+                if acc != 1:
                     for _ in range(width):
                         acc = acc * acc % m
-                    digits = ((sub >> np.uint64(width * k)) & np.uint64(mask)).astype(np.int64)
-                    acc = acc * _bucket_sum(cts, rows, digits, mask, m) % m
-            results.append(acc)
-        pos, negp = results
-        out.append(pos if negp == 1 else pos * gmpy2.invert(negp, m) % m)
+                acc = acc * _bucket_sum(cts, inverses, rows, digits[:, k], width, m) % m
+        out.append(acc)
     return out
 
 
-def _bucket_sum(cts: list[mpz], rows: np.ndarray, digits: np.ndarray, mask: int, m: mpz) -> mpz:
-    """``prod_i c_rows[i] ** digits[i]`` with one multiplication per non-zero digit."""
-    buckets = [mpz(1)] * (mask + 1)
+def _bucket_sum(
+    cts: list[mpz], inverses: list[mpz] | None, rows: np.ndarray, digits: np.ndarray, width: int, m
+) -> mpz:
+    """``prod_i c_rows[i] ** digits[i]``: one multiplication per non-zero digit, a
+    negative digit taking the inverse ciphertext, then ``2**width`` to sum buckets."""
+    top = 1 << (width - 1)
+    buckets = [mpz(1)] * (top + 1)
     nz = np.flatnonzero(digits)
-    for i, d in zip(rows[nz].tolist(), digits[nz].tolist(), strict=False):
-        buckets[d] = buckets[d] * cts[i] % m
+    for i, d in zip(rows[nz].tolist(), digits[nz].tolist(), strict=True):
+        if d > 0:
+            buckets[d] = buckets[d] * cts[i] % m
+        else:
+            buckets[-d] = buckets[-d] * inverses[i] % m
     running = mpz(1)
     total = mpz(1)
-    for d in range(mask, 0, -1):
+    for d in range(top, 0, -1):
         if buckets[d] != 1:
             running = running * buckets[d] % m
         if running != 1:

@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ftl.crypto import fixedpoint, packed
-from ftl.crypto.engine import CRTEncryptor, FixedBaseTable, column_multiexp, djn_generator
+from ftl.crypto.engine import (
+    CRTEncryptor,
+    FixedBaseTable,
+    _windows,
+    batch_invert,
+    column_multiexp,
+    djn_generator,
+    signed_digits,
+)
 from ftl.crypto.keys import generate_keypair
 from ftl.crypto.scheme import (
     FEATURE_FRAC_BITS,
@@ -113,6 +121,33 @@ def test_multiexp_matches_a_phe_loop_for_any_int64_exponents(keys, exps, data):
     for j in range(exps.shape[1]):
         expected = sum(int(exps[i, j]) * values[i] for i in range(len(values)))
         assert sk.decrypt(phe.EncryptedNumber(pk, int(got[j]), 0)) == expected
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.one_of(st.integers(0, 2**62), st.sampled_from([0, 1, 2**62, 2**21 - 1, 2**22 - 1])),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(2, 14),
+)
+def test_signed_digits_rebuild_every_magnitude_within_their_range(magnitudes, width):
+    bits = max(magnitudes).bit_length()
+    digits = signed_digits(np.array(magnitudes, dtype=np.uint64), width, _windows(bits, width))
+    half = 1 << (width - 1)
+    assert digits.min() > -half and digits.max() <= half
+    weights = [1 << (width * k) for k in range(digits.shape[1])]
+    for m, row in zip(magnitudes, digits.tolist(), strict=True):
+        assert sum(d * w for d, w in zip(row, weights, strict=True)) == m
+
+
+def test_batch_invert_gives_every_inverse(keys):
+    pk, _, enc = keys
+    cts = enc.encrypt_ints(list(range(9)))
+    for c, inv in zip(cts, batch_invert(cts, pk.nsquare), strict=True):
+        assert c * inv % pk.nsquare == 1
+    assert batch_invert([], pk.nsquare) == []
 
 
 @SETTINGS
