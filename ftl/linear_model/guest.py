@@ -27,8 +27,9 @@ No party holds another's private key; there is no arbiter.
 The guest's other parts live beside it: its secret and random start
 (``_start.py``), its minimum batch sizes (``_batching.py``), the L-BFGS driver
 (``_lbfgs.py``), the progress bar (``_progress.py``), its steps and how a fit
-resumes from one (``_resume.py``) and prediction (``_prediction.py``); their names
-are importable from here as before.
+resumes from one (``_resume.py``), its exchanges for the hosts' gradients and the
+zero-margin pass (``_guest_terms.py``) and prediction (``_prediction.py``); their
+names are importable from here as before.
 """
 
 from __future__ import annotations
@@ -39,12 +40,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ftl.crypto.scheme import (
-    make_own_key,
-    public_key_json,
-    row,
-    stack_rows,
-)
+from ftl.crypto.scheme import make_own_key, public_key_json, row
 from ftl.federation.channel import Channel
 from ftl.federation.messages import Message
 from ftl.linear_model import _lbfgs
@@ -57,6 +53,7 @@ from ftl.linear_model._batching import (
     min_batch_rows,
 )
 from ftl.linear_model._block import WeightBlock
+from ftl.linear_model._guest_terms import HostTerms, at_zero_margin
 from ftl.linear_model._links import make_link
 from ftl.linear_model._prediction import predict_margin
 from ftl.linear_model._progress import FitProgress
@@ -274,91 +271,42 @@ class LogisticGuest(ResumableGuest):
             guest_terms.append(self.peers[h.name].unmask(row(reply["values"], 0), state))
 
         # host gradients: each host's masked cross terms on every other party's columns
-        by_name = {h.name: h for h in self.hosts}
+        terms = self._host_terms()
         slope = 0.0
         for h in self.hosts:
-            owners, values = [], []
-            for owner in [self.name, *(o.name for o in self.hosts if o is not h)]:
-                if owner == self.name:
-                    decrypted = self._host_cross(h, own_message, len(batch), approx.guest_width)
-                else:
-                    term = ch.call(h.endpoint, "lr.host.cross", contributions[owner], origin=owner)
-                    decrypted = ch.call(
-                        by_name[owner].endpoint, "lr.host.decrypt", term, origin=h.name
-                    )["values"]
-                for i in range(decrypted.shape[0]):
-                    owners.append(owner)
-                    values.append(row(decrypted, i))
-            slope += self._host_update(h, owners, values)
-        self.block.apply_gradient(approx.guest_own(u_guest, y), guest_terms, approx.scale)
-        return slope + self.block.slope() if self.lbfgs else 0.0
-
-    def _host_cross(self, host, request: Message, n_rows: int, n_pieces: int) -> np.ndarray:
-        """The host's masked cross term on our ``n_pieces`` pieces, decrypted by us.
-
-        We decrypt only what the protocol calls for: one total cross term exactly as
-        wide as the host's block, packed with the public slot width (never a
-        per-sample vector of ours).
-        """
-        term = self.channel.call(host.endpoint, "lr.host.cross", request)
-        if term["count"] != self.widths[host.name]:
-            raise ValueError(f"{host.name!r} returned a malformed cross term")
-        try:
-            plain = pieces.decrypt_cross(
-                self.own,
-                term["values"],
-                term["slot_bits"],
-                term["count"],
-                n_rows,
-                n_pieces,
-                len(self.positions),
+            slope += terms.gradient(
+                h, own_message, contributions, self.hosts, len(batch), approx.guest_width
             )
-        except ValueError as exc:
-            raise ValueError(f"{host.name!r} returned a malformed cross term") from exc
-        return stack_rows([plain])
+        return self._step(u_guest, y, guest_terms, slope)
 
-    def _host_update(self, host, owners: list, values: list) -> float:
-        """Send a host its masked cross terms; its slope (L-BFGS; 0 otherwise)."""
-        reply = self.channel.call(
-            host.endpoint,
-            "lr.host.update",
-            Message(msg.UPDATE.name, {"owners": owners, "values": stack_rows(values)}),
+    def _step(self, u_guest, y, cross_terms: list, host_slope: float) -> float:
+        """Step our block on our gradient of the batch (own part and ``cross_terms``).
+
+        Returns the pass's ``g . d``: ``host_slope`` (the hosts') plus ours (L-BFGS;
+        0 for the other optimisers).
+        """
+        approx = self.approx
+        self.block.apply_gradient(approx.guest_own(u_guest, y), cross_terms, approx.scale)
+        return host_slope + self.block.slope() if self.lbfgs else 0.0
+
+    def _host_terms(self) -> HostTerms:
+        """Our side of the exchanges that give a host its gradient (``_guest_terms.py``)."""
+        return HostTerms(
+            self.channel, self.own, self.name, self.widths, len(self.positions), self.lbfgs
         )
-        return _scalar(reply, msg.SLOPE.name, "slope", host.name) if self.lbfgs else 0.0
 
     # ------------------------------------------------------------------ zero host margin
     def _at_zero_margin(self, contributions: dict) -> bool:
         """Whether the (single) host answered the batch with ``lr.zero_margin``."""
-        zero = [n for n, reply in contributions.items() if reply.type == msg.ZERO_MARGIN.name]
-        if not zero:
-            return False
-        if len(self.hosts) > 1 or self.track_loss or zero != [self.hosts[0].name]:
-            raise ValueError(f"{zero[0]!r} declared a zero margin where none is allowed")
-        return True
+        return at_zero_margin(contributions, self.hosts, self.track_loss)
 
     def _zero_margin_batch(self, u_guest, y, x, weights) -> float:
-        """The batch at the host's zero weights: its pieces are the public values at
-        margin 0, so we know the whole residual (docs/protocols.md §3.6).
-
-        Our gradient needs nothing from the host; the host's needs the residual as one
-        piece under our key, and we decrypt its masked cross term as in any batch.
-        """
-        approx, host = self.approx, self.hosts[0]
-        zero = np.zeros(len(y))
-        # our gradient's cross term on the host's (public) pieces
-        cross = x.T @ np.sum(weights * approx.host_values(zero), axis=1)
-        residual = np.sum(approx.guest_values(u_guest, y) * approx.host_weights(zero), axis=1)
-        request = Message(
-            msg.RESIDUAL.name,
-            {
-                "owner": self.name,
-                "values": pieces.encrypt_pieces(self.own, residual[:, None], len(self.positions)),
-            },
+        """The batch at the host's zero weights: we know the whole residual
+        (:meth:`~ftl.linear_model._guest_terms.HostTerms.zero_margin_pass`)."""
+        cross, slope = self._host_terms().zero_margin_pass(
+            self.hosts[0], self.approx, u_guest, y, x, weights
         )
-        decrypted = self._host_cross(host, request, len(y), 1)
-        slope = self._host_update(host, [self.name], [row(decrypted, 0)])
-        self.block.apply_gradient(approx.guest_own(u_guest, y), [cross], approx.scale)
-        return slope + self.block.slope() if self.lbfgs else 0.0
+        return self._step(u_guest, y, [cross], slope)
 
     # ------------------------------------------------------------------ training loss
     def _accumulate_loss(self, values, u_guest: np.ndarray, y: np.ndarray) -> None:
@@ -593,13 +541,3 @@ def _add_weight_change(reply: Message, delta: float, norm: float, sender: str):
     if pair.shape != (2,) or not np.isfinite(pair).all():
         raise ValueError(f"{sender!r} sent a malformed pair of weight norms")
     return delta + float(pair[0]), norm + float(pair[1])
-
-
-def _scalar(reply: Message, kind: str, field_name: str, sender: str) -> float:
-    """The single finite number a reply of type ``kind`` must carry."""
-    if reply.type != kind or reply[field_name].shape != (1,):
-        raise ValueError(f"{sender!r} answered with a malformed {kind} message")
-    value = float(reply[field_name][0])
-    if not np.isfinite(value):
-        raise ValueError(f"{sender!r} sent a non-finite {field_name}")
-    return value
