@@ -28,7 +28,7 @@ from sklearn.multiclass import OneVsRestClassifier
 
 import ftl
 from ftl.crypto import plain
-from ftl.crypto.engine import _windows, bucket_window
+from ftl.crypto.engine import bucket_window, digit_windows
 
 DATASETS = [
     ("default credit", ftl.datasets.load_default_credit),
@@ -96,7 +96,7 @@ def one_setting(frac_bits: int) -> None:
         cells.append(f"{min(gaps):+.4f}, {np.mean(counts):.1f}")
     bits = widest[0]
     w = bucket_window(ROWS, bits)
-    per_row = _windows(bits, w) * (ROWS + 2**w) / ROWS
+    per_row = digit_windows(bits, w) * (ROWS + 2**w) / ROWS
     print(f"| {frac_bits} | {bits} | {per_row:.2f} | " + " | ".join(cells) + " |", flush=True)
 
 

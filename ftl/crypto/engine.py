@@ -35,10 +35,13 @@ from gmpy2 import mpz
 __all__ = [
     "CRTEncryptor",
     "FixedBaseTable",
+    "batch_invert",
     "bucket_window",
     "column_multiexp",
+    "digit_windows",
     "djn_generator",
     "encrypt_with_factors",
+    "signed_digits",
 ]
 
 
@@ -230,7 +233,7 @@ def encrypt_with_factors(plaintexts: Sequence[int], factors: Sequence[mpz], n: i
 MAX_BUCKET_WINDOW = 14
 
 
-def _windows(bits: int, width: int) -> int:
+def digit_windows(bits: int, width: int) -> int:
     """Signed digits of ``width`` bits a ``bits``-bit magnitude needs (one more bit
     for the carry the recoding may push out of the top window)."""
     return -(-(bits + 1) // width)
@@ -249,7 +252,7 @@ def bucket_window(count: int, bits: int) -> int:
         return 1
     return min(
         range(2, MAX_BUCKET_WINDOW + 1),
-        key=lambda w: (_windows(bits, w) * (count + 2**w), -w),
+        key=lambda w: (digit_windows(bits, w) * (count + 2**w), -w),
     )
 
 
@@ -259,7 +262,7 @@ def signed_digits(magnitudes: np.ndarray, width: int, n_windows: int) -> np.ndar
     Returns an int64 array of shape ``(len(magnitudes), n_windows)``, lowest window
     first, digits in ``(-2**(width-1), 2**(width-1)]``, with
     ``sum_k digits[:, k] * 2**(width * k) == magnitudes`` (``n_windows`` from
-    :func:`_windows`, so the last carry always has a window to land in).
+    :func:`digit_windows`, so the last carry always has a window to land in).
     """
     mag = np.asarray(magnitudes, dtype=np.uint64)
     half, full = 1 << (width - 1), 1 << width
@@ -331,7 +334,7 @@ def column_multiexp(ciphertexts: Sequence[mpz], exponents: np.ndarray, modulus: 
             mag = np.abs(signed).astype(np.uint64)
             bits = int(mag.max()).bit_length()
             width = bucket_window(rows.size, bits)
-            digits = signed_digits(mag, width, _windows(bits, width))
+            digits = signed_digits(mag, width, digit_windows(bits, width))
             digits[signed < 0] *= -1
             if inverses is None and (digits < 0).any():
                 inverses = batch_invert(cts, m)

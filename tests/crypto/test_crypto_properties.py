@@ -20,9 +20,9 @@ from ftl.crypto import fixedpoint, packed
 from ftl.crypto.engine import (
     CRTEncryptor,
     FixedBaseTable,
-    _windows,
     batch_invert,
     column_multiexp,
+    digit_windows,
     djn_generator,
     signed_digits,
 )
@@ -134,7 +134,7 @@ def test_multiexp_matches_a_phe_loop_for_any_int64_exponents(keys, exps, data):
 )
 def test_signed_digits_rebuild_every_magnitude_within_their_range(magnitudes, width):
     bits = max(magnitudes).bit_length()
-    digits = signed_digits(np.array(magnitudes, dtype=np.uint64), width, _windows(bits, width))
+    digits = signed_digits(np.array(magnitudes, dtype=np.uint64), width, digit_windows(bits, width))
     half = 1 << (width - 1)
     assert digits.min() > -half and digits.max() <= half
     weights = [1 << (width * k) for k in range(digits.shape[1])]
