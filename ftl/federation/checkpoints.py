@@ -27,27 +27,12 @@ iterations anyway.
 In a simulation (parties in the driver's process) the driver keeps the local
 hosts' checkpoints too, each in a folder of its own next to the guest's file.
 
-**Format.** Strict JSON: arrays as dtype, shape and values, floats in their
-shortest round-trip form (a resumed plaintext run is bit-identical), big integers
-(key factors, generator states) exact. Never pickle. An envelope names the format,
-version, kind and fingerprint, and carries the SHA-256 digest of the rest.
-
-**Files.** Written atomically (:func:`write_private`): a temporary file in the
-same folder, ``fsync``, mode ``0600``, ``os.replace``, then the folder is synced;
-folders are made with mode ``0700``. A crash leaves the previous file or the new
-one, never a mix. A file holds the party's private key: protect it like one. A
-file whose format, version, kind, digest or fingerprint does not match is refused
-with :class:`~ftl.exceptions.CheckpointError` naming the file: a checkpoint is
-never half-trusted. The digest catches corruption and edits; permissions keep
-others out (whoever may write the folder may also write a matching digest).
-
-**Fingerprints.** :func:`fingerprint` hashes canonical JSON, arrays by their bytes.
-The guest's fingerprint covers the estimator and its parameters (not ``verbose``,
-``n_jobs`` or the folder), the alignment, the guest's training data (features,
-targets and positions) and the hosts' names; a fit resumes only from a file of
-its own fingerprint, and files of other fits in the folder are ignored with a
-warning. A host's checkpoint is named by the *fit id* the guest chose at open
-(128 random bits) and lives in the folder of the authenticated peer.
+**Format, files, fingerprints** (:mod:`ftl.federation.checkpoint_files`). Strict
+JSON in an envelope with a digest, written atomically with mode ``0600``; a file
+whose format, version, kind, digest or fingerprint does not match is refused: a
+checkpoint is never half-trusted. The guest's file is named by its fit's
+fingerprint, a host's by the *fit id* the guest chose at open, in the folder of
+the authenticated peer.
 
 **Resume.** The guest re-opens each host's session with a resume message (a new
 message type that the role's ``open`` accepts: the wire protocol is otherwise
@@ -69,8 +54,9 @@ pass cap again under its current policy (and the server checks the resume
 message's parameters and keys like an open). Rows processed never go back: a
 resume continues the count of the last step, or of the session it replaces if
 that is still alive. A resume *supersedes* any live session of the fit (it
-answers nothing more), so a fit never runs twice in parallel; only the last two
-steps can be resumed, and a finished fit's checkpoint is removed.
+answers nothing more: :mod:`ftl.federation.checkpoint_claims`), so a fit never
+runs twice in parallel; only the last two steps can be resumed, and a finished
+fit's checkpoint is removed.
 
 **Other protocols.** Nothing here is specific to logistic regression: a role keeps
 ``{"step", "rows", ...}`` states under ``(protocol, run id)`` with
@@ -92,25 +78,40 @@ the guest alone keeps the scores of its finished batches
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import re
 import shutil
-import tempfile
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ftl.exceptions import CheckpointError, ProtocolError
-from ftl.federation.json_forms import decode_array, encode_array
+from ftl.exceptions import CheckpointError
+
+# The file format and the claims live in their own modules; every name stays
+# importable from here, where the protocols have always found it.
+from ftl.federation.checkpoint_claims import (
+    RunClaims,
+    attached,
+    checkpoints_of,
+    refuse_superseded,
+)
+from ftl.federation.checkpoint_files import (
+    FORMAT,
+    VERSION,
+    _dumps,  # noqa: F401  (tests hash an envelope as written)
+    digest,
+    fingerprint,
+    read_checkpoint,
+    remove_checkpoint,
+    safe_id,
+    state_from_json,
+    state_to_json,
+    write_checkpoint,
+    write_private,
+)
 
 __all__ = [
     "FORMAT",
@@ -132,187 +133,7 @@ __all__ = [
 
 log = logging.getLogger("ftl.checkpoint")
 
-#: The envelope's format name and version.
-FORMAT = "ftl.checkpoint"
-VERSION = 1
-#: Ids that may name a checkpoint or alignment file (hex or uuid-like, no path).
-_SAFE_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
-#: How an ndarray is tagged in a state's JSON form.
-_ARRAY_TAG = "__ndarray__"
 
-
-# -- canonical forms -------------------------------------------------------------------
-def _as_json(value: Any, array: Callable[[np.ndarray], Any], other: Callable[[Any], Any]) -> Any:
-    """``value`` (dicts, lists, scalars, ndarrays) as JSON values: every ndarray as
-    ``{"__ndarray__": array(it)}``, numpy scalars as Python ones, and anything that is
-    no JSON value as ``other(it)``."""
-    if isinstance(value, np.ndarray):
-        return {_ARRAY_TAG: array(value)}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _as_json(v, array, other) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_as_json(v, array, other) for v in value]
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    return other(value)
-
-
-def _array_identity(arr: np.ndarray) -> list:
-    """An array's dtype, shape and the SHA-256 of its bytes."""
-    data = np.ascontiguousarray(arr)
-    return [data.dtype.str, list(data.shape), hashlib.sha256(data.tobytes()).hexdigest()]
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-def fingerprint(value: Any) -> str:
-    """SHA-256 (hex) of ``value`` as canonical JSON; arrays count by dtype, shape and
-    bytes, objects that are no JSON value (a RandomState, say) by their type's name."""
-    canonical = _as_json(value, _array_identity, lambda obj: type(obj).__name__)
-    return hashlib.sha256(_dumps(canonical)).hexdigest()
-
-
-def digest(*arrays: np.ndarray) -> str:
-    """SHA-256 (hex) of arrays' dtypes, shapes and bytes, in order."""
-    return fingerprint([np.asarray(a) for a in arrays])
-
-
-def _not_json(value: Any) -> Any:
-    raise TypeError(f"a checkpoint cannot hold a {type(value).__name__}")
-
-
-def state_to_json(state: Any) -> Any:
-    """A state (dicts, lists, scalars, ndarrays) as strict JSON values."""
-    return _as_json(state, encode_array, _not_json)
-
-
-def state_from_json(obj: Any) -> Any:
-    """The inverse of :func:`state_to_json`."""
-    if isinstance(obj, dict):
-        if set(obj) == {_ARRAY_TAG}:
-            return decode_array(obj[_ARRAY_TAG], "checkpoint state")
-        return {k: state_from_json(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [state_from_json(v) for v in obj]
-    return obj
-
-
-# -- files -----------------------------------------------------------------------------
-def _private_folder(path: Path) -> Path:
-    """Make ``path`` and its missing parents, each new folder with mode 0700 (folders
-    that exist keep theirs)."""
-    for folder in [*reversed(path.parents), path]:
-        if not folder.is_dir():
-            folder.mkdir(mode=0o700, exist_ok=True)
-    return path
-
-
-def write_private(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically with mode ``0600``.
-
-    A temporary file in the same folder is written, synced and renamed over
-    ``path``; then the folder is synced, so that the rename survives a crash.
-    """
-    path = Path(path)
-    _private_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:  # mkstemp: mode 0600
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-    return path
-
-
-def remove_checkpoint(path: str | os.PathLike) -> None:
-    """Delete a checkpoint file, and the temporary files of writes a crash cut short."""
-    path = Path(path)
-    path.unlink(missing_ok=True)
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        leftover.unlink(missing_ok=True)
-
-
-def write_checkpoint(path: str | os.PathLike, kind: str, fingerprint: str, body: Any) -> Path:
-    """Write a checkpoint of ``kind`` whose content is the state ``body``
-    (:func:`state_to_json`), bound to ``fingerprint``, atomically and privately."""
-    envelope = {
-        "format": FORMAT,
-        "version": VERSION,
-        "kind": kind,
-        "fingerprint": fingerprint,
-        "written": time.time(),
-        "body": state_to_json(body),
-    }
-    envelope["digest"] = hashlib.sha256(_dumps(envelope)).hexdigest()
-    return write_private(path, json.dumps(envelope, allow_nan=False).encode() + b"\n")
-
-
-def read_checkpoint(path: str | os.PathLike, kind: str, fingerprint: str | None = None) -> Any:
-    """The state kept in ``path`` by :func:`write_checkpoint`, after checking its
-    format, version, kind, digest and (if given) fingerprint.
-
-    Raises
-    ------
-    CheckpointError
-        If any of them does not match, or the file is not a checkpoint.
-    """
-    path = Path(path)
-    try:
-        envelope = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({exc})") from None
-    if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an ftl checkpoint")
-    if envelope.get("version") != VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} is version {envelope.get('version')!r}; this ftl reads "
-            f"version {VERSION} only"
-        )
-    claimed = envelope.pop("digest", None)
-    try:
-        actual = hashlib.sha256(_dumps(envelope)).hexdigest()
-    except (TypeError, ValueError):
-        actual = None
-    if claimed != actual:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted or was modified (its digest does not match "
-            "its content); refused. Delete it to start afresh"
-        )
-    if envelope.get("kind") != kind:
-        raise CheckpointError(f"checkpoint {path} is a {envelope.get('kind')!r}, not a {kind!r}")
-    if fingerprint is not None and envelope.get("fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"checkpoint {path} belongs to another run (its fingerprint does not match); refused"
-        )
-    try:
-        return state_from_json(envelope["body"])
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupted ({exc})") from None
-
-
-def safe_id(value: Any, what: str) -> str:
-    """``value`` if it may name a checkpoint file (letters, digits, ``_``, ``-``; at
-    most 64); :class:`~ftl.exceptions.CheckpointError` otherwise."""
-    if not isinstance(value, str) or not _SAFE_ID.match(value):
-        raise CheckpointError(f"{what} {str(value)[:80]!r} is not a valid id")
-    return value
-
-
-# -- a party's checkpoints ------------------------------------------------------------
 class PartyCheckpoints:
     """The checkpoints of one party's runs for one peer (the host's side).
 
@@ -341,7 +162,7 @@ class PartyCheckpoints:
         self._lock = threading.Lock()
         # fit id -> (last use, {"latest": state, "previous": state or None, "rows": int})
         self._runs: dict[str, tuple[float, dict]] = {}
-        self._live: dict[str, weakref.ref] = {}
+        self._claims = RunClaims()  # used with self._lock held
         # fit id -> {part name: value} of runs kept in memory only (keep_part)
         self._parts: dict[str, dict[str, Any]] = {}
 
@@ -450,17 +271,33 @@ class PartyCheckpoints:
         key = self._key(protocol, safe_id(fit_id, "fit id"))
         with self._lock:
             self._runs.pop(key, None)
-            self._live.pop(key, None)
+            self._claims.release(key)
             self._parts.pop(key, None)
             if self.root is not None:
                 remove_checkpoint(self._path(protocol, fit_id))
                 shutil.rmtree(self._parts_folder(protocol, fit_id), ignore_errors=True)
 
-    def _forget_idle(self, now: float) -> None:
+    def __len__(self) -> int:
+        """How many runs have their steps kept in memory (files are not counted)."""
+        with self._lock:
+            return len(self._runs)
+
+    def forget_idle(self, now: float | None = None) -> int:
+        """Drop the states kept in memory of runs idle for longer than ``ttl`` (their
+        files, if any, stay), as of ``now`` (a :func:`time.monotonic` reading; default:
+        the present). ``ftl serve`` sweeps with it as it sweeps expired sessions, so that
+        an abandoned run's keys and weights leave memory then, not when the peer next
+        keeps or loads a step. Returns how many runs were dropped."""
+        with self._lock:
+            return self._forget_idle(time.monotonic() if now is None else now)
+
+    def _forget_idle(self, now: float) -> int:
         """Drop states kept in memory of runs idle for longer than ``ttl`` (lock held)."""
-        for key in [k for k, (used, _) in self._runs.items() if now - used > self.ttl]:
+        idle = [k for k, (used, _) in self._runs.items() if now - used > self.ttl]
+        for key in idle:
             del self._runs[key]
             self._parts.pop(key, None)
+        return len(idle)
 
     # -- parts written once --------------------------------------------------------------
     def _parts_folder(self, protocol: str, fit_id: str) -> Path:
@@ -484,14 +321,9 @@ class PartyCheckpoints:
             write_checkpoint(path, f"{protocol}.part", self._fingerprint(protocol, fit_id), value)
 
     def _check_owner(self, key: str, owner: Any) -> None:
-        """Refuse to keep for a session that no longer runs the run (lock held): a
-        request still in flight in a session a resume superseded, or of a finished
-        run, must not overwrite what the run's current session keeps."""
-        if owner is None:
-            return
-        live = self._live.get(key)
-        if live is None or live() is not owner:
-            raise CheckpointError(f"run {key} is no longer run by this session; not kept")
+        """Refuse to keep for a session that no longer runs the run (lock held;
+        :meth:`~ftl.federation.checkpoint_claims.RunClaims.check`)."""
+        self._claims.check(key, owner)
 
     def load_part(self, protocol: str, fit_id: str, name: str) -> Any:
         """Part ``name`` of the run (:meth:`keep_part`).
@@ -519,15 +351,8 @@ class PartyCheckpoints:
         """Make ``session`` (a role object) the one that runs the fit; return the one
         it supersedes, if that is still alive. That one answers no more: its
         ``superseded`` flag is set (see :func:`refuse_superseded`)."""
-        key = self._key(protocol, fit_id)
         with self._lock:
-            before = self._live.get(key)
-            self._live[key] = weakref.ref(session)
-        previous = None if before is None else before()
-        if previous is None or previous is session:
-            return None
-        previous.superseded = True
-        return previous
+            return self._claims.claim(self._key(protocol, fit_id), session)
 
     # -- alignments ----------------------------------------------------------------------
     def keep_alignment(self, alignment_id: str, rows: np.ndarray) -> None:
@@ -557,50 +382,3 @@ class PartyCheckpoints:
             except (CheckpointError, KeyError, TypeError, ValueError) as exc:
                 log.error("cannot reload alignment %s: %s", path, exc)
         return count
-
-
-def refuse_superseded(session: Any, who: str, word: str, id_attribute: str) -> None:
-    """Refuse every operation of a role's ``session`` whose run a resume has taken over.
-
-    :meth:`~PartyCheckpoints.claim` sets the superseded role's ``superseded``; it
-    answers no more, so that a run never goes on in two sessions at once. ``who``
-    names the role in the message, ``word`` what it runs (``"fit"``, ``"run"``) and
-    ``id_attribute`` the role's attribute holding the run's id (read only when
-    refusing: a role that keeps no checkpoints may have none).
-
-    Raises
-    ------
-    ProtocolError
-        If ``session.superseded``.
-    """
-    if session.superseded:
-        raise ProtocolError(
-            f"{who}: {word} {getattr(session, id_attribute)} was resumed in another session; "
-            "this one answers no more"
-        )
-
-
-def checkpoints_of(party: Any) -> PartyCheckpoints | None:
-    """The checkpoints attached to ``party`` (by ``ftl serve``, or by a driver for its
-    in-process hosts), or to the party it is derived from; ``None`` if none."""
-    while party is not None:
-        store = vars(party).get("checkpoints") if hasattr(party, "__dict__") else None
-        if store is not None:
-            return store
-        party = getattr(party, "_base", None)
-    return None
-
-
-@contextmanager
-def attached(party: Any, store: PartyCheckpoints) -> Iterator[PartyCheckpoints]:
-    """Attach ``store`` to ``party`` for the duration of the block (a simulation's
-    driver keeps its in-process hosts' checkpoints next to its own)."""
-    before = vars(party).get("checkpoints")
-    party.checkpoints = store
-    try:
-        yield store
-    finally:
-        if before is None:
-            vars(party).pop("checkpoints", None)
-        else:
-            party.checkpoints = before

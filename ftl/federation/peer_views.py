@@ -5,10 +5,12 @@ its allowed columns, and its own fitted transformers, model shards, alignment
 tables and fit checkpoints. :class:`PeerViews` makes each view on first use (and
 every configured peer's at start-up, reloading what ``checkpoint_dir`` and
 ``model_dir`` kept across a restart), frees the protocol state of expired
-sessions, and ends *leases*: an alignment table or a model shard in memory that
-no request used for the host's time-to-live of its kind is dropped and audited
-(:meth:`PeerViews.expire_leases`); a shard kept in ``model_dir`` is loaded again
-when it is next used. Nothing here depends on the transport.
+sessions and the fits' steps in memory that no request used for ``session_ttl``
+(:meth:`PeerViews.forget_idle_checkpoints`), and ends *leases*: an alignment
+table or a model shard in memory that no request used for the host's
+time-to-live of its kind is dropped and audited (:meth:`PeerViews.expire_leases`);
+a shard kept in ``model_dir`` is loaded again when it is next used. Nothing here
+depends on the transport.
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ class PeerViews:
     def free_expired(self, stale: list[tuple[SessionKey, TransportSession]], now: float):
         """Free the protocol state of expired sessions, then the transformers no peer
         uses any more, then (at most every minute) what the views kept whose lease
-        ran out."""
+        ran out and the fit checkpoints in memory idle for ``session_ttl``."""
         for (identity, session, path), state in stale:
             view = self._views.get(identity)
             if view is None or not state.holds_state:
@@ -177,15 +179,28 @@ class PeerViews:
                 )
         if now >= self._next_sweep:
             self.expire_leases(now)
+            self.forget_idle_checkpoints(now)
 
     def expire_leases(self, now: float) -> None:
         """Drop the alignment tables and model shards in memory whose lease ran out;
         each is audited."""
-        self._next_sweep = now + min(_SWEEP_SECONDS, min(self.lease_ttls.values()) / 4)
+        # a quarter of the shortest TTL: nothing is kept much longer than its TTL
+        shortest = min(*self.lease_ttls.values(), self.session_ttl)
+        self._next_sweep = now + min(_SWEEP_SECONDS, shortest / 4)
         for identity, view in self._views.items():
             for party in with_derived(view):
                 for kind, key, idle in party.expire_kept(self.lease_ttls, now):
                     self._audit.expired(identity, kind, key, idle)
+
+    def forget_idle_checkpoints(self, now: float) -> None:
+        """Drop the fits' steps kept in memory that no request kept or loaded for
+        ``session_ttl`` (files in ``checkpoint_dir`` stay). Without this sweep a step
+        would only go when its peer next keeps or loads one: an abandoned fit's
+        keys and weights would stay in memory while that peer is away."""
+        for identity, view in self._views.items():
+            forgotten = view.checkpoints.forget_idle(now)
+            if forgotten:
+                log.info("%d idle fit checkpoint(s) of %s freed from memory", forgotten, identity)
 
     def role_states(self) -> int:
         """Protocol role states held over all peers' views (and derived parties)."""

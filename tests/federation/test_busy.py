@@ -2,8 +2,9 @@
 per peer says so on the wire, the driver sends it again, and the host stays capped.
 
 The server puts a call off (``ftl-retry: busy``) before reading it, so the very
-same request may come again; a policy refusal carries no such trailer and the
-driver never repeats it. A deviating client that ignores the back-off and
+same request may come again; so does gRPC's own server, above its
+``maximum_concurrent_rpcs``, before any handler runs; a policy refusal carries no
+such trailer and the driver never repeats it. A deviating client that ignores the back-off and
 hammers the server never has more than ``max_streams_per_peer`` calls in flight:
 the server enforces the cap, not the client.
 """
@@ -19,6 +20,7 @@ import ftl
 from ftl.exceptions import PolicyError
 from ftl.federation import Message, encode
 from ftl.federation.sessions import StreamCounter
+from ftl.federation.transport.grpc import client as client_module
 from ftl.federation.wire import RETRY_BUSY, RETRY_KEY
 from tests.security._serving import (
     RawClient,
@@ -175,6 +177,40 @@ def test_the_driver_sends_a_busy_call_again_until_it_is_served(certs, capped, tm
     outcomes = [r.outcome for r in server.transcript.records if r.op == "psi.host.open"]
     assert "busy" in outcomes and "refused" not in outcomes
     client.close()
+
+
+def test_the_driver_sends_a_call_grpc_refused_above_its_server_wide_limit_again(certs):
+    """With one worker thread gRPC holds at most 4 calls (one served, three queued)
+    and refuses more unread, with its own message and none of our trailers; the
+    driver sends such a call again, as a busy one, until it is served."""
+    server, grpc_server, address = start_server(certs, max_workers=1, max_streams_per_peer=4)
+    client = RawClient(certs, address)
+    try:
+        release = threading.Event()
+        for i in range(4):
+            payload = psi_open()
+
+            def stalled(payload=payload):
+                yield payload[:8]
+                release.wait(30)
+                yield payload[8:]
+
+            call = client.stream(stalled(), metadata(payload, session=f"{0xE0 + i:032x}"))
+            threading.Thread(target=_drain, args=(call,), daemon=True).start()
+        wait_for(lambda: grpc_server._state.active_rpc_count == 4)  # gRPC's own count
+        with pytest.raises(grpc.RpcError) as err:
+            client.send(psi_open(), session="2" * 32)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert err.value.details() == client_module._SERVER_FULL
+        assert not err.value.trailing_metadata() and server.role_states() == 0  # unread
+        threading.Timer(1.0, release.set).start()  # the held calls end after a second
+        shop = ftl.RemoteParty("shop", address, tls=tls_for(certs, "bank"))
+        bank = ftl.Party("bank", [[0.0]] * 50, ids=range(50), labels=[0, 1] * 25)
+        X, _ = ftl.align(bank, shop)  # refused by gRPC at first, then served
+        assert len(X) == 50
+    finally:
+        client.close()
+        grpc_server.stop(0)
 
 
 def test_a_policy_refusal_is_never_sent_again(certs, tmp_path):

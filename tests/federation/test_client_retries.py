@@ -2,7 +2,8 @@
 (issue 17): an outage shorter than ``retry_for`` is survived, a longer one fails
 after about ``retry_for``, and ``retries=0`` fails at once. A call the host put
 off as busy (the ``ftl-retry: busy`` trailer) is sent again with jittered
-exponential back-off until the call's timeout; no other refusal is."""
+exponential back-off until the call's timeout, and so is a call gRPC's own server
+refused unread above its ``maximum_concurrent_rpcs``; no other refusal is."""
 
 from __future__ import annotations
 
@@ -122,20 +123,41 @@ class _Busy(_RpcError):
         return (("ftl-error", "PolicyError"), ("ftl-retry", "busy"))
 
 
-def _busy_until(clock, seconds):
+class _ServerFull(_RpcError):
+    """gRPC's own refusal of a call above the server's ``maximum_concurrent_rpcs``:
+    ``RESOURCE_EXHAUSTED`` with gRPC's message and no trailer of ours."""
+
+    def __init__(self, trailers=(), details=client_module._SERVER_FULL):
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self._trailers, self._details = trailers, details
+
+    def details(self):
+        return self._details
+
+    def trailing_metadata(self):
+        return self._trailers
+
+
+def _busy_until(clock, seconds, busy=_Busy):
     calls = []
 
     def attempt():
         calls.append(clock.now)
         if clock.now < seconds:
-            raise _Busy()
+            raise busy()
         return "reply"
 
     return attempt, calls
 
 
-def test_a_busy_call_is_sent_again_with_growing_jittered_waits(clock):
-    attempt, calls = _busy_until(clock, 5.0)
+# gRPC's own refusal above the server's maximum_concurrent_rpcs comes before any
+# handler runs: unread, as a busy call, and sent again the same way
+PUT_OFF = pytest.mark.parametrize("busy", [_Busy, _ServerFull], ids=["busy", "server-full"])
+
+
+@PUT_OFF
+def test_a_busy_call_is_sent_again_with_growing_jittered_waits(clock, busy):
+    attempt, calls = _busy_until(clock, 5.0, busy)
     # busy retries do not depend on retries / retry_for (those are for outages)
     client = _client(retries=0, retry_for=0)
     assert client._with_retries("update", attempt, busy_for=60) == "reply"
@@ -147,8 +169,9 @@ def test_a_busy_call_is_sent_again_with_growing_jittered_waits(clock):
     assert len(set(waits)) == len(waits)  # jittered
 
 
-def test_a_busy_call_gives_up_at_the_calls_timeout(clock):
-    attempt, _ = _busy_until(clock, 1e9)
+@PUT_OFF
+def test_a_busy_call_gives_up_at_the_calls_timeout(clock, busy):
+    attempt, _ = _busy_until(clock, 1e9, busy)
     client = _client()
     client._error = lambda what, exc: PolicyError(what)
     with pytest.raises(PolicyError):
@@ -168,6 +191,24 @@ def test_a_long_busy_period_keeps_waiting_at_the_cap(clock):
 def test_without_the_retry_trailer_resource_exhausted_is_not_retried(clock):
     """A refusal for open sessions (or any policy refusal) is not busy."""
     attempt, calls = _outage(clock, 1e9, code=grpc.StatusCode.RESOURCE_EXHAUSTED)
+    client = _client()
+    client._error = lambda what, exc: PolicyError(what)
+    with pytest.raises(PolicyError):
+        client._with_retries("update", attempt, busy_for=60)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        # a refusal of ours names its error: never resent, whatever its message says
+        lambda: _ServerFull(trailers=(("ftl-error", "PolicyError"),)),
+        # gRPC's size limit: the same request would only fail again
+        lambda: _ServerFull(details="Received message larger than max (9 vs. 4)"),
+    ],
+)
+def test_other_resource_exhausted_answers_are_not_taken_for_grpcs_limit(clock, refusal):
+    attempt, calls = _busy_until(clock, 1e9, busy=refusal)
     client = _client()
     client._error = lambda what, exc: PolicyError(what)
     with pytest.raises(PolicyError):

@@ -57,6 +57,9 @@ _RETRY_BACKOFF = (0.25, 1.0, 3.0)
 #: to the cap; half of each wait is random, so that drivers put off together do
 #: not all come back at once.
 _BUSY_FIRST, _BUSY_CAP = 0.05, 2.0
+#: gRPC's message for a call refused unread because the server had its
+#: ``maximum_concurrent_rpcs`` in flight (``grpc._server._handle_call``).
+_SERVER_FULL = "Concurrent RPC limit exceeded!"
 _log = logging.getLogger(__name__)
 #: Longest the TLS probe that explains an unavailable party may take per step.
 _PROBE_SECONDS = 5.0
@@ -79,9 +82,21 @@ def _issuer_and_expiry(cert_path) -> tuple[str, datetime.datetime | None]:
 
 def _put_off(exc) -> bool:
     """Whether a failed call was put off as busy (not read; to be sent again), as
-    opposed to refused: only the ``ftl-retry: busy`` trailer says so."""
+    opposed to refused: the ``ftl-retry: busy`` trailer says so, and so does gRPC's
+    own answer to a call above the server's ``maximum_concurrent_rpcs``."""
     trailers = dict(exc.trailing_metadata() or ())
-    return trailers.get(RETRY_KEY) == RETRY_BUSY
+    if trailers.get(RETRY_KEY) == RETRY_BUSY:
+        return True
+    # gRPC's server refuses such a call before any handler (so any of ours) sees it:
+    # nothing was read, as for our busy answer. Known by its exact message and the
+    # lack of our trailers -- a refusal of ours (open sessions: RESOURCE_EXHAUSTED
+    # too) always names its error, and a message over gRPC's size limit, which
+    # would only fail again, says something else.
+    return (
+        exc.code() == import_grpc().StatusCode.RESOURCE_EXHAUSTED
+        and ERROR_KEY not in trailers
+        and exc.details() == _SERVER_FULL
+    )
 
 
 class Connection:
@@ -172,6 +187,8 @@ class PartyClient:
         raw = self._with_retries(
             "info",
             lambda: conn.info(b"", metadata=self._metadata(), timeout=self.connect_timeout),
+            # put off only by gRPC's server-wide limit, before it runs: sent again as is
+            busy_for=self.connect_timeout,
         )
         try:
             info = json.loads(raw.decode("utf-8"))
@@ -246,8 +263,9 @@ class PartyClient:
         if the call fails (the host may have run it); a retry after a transport
         failure resends the same number and digest, so the host answers it from the
         stored reply instead of running it twice. A call the host put off as busy
-        (its cap of calls in flight from this peer) is sent again, with jittered
-        exponential back-off, until the call's timeout is spent.
+        (its cap of calls in flight from this peer, or gRPC's cap of calls in flight
+        at the server) is sent again, with jittered exponential back-off, until the
+        call's timeout is spent.
         """
         conn = self.connection()
         with self._lock:

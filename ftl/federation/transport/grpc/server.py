@@ -250,7 +250,8 @@ class PartyServer:
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ftl-serve"),
             handlers=[self.handlers()],
             options=SERVER_OPTIONS,
-            # calls beyond this wait for no thread: they are refused at once
+            # calls beyond this wait for no thread: gRPC refuses them at once, unread,
+            # and the driver sends them again (as a busy call)
             maximum_concurrent_rpcs=4 * max_workers,
         )
         credentials = tls.server_credentials(on_connection=self.handshakes.connection_started)
