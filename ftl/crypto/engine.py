@@ -292,7 +292,12 @@ def batch_invert(values: Sequence[mpz], modulus: mpz) -> list[mpz]:
         prefix.append(acc)
     if not prefix:
         return []
-    inv = gmpy2.invert(acc, m)
+    try:
+        inv = gmpy2.invert(acc, m)
+    except ZeroDivisionError:
+        # only a party knowing a factor of N can make such a value: refuse, clearly
+        msg = "a ciphertext is not a unit modulo N**2 (not a Paillier ciphertext)"
+        raise ValueError(msg) from None
     out = [mpz(0)] * len(prefix)
     for i in range(len(prefix) - 1, 0, -1):
         out[i] = inv * prefix[i - 1] % m

@@ -150,6 +150,15 @@ def test_batch_invert_gives_every_inverse(keys):
     assert batch_invert([], pk.nsquare) == []
 
 
+def test_a_ciphertext_sharing_a_factor_with_n_is_refused_not_a_crash(keys):
+    # only the key owner can make one (it knows p): a deviating owner's message
+    pk, sk, enc = keys
+    cts = enc.encrypt_ints([1, 2, 3])
+    cts[1] = mpz(sk.p) * 7
+    with pytest.raises(ValueError, match="not a unit"):
+        column_multiexp(cts, np.array([[1], [-1], [2]], dtype=np.int64), pk.nsquare)
+
+
 @SETTINGS
 @given(hnp.arrays(np.float64, st.integers(1, 20), elements=VALUES))
 def test_own_key_encrypt_roundtrip_and_phe_interoperation(own, values):
