@@ -16,9 +16,9 @@ Three techniques make encrypted training cheap without weakening it:
 * **Bucket multi-exponentiation** (Pippenger) for ``X.T @ [[v]]``: per column,
   each window of the fixed-point exponents sorts ciphertexts into buckets, so the
   cost is about ``n * bits / w`` multiplications instead of one full ``powmod``
-  per cell. Digits are signed (a negative one takes the ciphertext's inverse, all
-  inverses from one batch inversion), so one set of ``2**(w-1)`` buckets serves
-  both signs. The window width is chosen per column from the row count and the
+  per cell. Digits are signed: a window's positive and negative digits fill two
+  sets of ``2**(w-1)`` buckets, divided by one inversion, whatever the exponents'
+  signs. The window width is chosen per column from the row count and the
   exponents' actual bit length (:func:`bucket_window`).
 """
 
@@ -35,7 +35,6 @@ from gmpy2 import mpz
 __all__ = [
     "CRTEncryptor",
     "FixedBaseTable",
-    "batch_invert",
     "bucket_window",
     "column_multiexp",
     "digit_windows",
@@ -229,7 +228,7 @@ def encrypt_with_factors(plaintexts: Sequence[int], factors: Sequence[mpz], n: i
     return [(1 + mpz(m) * n) * r % n2 for m, r in zip(plaintexts, factors, strict=True)]
 
 
-#: Widest bucket window: 2**13 buckets of 4096-bit residues are ~4 MB per worker.
+#: Widest bucket window: two sets of 2**13 buckets of 4096-bit residues, ~8 MB per worker.
 MAX_BUCKET_WINDOW = 14
 
 
@@ -244,15 +243,16 @@ def bucket_window(count: int, bits: int) -> int:
 
     With windows of ``w`` bits and digits in ``(-2**(w-1), 2**(w-1)]``, ``count``
     exponents of ``bits`` bits cost ``ceil((bits + 1) / w)`` rounds of one
-    multiplication per (non-zero) digit plus ``2**w`` to add up the ``2**(w-1)``
-    buckets (plus ``bits`` squarings, whatever ``w``). For 14 700 rows and 21-bit
-    exponents that is ``w = 11`` (two windows).
+    multiplication per (non-zero) digit plus ``2**(w+1)`` to add up the two sets of
+    ``2**(w-1)`` buckets (positive and negative digits; plus ``bits`` squarings,
+    whatever ``w``). For 21 000 rows and 21-bit exponents that is ``w = 11`` (two
+    windows).
     """
     if count <= 0 or bits <= 0:
         return 1
     return min(
         range(2, MAX_BUCKET_WINDOW + 1),
-        key=lambda w: (digit_windows(bits, w) * (count + 2**w), -w),
+        key=lambda w: (digit_windows(bits, w) * (count + 2 ** (w + 1)), -w),
     )
 
 
@@ -280,40 +280,14 @@ def signed_digits(magnitudes: np.ndarray, width: int, n_windows: int) -> np.ndar
     return out
 
 
-def batch_invert(values: Sequence[mpz], modulus: mpz) -> list[mpz]:
-    """Inverses of units mod ``modulus`` with one modular inversion (Montgomery's
-    trick: three multiplications each, instead of one inversion each -- about nine
-    multiplications' worth at 4096 bits)."""
-    m = mpz(modulus)
-    prefix = []
-    acc = mpz(1)
-    for v in values:
-        acc = acc * v % m
-        prefix.append(acc)
-    if not prefix:
-        return []
-    try:
-        inv = gmpy2.invert(acc, m)
-    except ZeroDivisionError:
-        # only a party knowing a factor of N can make such a value: refuse, clearly
-        msg = "a ciphertext is not a unit modulo N**2 (not a Paillier ciphertext)"
-        raise ValueError(msg) from None
-    out = [mpz(0)] * len(prefix)
-    for i in range(len(prefix) - 1, 0, -1):
-        out[i] = inv * prefix[i - 1] % m
-        inv = inv * values[i] % m
-    out[0] = inv
-    return out
-
-
 def column_multiexp(ciphertexts: Sequence[mpz], exponents: np.ndarray, modulus: int) -> list[mpz]:
     """``prod_i c_i ** E[i, j] mod modulus`` for every column ``j`` of ``E``.
 
     Each exponent is cut into signed digits (:func:`signed_digits` of its magnitude,
-    negated for a negative exponent); a negative digit multiplies the ciphertext's
-    inverse into its bucket. So one set of ``2**(w-1)`` buckets serves both signs --
-    half the buckets of unsigned digits, and a quarter of keeping positive and
-    negative rows apart -- for one batch inversion of the ciphertexts per call.
+    negated for a negative exponent). A window's positive and negative digits fill
+    two sets of ``2**(w-1)`` buckets, and the window's product is the first set's
+    sum over the second's (one inversion per window) -- half the buckets of
+    unsigned digits, which need ``2**w``, for every sign of exponent at once.
 
     Parameters
     ----------
@@ -322,13 +296,18 @@ def column_multiexp(ciphertexts: Sequence[mpz], exponents: np.ndarray, modulus: 
         Signed fixed-point integers (``|e| <= 2**62``).
     modulus : int
         ``n**2`` of the key the ciphertexts are under.
+
+    Raises
+    ------
+    ValueError
+        If a ciphertext that a negative digit needs is not a unit modulo
+        ``modulus`` (only a party knowing a factor of the key can make one).
     """
     m = mpz(modulus)
     n_rows, n_cols = exponents.shape
     if n_rows != len(ciphertexts):
         raise ValueError("one exponent row per ciphertext required")
     cts = list(ciphertexts)
-    inverses = None
     out = []
     for j in range(n_cols):
         col = exponents[:, j]
@@ -341,36 +320,50 @@ def column_multiexp(ciphertexts: Sequence[mpz], exponents: np.ndarray, modulus: 
             width = bucket_window(rows.size, bits)
             digits = signed_digits(mag, width, digit_windows(bits, width))
             digits[signed < 0] *= -1
-            if inverses is None and (digits < 0).any():
-                inverses = batch_invert(cts, m)
             for k in range(digits.shape[1] - 1, -1, -1):
-                # Horner over windows: acc = acc ** (2**width) * window_sum_k
+                # Horner over windows: acc = acc ** (2**width) * window_product_k
                 if acc != 1:
                     for _ in range(width):
                         acc = acc * acc % m
-                acc = acc * _bucket_sum(cts, inverses, rows, digits[:, k], width, m) % m
+                acc = acc * _window_product(cts, rows, digits[:, k], width, m) % m
         out.append(acc)
     return out
 
 
-def _bucket_sum(
-    cts: list[mpz], inverses: list[mpz] | None, rows: np.ndarray, digits: np.ndarray, width: int, m
-) -> mpz:
-    """``prod_i c_rows[i] ** digits[i]``: one multiplication per non-zero digit, a
-    negative digit taking the inverse ciphertext, then ``2**width`` to sum buckets."""
-    top = 1 << (width - 1)
-    buckets = [mpz(1)] * (top + 1)
+def _window_product(cts: list[mpz], rows: np.ndarray, digits: np.ndarray, width: int, m):
+    """``prod_i c_rows[i] ** digits[i]``: one multiplication per non-zero digit, then
+    ``2**width`` per sign to add up the buckets, and one inversion if any digit is
+    negative."""
     nz = np.flatnonzero(digits)
-    for i, d in zip(rows[nz].tolist(), digits[nz].tolist(), strict=True):
-        if d > 0:
+    result = mpz(1)
+    for sign in (1, -1):
+        picked = nz[digits[nz] * sign > 0]
+        if not picked.size:
+            continue
+        buckets = [mpz(1)] * ((1 << (width - 1)) + 1)
+        for i, d in zip(rows[picked].tolist(), (digits[picked] * sign).tolist(), strict=True):
             buckets[d] = buckets[d] * cts[i] % m
-        else:
-            buckets[-d] = buckets[-d] * inverses[i] % m
+        total = _bucket_total(buckets, m)
+        result = result * (total if sign > 0 else _invert_unit(total, m)) % m
+    return result
+
+
+def _bucket_total(buckets: list[mpz], m) -> mpz:
+    """``prod_d buckets[d] ** d`` by running products (two multiplications a bucket)."""
     running = mpz(1)
     total = mpz(1)
-    for d in range(top, 0, -1):
+    for d in range(len(buckets) - 1, 0, -1):
         if buckets[d] != 1:
             running = running * buckets[d] % m
         if running != 1:
             total = total * running % m
     return total
+
+
+def _invert_unit(value: mpz, m) -> mpz:
+    try:
+        return gmpy2.invert(value, m)
+    except ZeroDivisionError:
+        # only a party knowing a factor of N can make such a ciphertext: refuse, clearly
+        msg = "a ciphertext is not a unit modulo N**2 (not a Paillier ciphertext)"
+        raise ValueError(msg) from None

@@ -20,7 +20,6 @@ from ftl.crypto import fixedpoint, packed
 from ftl.crypto.engine import (
     CRTEncryptor,
     FixedBaseTable,
-    batch_invert,
     column_multiexp,
     digit_windows,
     djn_generator,
@@ -140,14 +139,6 @@ def test_signed_digits_rebuild_every_magnitude_within_their_range(magnitudes, wi
     weights = [1 << (width * k) for k in range(digits.shape[1])]
     for m, row in zip(magnitudes, digits.tolist(), strict=True):
         assert sum(d * w for d, w in zip(row, weights, strict=True)) == m
-
-
-def test_batch_invert_gives_every_inverse(keys):
-    pk, _, enc = keys
-    cts = enc.encrypt_ints(list(range(9)))
-    for c, inv in zip(cts, batch_invert(cts, pk.nsquare), strict=True):
-        assert c * inv % pk.nsquare == 1
-    assert batch_invert([], pk.nsquare) == []
 
 
 def test_a_ciphertext_sharing_a_factor_with_n_is_refused_not_a_crash(keys):
