@@ -326,7 +326,7 @@ def test_wrong_party_name_is_a_clear_error(certs_dir, lab):
         ftl.RemoteParty("shop", lab.address, tls=tls(certs_dir, "hospital"), retries=0)
 
 
-def test_the_pinned_server_name_can_be_set_per_party(certs_dir, lab):
+def test_the_pinned_server_name_can_be_set_per_party(certs_dir, lab, caplog):
     # A PKI that names the party otherwise: pin a name its certificate carries.
     remote = ftl.RemoteParty(
         "lab", lab.address, tls=tls(certs_dir, "hospital"), server_name="localhost"
@@ -336,6 +336,8 @@ def test_the_pinned_server_name_can_be_set_per_party(certs_dir, lab):
         ftl.RemoteParty(
             "lab", lab.address, tls=tls(certs_dir, "hospital"), server_name="stranger.ftl"
         )
+    # at once: a name that does not match is not retried for `retry_for` seconds
+    assert "retrying for up to" not in caplog.text
     # One server name for every party dialled with a configuration would pin none.
     shared = ftl.TLSConfig(**{**tls(certs_dir, "hospital").__dict__, "server_name": "localhost"})
     with pytest.raises(ValueError, match="server_name is no longer used"):

@@ -99,6 +99,18 @@ def _put_off(exc) -> bool:
     )
 
 
+#: Words of gRPC's details for a failed TLS handshake (certificate refused or not
+#: verified, a name that does not match), none of which a refused, reset or timed-out
+#: connection's details carry.
+_TLS_WORDS = ("handshake", "verif", "certificate", "ssl", "tls", "alert")
+
+
+def _tls_words(details: str | None) -> bool:
+    """Whether gRPC's details of an unavailable party speak of TLS."""
+    text = (details or "").lower()
+    return any(word in text for word in _TLS_WORDS)
+
+
 class Connection:
     """One gRPC channel per process (gRPC channels do not survive a fork).
 
@@ -328,6 +340,14 @@ class PartyClient:
                 within = tries < self.retries or now - first_failure + wait <= self.retry_for
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or self.retries == 0 or not within:
                     raise self._error(what, exc) from None
+                if tries == 0 and _tls_words(exc.details()):
+                    # a certificate or identity that does not match will not heal by
+                    # waiting: say so now, not after `retry_for` seconds of retries (the
+                    # probe that tells is a connection of its own: only when gRPC's words
+                    # point at TLS, never for a refused or reset connection)
+                    error = self._error(what, exc)
+                    if isinstance(error, (TLSHandshakeError, PeerIdentityError)):
+                        raise error from None
                 if tries == 0:
                     _log.warning(
                         "party %r (%s) unavailable during %r (%s); retrying for up to %.0f s",
