@@ -210,7 +210,8 @@ def encrypted_bin_sums(
     rows: np.ndarray,
     n_bins_max: int,
     n_jobs: int | None = None,
-) -> CiphertextArray | PlainArray:
+    with_counts: bool = False,
+):
     """Feature party: the homomorphic sum of the node's rows per feature and bin.
 
     Parameters
@@ -228,13 +229,19 @@ def encrypted_bin_sums(
     n_jobs : int, optional
         joblib workers for the products (any joblib backend, e.g. Dask under
         ``joblib.parallel_config``); ``None``: the peer key's ``n_jobs``.
+    with_counts : bool, default=False
+        Also return the node's rows per (feature, bin), as :func:`bin_counts`; in
+        plaintext mode they come from the same pass over the node's bins.
 
     Returns
     -------
-    CiphertextArray of shape (n_features, n_bins_max), or PlainArray (n_features, n_bins_max, slots)
+    sums : CiphertextArray or PlainArray
+        Shape (n_features, n_bins_max), plaintext (n_features, n_bins_max, slots).
         Unpacked sums, never sent as they are (an empty bin holds the neutral
         element 1): :func:`compress_bins` packs and re-randomises them. The
         plaintext mode's float64 sums add the rows in increasing order.
+    counts : ndarray of int64, shape (n_features, n_bins_max)
+        Only with ``with_counts``: then ``(sums, counts)`` is returned.
 
     Notes
     -----
@@ -255,8 +262,12 @@ def encrypted_bin_sums(
         if not isinstance(cts, PlainArray) or cts.values.ndim != 2:
             raise ValueError("expected plaintext-mode rows of shape (n_train, slots)")
         binned, rows = _node_rows(binned, cts.shape[0], rows)
-        sums, _ = _bin_sums(binned, rows, n_bins_max, cts.values.T, counts=False)
-        return PlainArray(np.moveaxis(sums, 0, -1))
+        sums, counts = _bin_sums(binned, rows, n_bins_max, cts.values.T, counts=with_counts)
+        plain = PlainArray(np.moveaxis(sums, 0, -1))
+        return (plain, counts) if with_counts else plain
+    if with_counts:
+        counts = bin_counts(binned, rows, n_bins_max)
+        return encrypted_bin_sums(peer, cts, binned, rows, n_bins_max, n_jobs), counts
     rows, columns = _node_columns(cts, binned, rows, n_bins_max)
     n_features = columns.shape[1]
     if not isinstance(cts, CiphertextArray) or cts.key_id != peer.key_id:

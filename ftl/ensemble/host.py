@@ -521,9 +521,15 @@ class BoostingHost(ResumableHost):
         counts already tell which are empty, and a deep node fills few of them.
         """
         n_bins = int(self.n_bins_non_missing.max(initial=1))
-        counts = histograms.bin_counts(self.binned, rows, n_bins)
-        sums = histograms.encrypted_bin_sums(
-            self.guest_key, self.packed_gh, self.binned, rows, n_bins, n_jobs=self.n_jobs
+        # the counts come with the sums (in plaintext mode from the same pass)
+        sums, counts = histograms.encrypted_bin_sums(
+            self.guest_key,
+            self.packed_gh,
+            self.binned,
+            rows,
+            n_bins,
+            n_jobs=self.n_jobs,
+            with_counts=True,
         )
         filled = sums.values[counts > 0][None]
         if isinstance(sums, CiphertextArray):

@@ -98,6 +98,12 @@ def test_plaintext_mode_bin_sums_are_the_kernels():
     expected, _ = _reference(binned, rows, 9, (g, h))
     assert out.values.shape == (5, 9, 2)
     np.testing.assert_array_equal(np.moveaxis(out.values, -1, 0), expected)
+    # the host's counts come from the same pass, equal to bin_counts'
+    both, counts = histograms.encrypted_bin_sums(
+        PlainPeerKey(), values, binned, rows, 9, with_counts=True
+    )
+    np.testing.assert_array_equal(both.values, out.values)
+    np.testing.assert_array_equal(counts, histograms.bin_counts(binned, rows, 9))
     with pytest.raises(ValueError, match="binned rows"):
         histograms.encrypted_bin_sums(PlainPeerKey(), values, binned[:-1], rows, 9)
 
