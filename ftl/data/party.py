@@ -36,14 +36,39 @@ def _clean_ids(ids: Any, name: str) -> np.ndarray:
         bad = [v for v in arr[:1000] if not isinstance(v, (str, int, np.integer))]
         if bad:
             raise ValueError(f"party {name!r}: ids must be integers or strings, got {bad[0]!r}")
-    as_text = pd.Series(arr.astype(str))
-    dup = as_text.duplicated(keep=False)
+    if arr.dtype.kind in "iu":
+        # integers: a sort finds repeats (text keys of a million ids take seconds)
+        ordered = np.sort(arr)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        dup = np.isin(arr, repeated) if repeated.size else np.zeros(arr.shape, dtype=bool)
+        as_text = pd.Series(arr[dup].astype(str))
+    else:
+        # strings, or objects that may mix 1 and "1": compared as text
+        as_text = pd.Series(arr.astype(str))
+        dup = as_text.duplicated(keep=False).to_numpy()
+        as_text = as_text[dup]
     if dup.any():
-        examples = ", ".join(as_text[dup].unique()[:3])
+        examples = ", ".join(as_text.unique()[:3])
         raise ValueError(
             f"party {name!r}: {int(dup.sum())} rows share duplicate ids (e.g. {examples})"
         )
     return arr
+
+
+def _clean_labels(labels: Any, n_rows: int, name: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.shape != (n_rows,):
+        raise ValueError(f"party {name!r}: labels must have shape ({n_rows},)")
+    if pd.isna(labels).any():
+        raise ValueError(f"party {name!r}: {int(pd.isna(labels).sum())} missing label(s)")
+    return labels
+
+
+def _plain_numbers(data: Any) -> bool:
+    """Whether ``data`` is a numpy array of numbers (not a table, not objects)."""
+    return isinstance(data, np.ndarray) and data.dtype.kind in "biuf"
 
 
 def _check_features(frame: pd.DataFrame, name: str, allow_missing: bool = False) -> np.ndarray:
@@ -58,12 +83,16 @@ def _check_features(frame: pd.DataFrame, name: str, allow_missing: bool = False)
             "(e.g. with ftl.preprocessing or pandas.get_dummies)"
         )
     values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    return _check_values(values, [str(c) for c in frame.columns], name, allow_missing)
+
+
+def _check_values(
+    values: np.ndarray, columns: list[str], name: str, allow_missing: bool = False
+) -> np.ndarray:
+    """``values`` (float64), refused if it holds infinities, or NaN unless allowed."""
     bad = np.isinf(values) if allow_missing else ~np.isfinite(values)
     if bad.any():
-        cols = [
-            f"{frame.columns[j]!s} ({int(bad[:, j].sum())} rows)"
-            for j in np.flatnonzero(bad.any(0))
-        ]
+        cols = [f"{columns[j]} ({int(bad[:, j].sum())} rows)" for j in np.flatnonzero(bad.any(0))]
         if allow_missing:
             raise ValueError(
                 f"party {name!r}: infinite values in feature column(s) {', '.join(cols)}"
@@ -153,6 +182,11 @@ class Party(Leased, ModelStore, TransformerStore):
         if not isinstance(name, str) or not name:
             raise ValueError("party name must be a non-empty string")
         self.name = name
+        if _plain_numbers(data) and id_column is None and label_column is None:
+            # an array of numbers (a simulation's columns): no table to go through,
+            # one copy of the values instead of three
+            self._from_array(np.asarray(data), ids, feature_names, labels, allow_missing)
+            return
         frame = self._as_frame(data, feature_names)
         for col, what in ((id_column, "id_column"), (label_column, "label_column")):
             if col is not None and col not in frame.columns:
@@ -168,20 +202,41 @@ class Party(Leased, ModelStore, TransformerStore):
         self._ids = _clean_ids(ids, name)
         if label_column is not None:
             labels = frame[label_column].to_numpy()
-        if labels is not None:
-            labels = np.asarray(labels)
-            if labels.shape != (len(frame),):
-                raise ValueError(f"party {name!r}: labels must have shape ({len(frame)},)")
-            if pd.isna(labels).any():
-                raise ValueError(f"party {name!r}: {int(pd.isna(labels).sum())} missing label(s)")
-        self._labels = labels
+        self._labels = _clean_labels(labels, len(frame), name)
         drop = [c for c in (id_column, label_column) if c is not None]
         features = frame.drop(columns=drop)
         self.feature_names = [str(c) for c in features.columns]
-        self._features = _check_features(features, name, allow_missing)
-        self._has_missing = bool(allow_missing and np.isnan(self._features).any())
+        self._finish(_check_features(features, name, allow_missing), allow_missing)
         self.id_column = id_column
         self.label_column = label_column
+
+    def _from_array(self, arr: np.ndarray, ids, feature_names, labels, allow_missing: bool):
+        """:meth:`__init__` for a 2-d array of numbers with ``ids`` (same checks)."""
+        name = self.name
+        if arr.ndim != 2:
+            raise ValueError(f"data must be a DataFrame or a 2-D array, got shape {arr.shape}")
+        names = [str(c) for c in feature_names] if feature_names is not None else None
+        names = names if names is not None else [f"x{j}" for j in range(arr.shape[1])]
+        if len(names) != arr.shape[1]:
+            raise ValueError(f"{len(names)} feature names for {arr.shape[1]} columns")
+        if len(set(names)) != len(names):
+            raise ValueError("data has duplicate column names")
+        if ids is None:
+            raise ValueError(f"party {name!r}: give id_column (DataFrame) or ids (array)")
+        if len(ids) != len(arr):
+            raise ValueError(f"party {name!r}: {len(ids)} ids for {len(arr)} rows")
+        self._ids = _clean_ids(ids, name)
+        self._labels = _clean_labels(labels, len(arr), name)
+        self.feature_names = names
+        values = np.array(arr, dtype=np.float64, order="C")  # the party's own copy
+        self._finish(_check_values(values, names, name, allow_missing), allow_missing)
+        self.id_column = None
+        self.label_column = None
+
+    def _finish(self, features: np.ndarray, allow_missing: bool) -> None:
+        """What every party holds besides its data: its secret, token, stores."""
+        self._features = features
+        self._has_missing = bool(allow_missing and np.isnan(features).any())
         self.token = uuid.uuid4().hex
         # never leaves the party: seeds what its peers must not reproduce (the
         # guest's random start and label noise: ftl.linear_model.guest.guest_secret)

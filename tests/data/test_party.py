@@ -72,3 +72,31 @@ def test_vertical_handle_indexing_and_sklearn_splitters():
         X[25]
     again = pickle.loads(pickle.dumps(X[:4]))
     assert list(again.ids) == list(X.ids[:4])
+
+
+def test_integer_ids_are_checked_for_repeats_without_text_keys():
+    # a sort finds the repeats (the text keys of a million ids took seconds)
+    with pytest.raises(ValueError, match=r"4 rows share duplicate ids \(e.g. 5, 3\)"):
+        ftl.Party("p", np.zeros((6, 1)), ids=np.array([5, 3, 5, 7, 3, 9]))
+    # objects may mix 1 and "1": still compared as text
+    with pytest.raises(ValueError, match="2 rows share duplicate ids"):
+        ftl.Party("p", np.zeros((3, 1)), ids=np.array([1, "1", 2], dtype=object))
+
+
+def test_an_array_party_holds_the_same_as_a_table_party():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3))
+    X[4, 1] = np.nan
+    ids, y = np.arange(50) * 7, rng.integers(0, 2, 50)
+    from_array = ftl.Party("a", X, ids=ids, labels=y, allow_missing=True)
+    table = pd.DataFrame(X, columns=["x0", "x1", "x2"]).assign(id=ids, y=y)
+    from_table = ftl.Party("a", table, id_column="id", label_column="y", allow_missing=True)
+    assert from_array.feature_names == from_table.feature_names
+    np.testing.assert_array_equal(from_array._features, from_table._features)
+    np.testing.assert_array_equal(from_array._ids, from_table._ids)
+    np.testing.assert_array_equal(from_array._labels, from_table._labels)
+    assert from_array._has_missing and from_table._has_missing
+    with pytest.raises(ValueError, match="NaN or infinite values in feature column"):
+        ftl.Party("a", X, ids=ids)
+    with pytest.raises(ValueError, match="duplicate column names"):
+        ftl.Party("a", X, ids=ids, feature_names=["u", "v", "u"])
