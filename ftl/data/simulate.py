@@ -29,16 +29,18 @@ def simulate_federation(X: np.ndarray, y: np.ndarray | None, n_hosts: int = 1) -
     ids = np.arange(n)
     blocks = column_blocks(X.shape[1], n_hosts)
     labels = y if y is not None else np.zeros(n)
+    # the blocks are runs of columns: slices are views, and each Party makes its own copy
+    columns = [slice(int(b[0]), int(b[-1]) + 1) if len(b) else slice(0, 0) for b in blocks]
     guest = Party(
         "sim_guest",
-        X[:, blocks[0]],
+        X[:, columns[0]],
         ids=ids,
         labels=labels,
         feature_names=[f"x{j}" for j in blocks[0]],
     )
     hosts = tuple(
-        Party(f"sim_host{k}", X[:, b], ids=ids, feature_names=[f"x{j}" for j in b])
-        for k, b in enumerate(blocks[1:], start=1)
+        Party(f"sim_host{k}", X[:, c], ids=ids, feature_names=[f"x{j}" for j in b])
+        for k, (b, c) in enumerate(zip(blocks[1:], columns[1:], strict=True), start=1)
     )
     alignment = Alignment(
         id=uuid.uuid4().hex,
