@@ -286,8 +286,9 @@ def column_multiexp(ciphertexts: Sequence[mpz], exponents: np.ndarray, modulus: 
     Each exponent is cut into signed digits (:func:`signed_digits` of its magnitude,
     negated for a negative exponent). A window's positive and negative digits fill
     two sets of ``2**(w-1)`` buckets, and the window's product is the first set's
-    sum over the second's (one inversion per window) -- half the buckets of
-    unsigned digits, which need ``2**w``, for every sign of exponent at once.
+    total times the inverse of the second's (one inversion per window). Unsigned
+    digits would need ``2**w`` buckets for the positive exponents' rows and as many
+    again for the negative ones'.
 
     Parameters
     ----------
@@ -361,6 +362,7 @@ def _bucket_total(buckets: list[mpz], m) -> mpz:
 
 
 def _invert_unit(value: mpz, m) -> mpz:
+    """``value**-1 mod m``, or a ValueError saying the ciphertexts were not Paillier's."""
     try:
         return gmpy2.invert(value, m)
     except ZeroDivisionError:
