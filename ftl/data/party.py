@@ -66,6 +66,17 @@ def _clean_labels(labels: Any, n_rows: int, name: str) -> np.ndarray | None:
     return labels
 
 
+def _array_names(arr: np.ndarray, feature_names: Sequence[str] | None) -> list:
+    """The column names of a 2-d array's features (``x0, x1, ...`` by default)."""
+    if arr.ndim != 2:
+        raise ValueError(f"data must be a DataFrame or a 2-D array, got shape {arr.shape}")
+    names = list(feature_names) if feature_names is not None else None
+    names = names if names is not None else [f"x{j}" for j in range(arr.shape[1])]
+    if len(names) != arr.shape[1]:
+        raise ValueError(f"{len(names)} feature names for {arr.shape[1]} columns")
+    return names
+
+
 def _plain_numbers(data: Any) -> bool:
     """Whether ``data`` is a numpy array of numbers (not a table, not objects)."""
     return isinstance(data, np.ndarray) and data.dtype.kind in "biuf"
@@ -213,12 +224,7 @@ class Party(Leased, ModelStore, TransformerStore):
     def _from_array(self, arr: np.ndarray, ids, feature_names, labels, allow_missing: bool):
         """:meth:`__init__` for a 2-d array of numbers with ``ids`` (same checks)."""
         name = self.name
-        if arr.ndim != 2:
-            raise ValueError(f"data must be a DataFrame or a 2-D array, got shape {arr.shape}")
-        names = [str(c) for c in feature_names] if feature_names is not None else None
-        names = names if names is not None else [f"x{j}" for j in range(arr.shape[1])]
-        if len(names) != arr.shape[1]:
-            raise ValueError(f"{len(names)} feature names for {arr.shape[1]} columns")
+        names = [str(c) for c in _array_names(arr, feature_names)]
         if len(set(names)) != len(names):
             raise ValueError("data has duplicate column names")
         if ids is None:
@@ -309,16 +315,7 @@ class Party(Leased, ModelStore, TransformerStore):
                 raise ValueError("data has duplicate column names")
             return data.reset_index(drop=True)
         arr = np.asarray(data)
-        if arr.ndim != 2:
-            raise ValueError(f"data must be a DataFrame or a 2-D array, got shape {arr.shape}")
-        names = (
-            list(feature_names)
-            if feature_names is not None
-            else [f"x{j}" for j in range(arr.shape[1])]
-        )
-        if len(names) != arr.shape[1]:
-            raise ValueError(f"{len(names)} feature names for {arr.shape[1]} columns")
-        return pd.DataFrame(arr, columns=names)
+        return pd.DataFrame(arr, columns=_array_names(arr, feature_names))
 
     # -- what anyone may know about the party ------------------------------------
     @property
