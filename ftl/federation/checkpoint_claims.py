@@ -70,6 +70,15 @@ class RunClaims:
         """Forget who runs ``key`` (the run finished)."""
         self._live.pop(key, None)
 
+    def prune(self) -> None:
+        """Forget the runs whose session ended without finishing them (a run that
+        ends claims nothing: its next session claims it anew)."""
+        for key in [k for k, ref in self._live.items() if ref() is None]:
+            del self._live[key]
+
+    def __len__(self) -> int:
+        return len(self._live)
+
 
 def refuse_superseded(session: Any, who: str, word: str, id_attribute: str) -> None:
     """Refuse every operation of a role's ``session`` whose run a resume has taken over.

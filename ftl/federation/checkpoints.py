@@ -163,8 +163,10 @@ class PartyCheckpoints:
         # fit id -> (last use, {"latest": state, "previous": state or None, "rows": int})
         self._runs: dict[str, tuple[float, dict]] = {}
         self._claims = RunClaims()  # used with self._lock held
-        # fit id -> {part name: value} of runs kept in memory only (keep_part)
+        # fit id -> {part name: value} of runs kept in memory only (keep_part), and
+        # when each run last kept one (a run may keep parts before its first step)
         self._parts: dict[str, dict[str, Any]] = {}
+        self._parts_used: dict[str, float] = {}
 
     @classmethod
     def for_peer(cls, folder: str | os.PathLike | None, identity: str, ttl: float = 3600.0):
@@ -273,6 +275,7 @@ class PartyCheckpoints:
             self._runs.pop(key, None)
             self._claims.release(key)
             self._parts.pop(key, None)
+            self._parts_used.pop(key, None)
             if self.root is not None:
                 remove_checkpoint(self._path(protocol, fit_id))
                 shutil.rmtree(self._parts_folder(protocol, fit_id), ignore_errors=True)
@@ -292,11 +295,17 @@ class PartyCheckpoints:
             return self._forget_idle(time.monotonic() if now is None else now)
 
     def _forget_idle(self, now: float) -> int:
-        """Drop states kept in memory of runs idle for longer than ``ttl`` (lock held)."""
+        """Drop states kept in memory of runs idle for longer than ``ttl``, with their
+        parts, parts of runs that kept no step and were idle as long, and the claims
+        of sessions that ended (lock held)."""
         idle = [k for k, (used, _) in self._runs.items() if now - used > self.ttl]
         for key in idle:
             del self._runs[key]
+        stale = [k for k, used in self._parts_used.items() if now - used > self.ttl]
+        for key in {*idle, *(k for k in stale if k not in self._runs)}:
             self._parts.pop(key, None)
+            self._parts_used.pop(key, None)
+        self._claims.prune()
         return len(idle)
 
     # -- parts written once --------------------------------------------------------------
@@ -316,6 +325,7 @@ class PartyCheckpoints:
             self._check_owner(key, owner)
             if self.root is None:
                 self._parts.setdefault(key, {})[name] = value
+                self._parts_used[key] = time.monotonic()
                 return
             path = self._parts_folder(protocol, fit_id) / f"{name}.json"
             write_checkpoint(path, f"{protocol}.part", self._fingerprint(protocol, fit_id), value)

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 import ftl
+from ftl.exceptions import CheckpointError
 from ftl.federation import Channel
 from ftl.federation.audit import AuditLog
+from ftl.federation.checkpoints import PartyCheckpoints
 from ftl.federation.peer_views import PeerViews
 from tests.security._serving import make_certs, policy, shop_party, start_server, tls_for
 
@@ -62,6 +64,25 @@ def test_a_checkpoint_file_stays_when_its_copy_in_memory_is_freed(tmp_path):
     sweep(views, 61)
     assert len(kept) == 0
     assert kept.load("lr", FIT_ID, 0)["rows"] == 10  # read back from its file
+
+
+def test_the_sweep_frees_parts_of_a_run_that_kept_no_step_and_ended_sessions_claims():
+    kept = PartyCheckpoints(None, "bank", ttl=60.0)
+
+    class Session:
+        superseded = False
+
+    session = Session()
+    kept.claim("psi", FIT_ID, session)
+    kept.keep_part("psi", FIT_ID, "batch-0", {"rows": np.arange(4)}, owner=session)
+    now = time.monotonic()
+    kept.forget_idle(now + 30)
+    assert kept.load_part("psi", FIT_ID, "batch-0")["rows"].size == 4  # within its ttl
+    del session  # the driver went away: its session ended without finishing the run
+    kept.forget_idle(now + 61)
+    with pytest.raises(CheckpointError, match="lacks batch-0"):
+        kept.load_part("psi", FIT_ID, "batch-0")
+    assert len(kept._claims) == 0
 
 
 @pytest.fixture(scope="module")
