@@ -14,7 +14,8 @@ Prints, from one process:
    key set-up), and the ratios to Taylor-1's pass.
 
 ``--rows N`` keeps the first N aligned rows (quick runs); ``--passes-only`` skips
-section 3 (its encrypted fits take minutes on the full data).
+section 3 (its encrypted fits take minutes on the full data), ``--pass-rows 0``
+section 4.
 
 Usage: python benchmarks/bench_lr.py [--rows N] [--n-jobs J] [--key-size K]
        [--pass-rows M] [--passes-only]
@@ -154,7 +155,8 @@ def main() -> None:
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
     if not args.passes_only:
         compare_fits(X_tr, X_te, y_tr, y_te, args, cores)
-    compare_passes(X_tr, y_tr, args)
+    if args.pass_rows > 0:  # --pass-rows 0 skips section 4
+        compare_passes(X_tr, y_tr, args)
 
 
 if __name__ == "__main__":
