@@ -154,32 +154,33 @@ class Leased:
                 dropped.append((kind, key, idle))
         return dropped
 
+    def _lineage(self):
+        """This party, then the party it derives from, and so on down to the base."""
+        party = self
+        while party is not None:
+            yield party
+            party = getattr(party, "_base", None)
+
     def _touch(self, kind: str, key: str) -> None:
         """Renew the lease of an item, held by this party or one it derives from
         (a derived party shares its base's alignments)."""
-        party = self
-        while party is not None:
+        for party in self._lineage():
             if party._leases.holds(kind, key):
                 party._leases.touch(kind, key)
                 return
-            party = getattr(party, "_base", None)
 
     def _not_held(self, kind: str, key: str) -> ValueError:
         """The error for an item this party does not hold: expired, or never held."""
-        party = self
-        while party is not None:
+        for party in self._lineage():
             ttl = party._leases.expired_ttl(kind, key)
             if ttl is not None:
                 return ValueError(expired_message(self.name, kind, key, ttl))
-            party = getattr(party, "_base", None)
         return ValueError(f"party {self.name!r} has no {kind} {key!r}")
 
     def _find_up(self, attribute: str):
         """An attribute a server attached to this party or one it derives from."""
-        party = self
-        while party is not None:
+        for party in self._lineage():
             found = vars(party).get(attribute)
             if found is not None:
                 return found
-            party = getattr(party, "_base", None)
         return None
