@@ -170,15 +170,7 @@ class HostTerms:
         if term["count"] != self.widths[host.name]:
             raise ValueError(f"{host.name!r} returned a malformed cross term")
         try:
-            plain = pieces.decrypt_cross(
-                self.own,
-                term["values"],
-                term["slot_bits"],
-                term["count"],
-                n_rows,
-                n_pieces,
-                self.n_train,
-            )
+            plain = pieces.decrypt_term(self.own, term, n_rows, n_pieces, self.n_train)
         except ValueError as exc:
             raise ValueError(f"{host.name!r} returned a malformed cross term") from exc
         return stack_rows([plain])

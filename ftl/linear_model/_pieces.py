@@ -29,6 +29,7 @@ __all__ = [
     "check_columns",
     "cross_total",
     "decrypt_cross",
+    "decrypt_term",
     "encrypt_pieces",
     "mask_cross",
     "masked_cross",
@@ -101,3 +102,11 @@ def decrypt_cross(own, values, slot_bits: int, count: int, n_rows: int, n_pieces
     if own.scheme == "paillier" and slot_bits != expected_slot_bits(n_rows, n_pieces):
         raise ValueError("the cross term has the wrong slots")
     return own.decrypt_packed(values, slot_bits, count)
+
+
+def decrypt_term(own, term, n_rows: int, n_pieces: int, n_train: int):
+    """:func:`decrypt_cross` of a cross-term message's ``values``, its declared
+    ``slot_bits`` and ``count``."""
+    return decrypt_cross(
+        own, term["values"], term["slot_bits"], term["count"], n_rows, n_pieces, n_train
+    )

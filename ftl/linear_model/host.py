@@ -322,14 +322,8 @@ class LogisticHost:
         if requester in self.decrypted:
             raise ValueError(f"{self.name}: {requester!r} already had a cross term decrypted")
         try:
-            values = pieces.decrypt_cross(
-                self.own,
-                request["values"],
-                request["slot_bits"],
-                request["count"],
-                len(self.margin),
-                n_pieces,
-                self.n_train,
+            values = pieces.decrypt_term(
+                self.own, request, len(self.margin), n_pieces, self.n_train
             )
         except ValueError as exc:
             raise ValueError(f"{self.name}: cross term of {requester!r}: {exc}") from None
@@ -412,14 +406,8 @@ class LogisticHost:
         if request["count"] != 1:
             raise ValueError(f"{self.name}: a loss total is a single value")
         try:
-            values = pieces.decrypt_cross(
-                self.own,
-                request["values"],
-                request["slot_bits"],
-                1,
-                self.loss_rows,
-                self.approx.host_width,
-                self.n_train,
+            values = pieces.decrypt_term(
+                self.own, request, self.loss_rows, self.approx.host_width, self.n_train
             )
         except ValueError as exc:
             raise ValueError(f"{self.name}: the loss total: {exc}") from None
